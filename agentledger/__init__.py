@@ -1,0 +1,83 @@
+"""agentledger: run pydantic-ai agents durably on Temporal and keep a ledger of every step.
+
+```python
+import agentledger
+ledger = agentledger.SqliteLedger('runs.db')
+plugin = agentledger.LedgerPlugin(ledger, agents=[agent])
+client = await Client.connect('localhost:7233', plugins=[plugin])
+async with Worker(client, task_queue='agents'):
+    result = await agentledger.run(client, agent, 'prompt', task_queue='agents')
+```
+
+Backends that need optional libraries (`SqliteLedger`: aiosqlite) are imported on first use, so
+workflow code importing this package never loads them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._client import AgentRunHandle, AgentRunResult, run, start
+from ._errors import (
+    AgentLedgerError,
+    LedgerConfigError,
+    LedgerCorruptionError,
+    LedgerError,
+    LedgerUnavailableError,
+    RunNotFoundError,
+)
+from .ledger import (
+    Acceptance,
+    ErrorInfo,
+    Ledger,
+    MemoryLedger,
+    RetryPolicy,
+    RunRecord,
+    StepEvent,
+    StepRecord,
+    Usage,
+    open_ledger,
+)
+from .plugin import LedgerPlugin
+from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow
+
+if TYPE_CHECKING:
+    from .ledger.sqlite import SqliteLedger
+
+__all__ = [
+    'Acceptance',
+    'AgentLedgerError',
+    'AgentRunHandle',
+    'AgentRunInput',
+    'AgentRunOutput',
+    'AgentRunResult',
+    'AgentRunWorkflow',
+    'ErrorInfo',
+    'Ledger',
+    'LedgerConfigError',
+    'LedgerCorruptionError',
+    'LedgerError',
+    'LedgerPlugin',
+    'LedgerUnavailableError',
+    'MemoryLedger',
+    'RetryPolicy',
+    'RunNotFoundError',
+    'RunRecord',
+    'SqliteLedger',
+    'StepEvent',
+    'StepRecord',
+    'Usage',
+    'open_ledger',
+    'run',
+    'start',
+]
+
+__version__ = '0.1.0'
+
+
+def __getattr__(name: str) -> Any:
+    if name == 'SqliteLedger':
+        from .ledger.sqlite import SqliteLedger
+
+        return SqliteLedger
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,124 @@
+"""Every private shape of pydantic-ai and temporalio that agentledger reads, named in one place.
+
+pydantic-ai's Temporal integration passes its activity inputs and results as private dataclasses.
+agentledger reads them on the worker (never constructs them) to classify activities and attribute
+events. Each shape used is listed here and pinned by `tests/test_compat.py`, which fails loudly
+when an upstream release changes one, so an upgrade breaks a test rather than the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .ledger._records import StepKind, ToolOutcome
+
+__all__ = [
+    'MODEL_REQUEST_SUFFIXES',
+    'TOOL_CALL_SUFFIX',
+    'TOOL_RESULT_OUTCOMES',
+    'RUN_CONTEXT_KEY',
+    'ActivityShape',
+    'classify_activity',
+    'read_activity_args',
+    'tool_outcome',
+    'SUPPORTED_PYDANTIC_AI',
+    'SUPPORTED_TEMPORALIO',
+    'RUNTIME_SAFE_FLAG',
+    'mark_safe_at_runtime',
+    'tool_result_detail',
+]
+
+SUPPORTED_PYDANTIC_AI = ('2.68.0', '2.69.0')
+"""The pydantic-ai-slim range (inclusive lower, exclusive upper) whose private shapes are pinned here."""
+
+SUPPORTED_TEMPORALIO = ('1.35.0', '1.36.0')
+"""The temporalio range pinned here."""
+
+MODEL_REQUEST_SUFFIXES = ('__model_request', '__model_request_stream')
+"""Activity-type suffixes of pydantic-ai's model-request activities (`TemporalOperationNamer`)."""
+
+TOOL_CALL_SUFFIX = '__call_tool'
+"""Activity-type suffix of pydantic-ai's tool-call activities (`TemporalOperationNamer`)."""
+
+RUN_CONTEXT_KEY = 'serialized_run_context'
+"""The attribute of the private `_RequestParams` / `CallToolParams` activity inputs holding the run context.
+
+Its dict carries `run_step`, `tool_call_id`, `tool_name` and `retry` (`TemporalRunContext`).
+"""
+
+TOOL_RESULT_OUTCOMES: Mapping[str, ToolOutcome] = {
+    'tool_return': 'returned',
+    'tool_content': 'returned',
+    'model_retry': 'retry_requested',
+    'validation_error': 'validation_error',
+    'call_deferred': 'deferred',
+    'approval_required': 'approval_required',
+    'tool_failed': 'failed',
+    'run_cancelled': 'cancelled',
+}
+"""The `kind` discriminator of pydantic-ai's private `CallToolResult` union, mapped to ledger outcomes."""
+
+
+@dataclass(frozen=True)
+class ActivityShape:
+    """What the ledger knows about one pydantic-ai activity input."""
+
+    kind: StepKind
+    step: int | None
+    tool_call_id: str | None
+    tool_name: str | None
+    model_name: str | None
+
+
+RUNTIME_SAFE_FLAG = '_safe_at_runtime'
+"""The private `AbstractCapability` class flag that lets a capability be added per run inside a workflow.
+
+pydantic-ai rejects per-run capabilities in durable runs because they could contribute toolsets or
+durable operations with no registered activities; a capability with neither sets this flag.
+"""
+
+
+def mark_safe_at_runtime(cls: type[Any]) -> type[Any]:
+    """Class decorator: declare a capability that adds no toolsets and no durable operations."""
+    setattr(cls, RUNTIME_SAFE_FLAG, True)
+    return cls
+
+
+def classify_activity(activity_type: str) -> StepKind | None:
+    """`model_request`, `tool_call`, or `None` for activities the ledger does not record as steps."""
+    if activity_type.endswith(MODEL_REQUEST_SUFFIXES):
+        return 'model_request'
+    if activity_type.endswith(TOOL_CALL_SUFFIX):
+        return 'tool_call'
+    return None
+
+
+def read_activity_args(kind: StepKind, args: tuple[Any, ...] | list[Any]) -> ActivityShape:
+    """Read step index, tool call id and tool name from a pydantic-ai activity's decoded arguments."""
+    wire = args[0] if args else None
+    context: Any = getattr(wire, RUN_CONTEXT_KEY, None)
+    if not isinstance(context, Mapping):
+        context = {}
+    step = context.get('run_step')
+    model_name = getattr(wire, 'model_id', None) if kind == 'model_request' else None
+    return ActivityShape(
+        kind=kind,
+        step=step if isinstance(step, int) else None,
+        tool_call_id=context.get('tool_call_id') if kind == 'tool_call' else None,
+        tool_name=(context.get('tool_name') or getattr(wire, 'name', None)) if kind == 'tool_call' else None,
+        model_name=model_name if isinstance(model_name, str) else None,
+    )
+
+
+def tool_outcome(result: object) -> ToolOutcome:
+    """The ledger outcome of a tool activity's result (the private `CallToolResult` union)."""
+    kind: Literal[''] | str = getattr(result, 'kind', '')
+    return TOOL_RESULT_OUTCOMES.get(kind, 'returned')
+
+
+def tool_result_detail(result: object) -> str | None:
+    """A short note for outcomes that carry a message (a retry prompt)."""
+    message = getattr(result, 'message', None)
+    return message[:500] if isinstance(message, str) else None

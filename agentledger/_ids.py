@@ -1,0 +1,21 @@
+"""Deterministic identifiers, derived only from values Temporal keeps stable.
+
+Pure functions: workflow code calls them during replay and must get the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ['ledger_run_id']
+
+
+def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
+    """The ledger run id of a workflow execution chain.
+
+    `first_execution_run_id` survives continue-as-new and resets (the copied start event keeps it),
+    so every Temporal run of one `Agent.run` maps to one ledger run, while starting the same
+    workflow id again after it closed is a new chain and a new ledger run.
+    """
+    digest = hashlib.sha256(f'{workflow_id}\x00{first_execution_run_id}'.encode()).hexdigest()
+    return f'run-{digest[:20]}'

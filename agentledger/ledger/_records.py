@@ -1,0 +1,354 @@
+"""The records a ledger stores: runs, step events, acceptances and seals.
+
+Every record is a frozen dataclass with a JSON-friendly shape (`to_json` / `from_json`), so the
+same record crosses Temporal activity boundaries, is stored by every backend, and is printed by
+`agentledger show --json` without a second schema.
+
+This module is imported by workflow code (through the workflow-side headers), so it must stay
+free of I/O and of backend libraries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal, TypeAlias, cast
+
+__all__ = [
+    'AcceptanceOutcome',
+    'Acceptance',
+    'ErrorInfo',
+    'EventKind',
+    'EventState',
+    'RunRecord',
+    'RunSeal',
+    'RunStart',
+    'RunStatus',
+    'StepEvent',
+    'StepKind',
+    'StepRecord',
+    'StepStatus',
+    'ToolOutcome',
+    'Usage',
+    'RUN_ACTIVITY_ID',
+]
+
+RunStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'terminated', 'parked']
+"""Where a ledger run stands. Only `running` is not terminal."""
+
+EventKind: TypeAlias = Literal[
+    'run_started',
+    'run_completed',
+    'run_failed',
+    'run_cancelled',
+    'model_request_started',
+    'model_request_completed',
+    'model_request_failed',
+    'tool_call_started',
+    'tool_call_completed',
+    'tool_call_failed',
+]
+"""What a `StepEvent` records. `*_started` opens an attempt; `*_completed` / `*_failed` end it."""
+
+StepKind: TypeAlias = Literal['model_request', 'tool_call']
+"""The kind of activity a step is."""
+
+ToolOutcome: TypeAlias = Literal[
+    'returned',
+    'retry_requested',
+    'validation_error',
+    'denied',
+    'deferred',
+    'approval_required',
+    'failed',
+    'cancelled',
+]
+"""How a completed tool call ended. A tool that asked the model to retry is completed with `retry_requested`."""
+
+EventState: TypeAlias = Literal['provisional', 'accepted', 'abandoned']
+"""Whether the workflow used this attempt's result.
+
+`provisional` until the workflow accepts the activity's result; then the accepted attempt's events
+are `accepted` and every other attempt's are `abandoned` (kept for audit: they are the retry bill).
+"""
+
+AcceptanceOutcome: TypeAlias = Literal['completed', 'failed', 'cancelled']
+"""How the workflow observed an activity end."""
+
+StepStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'abandoned']
+"""The status of one step (one activity) as the workflow saw it."""
+
+RUN_ACTIVITY_ID = '-'
+"""The `activity_id` of run-level events (`run_*`), which belong to no agent activity."""
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error as the ledger keeps it: the exception type, its message, and whether it may be retried."""
+
+    type: str
+    message: str
+    retryable: bool
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ErrorInfo | None:
+        """Rebuild from `to_json()` output (or `None`)."""
+        return cls(**data) if data is not None else None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token and request counts, added up across model requests (and, later, delegates)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            tool_calls=self.tool_calls + other.tool_calls,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Usage | None:
+        """Rebuild from `to_json()` output (or `None`)."""
+        return cls(**data) if data is not None else None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One transition of one attempt of one activity (or of the run itself).
+
+    The idempotency key is `(workflow_id, temporal_run_id, activity_id, attempt, kind)`: Temporal
+    delivers at least once and retries every attempt, and `activity_id` alone repeats across
+    Temporal runs (resets, continue-as-new), so all five parts are needed.
+    """
+
+    run_id: str
+    """The ledger run id: stable for one `Agent.run` across resets and continue-as-new."""
+    workflow_id: str
+    temporal_run_id: str
+    activity_id: str
+    """The Temporal activity id, or `RUN_ACTIVITY_ID` for run-level events."""
+    attempt: int
+    """The Temporal attempt number (1-based); 0 for run-level and workflow-side events."""
+    kind: EventKind
+    timestamp: datetime
+    step: int | None = None
+    """pydantic-ai's `run_step`: the number of the model request this event belongs to."""
+    activity_type: str | None = None
+    scheduled_at: datetime | None = None
+    """The server-stamped schedule time of this attempt; with `attempt` it fences stale writes."""
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    model_name: str | None = None
+    duration_s: float | None = None
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    outcome: ToolOutcome | None = None
+    detail: str | None = None
+    """A short human-readable note (a retry prompt, the output preview, ...)."""
+    seq: int = 0
+    """The ledger's causal order, assigned when stored."""
+    state: EventState = 'provisional'
+    """Derived on read from the run's acceptances; never stored."""
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: at-least-once deliveries of the same write collapse onto it."""
+        return f'{self.workflow_id}|{self.temporal_run_id}|{self.activity_id}|{self.attempt}|{self.kind}'
+
+    @property
+    def step_kind(self) -> StepKind | None:
+        """`model_request` or `tool_call` for activity events, `None` for run-level events."""
+        if self.kind.startswith('model_request_'):
+            return 'model_request'
+        if self.kind.startswith('tool_call_'):
+            return 'tool_call'
+        return None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether this event ends an attempt (or the run)."""
+        return not self.kind.endswith('_started')
+
+    @property
+    def fence(self) -> tuple[datetime, int]:
+        """The order of attempts: a later schedule time wins, then a higher attempt number."""
+        return (self.scheduled_at or self.timestamp, self.attempt)
+
+    def with_state(self, state: EventState) -> StepEvent:
+        """A copy with `state` set (states are derived, not stored)."""
+        return replace(self, state=state)
+
+    def with_seq(self, seq: int) -> StepEvent:
+        """A copy with the stored sequence number."""
+        return replace(self, seq=seq)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict; the stable shape of `agentledger show --json` events."""
+        data = asdict(self)
+        data['timestamp'] = self.timestamp.isoformat()
+        data['scheduled_at'] = self.scheduled_at.isoformat() if self.scheduled_at else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepEvent:
+        """Rebuild from `to_json()` output."""
+        values = dict(data)
+        values['timestamp'] = datetime.fromisoformat(values['timestamp'])
+        values['scheduled_at'] = _dt(values.get('scheduled_at'))
+        values['error'] = ErrorInfo.from_json(values.get('error'))
+        values['usage'] = Usage.from_json(values.get('usage'))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """The workflow observed an activity end and used its result (or its failure).
+
+    Sent from workflow code deterministically (as headers on the next activity, and in the seal),
+    so the ledger can tell the attempt Temporal accepted from provisional and zombie attempts.
+    """
+
+    run_id: str
+    workflow_id: str
+    temporal_run_id: str
+    activity_id: str
+    outcome: AcceptanceOutcome
+
+    @property
+    def key(self) -> str:
+        """The idempotency key of this acceptance."""
+        return f'{self.workflow_id}|{self.temporal_run_id}|{self.activity_id}'
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Acceptance:
+        """Rebuild from `to_json()` output."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What the workflow knows when a run starts; written by the `run_started` ledger activity."""
+
+    run_id: str
+    workflow_id: str
+    temporal_run_id: str
+    agent_name: str
+    started_at: datetime
+    task_queue: str
+    conversation_id: str | None = None
+    parent_run_id: str | None = None
+    parent_tool_call_id: str | None = None
+    prompt_preview: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSeal:
+    """How a run ended; written by the seal activity at the end of the run."""
+
+    run_id: str
+    workflow_id: str
+    temporal_run_id: str
+    status: RunStatus
+    ended_at: datetime
+    usage: Usage = field(default_factory=Usage)
+    error: ErrorInfo | None = None
+    output_preview: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One ledger run: one `Agent.run`, across every Temporal run it had (resets, continue-as-new)."""
+
+    run_id: str
+    workflow_id: str
+    temporal_run_ids: tuple[str, ...]
+    agent_name: str
+    status: RunStatus
+    started_at: datetime
+    updated_at: datetime
+    task_queue: str
+    conversation_id: str | None = None
+    parent_run_id: str | None = None
+    parent_tool_call_id: str | None = None
+    ended_at: datetime | None = None
+    usage: Usage = field(default_factory=Usage)
+    error: ErrorInfo | None = None
+    prompt_preview: str | None = None
+    output_preview: str | None = None
+
+    @property
+    def temporal_run_id(self) -> str:
+        """The latest Temporal run id of this ledger run."""
+        return self.temporal_run_ids[-1]
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end, when the run has ended."""
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict; the stable shape of `agentledger runs --json`."""
+        data = asdict(self)
+        data['temporal_run_ids'] = list(self.temporal_run_ids)
+        for name in ('started_at', 'updated_at', 'ended_at'):
+            value = cast(datetime | None, data[name])
+            data[name] = value.isoformat() if value else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """Rebuild from `to_json()` output."""
+        values = dict(data)
+        values['temporal_run_ids'] = tuple(values['temporal_run_ids'])
+        values['started_at'] = datetime.fromisoformat(values['started_at'])
+        values['updated_at'] = datetime.fromisoformat(values['updated_at'])
+        values['ended_at'] = _dt(values.get('ended_at'))
+        values['usage'] = Usage.from_json(values.get('usage')) or Usage()
+        values['error'] = ErrorInfo.from_json(values.get('error'))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step (one activity) of a run, summarised from its events: which attempt the run used."""
+
+    run_id: str
+    temporal_run_id: str
+    activity_id: str
+    kind: StepKind
+    step: int | None
+    attempts: int
+    """How many attempts the ledger saw."""
+    accepted_attempt: int | None
+    """The attempt whose result the workflow used; `None` while running or when abandoned."""
+    status: StepStatus
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    outcome: ToolOutcome | None = None
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+    duration_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict."""
+        return asdict(self)

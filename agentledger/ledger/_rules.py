@@ -1,0 +1,215 @@
+"""Pure rules every ledger backend shares: run-record transitions and accepted-attempt derivation.
+
+Backends store raw facts only (run starts, events, acceptances, seals). Which attempt's result a
+run used, and what state every event is in, is derived here on read, so no backend can disagree
+with another and no stored row is ever overwritten to change its meaning.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from ._records import (
+    Acceptance,
+    EventState,
+    RunRecord,
+    RunSeal,
+    RunStart,
+    StepEvent,
+    StepRecord,
+    StepStatus,
+    Usage,
+)
+
+__all__ = ['apply_run_start', 'apply_seal', 'derive_event_states', 'derive_steps', 'run_event_for_start', 'run_event_for_seal']
+
+
+def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | None:
+    """Fold a `RunStart` into the run record; `None` means nothing changes (a repeated delivery).
+
+    A new Temporal run of the same ledger run (reset, restart, continue-as-new) is appended to
+    `temporal_run_ids` and makes the run `running` again; a start already seen is a no-op, so a late
+    duplicate can never re-open a sealed run.
+    """
+    if existing is None:
+        return RunRecord(
+            run_id=start.run_id,
+            workflow_id=start.workflow_id,
+            temporal_run_ids=(start.temporal_run_id,),
+            agent_name=start.agent_name,
+            status='running',
+            started_at=start.started_at,
+            updated_at=start.started_at,
+            task_queue=start.task_queue,
+            conversation_id=start.conversation_id,
+            parent_run_id=start.parent_run_id,
+            parent_tool_call_id=start.parent_tool_call_id,
+            prompt_preview=start.prompt_preview,
+        )
+    if start.temporal_run_id in existing.temporal_run_ids:
+        return None
+    return replace(
+        existing,
+        temporal_run_ids=(*existing.temporal_run_ids, start.temporal_run_id),
+        status='running',
+        updated_at=max(existing.updated_at, start.started_at),
+        ended_at=None,
+        error=None,
+    )
+
+
+def apply_seal(existing: RunRecord, seal: RunSeal) -> RunRecord | None:
+    """Fold a `RunSeal` into the run record; `None` when the seal is stale or already applied.
+
+    Only the latest Temporal run may seal: a seal delivered late by a run that was since reset
+    must not overwrite the live run's status.
+    """
+    if seal.temporal_run_id != existing.temporal_run_id:
+        return None
+    if existing.status == seal.status and existing.ended_at == seal.ended_at:
+        return None
+    return replace(
+        existing,
+        status=seal.status,
+        ended_at=seal.ended_at,
+        updated_at=max(existing.updated_at, seal.ended_at),
+        usage=seal.usage,
+        error=seal.error,
+        output_preview=seal.output_preview,
+    )
+
+
+def run_event_for_start(start: RunStart) -> StepEvent:
+    """The `run_started` event a `RunStart` records."""
+    return StepEvent(
+        run_id=start.run_id,
+        workflow_id=start.workflow_id,
+        temporal_run_id=start.temporal_run_id,
+        activity_id='-',
+        attempt=0,
+        kind='run_started',
+        timestamp=start.started_at,
+        detail=start.prompt_preview,
+        state='accepted',
+    )
+
+
+def run_event_for_seal(seal: RunSeal) -> StepEvent:
+    """The terminal run event (`run_completed`, `run_failed`, `run_cancelled`) a `RunSeal` records."""
+    kind = {'completed': 'run_completed', 'cancelled': 'run_cancelled'}.get(seal.status, 'run_failed')
+    return StepEvent(
+        run_id=seal.run_id,
+        workflow_id=seal.workflow_id,
+        temporal_run_id=seal.temporal_run_id,
+        activity_id='-',
+        attempt=0,
+        kind=kind,  # type: ignore[arg-type]
+        timestamp=seal.ended_at,
+        usage=seal.usage,
+        error=seal.error,
+        detail=seal.output_preview,
+        state='accepted',
+    )
+
+
+def _attempt_key(event: StepEvent) -> tuple[str, str, int]:
+    return (event.temporal_run_id, event.activity_id, event.attempt)
+
+
+def derive_event_states(
+    events: Sequence[StepEvent],
+    acceptances: Iterable[Acceptance],
+    *,
+    sealed_temporal_run_ids: Iterable[str],
+) -> list[StepEvent]:
+    """Set each event's `state` from the acceptances, keeping the input (causal) order.
+
+    Temporal accepts exactly one result per activity: the one of its current attempt, which is the
+    attempt with the highest fence `(scheduled_at, attempt)`. So for an accepted activity the events
+    of its highest-fenced attempt are `accepted` and every other attempt's are `abandoned` (a zombie
+    attempt that wrote late has a lower fence and can never take its place). An activity that was
+    never accepted is `provisional` while its Temporal run is open and `abandoned` once it is sealed.
+    Run-level events are facts of the run and always `accepted`.
+    """
+    accepted = {(a.temporal_run_id, a.activity_id) for a in acceptances}
+    sealed = set(sealed_temporal_run_ids)
+    best: dict[tuple[str, str], StepEvent] = {}
+    for event in events:
+        if event.step_kind is None:
+            continue
+        activity = (event.temporal_run_id, event.activity_id)
+        current = best.get(activity)
+        if current is None or event.fence > current.fence:
+            best[activity] = event
+    result: list[StepEvent] = []
+    for event in events:
+        state: EventState
+        activity = (event.temporal_run_id, event.activity_id)
+        if event.step_kind is None:
+            state = 'accepted'
+        elif activity in accepted:
+            state = 'accepted' if _attempt_key(best[activity]) == _attempt_key(event) else 'abandoned'
+        elif event.temporal_run_id in sealed:
+            state = 'abandoned'
+        else:
+            state = 'provisional'
+        result.append(event.with_state(state))
+    return result
+
+
+def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance]) -> list[StepRecord]:
+    """Summarise state-derived events into one `StepRecord` per activity, in order of first event.
+
+    The accepted attempt's terminal event gives the step its outcome, usage and error; a step with
+    no accepted attempt reports its latest attempt's status (`running`, or `abandoned` once sealed).
+    """
+    outcomes = {(a.temporal_run_id, a.activity_id): a.outcome for a in acceptances}
+    by_activity: dict[tuple[str, str], list[StepEvent]] = defaultdict(list)
+    for event in events:
+        if event.step_kind is not None:
+            by_activity[(event.temporal_run_id, event.activity_id)].append(event)
+    steps: list[StepRecord] = []
+    for (temporal_run_id, activity_id), activity_events in by_activity.items():
+        first = activity_events[0]
+        attempts = {e.attempt for e in activity_events}
+        accepted = [e for e in activity_events if e.state == 'accepted']
+        terminal = next((e for e in reversed(accepted) if e.is_terminal), None)
+        outcome = outcomes.get((temporal_run_id, activity_id))
+        status: StepStatus
+        if outcome is not None:
+            status = outcome
+        elif any(e.state == 'abandoned' for e in activity_events):
+            status = 'abandoned'
+        else:
+            status = 'running'
+        described = terminal or max(activity_events, key=lambda e: (e.fence, e.is_terminal))
+        steps.append(
+            StepRecord(
+                run_id=first.run_id,
+                temporal_run_id=temporal_run_id,
+                activity_id=activity_id,
+                kind=first.step_kind or 'tool_call',
+                step=first.step,
+                attempts=len(attempts),
+                accepted_attempt=accepted[0].attempt if accepted else None,
+                status=status,
+                tool_call_id=first.tool_call_id,
+                tool_name=first.tool_name,
+                outcome=described.outcome if described.is_terminal else None,
+                usage=described.usage,
+                error=described.error if described.is_terminal else None,
+                duration_s=described.duration_s,
+            )
+        )
+    return steps
+
+
+def total_usage(steps: Iterable[StepRecord]) -> Usage:
+    """The usage of the accepted model requests of a run."""
+    usage = Usage()
+    for step in steps:
+        if step.kind == 'model_request' and step.accepted_attempt is not None and step.usage is not None:
+            usage = usage + step.usage
+    return usage

@@ -1,0 +1,92 @@
+"""`MemoryLedger`: an in-process ledger for unit tests and examples. Nothing survives the process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from ._base import Ledger, RunFilter
+from ._records import Acceptance, RunRecord, RunSeal, RunStart, StepEvent
+from ._rules import apply_run_start, apply_seal
+
+__all__ = ['MemoryLedger']
+
+
+class MemoryLedger(Ledger):
+    """A ledger held in memory, with the same semantics as the persistent backends.
+
+    Useful for unit tests and for a worker whose ledger need not outlive it; never the only proof
+    that something works with a real ledger.
+    """
+
+    def __init__(self) -> None:
+        self.url = 'memory://'
+        self._runs: dict[str, RunRecord] = {}
+        self._events: dict[str, list[StepEvent]] = {}
+        self._event_keys: set[str] = set()
+        self._acceptances: dict[str, dict[str, Acceptance]] = {}
+        self._seq = 0
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; the contents stay readable."""
+
+    def _append(self, events: Sequence[StepEvent]) -> None:
+        for event in events:
+            if event.key in self._event_keys:
+                continue
+            self._seq += 1
+            self._event_keys.add(event.key)
+            self._events.setdefault(event.run_id, []).append(event.with_seq(self._seq).with_state('provisional'))
+
+    async def _write_run_start(self, start: RunStart, event: StepEvent) -> None:
+        async with self._lock:
+            updated = apply_run_start(self._runs.get(start.run_id), start)
+            if updated is not None:
+                self._runs[start.run_id] = updated
+            self._append([event])
+
+    async def _write_events(self, events: Sequence[StepEvent]) -> None:
+        async with self._lock:
+            self._append(events)
+
+    async def _write_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
+        async with self._lock:
+            for acceptance in acceptances:
+                self._acceptances.setdefault(acceptance.run_id, {}).setdefault(acceptance.key, acceptance)
+
+    async def _write_seal(self, seal: RunSeal, event: StepEvent) -> None:
+        async with self._lock:
+            existing = self._runs.get(seal.run_id)
+            if existing is not None:
+                updated = apply_seal(existing, seal)
+                if updated is not None:
+                    self._runs[seal.run_id] = updated
+            self._append([event])
+
+    async def _read_run(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    async def _read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
+        def matches(run: RunRecord) -> bool:
+            return (
+                (filter.agent is None or run.agent_name == filter.agent)
+                and (filter.status is None or run.status == filter.status)
+                and (filter.conversation_id is None or run.conversation_id == filter.conversation_id)
+                and (filter.parent_run_id is None or run.parent_run_id == filter.parent_run_id)
+                and (filter.workflow_id is None or run.workflow_id == filter.workflow_id)
+            )
+
+        ordered = sorted(self._runs.values(), key=lambda r: (r.started_at, r.run_id), reverse=True)
+        if before is not None:
+            ordered = [r for r in ordered if (r.started_at, r.run_id) < (before.started_at, before.run_id)]
+        return [r for r in ordered if matches(r)][:limit]
+
+    async def _read_events(self, run_id: str) -> list[StepEvent]:
+        return list(self._events.get(run_id, []))
+
+    async def _read_acceptances(self, run_id: str) -> list[Acceptance]:
+        return list(self._acceptances.get(run_id, {}).values())

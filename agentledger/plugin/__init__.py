@@ -1,0 +1,5 @@
+"""The Temporal plugin and its interceptors."""
+
+from ._plugin import LedgerInterceptor, LedgerPlugin
+
+__all__ = ['LedgerPlugin', 'LedgerInterceptor']

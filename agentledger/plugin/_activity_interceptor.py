@@ -1,0 +1,143 @@
+"""The worker-side activity interceptor: one StepEvent per transition of every attempt.
+
+It runs on the worker, outside the workflow sandbox, so it may write the ledger. For each attempt
+of a pydantic-ai model-request or tool-call activity started by an `AgentRunWorkflow`:
+
+1. it first writes what the workflow sent in the `agentledger` header (acceptances of earlier
+   activities, workflow-side tool events), so they reach the ledger before anything newer;
+2. writes `*_started` (attempt, server-stamped schedule time: the fence) before the body runs,
+   so a worker killed mid-body leaves the attempt visibly started;
+3. writes `*_completed` (usage, tool outcome) or `*_failed` (error type, message, retryable)
+   before the result is reported to Temporal.
+
+A ledger write that fails even after the ledger's own retries fails the attempt with a retryable
+`LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.api.common.v1 import Payload
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
+
+from .._compat import classify_activity, read_activity_args, tool_outcome, tool_result_detail
+from .._errors import LedgerError
+from ..ledger._base import Ledger
+from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
+from ..workflows._state import HEADER
+
+__all__ = ['LedgerActivityInterceptor', 'ledger_failure']
+
+
+def ledger_failure(error: LedgerError) -> ApplicationError:
+    """The activity failure raised when the ledger cannot be written: retryable, typed, specific."""
+    return ApplicationError(f'agentledger: {error}', type=type(error).__name__, non_retryable=False)
+
+
+def _read_header(headers: Mapping[str, Payload]) -> dict[str, Any] | None:
+    payload = headers.get(HEADER)
+    if payload is None:
+        return None
+    value = activity.payload_converter().from_payload(payload, dict)
+    return value if isinstance(value, dict) else None
+
+
+def _error(error: BaseException) -> ErrorInfo:
+    if isinstance(error, ApplicationError):
+        return ErrorInfo(type=error.type or type(error).__name__, message=error.message, retryable=not error.non_retryable)
+    if isinstance(error, asyncio.CancelledError):
+        return ErrorInfo(type='CancelledError', message='the attempt was cancelled (timeout or cancellation)', retryable=True)
+    return ErrorInfo(type=type(error).__name__, message=str(error), retryable=True)
+
+
+def _model_usage(result: object) -> Usage | None:
+    usage = getattr(result, 'usage', None)
+    if usage is None:
+        return None
+    return Usage(
+        requests=1,
+        input_tokens=int(getattr(usage, 'input_tokens', 0) or 0),
+        output_tokens=int(getattr(usage, 'output_tokens', 0) or 0),
+    )
+
+
+class LedgerActivityInterceptor(ActivityInboundInterceptor):
+    """Records the attempts of pydantic-ai activities that an `AgentRunWorkflow` started."""
+
+    def __init__(self, next: ActivityInboundInterceptor, ledger: Ledger) -> None:
+        super().__init__(next)
+        self._ledger = ledger
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        """Write the header's records, then the attempt's started and terminal events around the body."""
+        header = _read_header(input.headers)
+        if header is None:
+            return await super().execute_activity(input)
+        try:
+            await self._ledger.accept([Acceptance.from_json(a) for a in header.get('accepted', [])])
+            await self._ledger.record_events([StepEvent.from_json(e) for e in header.get('events', [])])
+        except LedgerError as error:
+            raise ledger_failure(error) from error
+
+        info = activity.info()
+        kind = classify_activity(info.activity_type)
+        if kind is None:
+            return await super().execute_activity(input)
+        shape = read_activity_args(kind, input.args)
+
+        def event(kind_suffix: str, **fields: Any) -> StepEvent:
+            base = StepEvent(
+                run_id=header['run_id'],
+                workflow_id=info.workflow_id or '',
+                temporal_run_id=info.workflow_run_id or '',
+                activity_id=info.activity_id,
+                attempt=info.attempt,
+                kind=f'{kind}_{kind_suffix}',  # type: ignore[arg-type]
+                timestamp=datetime.now(UTC),
+                step=shape.step,
+                activity_type=info.activity_type,
+                scheduled_at=info.current_attempt_scheduled_time,
+                tool_call_id=shape.tool_call_id,
+                tool_name=shape.tool_name,
+                model_name=shape.model_name,
+            )
+            return dataclasses.replace(base, **fields)
+
+        await self._write(event('started'))
+        started = time.monotonic()
+        try:
+            result = await super().execute_activity(input)
+        except BaseException as error:
+            failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
+            # Shielded: a cancelled attempt still owes the ledger its end.
+            await asyncio.shield(self._write(failed))
+            raise
+        duration = time.monotonic() - started
+        if kind == 'model_request':
+            completed = event(
+                'completed',
+                duration_s=duration,
+                usage=_model_usage(result),
+                model_name=getattr(result, 'model_name', None) or shape.model_name,
+            )
+        else:
+            completed = event(
+                'completed', duration_s=duration, outcome=tool_outcome(result), detail=tool_result_detail(result)
+            )
+        await self._write(completed)
+        return result
+
+    async def _write(self, event: StepEvent) -> None:
+        try:
+            await self._ledger.record_events([event])
+        except LedgerError as error:
+            raise ledger_failure(error) from error
+

@@ -1,0 +1,127 @@
+"""`LedgerPlugin`: one Temporal plugin, for client and worker, that turns agent runs into ledger runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic_ai.agent.abstract import AbstractAgent
+from pydantic_ai.durable_exec.temporal import AgentPlugin, PydanticAIPlugin, TemporalDurability
+from temporalio.client import ClientConfig
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    Interceptor,
+    ReplayerConfig,
+    WorkerConfig,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowRunner,
+)
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from ..activities import LedgerActivities
+from ..ledger._base import Ledger
+from ..workflows import AgentRunWorkflow
+from ..workflows._registry import register_agent
+from ._activity_interceptor import LedgerActivityInterceptor
+from ._workflow_interceptor import workflow_interceptor_class
+
+__all__ = ['LedgerPlugin', 'LedgerInterceptor']
+
+
+class LedgerInterceptor(Interceptor):
+    """The worker interceptor pair: activity events on the worker, acceptances from workflow code."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
+        return LedgerActivityInterceptor(next, self._ledger)
+
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+        """Carry acceptances and deterministic activity ids out of workflow code."""
+        return workflow_interceptor_class(input)
+
+
+def _passthrough_agentledger(runner: WorkflowRunner | None) -> WorkflowRunner:
+    if runner is None:
+        raise ValueError('no workflow runner to configure')
+    if not isinstance(runner, SandboxedWorkflowRunner):
+        return runner
+    # The agent registry must be the worker's own module (not a sandbox re-import) for workflow code
+    # to find the registered agents; agentledger's workflow modules are written deterministic.
+    return dataclasses.replace(runner, restrictions=runner.restrictions.with_passthrough_modules('agentledger'))
+
+
+def _check_agents(agents: Sequence[AbstractAgent[Any, Any]]) -> list[AbstractAgent[Any, Any]]:
+    names: set[str] = set()
+    for agent in agents:
+        if agent.name is None:
+            raise ValueError('every agent given to LedgerPlugin needs a name: Agent(..., name="...")')
+        if TemporalDurability.from_agent(agent) is None:
+            raise ValueError(
+                f'agent {agent.name!r} has no TemporalDurability capability; '
+                'create it with Agent(..., capabilities=[TemporalDurability()])'
+            )
+        if agent.name in names:
+            raise ValueError(f'two agents are named {agent.name!r}; agent names must be unique on a worker')
+        names.add(agent.name)
+    return list(agents)
+
+
+class LedgerPlugin(SimplePlugin):
+    """Add to a Temporal client (and so to its workers) to run pydantic-ai agents with a ledger.
+
+    On the client it installs pydantic-ai's payload converter. On a worker it also registers
+    `AgentRunWorkflow`, the agents' activities (via pydantic-ai's `AgentPlugin`), the ledger's own
+    activities and the interceptors that write StepEvents; it opens the ledger when the worker starts
+    (so a bad ledger fails at start, with its own message) and closes it when the worker stops.
+
+    Args:
+        ledger: Where runs are recorded.
+        agents: The agents this worker serves, each named and carrying `TemporalDurability`.
+    """
+
+    def __init__(self, ledger: Ledger, agents: Sequence[AbstractAgent[Any, Any]] = ()) -> None:
+        self.ledger = ledger
+        self.agents = _check_agents(agents)
+        self._pydantic_ai = PydanticAIPlugin()
+        self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
+
+        @asynccontextmanager
+        async def ledger_open() -> AsyncIterator[None]:
+            await ledger.open()
+            try:
+                yield
+            finally:
+                await ledger.close()
+
+        super().__init__(
+            'agentledger.LedgerPlugin',
+            interceptors=[LedgerInterceptor(ledger)],
+            activities=LedgerActivities(ledger).activities,
+            workflows=[AgentRunWorkflow],
+            workflow_runner=_passthrough_agentledger,
+            run_context=ledger_open,
+        )
+
+    def configure_client(self, config: ClientConfig) -> ClientConfig:
+        """pydantic-ai's converter first, then the ledger's client configuration."""
+        return super().configure_client(self._pydantic_ai.configure_client(config))
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """Register the agents (by task queue) and their activities, then the ledger's parts."""
+        for agent in self.agents:
+            register_agent(config['task_queue'], agent)
+        config = self._pydantic_ai.configure_worker(config)
+        for plugin in self._agent_plugins:
+            config = plugin.configure_worker(config)
+        return super().configure_worker(config)
+
+    def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
+        """Replay with the same converter, runner, workflows and interceptors as the worker."""
+        return super().configure_replayer(self._pydantic_ai.configure_replayer(config))

@@ -1,0 +1,71 @@
+"""The workflow outbound interceptor: gives activities deterministic ids and carries acceptances.
+
+For every activity an `AgentRunWorkflow` starts, it (1) sets a deterministic activity id, (2)
+attaches the `agentledger` header with the ledger run id and whatever the workflow observed since
+the previous activity (acceptances, workflow-side tool events), and (3) notes, when the activity's
+handle resolves, that the workflow accepted its result. The callback runs on Temporal's
+deterministic event loop, so replay produces the same acceptances in the same order.
+
+Other workflows on the same worker pass through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.worker import (
+    StartActivityInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
+
+from ..workflows._state import HEADER, STATE_ATTRIBUTE, LedgerRunState
+
+__all__ = ['LedgerWorkflowInboundInterceptor', 'workflow_interceptor_class']
+
+
+def _state() -> LedgerRunState | None:
+    state = getattr(workflow.instance(), STATE_ATTRIBUTE, None)
+    return state if isinstance(state, LedgerRunState) else None
+
+
+def _outcome(handle: workflow.ActivityHandle[Any]) -> str:
+    if handle.cancelled():
+        return 'cancelled'
+    error = handle.exception()
+    if error is None:
+        return 'completed'
+    if isinstance(error, ActivityError) and isinstance(error.cause, CancelledError):
+        return 'cancelled'
+    return 'failed'
+
+
+class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
+    def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
+        state = _state()
+        if state is None:
+            return super().start_activity(input)
+        if input.activity_id is None:
+            input.activity_id = state.next_activity_id()
+        activity_id = input.activity_id
+        header = workflow.payload_converter().to_payload(state.take_header())
+        input.headers = {**input.headers, HEADER: header}
+        handle = super().start_activity(input)
+        handle.add_done_callback(lambda done: state.accept(activity_id, _outcome(done)))
+        return handle
+
+
+class LedgerWorkflowInboundInterceptor(WorkflowInboundInterceptor):
+    """Installs the outbound interceptor on every workflow; it only acts on `AgentRunWorkflow`."""
+
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        """Wrap the outbound chain."""
+        super().init(_LedgerWorkflowOutbound(outbound))
+
+
+def workflow_interceptor_class(input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+    """The class `temporalio.worker.Interceptor.workflow_interceptor_class` returns."""
+    return LedgerWorkflowInboundInterceptor

@@ -1,0 +1,6 @@
+"""Workflow code only: deterministic, no I/O, no ledger backend imports."""
+
+from ._agent_run import AgentRunWorkflow
+from ._types import AgentRunInput, AgentRunOutput
+
+__all__ = ['AgentRunWorkflow', 'AgentRunInput', 'AgentRunOutput']

@@ -1,0 +1,214 @@
+"""`AgentRunWorkflow`: one generic workflow that runs any registered agent; one `Agent.run` per execution.
+
+Workflow code only: deterministic, no I/O. The ledger is written by activities (`run_started`,
+`seal_run`) and by the worker-side activity interceptor; this module only decides what to record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_ai.agent.abstract import AbstractAgent
+from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.run import AgentRunResult
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, FailureError
+
+from .._ids import ledger_run_id
+from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
+from ._observer import LedgerObserver
+from ._registry import agent_names, lookup_agent
+from ._state import LedgerRunState
+from ._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, AgentRunInput, AgentRunOutput, SealInput
+
+__all__ = ['AgentRunWorkflow', 'LEDGER_ACTIVITY_RETRY', 'error_info']
+
+LEDGER_ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=['LedgerCorruptionError', 'LedgerConfigError'],
+)
+"""Ledger activities retry with backoff: a ledger outage pauses the run rather than losing its records."""
+
+_LEDGER_ACTIVITY_TIMEOUT = timedelta(seconds=30)
+_LEDGER_OUTAGE_LIMIT = timedelta(minutes=10)
+_PREVIEW = 200
+
+
+def error_info(error: BaseException) -> ErrorInfo:
+    """The type, message and retryability of an error, looking through Temporal's failure wrappers."""
+    cause: BaseException = error
+    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return ErrorInfo(type=cause.type or 'ApplicationError', message=cause.message, retryable=not cause.non_retryable)
+    return ErrorInfo(type=type(cause).__name__, message=str(cause), retryable=False)
+
+
+def _preview(value: object) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + '…'
+
+
+class _RunRejected(Exception):
+    """A run that cannot start: unknown agent, agent without durability, wrong deps."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@workflow.defn(name='AgentRunWorkflow')
+class AgentRunWorkflow:
+    """Runs the named agent once, with every model request and tool call as a ledger-recorded activity.
+
+    The agent must be registered on the worker (`LedgerPlugin(agents=[...])`) and carry a
+    `TemporalDurability` capability. The ledger run id is derived from the workflow id and the first
+    execution's run id, so it is stable across resets and continue-as-new.
+    """
+
+    @workflow.init
+    def __init__(self, input: AgentRunInput) -> None:
+        info = workflow.info()
+        self._agentledger_state = LedgerRunState(
+            run_id=input.ledger_run_id or ledger_run_id(info.workflow_id, info.first_execution_run_id),
+            workflow_id=info.workflow_id,
+            temporal_run_id=info.run_id,
+        )
+
+    @workflow.query(name='agentledger_run_id')
+    def ledger_run_id(self) -> str:
+        """The ledger run id of this execution."""
+        return self._agentledger_state.run_id
+
+    @workflow.run
+    async def run(self, input: AgentRunInput) -> AgentRunOutput:
+        """Record the start, run the agent, seal the ledger run with the outcome, return the output."""
+        state = self._agentledger_state
+        await self._record_start(input)
+        try:
+            agent = _resolve_agent(input.agent)
+            deps = _validate_deps(agent, input.deps)
+            result: AgentRunResult[Any] = await agent.run(
+                input.prompt,
+                message_history=input.message_history,
+                deps=deps,
+                usage_limits=input.usage_limits,
+                conversation_id=input.conversation_id,
+                capabilities=[LedgerObserver(state)],
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._seal('cancelled'))
+            raise
+        except workflow.NondeterminismError:
+            raise
+        except _RunRejected as rejected:
+            info = ErrorInfo(type=rejected.error_type, message=str(rejected), retryable=False)
+            await self._seal('failed', error=info)
+            raise ApplicationError(str(rejected), type=rejected.error_type, non_retryable=True) from None
+        except Exception as error:
+            info = error_info(error)
+            await self._seal('failed', error=info)
+            raise ApplicationError(info.message, type=info.type, non_retryable=True) from error
+        usage = Usage(
+            requests=result.usage.requests,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            tool_calls=result.usage.tool_calls,
+        )
+        await self._seal('completed', usage=usage, output_preview=_preview(result.output))
+        return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
+
+    async def _record_start(self, input: AgentRunInput) -> None:
+        state = self._agentledger_state
+        info = workflow.info()
+        start = RunStart(
+            run_id=state.run_id,
+            workflow_id=state.workflow_id,
+            temporal_run_id=state.temporal_run_id,
+            agent_name=input.agent,
+            started_at=workflow.now(),
+            task_queue=info.task_queue,
+            conversation_id=input.conversation_id,
+            parent_run_id=input.parent_run_id,
+            parent_tool_call_id=input.parent_tool_call_id,
+            prompt_preview=_preview(input.prompt),
+        )
+        await workflow.execute_activity(
+            RUN_STARTED_ACTIVITY,
+            start,
+            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
+            retry_policy=LEDGER_ACTIVITY_RETRY,
+            summary=f'ledger: start {state.run_id}',
+        )
+
+    async def _seal(
+        self,
+        status: RunStatus,
+        *,
+        usage: Usage | None = None,
+        error: ErrorInfo | None = None,
+        output_preview: str | None = None,
+    ) -> None:
+        state = self._agentledger_state
+        seal = RunSeal(
+            run_id=state.run_id,
+            workflow_id=state.workflow_id,
+            temporal_run_id=state.temporal_run_id,
+            status=status,
+            ended_at=workflow.now(),
+            usage=usage or Usage(),
+            error=error,
+            output_preview=output_preview,
+        )
+        await workflow.execute_activity(
+            SEAL_RUN_ACTIVITY,
+            SealInput(seal=seal, acceptances=list(state.acceptances), workflow_events=list(state.workflow_events)),
+            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
+            retry_policy=LEDGER_ACTIVITY_RETRY,
+            summary=f'ledger: seal {state.run_id} ({status})',
+        )
+
+
+def _resolve_agent(name: str) -> AbstractAgent[Any, Any]:
+    task_queue = workflow.info().task_queue
+    agent = lookup_agent(task_queue, name)
+    if agent is None:
+        known = ', '.join(agent_names(task_queue)) or 'none'
+        raise _RunRejected(
+            'UnknownAgent',
+            f'no agent named {name!r} is registered on task queue {task_queue!r} (registered: {known}); '
+            'pass it to LedgerPlugin(agents=[...]) on the worker',
+        )
+    if TemporalDurability.from_agent(agent) is None:
+        raise _RunRejected(
+            'AgentNotDurable',
+            f'agent {name!r} has no TemporalDurability capability; create it with '
+            'Agent(..., capabilities=[TemporalDurability()])',
+        )
+    return agent
+
+
+def _validate_deps(agent: AbstractAgent[Any, Any], deps: Any) -> Any:
+    deps_type: Any = agent.deps_type
+    if deps_type is type(None):
+        if deps is not None:
+            raise _RunRejected('InvalidDeps', f'agent {agent.name!r} takes no deps, but deps were given: {_preview(deps)}')
+        return None
+    try:
+        return TypeAdapter(deps_type).validate_python(deps)
+    except ValidationError as error:
+        raise _RunRejected(
+            'InvalidDeps',
+            f'deps for agent {agent.name!r} do not match its deps_type {getattr(deps_type, "__name__", deps_type)}: '
+            f'{error}',
+        ) from None

@@ -1,0 +1,38 @@
+"""Which agents a worker serves, by task queue and name.
+
+`LedgerPlugin` fills it when it configures a worker; `AgentRunWorkflow` reads it to find the agent
+a run names. It lives in a module the workflow sandbox passes through, so workflow code sees the
+same agent objects the worker registered (pydantic-ai is passed through as well).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_ai.agent.abstract import AbstractAgent
+
+__all__ = ['register_agent', 'lookup_agent', 'agent_names']
+
+_agents: dict[tuple[str, str], AbstractAgent[Any, Any]] = {}
+
+
+def register_agent(task_queue: str, agent: AbstractAgent[Any, Any]) -> None:
+    """Serve `agent` on `task_queue` under its name; a different agent under the same name is an error."""
+    if agent.name is None:
+        raise ValueError('an agent run by agentledger needs a name: Agent(..., name="...")')
+    existing = _agents.get((task_queue, agent.name))
+    if existing is not None and existing is not agent:
+        raise ValueError(
+            f'two different agents are named {agent.name!r} on task queue {task_queue!r}; agent names must be unique'
+        )
+    _agents[(task_queue, agent.name)] = agent
+
+
+def lookup_agent(task_queue: str, name: str) -> AbstractAgent[Any, Any] | None:
+    """The agent served on `task_queue` under `name`, if any."""
+    return _agents.get((task_queue, name))
+
+
+def agent_names(task_queue: str) -> list[str]:
+    """The names of the agents served on `task_queue`, sorted."""
+    return sorted(name for queue, name in _agents if queue == task_queue)

@@ -1,0 +1,65 @@
+"""What a running `AgentRunWorkflow` has observed and not yet handed to the ledger.
+
+Workflow code cannot write the ledger (no I/O there), so it keeps observations here and the
+workflow outbound interceptor attaches them, as a header, to the next activity it starts; the
+worker-side activity interceptor writes them before that activity runs. The seal activity at the
+end carries everything once more, so nothing depends on a next activity existing. All of this is
+deterministic workflow state: replay rebuilds it identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ledger._records import Acceptance, StepEvent
+
+__all__ = ['LedgerRunState', 'HEADER', 'STATE_ATTRIBUTE']
+
+HEADER = 'agentledger'
+"""The activity header carrying the ledger run id, new acceptances and workflow-side events."""
+
+STATE_ATTRIBUTE = '_agentledger_state'
+"""The attribute of a workflow instance holding its `LedgerRunState` (absent on other workflows)."""
+
+
+@dataclass
+class LedgerRunState:
+    """The ledger bookkeeping of one workflow run."""
+
+    run_id: str
+    workflow_id: str
+    temporal_run_id: str
+    acceptances: list[Acceptance] = field(default_factory=list)
+    workflow_events: list[StepEvent] = field(default_factory=list)
+    _sent_acceptances: int = 0
+    _sent_events: int = 0
+    _next_activity: int = 0
+
+    def next_activity_id(self) -> str:
+        """A deterministic activity id, so acceptances can name the activity they accept."""
+        self._next_activity += 1
+        return str(self._next_activity)
+
+    def accept(self, activity_id: str, outcome: str) -> None:
+        """Note that the workflow observed `activity_id` end with `outcome`."""
+        self.acceptances.append(
+            Acceptance(
+                run_id=self.run_id,
+                workflow_id=self.workflow_id,
+                temporal_run_id=self.temporal_run_id,
+                activity_id=activity_id,
+                outcome=outcome,  # type: ignore[arg-type]
+            )
+        )
+
+    def take_header(self) -> dict[str, Any]:
+        """The header value for the next activity: the run id plus what was observed since the last one."""
+        header: dict[str, Any] = {
+            'run_id': self.run_id,
+            'accepted': [a.to_json() for a in self.acceptances[self._sent_acceptances :]],
+            'events': [e.to_json() for e in self.workflow_events[self._sent_events :]],
+        }
+        self._sent_acceptances = len(self.acceptances)
+        self._sent_events = len(self.workflow_events)
+        return header

@@ -1,0 +1,64 @@
+"""The input and output of `AgentRunWorkflow`: plain dataclasses that any Temporal client can send.
+
+They are the workflow's public contract, so an operator can start a run from the Temporal UI or
+`temporal workflow start --input '{"agent": "...", "prompt": "..."}'` without Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.usage import UsageLimits
+
+from ..ledger._records import Acceptance, RunSeal, StepEvent, Usage
+
+__all__ = ['AgentRunInput', 'AgentRunOutput', 'SealInput', 'RUN_STARTED_ACTIVITY', 'SEAL_RUN_ACTIVITY']
+
+
+@dataclass
+class AgentRunInput:
+    """What one `Agent.run` needs: which agent, the prompt, and optional history, deps and limits."""
+
+    agent: str
+    """The `name` of an agent registered on the worker through `LedgerPlugin(agents=[...])`."""
+    prompt: str | None = None
+    message_history: list[ModelMessage] | None = None
+    deps: Any = None
+    """The run's deps as JSON-compatible data; validated against the agent's `deps_type` in the workflow."""
+    conversation_id: str | None = None
+    usage_limits: UsageLimits | None = None
+    ledger_run_id: str | None = None
+    """Set only to attach this workflow to an existing ledger run; by default it is derived from the workflow."""
+    parent_run_id: str | None = None
+    parent_tool_call_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form data recorded with the run (not sent to the model)."""
+
+
+@dataclass
+class AgentRunOutput:
+    """What a finished run returns: the agent's output (as JSON-compatible data) and where to find it."""
+
+    output: Any
+    run_id: str
+    """The ledger run id."""
+    workflow_id: str
+    usage: Usage
+
+
+RUN_STARTED_ACTIVITY = 'agentledger__run_started'
+"""The ledger activity that records a run's start."""
+
+SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
+"""The ledger activity that records how a run ended, with every acceptance the run made."""
+
+
+@dataclass
+class SealInput:
+    """The seal activity's input: the outcome plus everything the workflow observed (idempotent to re-send)."""
+
+    seal: RunSeal
+    acceptances: list[Acceptance]
+    workflow_events: list[StepEvent]

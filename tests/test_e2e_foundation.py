@@ -1,0 +1,205 @@
+"""End-to-end: agents run as `AgentRunWorkflow` on a real dev server, recorded in a real SQLite ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+import agentledger
+from agentledger import SqliteLedger, StepEvent
+from agentledger.workflows import AgentRunInput, AgentRunWorkflow
+from agentledger.workflows._registry import register_agent
+
+from .agents import ZOMBIE_DELAY_S, Account, Verdict, calc_agent, plain_agent, typed_agent, zombie_agent
+from .conftest import serve
+
+
+def kinds(events: list[StepEvent]) -> Counter[str]:
+    return Counter(e.kind for e in events if e.state != 'abandoned')
+
+
+async def test_run_records_every_step_c1_c2_c3(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """C1 (counts, causal order), C2 (a failed attempt then the next), C3 (ModelRetry, validation error)."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [calc_agent]) as served:
+        result = await agentledger.run(served.client, calc_agent, 'compute', task_queue=served.task_queue)
+        assert result.output == 'done'
+        assert result.usage.requests == 5
+
+        run = await ledger.run(result.run_id)
+        assert run.status == 'completed'
+        assert run.workflow_id == result.workflow_id
+        assert run.agent_name == 'calc'
+        assert run.usage == result.usage
+
+        events = await ledger.events(result.run_id)
+        assert [e.seq for e in events] == sorted(e.seq for e in events)
+        assert events[0].kind == 'run_started'
+        assert events[-1].kind == 'run_completed'
+        assert all(e.state != 'provisional' for e in events)
+
+        # C1: 5 model requests, 5 tool calls (add, flaky, add with bad args, shout twice), one start, one end.
+        accepted = kinds(events)
+        assert accepted['run_started'] == 1 and accepted['run_completed'] == 1
+        assert accepted['model_request_started'] == 5 and accepted['model_request_completed'] == 5
+        assert accepted['tool_call_started'] == 5
+        assert accepted['tool_call_completed'] == 5
+        assert accepted['tool_call_failed'] == 0
+        model_steps = [e.step for e in events if e.kind == 'model_request_started']
+        assert model_steps == [1, 2, 3, 4, 5]
+
+        # Causal order: every attempt's start precedes its end; each tool call follows its model response.
+        position = {(e.activity_id, e.attempt, e.kind): i for i, e in enumerate(events)}
+        for e in events:
+            if e.kind.endswith(('_completed', '_failed')) and e.step_kind is not None and e.attempt > 0:
+                assert position[(e.activity_id, e.attempt, e.kind.rsplit('_', 1)[0] + '_started')] < position[
+                    (e.activity_id, e.attempt, e.kind)
+                ]
+        for e in events:
+            if e.kind == 'tool_call_started':
+                response = next(m for m in events if m.kind == 'model_request_completed' and m.step == e.step)
+                assert response.seq < e.seq
+
+        # C2: flaky failed on attempt 1 (kept, abandoned) and completed on attempt 2 (accepted).
+        flaky = [e for e in events if e.tool_name == 'flaky']
+        assert [(e.kind, e.attempt, e.state) for e in flaky] == [
+            ('tool_call_started', 1, 'abandoned'),
+            ('tool_call_failed', 1, 'abandoned'),
+            ('tool_call_started', 2, 'accepted'),
+            ('tool_call_completed', 2, 'accepted'),
+        ]
+        failure = flaky[1].error
+        assert failure is not None
+        assert failure.type == 'RuntimeError' and 'transient failure' in failure.message and failure.retryable
+
+        # C3: ModelRetry is a completed call with outcome retry_requested; a validation error likewise.
+        outcomes = [(e.tool_name, e.outcome) for e in events if e.kind == 'tool_call_completed']
+        assert sorted(outcomes, key=str) == sorted(
+            [
+                ('add', 'returned'),
+                ('flaky', 'returned'),
+                ('add', 'validation_error'),
+                ('shout', 'retry_requested'),
+                ('shout', 'returned'),
+            ],
+            key=str,
+        )
+        retry = next(e for e in events if e.outcome == 'retry_requested')
+        assert retry.detail == 'say it in upper case'
+
+        # Every event key is stored once.
+        assert len({e.key for e in events}) == len(events)
+
+        steps = await ledger.steps(result.run_id)
+        assert all(s.status == 'completed' and s.accepted_attempt is not None for s in steps)
+        flaky_step = next(s for s in steps if s.tool_name == 'flaky')
+        assert (flaky_step.attempts, flaky_step.accepted_attempt) == (2, 2)
+
+
+async def test_typed_output_and_deps(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """The caller gets the agent's output_type back; deps cross as data and are validated."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [typed_agent]) as served:
+        handle = await agentledger.start(
+            served.client, typed_agent, 'judge', task_queue=served.task_queue, deps=Account(user_id=7)
+        )
+        result = await handle.result()
+        assert result.output == Verdict(user_id=7, approved=True)
+        assert result.run_id == handle.run_id
+        assert (await ledger.runs(agent='typed'))[0].run_id == handle.run_id
+
+
+async def _failure(coro: object) -> ApplicationError:
+    with pytest.raises(WorkflowFailureError) as raised:
+        await coro  # type: ignore[misc]
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError)
+    return cause
+
+
+async def test_clear_errors_fail_the_workflow(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Unknown agent, wrong deps and a missing durability capability fail the run with a readable message."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [typed_agent]) as served:
+        unknown = await _failure(agentledger.run(served.client, 'nope', 'hi', task_queue=served.task_queue))
+        assert unknown.type == 'UnknownAgent'
+        assert "no agent named 'nope'" in unknown.message and 'typed' in unknown.message
+
+        bad_deps = await _failure(
+            agentledger.run(served.client, typed_agent, 'hi', task_queue=served.task_queue, deps={'user_id': 'x'})
+        )
+        assert bad_deps.type == 'InvalidDeps' and 'Account' in bad_deps.message
+
+        # The plugin refuses such an agent up front; a worker registering one by other means still fails clearly.
+        register_agent(served.task_queue, plain_agent)
+        not_durable = await _failure(
+            served.client.execute_workflow(
+                AgentRunWorkflow.run,
+                AgentRunInput(agent='not-durable', prompt='hi'),
+                id=f'nd-{served.task_queue}',
+                task_queue=served.task_queue,
+            )
+        )
+        assert not_durable.type == 'AgentNotDurable' and 'TemporalDurability' in not_durable.message
+
+        failed = await ledger.runs(status='failed')
+        assert {r.error.type for r in failed if r.error} == {'UnknownAgent', 'InvalidDeps', 'AgentNotDurable'}
+        for record in failed:
+            events = await ledger.events(record.run_id)
+            assert [e.kind for e in events] == ['run_started', 'run_failed']
+
+
+def test_plugin_rejects_agents_it_cannot_run() -> None:
+    with pytest.raises(ValueError, match='TemporalDurability'):
+        agentledger.LedgerPlugin(agentledger.MemoryLedger(), agents=[plain_agent])
+    with pytest.raises(ValueError, match='unique'):
+        agentledger.LedgerPlugin(agentledger.MemoryLedger(), agents=[calc_agent, calc_agent])
+
+
+async def test_zombie_attempt_is_abandoned_and_matches_history(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """An attempt that outlives its timeout and writes late is abandoned; the accepted one is Temporal's."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [zombie_agent]) as served:
+        handle = await agentledger.start(served.client, zombie_agent, 'go', task_queue=served.task_queue)
+        result = await handle.result()
+        assert result.output == 'finished'
+
+        async def late_write_landed() -> list[StepEvent]:
+            while True:
+                events = await ledger.events(result.run_id)
+                if any(e.tool_name == 'slow' and e.attempt == 1 and e.kind == 'tool_call_completed' for e in events):
+                    return events
+                await asyncio.sleep(0.2)
+
+        events = await asyncio.wait_for(late_write_landed(), timeout=ZOMBIE_DELAY_S + 10)
+        slow = [e for e in events if e.tool_name == 'slow']
+        zombie_end = next(e for e in slow if e.attempt == 1 and e.kind == 'tool_call_completed')
+        assert zombie_end.state == 'abandoned'
+        assert zombie_end.seq > next(e for e in events if e.kind == 'run_completed').seq
+        assert {e.state for e in slow if e.attempt == 1} == {'abandoned'}
+
+        steps = await ledger.steps(result.run_id)
+        slow_step = next(s for s in steps if s.tool_name == 'slow')
+
+        # Temporal's history records the attempt it accepted on the activity's started event.
+        history = await handle.workflow_handle.fetch_history()
+        scheduled = {
+            e.event_id: e.activity_task_scheduled_event_attributes.activity_id
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        }
+        accepted_by_temporal = {
+            scheduled[e.activity_task_started_event_attributes.scheduled_event_id]: (
+                e.activity_task_started_event_attributes.attempt
+            )
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        }
+        assert slow_step.accepted_attempt == accepted_by_temporal[slow_step.activity_id] == 2
+        for step in steps:
+            assert step.accepted_attempt == accepted_by_temporal[step.activity_id]
