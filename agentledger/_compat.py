@@ -8,7 +8,7 @@ when an upstream release changes one, so an upgrade breaks a test rather than th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,17 +16,17 @@ from .ledger._records import StepKind, ToolOutcome
 
 __all__ = [
     'MODEL_REQUEST_SUFFIXES',
-    'TOOL_CALL_SUFFIX',
-    'TOOL_RESULT_OUTCOMES',
+    'RUNTIME_SAFE_FLAG',
     'RUN_CONTEXT_KEY',
-    'ActivityShape',
-    'classify_activity',
-    'read_activity_args',
-    'tool_outcome',
     'SUPPORTED_PYDANTIC_AI',
     'SUPPORTED_TEMPORALIO',
-    'RUNTIME_SAFE_FLAG',
+    'TOOL_CALL_SUFFIX',
+    'TOOL_RESULT_OUTCOMES',
+    'ActivityShape',
+    'classify_activity',
     'mark_safe_at_runtime',
+    'read_activity_args',
+    'tool_outcome',
     'tool_result_detail',
 ]
 
@@ -50,7 +50,7 @@ Its dict carries `run_step`, `tool_call_id`, `tool_name` and `retry` (`TemporalR
 
 TOOL_RESULT_OUTCOMES: Mapping[str, ToolOutcome] = {
     'tool_return': 'returned',
-    'tool_content': 'returned',
+    'tool_content_result': 'returned',
     'model_retry': 'retry_requested',
     'validation_error': 'validation_error',
     'call_deferred': 'deferred',
@@ -95,7 +95,7 @@ def classify_activity(activity_type: str) -> StepKind | None:
     return None
 
 
-def read_activity_args(kind: StepKind, args: tuple[Any, ...] | list[Any]) -> ActivityShape:
+def read_activity_args(kind: StepKind, args: Sequence[Any]) -> ActivityShape:
     """Read step index, tool call id and tool name from a pydantic-ai activity's decoded arguments."""
     wire = args[0] if args else None
     context: Any = getattr(wire, RUN_CONTEXT_KEY, None)

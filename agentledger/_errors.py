@@ -4,11 +4,11 @@ from __future__ import annotations
 
 __all__ = [
     'AgentLedgerError',
+    'LedgerConfigError',
+    'LedgerCorruptionError',
     'LedgerError',
     'LedgerUnavailableError',
-    'LedgerCorruptionError',
     'RunNotFoundError',
-    'LedgerConfigError',
 ]
 
 

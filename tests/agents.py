@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -139,3 +141,45 @@ typed_agent = Agent(
 
 plain_agent = Agent(FunctionModel(typed_script), name='not-durable')
 """An agent without TemporalDurability, for the error tests."""
+
+
+@dataclass
+class LockTarget:
+    """Deps of the `outage` agent: the SQLite ledger file to lock, and for how long."""
+
+    path: str
+    hold_s: float
+
+
+_locked: set[str] = set()
+
+
+def outage_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """One tool call that makes the ledger unwritable for a while, then text."""
+    if _responses(messages) == 0:
+        return ModelResponse(parts=[ToolCallPart('lock_ledger', {})])
+    return ModelResponse(parts=[TextPart('survived')])
+
+
+outage_agent = Agent(
+    FunctionModel(outage_script),
+    name='outage',
+    deps_type=LockTarget,
+    capabilities=[TemporalDurability(activity_config=_fast_retry)],
+)
+
+
+@outage_agent.tool
+def lock_ledger(ctx: RunContext[LockTarget]) -> str:
+    """Take an exclusive lock on the ledger file (once) and release it after `hold_s` seconds."""
+    if ctx.deps.path not in _locked:
+        _locked.add(ctx.deps.path)
+        connection = sqlite3.connect(ctx.deps.path, check_same_thread=False)
+        connection.execute('BEGIN EXCLUSIVE')
+
+        def release() -> None:
+            connection.rollback()
+            connection.close()
+
+        threading.Timer(ctx.deps.hold_s, release).start()
+    return 'locked'

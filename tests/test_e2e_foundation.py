@@ -17,7 +17,17 @@ from agentledger import SqliteLedger, StepEvent
 from agentledger.workflows import AgentRunInput, AgentRunWorkflow
 from agentledger.workflows._registry import register_agent
 
-from .agents import ZOMBIE_DELAY_S, Account, Verdict, calc_agent, plain_agent, typed_agent, zombie_agent
+from .agents import (
+    ZOMBIE_DELAY_S,
+    Account,
+    LockTarget,
+    Verdict,
+    calc_agent,
+    outage_agent,
+    plain_agent,
+    typed_agent,
+    zombie_agent,
+)
 from .conftest import serve
 
 
@@ -58,9 +68,10 @@ async def test_run_records_every_step_c1_c2_c3(temporal_env: WorkflowEnvironment
         position = {(e.activity_id, e.attempt, e.kind): i for i, e in enumerate(events)}
         for e in events:
             if e.kind.endswith(('_completed', '_failed')) and e.step_kind is not None and e.attempt > 0:
-                assert position[(e.activity_id, e.attempt, e.kind.rsplit('_', 1)[0] + '_started')] < position[
-                    (e.activity_id, e.attempt, e.kind)
-                ]
+                assert (
+                    position[(e.activity_id, e.attempt, e.kind.rsplit('_', 1)[0] + '_started')]
+                    < position[(e.activity_id, e.attempt, e.kind)]
+                )
         for e in events:
             if e.kind == 'tool_call_started':
                 response = next(m for m in events if m.kind == 'model_request_completed' and m.step == e.step)
@@ -203,3 +214,47 @@ async def test_zombie_attempt_is_abandoned_and_matches_history(
         assert slow_step.accepted_attempt == accepted_by_temporal[slow_step.activity_id] == 2
         for step in steps:
             assert step.accepted_attempt == accepted_by_temporal[step.activity_id]
+
+
+async def test_ledger_outage_pauses_the_run_and_loses_nothing_c16(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """C16: while the ledger cannot be written, attempts fail with a specific error and are retried; nothing is lost."""
+    path = tmp_path / 'runs.db'
+    ledger = SqliteLedger(path, retry=agentledger.RetryPolicy(attempts=2, initial_backoff_s=0.05), busy_timeout_s=0.1)
+    async with ledger, serve(temporal_env, ledger, [outage_agent]) as served:
+        handle = await agentledger.start(
+            served.client,
+            outage_agent,
+            'go',
+            task_queue=served.task_queue,
+            deps=LockTarget(path=str(path), hold_s=2.0),
+        )
+        result = await handle.result()
+        assert result.output == 'survived'
+
+        events = await ledger.events(result.run_id)
+        accepted = kinds(events)
+        assert accepted['model_request_started'] == accepted['model_request_completed'] == 2
+        assert accepted['tool_call_started'] == accepted['tool_call_completed'] == 1
+        assert events[-1].kind == 'run_completed'
+
+        steps = await ledger.steps(result.run_id)
+        tool = next(s for s in steps if s.tool_name == 'lock_ledger')
+        assert tool.accepted_attempt is not None and tool.accepted_attempt > 1
+        # Attempt 1 ran the tool but could not record its end: it stays visibly unfinished, not accepted.
+        first = [e for e in events if e.tool_name == 'lock_ledger' and e.attempt == 1]
+        assert [(e.kind, e.state) for e in first] == [('tool_call_started', 'abandoned')]
+
+        # Temporal saw the specific failure: the ledger error, naming what could not be written.
+        history = await handle.workflow_handle.fetch_history()
+        failures = [
+            e.activity_task_started_event_attributes.last_failure
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+        assert any(
+            f.application_failure_info.type == 'LedgerUnavailableError' and 'could not write' in f.message
+            for f in failures
+        )

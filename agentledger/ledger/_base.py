@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
 
-from .._errors import LedgerUnavailableError
+from .._errors import LedgerUnavailableError, RunNotFoundError
 from ._records import Acceptance, RunRecord, RunSeal, RunStart, RunStatus, StepEvent, StepRecord
-from .._errors import RunNotFoundError
 from ._rules import derive_event_states, derive_steps, run_event_for_seal, run_event_for_start
 
-__all__ = ['Ledger', 'RunFilter', 'RetryPolicy']
+__all__ = ['Ledger', 'RetryPolicy', 'RunFilter']
 
 logger = logging.getLogger('agentledger.ledger')
 
@@ -67,13 +66,33 @@ class Ledger(ABC):
     ) -> None:
         await self.close()
 
-    @abstractmethod
+    _users: int = 0
+
     async def open(self) -> None:
-        """Connect and make sure the schema exists; raises a specific error when that is not possible."""
+        """Connect and make sure the schema exists; raises a specific error when that is not possible.
+
+        Opens are counted: a ledger shared by a worker (which `LedgerPlugin` opens while the worker
+        runs) and by the application reading it stays open until the last user closes it.
+        """
+        if self._users == 0:
+            await self._open()
+        self._users += 1
+
+    async def close(self) -> None:
+        """Release this user's hold; the last one closes the connections. Extra calls do nothing."""
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users == 0:
+            await self._close()
 
     @abstractmethod
-    async def close(self) -> None:
-        """Release connections. Safe to call twice."""
+    async def _open(self) -> None:
+        """Connect, create or migrate the schema."""
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Flush pending writes and release connections."""
 
     # --- backend primitives ------------------------------------------------------------------------
 
@@ -95,19 +114,19 @@ class Ledger(ABC):
 
     @abstractmethod
     async def _read_run(self, run_id: str) -> RunRecord | None:
-        """The run record, or `None`."""
+        """Return the run record, or `None`."""
 
     @abstractmethod
     async def _read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Runs matching `filter`, newest first, strictly older than `before` when given."""
+        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
 
     @abstractmethod
     async def _read_events(self, run_id: str) -> list[StepEvent]:
-        """The run's stored events in `seq` order, with `state` left as stored (`provisional`)."""
+        """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""
 
     @abstractmethod
     async def _read_acceptances(self, run_id: str) -> list[Acceptance]:
-        """The run's stored acceptances."""
+        """Return the run's stored acceptances."""
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -129,12 +148,16 @@ class Ledger(ABC):
 
     async def start_run(self, start: RunStart) -> None:
         """Record that a Temporal run of ledger run `start.run_id` began (and its `run_started` event)."""
-        await self._retrying(f'run start of {start.run_id}', lambda: self._write_run_start(start, run_event_for_start(start)))
+        await self._retrying(
+            f'run start of {start.run_id}', lambda: self._write_run_start(start, run_event_for_start(start))
+        )
 
     async def record_events(self, events: Sequence[StepEvent]) -> None:
         """Record step events; an event whose key is already stored is ignored."""
         if events:
-            await self._retrying(f'{len(events)} event(s) of run {events[0].run_id}', lambda: self._write_events(events))
+            await self._retrying(
+                f'{len(events)} event(s) of run {events[0].run_id}', lambda: self._write_events(events)
+            )
 
     async def accept(self, acceptances: Sequence[Acceptance]) -> None:
         """Record that the workflow used these activities' results."""
@@ -151,7 +174,7 @@ class Ledger(ABC):
     # --- reads ---------------------------------------------------------------------------------------
 
     async def run(self, run_id: str) -> RunRecord:
-        """The run record; raises `RunNotFoundError` for an unknown id."""
+        """Return the run record; raise `RunNotFoundError` for an unknown id."""
         record = await self._read_run(run_id)
         if record is None:
             raise RunNotFoundError(run_id)
@@ -168,7 +191,7 @@ class Ledger(ABC):
         limit: int = 50,
         before: str | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first. Page with `before=<the last run id of the previous page>`."""
+        """List runs, newest first. Page with `before=<the last run id of the previous page>`."""
         if limit < 1:
             raise ValueError(f'limit must be at least 1, got {limit}')
         cursor = await self.run(before) if before is not None else None
@@ -177,7 +200,7 @@ class Ledger(ABC):
         )
 
     async def events(self, run_id: str) -> list[StepEvent]:
-        """The run's events in causal order, each with its derived `state`."""
+        """Return the run's events in causal order, each with its derived `state`."""
         record = await self.run(run_id)
         events = await self._read_events(run_id)
         acceptances = await self._read_acceptances(run_id)

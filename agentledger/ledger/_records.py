@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
 
 __all__ = [
-    'AcceptanceOutcome',
+    'RUN_ACTIVITY_ID',
     'Acceptance',
+    'AcceptanceOutcome',
     'ErrorInfo',
     'EventKind',
     'EventState',
@@ -30,7 +31,6 @@ __all__ = [
     'StepStatus',
     'ToolOutcome',
     'Usage',
-    'RUN_ACTIVITY_ID',
 ]
 
 RunStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'terminated', 'parked']
@@ -191,15 +191,15 @@ class StepEvent:
         return (self.scheduled_at or self.timestamp, self.attempt)
 
     def with_state(self, state: EventState) -> StepEvent:
-        """A copy with `state` set (states are derived, not stored)."""
+        """Return a copy with `state` set (states are derived, not stored)."""
         return replace(self, state=state)
 
     def with_seq(self, seq: int) -> StepEvent:
-        """A copy with the stored sequence number."""
+        """Return a copy with the stored sequence number."""
         return replace(self, seq=seq)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-compatible dict; the stable shape of `agentledger show --json` events."""
+        """Return a JSON-compatible dict; the stable shape of `agentledger show --json` events."""
         data = asdict(self)
         data['timestamp'] = self.timestamp.isoformat()
         data['scheduled_at'] = self.scheduled_at.isoformat() if self.scheduled_at else None
@@ -236,7 +236,7 @@ class Acceptance:
         return f'{self.workflow_id}|{self.temporal_run_id}|{self.activity_id}'
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-compatible dict."""
+        """Return a JSON-compatible dict."""
         return asdict(self)
 
     @classmethod
@@ -307,7 +307,7 @@ class RunRecord:
         return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-compatible dict; the stable shape of `agentledger runs --json`."""
+        """Return a JSON-compatible dict; the stable shape of `agentledger runs --json`."""
         data = asdict(self)
         data['temporal_run_ids'] = list(self.temporal_run_ids)
         for name in ('started_at', 'updated_at', 'ended_at'):
@@ -350,5 +350,5 @@ class StepRecord:
     duration_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-compatible dict."""
+        """Return a JSON-compatible dict."""
         return asdict(self)

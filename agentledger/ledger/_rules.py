@@ -23,7 +23,14 @@ from ._records import (
     Usage,
 )
 
-__all__ = ['apply_run_start', 'apply_seal', 'derive_event_states', 'derive_steps', 'run_event_for_start', 'run_event_for_seal']
+__all__ = [
+    'apply_run_start',
+    'apply_seal',
+    'derive_event_states',
+    'derive_steps',
+    'run_event_for_seal',
+    'run_event_for_start',
+]
 
 
 def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | None:
@@ -82,7 +89,7 @@ def apply_seal(existing: RunRecord, seal: RunSeal) -> RunRecord | None:
 
 
 def run_event_for_start(start: RunStart) -> StepEvent:
-    """The `run_started` event a `RunStart` records."""
+    """Return the `run_started` event a `RunStart` records."""
     return StepEvent(
         run_id=start.run_id,
         workflow_id=start.workflow_id,
@@ -97,7 +104,7 @@ def run_event_for_start(start: RunStart) -> StepEvent:
 
 
 def run_event_for_seal(seal: RunSeal) -> StepEvent:
-    """The terminal run event (`run_completed`, `run_failed`, `run_cancelled`) a `RunSeal` records."""
+    """Return the terminal run event (`run_completed`, `run_failed`, `run_cancelled`) a `RunSeal` records."""
     kind = {'completed': 'run_completed', 'cancelled': 'run_cancelled'}.get(seal.status, 'run_failed')
     return StepEvent(
         run_id=seal.run_id,
@@ -207,7 +214,7 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
 
 
 def total_usage(steps: Iterable[StepRecord]) -> Usage:
-    """The usage of the accepted model requests of a run."""
+    """Add up the usage of the accepted model requests of a run."""
     usage = Usage()
     for step in steps:
         if step.kind == 'model_request' and step.accepted_attempt is not None and step.usage is not None:

@@ -28,10 +28,10 @@ class MemoryLedger(Ledger):
         self._seq = 0
         self._lock = asyncio.Lock()
 
-    async def open(self) -> None:
+    async def _open(self) -> None:
         """Nothing to connect to."""
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Nothing to release; the contents stay readable."""
 
     def _append(self, events: Sequence[StepEvent]) -> None:

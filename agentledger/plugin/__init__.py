@@ -2,4 +2,4 @@
 
 from ._plugin import LedgerInterceptor, LedgerPlugin
 
-__all__ = ['LedgerPlugin', 'LedgerInterceptor']
+__all__ = ['LedgerInterceptor', 'LedgerPlugin']

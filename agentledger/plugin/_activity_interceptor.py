@@ -52,9 +52,13 @@ def _read_header(headers: Mapping[str, Payload]) -> dict[str, Any] | None:
 
 def _error(error: BaseException) -> ErrorInfo:
     if isinstance(error, ApplicationError):
-        return ErrorInfo(type=error.type or type(error).__name__, message=error.message, retryable=not error.non_retryable)
+        return ErrorInfo(
+            type=error.type or type(error).__name__, message=error.message, retryable=not error.non_retryable
+        )
     if isinstance(error, asyncio.CancelledError):
-        return ErrorInfo(type='CancelledError', message='the attempt was cancelled (timeout or cancellation)', retryable=True)
+        return ErrorInfo(
+            type='CancelledError', message='the attempt was cancelled (timeout or cancellation)', retryable=True
+        )
     return ErrorInfo(type=type(error).__name__, message=str(error), retryable=True)
 
 
@@ -140,4 +144,3 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             await self._ledger.record_events([event])
         except LedgerError as error:
             raise ledger_failure(error) from error
-

@@ -29,7 +29,7 @@ from ..workflows._registry import register_agent
 from ._activity_interceptor import LedgerActivityInterceptor
 from ._workflow_interceptor import workflow_interceptor_class
 
-__all__ = ['LedgerPlugin', 'LedgerInterceptor']
+__all__ = ['LedgerInterceptor', 'LedgerPlugin']
 
 
 class LedgerInterceptor(Interceptor):
@@ -84,6 +84,7 @@ class LedgerPlugin(SimplePlugin):
     Args:
         ledger: Where runs are recorded.
         agents: The agents this worker serves, each named and carrying `TemporalDurability`.
+
     """
 
     def __init__(self, ledger: Ledger, agents: Sequence[AbstractAgent[Any, Any]] = ()) -> None:

@@ -3,4 +3,4 @@
 from ._agent_run import AgentRunWorkflow
 from ._types import AgentRunInput, AgentRunOutput
 
-__all__ = ['AgentRunWorkflow', 'AgentRunInput', 'AgentRunOutput']
+__all__ = ['AgentRunInput', 'AgentRunOutput', 'AgentRunWorkflow']

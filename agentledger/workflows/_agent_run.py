@@ -25,7 +25,7 @@ from ._registry import agent_names, lookup_agent
 from ._state import LedgerRunState
 from ._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, AgentRunInput, AgentRunOutput, SealInput
 
-__all__ = ['AgentRunWorkflow', 'LEDGER_ACTIVITY_RETRY', 'error_info']
+__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info']
 
 LEDGER_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -46,7 +46,9 @@ def error_info(error: BaseException) -> ErrorInfo:
     while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError) and cause.cause is not None:
         cause = cause.cause
     if isinstance(cause, ApplicationError):
-        return ErrorInfo(type=cause.type or 'ApplicationError', message=cause.message, retryable=not cause.non_retryable)
+        return ErrorInfo(
+            type=cause.type or 'ApplicationError', message=cause.message, retryable=not cause.non_retryable
+        )
     return ErrorInfo(type=type(cause).__name__, message=str(cause), retryable=False)
 
 
@@ -202,7 +204,9 @@ def _validate_deps(agent: AbstractAgent[Any, Any], deps: Any) -> Any:
     deps_type: Any = agent.deps_type
     if deps_type is type(None):
         if deps is not None:
-            raise _RunRejected('InvalidDeps', f'agent {agent.name!r} takes no deps, but deps were given: {_preview(deps)}')
+            raise _RunRejected(
+                'InvalidDeps', f'agent {agent.name!r} takes no deps, but deps were given: {_preview(deps)}'
+            )
         return None
     try:
         return TypeAdapter(deps_type).validate_python(deps)

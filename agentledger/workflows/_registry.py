@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic_ai.agent.abstract import AbstractAgent
 
-__all__ = ['register_agent', 'lookup_agent', 'agent_names']
+__all__ = ['agent_names', 'lookup_agent', 'register_agent']
 
 _agents: dict[tuple[str, str], AbstractAgent[Any, Any]] = {}
 

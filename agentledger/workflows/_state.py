@@ -14,7 +14,7 @@ from typing import Any
 
 from ..ledger._records import Acceptance, StepEvent
 
-__all__ = ['LedgerRunState', 'HEADER', 'STATE_ATTRIBUTE']
+__all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState']
 
 HEADER = 'agentledger'
 """The activity header carrying the ledger run id, new acceptances and workflow-side events."""

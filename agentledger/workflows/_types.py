@@ -14,7 +14,7 @@ from pydantic_ai.usage import UsageLimits
 
 from ..ledger._records import Acceptance, RunSeal, StepEvent, Usage
 
-__all__ = ['AgentRunInput', 'AgentRunOutput', 'SealInput', 'RUN_STARTED_ACTIVITY', 'SEAL_RUN_ACTIVITY']
+__all__ = ['RUN_STARTED_ACTIVITY', 'SEAL_RUN_ACTIVITY', 'AgentRunInput', 'AgentRunOutput', 'SealInput']
 
 
 @dataclass

@@ -1,0 +1,43 @@
+"""The ledger: runs, step events and acceptances, stored by a backend behind the `Ledger` interface.
+
+`SqliteLedger` is imported on first use, so that importing this package (which workflow code does,
+for the records) never imports aiosqlite.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._base import Ledger, RetryPolicy, RunFilter
+from ._records import Acceptance, ErrorInfo, RunRecord, RunSeal, RunStart, StepEvent, StepRecord, Usage
+from ._url import open_ledger
+from .memory import MemoryLedger
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteLedger
+
+__all__ = [
+    'Acceptance',
+    'ErrorInfo',
+    'Ledger',
+    'MemoryLedger',
+    'RetryPolicy',
+    'RunFilter',
+    'RunRecord',
+    'RunSeal',
+    'RunStart',
+    'SqliteLedger',
+    'StepEvent',
+    'StepRecord',
+    'Usage',
+    'open_ledger',
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import `SqliteLedger` (and with it aiosqlite) only when it is asked for."""
+    if name == 'SqliteLedger':
+        from .sqlite import SqliteLedger
+
+        return SqliteLedger
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,82 @@
+"""Pins every private pydantic-ai / temporalio shape agentledger reads (see agentledger/_compat.py).
+
+When one of these fails after an upgrade, update `_compat.py` (and the supported range) first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import subprocess
+import sys
+import typing
+from importlib.metadata import version
+
+from packaging.version import Version
+from pydantic_ai.capabilities.abstract import AbstractCapability
+from pydantic_ai.durable_exec._base import BaseDurabilityCapability
+from pydantic_ai.durable_exec._operation import ModelRequestId, ToolsetCallToolId
+from pydantic_ai.durable_exec._toolset import CallToolResult
+from pydantic_ai.durable_exec.temporal import TemporalOperationNamer
+from pydantic_ai.durable_exec.temporal._toolset import CallToolParams
+from pydantic_ai.durable_exec.temporal._transports import _RequestParams
+
+from agentledger import _compat
+from agentledger.workflows._observer import LedgerObserver
+
+
+def _within(installed: str, supported: tuple[str, str]) -> bool:
+    return Version(supported[0]) <= Version(installed) < Version(supported[1])
+
+
+def test_installed_versions_are_the_pinned_range() -> None:
+    assert _within(version('pydantic-ai-slim'), _compat.SUPPORTED_PYDANTIC_AI)
+    assert _within(version('temporalio'), _compat.SUPPORTED_TEMPORALIO)
+
+
+def test_activity_names_end_with_the_classified_suffixes() -> None:
+    namer = TemporalOperationNamer('a')
+    assert namer.operation_name(ModelRequestId(model_name='m')).endswith(_compat.MODEL_REQUEST_SUFFIXES[0])
+    assert namer.operation_name(ModelRequestId(model_name='m', streaming=True)).endswith(
+        _compat.MODEL_REQUEST_SUFFIXES[1]
+    )
+    call = namer.operation_name(ToolsetCallToolId('function', toolset_id='<agent>'))
+    assert call.endswith(_compat.TOOL_CALL_SUFFIX)
+    assert _compat.classify_activity(call) == 'tool_call'
+    assert _compat.classify_activity(namer.operation_name(ModelRequestId(model_name='m'))) == 'model_request'
+
+
+def test_activity_inputs_carry_the_run_context_fields_read() -> None:
+    request_fields = {f.name for f in dataclasses.fields(_RequestParams)}
+    assert {_compat.RUN_CONTEXT_KEY, 'messages', 'model_id'} <= request_fields
+    tool_fields = {f.name for f in dataclasses.fields(CallToolParams)}
+    assert {_compat.RUN_CONTEXT_KEY, 'name'} <= tool_fields
+    source = inspect.getsource(_compat.read_activity_args)
+    for key in ('run_step', 'tool_call_id', 'tool_name'):
+        assert key in source
+
+
+def test_tool_result_kinds_are_all_mapped() -> None:
+    union = typing.get_args(CallToolResult)[0]
+    kinds = set()
+    for member in typing.get_args(union):
+        (kind,) = [f.default for f in dataclasses.fields(member) if f.name == 'kind']
+        kinds.add(kind)
+    assert kinds == set(_compat.TOOL_RESULT_OUTCOMES)
+
+
+def test_runtime_safe_flag_is_what_pydantic_ai_checks() -> None:
+    assert hasattr(AbstractCapability, _compat.RUNTIME_SAFE_FLAG)
+    assert _compat.RUNTIME_SAFE_FLAG in inspect.getsource(BaseDurabilityCapability._validate_runtime_capabilities)
+    assert getattr(LedgerObserver, _compat.RUNTIME_SAFE_FLAG) is True
+
+
+def test_workflow_code_never_imports_ledger_backends() -> None:
+    """The workflow package and the public package import neither aiosqlite nor boto3."""
+    code = (
+        'import sys, agentledger, agentledger.workflows; '
+        'bad = [m for m in ("aiosqlite", "boto3", "botocore") if m in sys.modules]; '
+        'print(bad); sys.exit(1 if bad else 0)'
+    )
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

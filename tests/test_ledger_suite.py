@@ -1,0 +1,915 @@
+"""The ledger conformance suite: every backend must pass every test here.
+
+Backend-independent tests take the `ledger` fixture, which is parametrised over all backends (add a
+backend to `BACKENDS` and `make_ledger`). SQLite-specific behaviour (persistence, schema versions,
+corruption, locking) is tested at the end against `SqliteLedger` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentledger._errors import (
+    LedgerConfigError,
+    LedgerCorruptionError,
+    LedgerError,
+    LedgerUnavailableError,
+    RunNotFoundError,
+)
+from agentledger.ledger import (
+    Acceptance,
+    ErrorInfo,
+    Ledger,
+    MemoryLedger,
+    RetryPolicy,
+    RunSeal,
+    RunStart,
+    StepEvent,
+    Usage,
+)
+from agentledger.ledger._records import AcceptanceOutcome, EventKind, RunStatus
+from agentledger.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
+
+BACKENDS = ['memory', 'sqlite']
+
+FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make_ledger(backend: str, tmp_path: Path) -> Ledger:
+    """The one place that knows how to build each backend (unopened)."""
+    if backend == 'memory':
+        return MemoryLedger()
+    if backend == 'sqlite':
+        return SqliteLedger(tmp_path / 'ledger.db', retry=FAST_RETRY)
+    raise ValueError(f'unknown backend {backend!r}')
+
+
+@pytest.fixture(params=BACKENDS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    async with make_ledger(request.param, tmp_path) as opened:
+        yield opened
+
+
+# --- record builders --------------------------------------------------------------------------------
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def run_start(
+    run_id: str = 'r1',
+    temporal_run_id: str = 't1',
+    *,
+    started: float = 0,
+    agent: str = 'support',
+    workflow_id: str | None = None,
+    **fields: Any,
+) -> RunStart:
+    return RunStart(
+        run_id=run_id,
+        workflow_id=workflow_id or f'wf-{run_id}',
+        temporal_run_id=temporal_run_id,
+        agent_name=agent,
+        started_at=at(started),
+        task_queue='agents',
+        **fields,
+    )
+
+
+def run_seal(
+    run_id: str = 'r1',
+    temporal_run_id: str = 't1',
+    *,
+    status: RunStatus = 'completed',
+    ended: float = 60,
+    workflow_id: str | None = None,
+    **fields: Any,
+) -> RunSeal:
+    return RunSeal(
+        run_id=run_id,
+        workflow_id=workflow_id or f'wf-{run_id}',
+        temporal_run_id=temporal_run_id,
+        status=status,
+        ended_at=at(ended),
+        **fields,
+    )
+
+
+def event(
+    activity_id: str,
+    attempt: int,
+    kind: EventKind,
+    *,
+    run_id: str = 'r1',
+    temporal_run_id: str = 't1',
+    when: float = 1,
+    scheduled: float | None = None,
+    **fields: Any,
+) -> StepEvent:
+    """An activity event; each attempt is scheduled at `scheduled` (by default: its attempt number in seconds)."""
+    return StepEvent(
+        run_id=run_id,
+        workflow_id=f'wf-{run_id}',
+        temporal_run_id=temporal_run_id,
+        activity_id=activity_id,
+        attempt=attempt,
+        kind=kind,
+        timestamp=at(when),
+        scheduled_at=at(scheduled if scheduled is not None else attempt),
+        **fields,
+    )
+
+
+def acceptance(
+    activity_id: str, outcome: AcceptanceOutcome = 'completed', *, run_id: str = 'r1', temporal_run_id: str = 't1'
+) -> Acceptance:
+    return Acceptance(
+        run_id=run_id,
+        workflow_id=f'wf-{run_id}',
+        temporal_run_id=temporal_run_id,
+        activity_id=activity_id,
+        outcome=outcome,
+    )
+
+
+def states(events: list[StepEvent]) -> list[tuple[str, int, str, str]]:
+    return [(e.activity_id, e.attempt, e.kind, e.state) for e in events]
+
+
+# --- runs -------------------------------------------------------------------------------------------
+
+
+async def test_start_records_every_field(ledger: Ledger) -> None:
+    await ledger.start_run(
+        run_start(
+            conversation_id='c1',
+            parent_run_id='p1',
+            parent_tool_call_id='call-9',
+            prompt_preview='What is my balance?',
+        )
+    )
+
+    run = await ledger.run('r1')
+    assert run.run_id == 'r1'
+    assert run.workflow_id == 'wf-r1'
+    assert run.temporal_run_ids == ('t1',)
+    assert run.temporal_run_id == 't1'
+    assert run.agent_name == 'support'
+    assert run.status == 'running'
+    assert run.started_at == T0
+    assert run.updated_at == T0
+    assert run.task_queue == 'agents'
+    assert run.conversation_id == 'c1'
+    assert run.parent_run_id == 'p1'
+    assert run.parent_tool_call_id == 'call-9'
+    assert run.prompt_preview == 'What is my balance?'
+    assert run.ended_at is None
+    assert run.duration_s is None
+    assert run.usage == Usage()
+    assert run.error is None
+    assert run.output_preview is None
+
+    [started] = await ledger.events('r1')
+    assert (started.kind, started.activity_id, started.attempt, started.state) == ('run_started', '-', 0, 'accepted')
+    assert started.detail == 'What is my balance?'
+    assert started.seq > 0
+
+
+async def test_seal_records_how_the_run_ended(ledger: Ledger) -> None:
+    await ledger.start_run(run_start())
+    usage = Usage(requests=2, input_tokens=100, output_tokens=40, tool_calls=1)
+    await ledger.seal_run(run_seal(ended=90, usage=usage, output_preview='Your balance is 12.'))
+
+    run = await ledger.run('r1')
+    assert run.status == 'completed'
+    assert run.ended_at == at(90)
+    assert run.updated_at == at(90)
+    assert run.duration_s == 90
+    assert run.usage == usage
+    assert run.error is None
+    assert run.output_preview == 'Your balance is 12.'
+
+    kinds = [(e.kind, e.state) for e in await ledger.events('r1')]
+    assert kinds == [('run_started', 'accepted'), ('run_completed', 'accepted')]
+    completed = (await ledger.events('r1'))[-1]
+    assert completed.usage == usage
+    assert completed.detail == 'Your balance is 12.'
+
+
+async def test_failed_seal_keeps_the_error(ledger: Ledger) -> None:
+    await ledger.start_run(run_start())
+    error = ErrorInfo(type='ModelHTTPError', message='503 from the provider', retryable=True)
+    await ledger.seal_run(run_seal(status='failed', error=error))
+
+    run = await ledger.run('r1')
+    assert run.status == 'failed'
+    assert run.error == error
+    [_, failed] = await ledger.events('r1')
+    assert failed.kind == 'run_failed'
+    assert failed.error == error
+
+
+async def test_datetimes_keep_their_utc_offset(ledger: Ledger) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    start = RunStart(
+        run_id='r1',
+        workflow_id='wf-r1',
+        temporal_run_id='t1',
+        agent_name='support',
+        started_at=datetime(2025, 3, 1, 14, 0, 0, 123456, tzinfo=plus_two),
+        task_queue='agents',
+    )
+    await ledger.start_run(start)
+    run = await ledger.run('r1')
+    assert run.started_at == start.started_at
+    assert run.started_at.utcoffset() == timedelta(hours=2)
+
+
+# --- listing ----------------------------------------------------------------------------------------
+
+
+async def seed_runs(ledger: Ledger) -> None:
+    """Five runs, one second apart (r1 oldest), with different agents, statuses and relations."""
+    await ledger.start_run(run_start('r1', started=1, agent='support', conversation_id='c1'))
+    await ledger.start_run(run_start('r2', started=2, agent='billing', conversation_id='c1'))
+    await ledger.start_run(run_start('r3', started=3, agent='support', parent_run_id='r1', workflow_id='wf-shared'))
+    await ledger.start_run(run_start('r4', started=4, agent='support', conversation_id='c2'))
+    await ledger.start_run(run_start('r5', started=5, agent='billing', parent_run_id='r1'))
+    await ledger.seal_run(run_seal('r2', ended=10))
+    await ledger.seal_run(run_seal('r4', status='failed', ended=10))
+
+
+def ids(runs: list[Any]) -> list[str]:
+    return [run.run_id for run in runs]
+
+
+async def test_runs_are_listed_newest_first(ledger: Ledger) -> None:
+    await seed_runs(ledger)
+    assert ids(await ledger.runs()) == ['r5', 'r4', 'r3', 'r2', 'r1']
+
+
+@pytest.mark.parametrize(
+    ('filters', 'expected'),
+    [
+        ({'agent': 'support'}, ['r4', 'r3', 'r1']),
+        ({'agent': 'billing'}, ['r5', 'r2']),
+        ({'status': 'running'}, ['r5', 'r3', 'r1']),
+        ({'status': 'completed'}, ['r2']),
+        ({'status': 'failed'}, ['r4']),
+        ({'conversation_id': 'c1'}, ['r2', 'r1']),
+        ({'parent_run_id': 'r1'}, ['r5', 'r3']),
+        ({'workflow_id': 'wf-shared'}, ['r3']),
+        ({'agent': 'support', 'status': 'running'}, ['r3', 'r1']),
+        ({'agent': 'billing', 'conversation_id': 'c2'}, []),
+        ({'agent': 'nobody'}, []),
+    ],
+)
+async def test_runs_filters(ledger: Ledger, filters: dict[str, Any], expected: list[str]) -> None:
+    await seed_runs(ledger)
+    assert ids(await ledger.runs(**filters)) == expected
+
+
+async def test_runs_limit_and_before_paginate(ledger: Ledger) -> None:
+    await seed_runs(ledger)
+    assert ids(await ledger.runs(limit=2)) == ['r5', 'r4']
+    assert ids(await ledger.runs(limit=2, before='r4')) == ['r3', 'r2']
+    assert ids(await ledger.runs(limit=2, before='r2')) == ['r1']
+    assert await ledger.runs(limit=2, before='r1') == []
+    # `before` combines with filters: the cursor need not match the filter itself.
+    assert ids(await ledger.runs(agent='support', before='r5')) == ['r4', 'r3', 'r1']
+    assert ids(await ledger.runs(agent='support', limit=1, before='r3')) == ['r1']
+
+
+async def test_paging_walks_every_run_once(ledger: Ledger) -> None:
+    # Several runs share a start time: ties are broken by run id, so no page repeats or skips one.
+    for index in range(7):
+        await ledger.start_run(run_start(f'r{index}', started=index // 3))
+    seen: list[str] = []
+    before: str | None = None
+    while page := await ledger.runs(limit=3, before=before):
+        seen.extend(ids(page))
+        before = page[-1].run_id
+    assert seen == ['r6', 'r5', 'r4', 'r3', 'r2', 'r1', 'r0']
+
+
+async def test_runs_order_by_instant_across_utc_offsets(ledger: Ledger) -> None:
+    """10:30+02:00 is 08:30 UTC: older than 09:00 UTC although its text sorts later."""
+    early = datetime(2025, 3, 1, 10, 30, tzinfo=timezone(timedelta(hours=2)))
+    late = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    for run_id, started_at in (('early', early), ('late', late)):
+        await ledger.start_run(
+            RunStart(
+                run_id=run_id,
+                workflow_id=f'wf-{run_id}',
+                temporal_run_id='t1',
+                agent_name='support',
+                started_at=started_at,
+                task_queue='agents',
+            )
+        )
+    assert ids(await ledger.runs()) == ['late', 'early']
+    assert ids(await ledger.runs(before='late')) == ['early']
+
+
+async def test_runs_rejects_a_limit_below_one(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match='limit'):
+        await ledger.runs(limit=0)
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+
+async def test_events_keep_causal_order(ledger: Ledger) -> None:
+    """C1: events come back in the order they were recorded, across calls, with increasing `seq`."""
+    await ledger.start_run(run_start())
+    await ledger.record_events([event('1', 1, 'model_request_started', step=1)])
+    await ledger.record_events(
+        [
+            event('1', 1, 'model_request_completed', step=1, when=2),
+            event('2', 1, 'tool_call_started', when=3, tool_name='lookup', tool_call_id='call-1'),
+        ]
+    )
+    await ledger.record_events([event('2', 1, 'tool_call_completed', when=4, tool_name='lookup', outcome='returned')])
+    await ledger.seal_run(run_seal())
+
+    events = await ledger.events('r1')
+    assert [(e.activity_id, e.kind) for e in events] == [
+        ('-', 'run_started'),
+        ('1', 'model_request_started'),
+        ('1', 'model_request_completed'),
+        ('2', 'tool_call_started'),
+        ('2', 'tool_call_completed'),
+        ('-', 'run_completed'),
+    ]
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+
+
+async def test_event_fields_round_trip(ledger: Ledger) -> None:
+    await ledger.start_run(run_start())
+    original = event(
+        '7',
+        2,
+        'tool_call_failed',
+        when=5.25,
+        scheduled=4.5,
+        step=3,
+        activity_type='agent__support__tool_call',
+        tool_call_id='call-7',
+        tool_name='refund',
+        model_name='openai:gpt-5',
+        duration_s=0.75,
+        error=ErrorInfo(type='ValueError', message='amount must be positive — got -3', retryable=False),
+        usage=Usage(requests=1, input_tokens=3, output_tokens=4, tool_calls=1),
+        outcome='failed',
+        detail='ünïcödé detail',
+    )
+    await ledger.record_events([original])
+
+    stored = (await ledger.events('r1'))[-1]
+    assert stored == original.with_seq(stored.seq).with_state('provisional')
+
+
+async def test_events_of_one_run_only(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    await ledger.start_run(run_start('r2'))
+    await ledger.record_events([event('1', 1, 'tool_call_started', run_id='r1')])
+    await ledger.record_events([event('1', 1, 'tool_call_started', run_id='r2')])
+    assert [e.run_id for e in await ledger.events('r1')] == ['r1', 'r1']
+    assert [e.run_id for e in await ledger.events('r2')] == ['r2', 'r2']
+
+
+async def test_concurrent_writes_all_land_with_distinct_seq(ledger: Ledger) -> None:
+    """C1/C2: 50 concurrent `record_events` calls (one event each) are all stored, each with its own seq."""
+    await ledger.start_run(run_start())
+    await asyncio.gather(*(ledger.record_events([event(str(i), 1, 'tool_call_started')]) for i in range(50)))
+
+    events = [e for e in await ledger.events('r1') if e.kind == 'tool_call_started']
+    assert sorted(e.activity_id for e in events) == sorted(str(i) for i in range(50))
+    assert len({e.seq for e in events}) == 50
+
+
+async def test_concurrent_starts_events_and_seals_of_many_runs(ledger: Ledger) -> None:
+    await asyncio.gather(*(ledger.start_run(run_start(f'r{i}', started=i)) for i in range(20)))
+    await asyncio.gather(
+        *(ledger.record_events([event('1', 1, 'model_request_started', run_id=f'r{i}')]) for i in range(20)),
+        *(ledger.accept([acceptance('1', run_id=f'r{i}')]) for i in range(20)),
+    )
+    await asyncio.gather(*(ledger.seal_run(run_seal(f'r{i}')) for i in range(20)))
+
+    runs = await ledger.runs(limit=100)
+    assert len(runs) == 20
+    assert {run.status for run in runs} == {'completed'}
+    for i in range(20):
+        assert [e.kind for e in await ledger.events(f'r{i}')] == [
+            'run_started',
+            'model_request_started',
+            'run_completed',
+        ]
+
+
+# --- idempotency ------------------------------------------------------------------------------------
+
+
+async def test_duplicate_delivery_is_stored_once(ledger: Ledger) -> None:
+    """C2: at-least-once delivery of the same start, event, acceptance and seal is stored once."""
+    start = run_start()
+    started = event('1', 1, 'model_request_started')
+    completed = event('1', 1, 'model_request_completed', when=2)
+    await ledger.start_run(start)
+    await ledger.start_run(start)
+    await ledger.record_events([started, started])
+    await ledger.record_events([started, completed])
+    await ledger.record_events([completed])
+    await ledger.accept([acceptance('1')])
+    await ledger.accept([acceptance('1'), acceptance('1')])
+    first = await ledger.events('r1')
+    await ledger.seal_run(run_seal())
+    await ledger.seal_run(run_seal())
+
+    events = await ledger.events('r1')
+    assert [e.kind for e in events] == [
+        'run_started',
+        'model_request_started',
+        'model_request_completed',
+        'run_completed',
+    ]
+    assert [e.seq for e in events[:3]] == [e.seq for e in first]
+    run = await ledger.run('r1')
+    assert run.temporal_run_ids == ('t1',)
+    assert run.status == 'completed'
+    [step] = await ledger.steps('r1')
+    assert (step.attempts, step.accepted_attempt, step.status) == (1, 1, 'completed')
+
+
+async def test_late_duplicate_start_does_not_reopen_a_sealed_run(ledger: Ledger) -> None:
+    """C2: a RunStart of a Temporal run already seen, redelivered after the seal, changes nothing."""
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.start_run(run_start('r1', 't2', started=30))
+    await ledger.seal_run(run_seal('r1', 't2', ended=60))
+
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.start_run(run_start('r1', 't2', started=30))
+
+    run = await ledger.run('r1')
+    assert run.status == 'completed'
+    assert run.temporal_run_ids == ('t1', 't2')
+    assert run.ended_at == at(60)
+
+
+async def test_seal_from_an_older_temporal_run_does_not_overwrite_the_latest(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.start_run(run_start('r1', 't2', started=30))
+    await ledger.seal_run(run_seal('r1', 't1', status='failed', ended=40, error=ErrorInfo('X', 'stale', False)))
+
+    run = await ledger.run('r1')
+    assert run.status == 'running'
+    assert run.error is None
+
+    await ledger.seal_run(run_seal('r1', 't2', ended=60))
+    await ledger.seal_run(run_seal('r1', 't1', status='cancelled', ended=70))
+    run = await ledger.run('r1')
+    assert (run.status, run.ended_at, run.temporal_run_id) == ('completed', at(60), 't2')
+
+
+# --- accepted-attempt derivation --------------------------------------------------------------------
+
+
+async def test_retried_activity_accepts_the_last_attempt(ledger: Ledger) -> None:
+    """Attempt 1 failed, attempt 2 completed, the workflow accepted: attempt 2 accepted, attempt 1 abandoned."""
+    await ledger.start_run(run_start())
+    error = ErrorInfo(type='ModelHTTPError', message='429', retryable=True)
+    usage = Usage(requests=1, input_tokens=10, output_tokens=5)
+    await ledger.record_events(
+        [
+            event('1', 1, 'model_request_started', when=1, step=1),
+            event('1', 1, 'model_request_failed', when=1.5, step=1, error=error),
+            event('1', 2, 'model_request_started', when=2, step=1),
+            event('1', 2, 'model_request_completed', when=3, step=1, usage=usage, duration_s=1.0),
+        ]
+    )
+    await ledger.accept([acceptance('1')])
+
+    assert states((await ledger.events('r1'))[1:]) == [
+        ('1', 1, 'model_request_started', 'abandoned'),
+        ('1', 1, 'model_request_failed', 'abandoned'),
+        ('1', 2, 'model_request_started', 'accepted'),
+        ('1', 2, 'model_request_completed', 'accepted'),
+    ]
+    [step] = await ledger.steps('r1')
+    assert step.kind == 'model_request'
+    assert step.step == 1
+    assert step.attempts == 2
+    assert step.accepted_attempt == 2
+    assert step.status == 'completed'
+    assert step.usage == usage
+    assert step.error is None
+    assert step.duration_s == 1.0
+
+
+async def test_zombie_attempt_writing_late_stays_abandoned(ledger: Ledger) -> None:
+    """Attempt 1 timed out, attempt 2 completed and was accepted, then attempt 1 writes `completed`: ignored."""
+    await ledger.start_run(run_start())
+    await ledger.record_events(
+        [
+            event('2', 1, 'tool_call_started', when=1, tool_name='refund'),
+            event('2', 2, 'tool_call_started', when=11, tool_name='refund'),
+            event('2', 2, 'tool_call_completed', when=12, tool_name='refund', outcome='returned', detail='ok'),
+        ]
+    )
+    await ledger.accept([acceptance('2')])
+    await ledger.record_events(
+        [event('2', 1, 'tool_call_completed', when=20, tool_name='refund', outcome='returned', detail='zombie')]
+    )
+
+    assert states((await ledger.events('r1'))[1:]) == [
+        ('2', 1, 'tool_call_started', 'abandoned'),
+        ('2', 2, 'tool_call_started', 'accepted'),
+        ('2', 2, 'tool_call_completed', 'accepted'),
+        ('2', 1, 'tool_call_completed', 'abandoned'),
+    ]
+    [step] = await ledger.steps('r1')
+    assert (step.attempts, step.accepted_attempt, step.status) == (2, 2, 'completed')
+    assert step.tool_name == 'refund'
+    assert step.outcome == 'returned'
+
+    await ledger.seal_run(run_seal())
+    [step] = await ledger.steps('r1')
+    assert (step.accepted_attempt, step.status) == (2, 'completed')
+
+
+async def test_unaccepted_events_are_provisional_then_abandoned(ledger: Ledger) -> None:
+    await ledger.start_run(run_start())
+    await ledger.record_events([event('1', 1, 'model_request_started'), event('1', 1, 'model_request_completed')])
+    await ledger.record_events([event('2', 1, 'tool_call_started')])
+    await ledger.accept([acceptance('1')])
+
+    assert states((await ledger.events('r1'))[1:]) == [
+        ('1', 1, 'model_request_started', 'accepted'),
+        ('1', 1, 'model_request_completed', 'accepted'),
+        ('2', 1, 'tool_call_started', 'provisional'),
+    ]
+    steps = await ledger.steps('r1')
+    assert [(s.activity_id, s.accepted_attempt, s.status) for s in steps] == [
+        ('1', 1, 'completed'),
+        ('2', None, 'running'),
+    ]
+
+    await ledger.seal_run(run_seal(status='cancelled'))
+    assert states((await ledger.events('r1'))[1:-1]) == [
+        ('1', 1, 'model_request_started', 'accepted'),
+        ('1', 1, 'model_request_completed', 'accepted'),
+        ('2', 1, 'tool_call_started', 'abandoned'),
+    ]
+    steps = await ledger.steps('r1')
+    assert [(s.activity_id, s.accepted_attempt, s.status) for s in steps] == [
+        ('1', 1, 'completed'),
+        ('2', None, 'abandoned'),
+    ]
+
+
+async def test_reset_abandons_the_older_temporal_runs_unaccepted_events(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.record_events([event('1', 1, 'model_request_started'), event('1', 1, 'model_request_completed')])
+    await ledger.accept([acceptance('1')])
+    await ledger.record_events([event('2', 1, 'tool_call_started')])
+
+    # The workflow is reset: a new Temporal run of the same ledger run replays from the accepted step.
+    await ledger.start_run(run_start('r1', 't2', started=30))
+    await ledger.record_events([event('2', 1, 'tool_call_started', temporal_run_id='t2', when=31, scheduled=31)])
+
+    run = await ledger.run('r1')
+    assert run.temporal_run_ids == ('t1', 't2')
+    assert run.temporal_run_id == 't2'
+    assert run.status == 'running'
+    events = await ledger.events('r1')
+    assert [(e.temporal_run_id, e.activity_id, e.kind, e.state) for e in events] == [
+        ('t1', '-', 'run_started', 'accepted'),
+        ('t1', '1', 'model_request_started', 'accepted'),
+        ('t1', '1', 'model_request_completed', 'accepted'),
+        ('t1', '2', 'tool_call_started', 'abandoned'),
+        ('t2', '-', 'run_started', 'accepted'),
+        ('t2', '2', 'tool_call_started', 'provisional'),
+    ]
+    steps = await ledger.steps('r1')
+    assert [(s.temporal_run_id, s.activity_id, s.status) for s in steps] == [
+        ('t1', '1', 'completed'),
+        ('t1', '2', 'abandoned'),
+        ('t2', '2', 'running'),
+    ]
+
+
+async def test_reset_reopens_a_sealed_run(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.seal_run(run_seal('r1', 't1', status='failed', error=ErrorInfo('X', 'boom', False)))
+    await ledger.start_run(run_start('r1', 't2', started=90))
+
+    run = await ledger.run('r1')
+    assert (run.status, run.ended_at, run.error) == ('running', None, None)
+    assert run.updated_at == at(90)
+
+
+# --- failure reporting ------------------------------------------------------------------------------
+
+
+async def test_unknown_run_id_raises_run_not_found(ledger: Ledger) -> None:
+    """C17: every read of an unknown run id raises RunNotFoundError naming the id."""
+    await ledger.start_run(run_start('r1'))
+    for read in (ledger.run, ledger.events, ledger.steps):
+        with pytest.raises(RunNotFoundError, match='no-such-run') as info:
+            await read('no-such-run')
+        assert info.value.run_id == 'no-such-run'
+    with pytest.raises(RunNotFoundError, match='no-such-run'):
+        await ledger.runs(before='no-such-run')
+
+
+class FlakyMemoryLedger(MemoryLedger):
+    """Fails the first `failures` event writes as an unreachable backend would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.retry = FAST_RETRY
+
+    async def _write_events(self, events: Any) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise LedgerUnavailableError('backend unreachable')
+        await super()._write_events(events)
+
+
+async def test_transient_write_failures_are_retried() -> None:
+    """C16: a write that fails transiently is retried and then stored once."""
+    ledger = FlakyMemoryLedger(failures=FAST_RETRY.attempts - 1)
+    await ledger.start_run(run_start())
+    await ledger.record_events([event('1', 1, 'tool_call_started')])
+    assert len(await ledger.events('r1')) == 2
+
+
+async def test_persistent_write_failure_names_what_was_not_written() -> None:
+    """C16: a write that keeps failing raises LedgerUnavailableError saying what was not recorded."""
+    ledger = FlakyMemoryLedger(failures=FAST_RETRY.attempts)
+    await ledger.start_run(run_start())
+    with pytest.raises(
+        LedgerUnavailableError, match=r'1 event\(s\) of run r1 .* after 3 attempts: backend unreachable'
+    ):
+        await ledger.record_events([event('1', 1, 'tool_call_started')])
+
+
+# --- SQLite ---------------------------------------------------------------------------------------------
+
+
+def raw_sql(path: Path, sql: str, parameters: tuple[Any, ...] = ()) -> int:
+    """Run one statement with the plain sqlite3 module, as another program touching the file would."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        return raw.execute(sql, parameters).rowcount
+
+
+async def write_a_full_run(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1', conversation_id='c1', prompt_preview='hi'))
+    await ledger.record_events(
+        [
+            event('1', 1, 'model_request_started', step=1),
+            event('1', 1, 'model_request_failed', step=1, error=ErrorInfo('ModelHTTPError', '500', True)),
+            event('1', 2, 'model_request_started', step=1),
+            event('1', 2, 'model_request_completed', step=1, usage=Usage(requests=1, input_tokens=3)),
+        ]
+    )
+    await ledger.accept([acceptance('1')])
+    await ledger.seal_run(run_seal('r1', usage=Usage(requests=1, input_tokens=3), output_preview='bye'))
+    await ledger.start_run(run_start('r2', started=5, agent='billing'))
+
+
+async def test_sqlite_reopened_file_reads_everything_back(tmp_path: Path) -> None:
+    path = tmp_path / 'nested' / 'dir' / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await write_a_full_run(ledger)
+        before = (await ledger.runs(), await ledger.events('r1'), await ledger.steps('r1'))
+
+    async with SqliteLedger(path) as reopened:
+        after = (await reopened.runs(), await reopened.events('r1'), await reopened.steps('r1'))
+        assert after == before
+        # New events continue the causal order after the stored ones.
+        await reopened.record_events([event('9', 1, 'tool_call_started', run_id='r2')])
+        [_, late] = await reopened.events('r2')
+        assert late.seq > max(e.seq for e in before[1])
+
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute('PRAGMA journal_mode').fetchone() == ('wal',)
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)]
+
+
+async def test_sqlite_url_is_the_path_as_given(tmp_path: Path) -> None:
+    assert SqliteLedger('relative/ledger.db').url == 'sqlite:///relative/ledger.db'
+    assert SqliteLedger(tmp_path / 'x.db').url == f'sqlite:///{tmp_path}/x.db'
+
+
+async def test_sqlite_close_is_idempotent_and_later_writes_fail(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / 'ledger.db')
+    await ledger.close()
+    await ledger.open()
+    await ledger.open()
+    await ledger.start_run(run_start())
+    await ledger.close()
+    await ledger.close()
+    with pytest.raises(LedgerError, match='not open'):
+        await ledger.start_run(run_start('r2'))
+    with pytest.raises(LedgerError, match='not open'):
+        await ledger.run('r1')
+
+
+async def test_sqlite_close_commits_queued_writes(tmp_path: Path) -> None:
+    path = tmp_path / 'ledger.db'
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.start_run(run_start())
+    writes = [asyncio.create_task(ledger.record_events([event(str(i), 1, 'tool_call_started')])) for i in range(10)]
+    await asyncio.sleep(0)
+    await ledger.close()
+    await asyncio.gather(*writes)
+
+    async with SqliteLedger(path) as reopened:
+        assert len(await reopened.events('r1')) == 11
+
+
+async def test_sqlite_newer_schema_version_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path):
+        pass
+    raw_sql(path, 'UPDATE schema_version SET version = ?', (SCHEMA_VERSION + 1,))
+
+    ledger = SqliteLedger(path)
+    with pytest.raises(LedgerConfigError, match=f'schema version {SCHEMA_VERSION + 1}') as info:
+        await ledger.open()
+    assert str(path) in str(info.value)
+    assert 'upgrade agentledger' in str(info.value)
+    await ledger.close()
+
+
+async def test_sqlite_file_that_is_not_a_database_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / 'ledger.db'
+    path.write_bytes(b'this is not a SQLite database, just some text' * 100)
+    with pytest.raises(LedgerCorruptionError, match='not a database') as info:
+        await SqliteLedger(path).open()
+    assert str(path) in str(info.value)
+
+
+async def test_sqlite_path_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / 'a-directory.db'
+    path.mkdir()
+    with pytest.raises(LedgerUnavailableError, match='unable to open') as info:
+        await SqliteLedger(path).open()
+    assert str(path) in str(info.value)
+
+
+async def test_sqlite_directory_that_cannot_be_created_is_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / 'file'
+    blocker.write_text('a file where a directory should be')
+    path = blocker / 'ledger.db'
+    with pytest.raises(LedgerUnavailableError, match='cannot create the directory') as info:
+        await SqliteLedger(path).open()
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ('table', 'key_column', 'key', 'column', 'garbage'),
+    [
+        ('events', 'event_key', 'wf-r1|t1|1|1|tool_call_started', 'body', '{"run_id": "r1", trailing garbage'),
+        ('events', 'event_key', 'wf-r1|t1|1|1|tool_call_started', 'body', '["a", "list"]'),
+        ('acceptances', 'acceptance_key', 'wf-r1|t1|1', 'body', '{"run_id": "r1"}'),
+        ('runs', 'run_id', 'r1', 'temporal_run_ids', 'not json'),
+        ('runs', 'run_id', 'r1', 'temporal_run_ids', '"t1"'),
+        ('runs', 'run_id', 'r1', 'usage', '{"requests": 1, "bogus": 2}'),
+        ('runs', 'run_id', 'r1', 'status', 'exploded'),
+        ('runs', 'run_id', 'r1', 'started_at', 'yesterday'),
+    ],
+)
+async def test_sqlite_row_that_does_not_decode_is_corruption(
+    tmp_path: Path, table: str, key_column: str, key: str, column: str, garbage: str
+) -> None:
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await ledger.start_run(run_start())
+        await ledger.record_events([event('1', 1, 'tool_call_started')])
+        await ledger.accept([acceptance('1')])
+        changed = raw_sql(path, f'UPDATE {table} SET {column} = ? WHERE {key_column} = ?', (garbage, key))
+        assert changed == 1
+
+        with pytest.raises(LedgerCorruptionError) as info:
+            await ledger.steps('r1')
+        assert f'table {table}' in str(info.value)
+        assert repr(key) in str(info.value)
+        assert str(path) in str(info.value)
+
+
+async def test_sqlite_corrupt_run_row_fails_its_write_but_not_the_others_in_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await ledger.start_run(run_start('bad'))
+        await ledger.start_run(run_start('good'))
+        raw_sql(path, "UPDATE runs SET usage = 'garbage' WHERE run_id = 'bad'")
+
+        # Queued together, these land in one group commit; the seal of `bad` cannot read its run row.
+        results = await asyncio.gather(
+            ledger.record_events([event('1', 1, 'tool_call_started', run_id='good')]),
+            ledger.seal_run(run_seal('bad')),
+            ledger.seal_run(run_seal('good')),
+            ledger.record_events([event('2', 1, 'tool_call_started', run_id='good')]),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[2] is None and results[3] is None
+        assert isinstance(results[1], LedgerCorruptionError)
+        assert "'bad'" in str(results[1])
+
+        assert (await ledger.run('good')).status == 'completed'
+        kinds = [e.kind for e in await ledger.events('good')]
+        assert kinds == ['run_started', 'tool_call_started', 'run_completed', 'tool_call_started']
+
+
+async def test_sqlite_two_ledgers_sharing_a_file_do_not_lose_updates(tmp_path: Path) -> None:
+    """Two worker processes on one file: BEGIN IMMEDIATE serialises their read-modify-writes of a run row."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path) as first, SqliteLedger(path) as second:
+        await first.start_run(run_start('r1', 't0'))
+        await asyncio.gather(
+            *((first if i % 2 else second).start_run(run_start('r1', f't{i}', started=i)) for i in range(1, 11)),
+            *((second if i % 2 else first).record_events([event(str(i), 1, 'tool_call_started')]) for i in range(20)),
+        )
+        run = await second.run('r1')
+        assert sorted(run.temporal_run_ids) == sorted(f't{i}' for i in range(11))
+        events = await first.events('r1')
+        assert len(events) == 11 + 20
+        assert len({e.seq for e in events}) == len(events)
+
+
+def lock_exclusively(path: Path) -> sqlite3.Connection:
+    """Another process's connection holding the write lock of the database."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute('BEGIN EXCLUSIVE')
+    return connection
+
+
+async def test_sqlite_locked_database_retries_then_raises_unavailable(tmp_path: Path) -> None:
+    """C16: a write that cannot get the lock is retried, then reported with what was not written."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path, retry=FAST_RETRY, busy_timeout_s=0.05) as ledger:
+        await ledger.start_run(run_start())
+        blocker = lock_exclusively(path)
+        try:
+            with pytest.raises(LedgerUnavailableError) as info:
+                await ledger.record_events([event('1', 1, 'tool_call_started')])
+            # Reads do not wait for the writer (WAL).
+            assert len(await ledger.events('r1')) == 1
+        finally:
+            blocker.rollback()
+            blocker.close()
+
+        message = str(info.value)
+        assert '1 event(s) of run r1' in message
+        assert f'after {FAST_RETRY.attempts} attempts' in message
+        assert 'database is locked' in message
+        assert str(path) in message
+        assert len(await ledger.events('r1')) == 1
+
+
+async def test_sqlite_lock_released_mid_retry_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / 'ledger.db'
+    retry = RetryPolicy(attempts=20, initial_backoff_s=0.02, max_backoff_s=0.05)
+    async with SqliteLedger(path, retry=retry, busy_timeout_s=0.02) as ledger:
+        await ledger.start_run(run_start())
+        blocker = lock_exclusively(path)
+        with caplog.at_level(logging.WARNING, logger='agentledger.ledger'):
+            writes = asyncio.gather(
+                ledger.record_events([event('1', 1, 'tool_call_started')]),
+                ledger.accept([acceptance('1')]),
+                ledger.seal_run(run_seal()),
+            )
+            for _ in range(500):
+                if any('ledger write failed' in record.getMessage() for record in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+            blocker.rollback()
+            blocker.close()
+            await writes
+
+        assert any('database is locked' in record.getMessage() for record in caplog.records)
+        assert (await ledger.run('r1')).status == 'completed'
+        # The three writes retried independently, so their relative order is not part of the contract.
+        assert sorted(states(await ledger.events('r1'))) == [
+            ('-', 0, 'run_completed', 'accepted'),
+            ('-', 0, 'run_started', 'accepted'),
+            ('1', 1, 'tool_call_started', 'accepted'),
+        ]

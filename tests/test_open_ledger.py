@@ -1,0 +1,69 @@
+"""`open_ledger` turns a ledger URL into an unopened backend, or says which URLs it supports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentledger._errors import LedgerConfigError
+from agentledger.ledger import MemoryLedger, open_ledger
+from agentledger.ledger.sqlite import SqliteLedger
+
+
+@pytest.mark.parametrize(
+    ('url', 'path'),
+    [
+        ('sqlite:///ledger.db', 'ledger.db'),
+        ('sqlite:///relative/dir/ledger.db', 'relative/dir/ledger.db'),
+        ('sqlite:////abs/dir/ledger.db', '/abs/dir/ledger.db'),
+        ('relative/ledger.db', 'relative/ledger.db'),
+        ('/abs/ledger.db', '/abs/ledger.db'),
+    ],
+)
+def test_sqlite_urls(url: str, path: str) -> None:
+    ledger = open_ledger(url)
+    assert isinstance(ledger, SqliteLedger)
+    assert ledger.url == f'sqlite:///{path}'
+    # The URL a ledger reports opens the same ledger again.
+    assert open_ledger(ledger.url).url == ledger.url
+
+
+def test_memory_url() -> None:
+    ledger = open_ledger('memory://')
+    assert isinstance(ledger, MemoryLedger)
+    assert ledger.url == 'memory://'
+
+
+@pytest.mark.parametrize(
+    'url',
+    [
+        's3://bucket/prefix',
+        'postgres://user:secret@db.internal/ledger',
+        'sqlite://ledger.db',
+        'sqlite:///',
+        'sqlite:ledger.db',
+        'ledger.sqlite',
+        '',
+    ],
+)
+def test_unsupported_urls_list_the_supported_schemes(url: str) -> None:
+    with pytest.raises(LedgerConfigError) as info:
+        open_ledger(url)
+    message = str(info.value)
+    assert 'sqlite:///' in message
+    assert 'memory://' in message
+    assert 'secret' not in message
+
+
+async def test_opened_ledger_from_url_works(tmp_path: Path) -> None:
+    async with open_ledger(f'sqlite:///{tmp_path}/ledger.db') as ledger:
+        assert await ledger.runs() == []
+    assert (tmp_path / 'ledger.db').exists()
+
+
+def test_importing_the_ledger_package_does_not_import_aiosqlite() -> None:
+    code = 'import sys, agentledger.ledger; assert "aiosqlite" not in sys.modules, "aiosqlite imported"'
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).parent.parent)
