@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import AgentRunHandle, AgentRunResult, run, start
+from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, run, start
 from ._errors import (
     AgentLedgerError,
     LedgerConfigError,
@@ -29,6 +29,10 @@ from ._errors import (
 from .ledger import (
     Acceptance,
     ErrorInfo,
+    ForkRef,
+    Snapshot,
+    SnapshotRecord,
+    ToolEffect,
     Ledger,
     MemoryLedger,
     RetryPolicy,
@@ -38,6 +42,8 @@ from .ledger import (
     Usage,
     open_ledger,
 )
+from .ledger._snapshots import SnapshotNotFoundError
+from ._tools import idempotency_key
 from .plugin import LedgerPlugin
 from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow
 
@@ -70,6 +76,14 @@ __all__ = [
     'open_ledger',
     'run',
     'start',
+    'continue_run',
+    'fork_run',
+    'idempotency_key',
+    'SnapshotNotFoundError',
+    'Snapshot',
+    'SnapshotRecord',
+    'ToolEffect',
+    'ForkRef',
 ]
 
 __version__ = '0.1.0'

@@ -13,10 +13,12 @@ from pydantic_ai.usage import UsageLimits
 from temporalio.client import Client, WorkflowHandle
 
 from ._ids import ledger_run_id
+from .ledger._lineage import resolve_seed
+from .ledger._base import Ledger
 from .ledger._records import Usage
 from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow
 
-__all__ = ['AgentRunHandle', 'AgentRunResult', 'run', 'start']
+__all__ = ['AgentRunHandle', 'AgentRunResult', 'continue_run', 'fork_run', 'run', 'start']
 
 OutputT = TypeVar('OutputT')
 
@@ -79,12 +81,14 @@ async def start(
     usage_limits: UsageLimits | None = None,
     workflow_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    fresh_start: bool = False,
 ) -> AgentRunHandle[OutputT]:
     """Start one run of `agent` (an agent or its registered name) as an `AgentRunWorkflow`.
 
     The client needs `LedgerPlugin` (or pydantic-ai's plugin) for its payload converter; a worker
     serving the agent on `task_queue` does the work. `workflow_id` defaults to
-    `<agent name>-<random>`.
+    `<agent name>-<random>`. Starting a workflow id whose last run failed resumes that run from its
+    latest valid snapshot unless `fresh_start=True`.
     """
     name = agent if isinstance(agent, str) else agent.name
     if not name:
@@ -97,7 +101,20 @@ async def start(
         conversation_id=conversation_id,
         usage_limits=usage_limits,
         metadata=metadata or {},
+        fresh_start=fresh_start,
     )
+    return await _start(client, agent, input, task_queue=task_queue, workflow_id=workflow_id)
+
+
+async def _start(
+    client: Client,
+    agent: AbstractAgent[Any, OutputT] | str,
+    input: AgentRunInput,
+    *,
+    task_queue: str,
+    workflow_id: str | None,
+) -> AgentRunHandle[OutputT]:
+    name = input.agent
     handle = await client.start_workflow(
         AgentRunWorkflow.run,
         input,
@@ -124,6 +141,7 @@ async def run(
     usage_limits: UsageLimits | None = None,
     workflow_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    fresh_start: bool = False,
 ) -> AgentRunResult[OutputT]:
     """Run `agent` once as an `AgentRunWorkflow` and wait for its result (see `start`)."""
     handle = await start(
@@ -137,5 +155,121 @@ async def run(
         usage_limits=usage_limits,
         workflow_id=workflow_id,
         metadata=metadata,
+        fresh_start=fresh_start,
     )
     return await handle.result()
+
+
+def _ledger_of(client: Client, ledger: Ledger | None) -> Ledger:
+    if ledger is not None:
+        return ledger
+    from .plugin import LedgerPlugin
+
+    for plugin in client.config().get('plugins', []):
+        if isinstance(plugin, LedgerPlugin):
+            return plugin.ledger
+    raise ValueError('pass ledger=..., or connect the client with agentledger.LedgerPlugin(ledger)')
+
+
+async def _seeded(
+    client: Client,
+    run_id: str,
+    *,
+    prompt: str | None,
+    at_step: int | None,
+    snapshot: str | None,
+    agent: AbstractAgent[Any, OutputT] | None,
+    deps: Any,
+    task_queue: str | None,
+    workflow_id: str | None,
+    ledger: Ledger | None,
+) -> AgentRunHandle[OutputT]:
+    store = _ledger_of(client, ledger)
+    async with store:
+        # Checked here so a bad run id, snapshot id or step fails before any workflow starts.
+        seed = await resolve_seed(store, continue_from=run_id, at_step=at_step, snapshot_id=snapshot)
+        source = await store.run(run_id)
+    input = AgentRunInput(
+        agent=source.agent_name,
+        prompt=prompt,
+        deps=deps,
+        conversation_id=source.conversation_id,
+        continue_from=run_id,
+        # A fork pins the snapshot chosen here; a continuation takes the latest when the run starts.
+        snapshot_id=seed.snapshot_id if seed.reason == 'fork' else None,
+    )
+    return await _start(
+        client,
+        agent if agent is not None else source.agent_name,
+        input,
+        task_queue=task_queue or source.task_queue,
+        workflow_id=workflow_id or f'{source.agent_name}-{seed.reason}-{uuid.uuid4().hex[:12]}',
+    )
+
+
+async def continue_run(
+    client: Client,
+    run_id: str,
+    prompt: str | None = None,
+    *,
+    agent: AbstractAgent[Any, OutputT] | None = None,
+    deps: Any = None,
+    task_queue: str | None = None,
+    workflow_id: str | None = None,
+    ledger: Ledger | None = None,
+) -> AgentRunHandle[OutputT]:
+    """Start a new run seeded with `run_id`'s latest valid snapshot, optionally with a new prompt.
+
+    The new ledger run records `forked_from`; stored messages are shared, not copied. Tool calls that
+    completed before the snapshot are not run again; calls that were in flight are not in a valid
+    snapshot (they show as in doubt in `ledger.tool_effects`). Raises `RunNotFoundError` /
+    `SnapshotNotFoundError` before starting anything when the run has nothing to continue from.
+    `agent` (optional) types the output; `deps` are the new run's deps; the task queue defaults to the
+    source run's. The ledger comes from the client's `LedgerPlugin` unless given.
+    """
+    return await _seeded(
+        client,
+        run_id,
+        prompt=prompt,
+        at_step=None,
+        snapshot=None,
+        agent=agent,
+        deps=deps,
+        task_queue=task_queue,
+        workflow_id=workflow_id,
+        ledger=ledger,
+    )
+
+
+async def fork_run(
+    client: Client,
+    run_id: str,
+    *,
+    at_step: int | None = None,
+    snapshot: str | None = None,
+    prompt: str | None = None,
+    agent: AbstractAgent[Any, OutputT] | None = None,
+    deps: Any = None,
+    task_queue: str | None = None,
+    workflow_id: str | None = None,
+    ledger: Ledger | None = None,
+) -> AgentRunHandle[OutputT]:
+    """Start a new run seeded with the valid snapshot at or before `at_step` (or exactly `snapshot`).
+
+    Like `continue_run`, but from an earlier point: a step that does not exist, an unknown or
+    malformed snapshot id, or a snapshot of another run raises before any workflow starts.
+    """
+    if (at_step is None) == (snapshot is None):
+        raise ValueError('fork_run needs exactly one of at_step= or snapshot=')
+    return await _seeded(
+        client,
+        run_id,
+        prompt=prompt,
+        at_step=at_step,
+        snapshot=snapshot,
+        agent=agent,
+        deps=deps,
+        task_queue=task_queue,
+        workflow_id=workflow_id,
+        ledger=ledger,
+    )

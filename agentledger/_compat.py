@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic_ai.messages import ModelMessage
+
 from .ledger._records import StepKind, ToolOutcome
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     'ActivityShape',
     'classify_activity',
     'mark_safe_at_runtime',
+    'model_request_messages',
     'read_activity_args',
     'tool_outcome',
     'tool_result_detail',
@@ -110,6 +113,12 @@ def read_activity_args(kind: StepKind, args: Sequence[Any]) -> ActivityShape:
         tool_name=(context.get('tool_name') or getattr(wire, 'name', None)) if kind == 'tool_call' else None,
         model_name=model_name if isinstance(model_name, str) else None,
     )
+
+
+def model_request_messages(args: Sequence[Any]) -> list[ModelMessage]:
+    """The message history a model-request activity received (`_RequestParams.messages`)."""
+    messages = getattr(args[0], 'messages', None) if args else None
+    return list(messages) if isinstance(messages, list) else []
 
 
 def tool_outcome(result: object) -> ToolOutcome:

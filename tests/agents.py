@@ -11,8 +11,9 @@ from datetime import timedelta
 
 from pydantic_ai import Agent, ModelRetry, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityConfig
 
@@ -183,3 +184,92 @@ def lock_ledger(ctx: RunContext[LockTarget]) -> str:
 
         threading.Timer(ctx.deps.hold_s, release).start()
     return 'locked'
+
+
+seen_histories: list[list[ModelMessage]] = []
+"""Every history the `notes` agent's model was asked about, in order."""
+saved_notes: list[str] = []
+"""The side effects of `save_note`: one entry per execution of its body."""
+
+
+def notes_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Saves a note when the latest user prompt asks for it, otherwise answers in text."""
+    seen_histories.append(list(messages))
+    last = messages[-1]
+    prompts = [p.content for p in last.parts if isinstance(p, UserPromptPart) and isinstance(p.content, str)]
+    if prompts and prompts[-1].startswith('save '):
+        return ModelResponse(parts=[ToolCallPart('save_note', {'text': prompts[-1].removeprefix('save ')})])
+    return ModelResponse(parts=[TextPart(f'{len(saved_notes)} notes')])
+
+
+notes_agent = Agent(FunctionModel(notes_script), name='notes', capabilities=[TemporalDurability()])
+
+
+@notes_agent.tool_plain
+def save_note(text: str) -> str:
+    """A side effect the ledger must never repeat once completed."""
+    saved_notes.append(text)
+    return f'saved {text}'
+
+
+_broken_once: set[str] = set()
+
+
+def relay_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Step 1 calls `first`, step 2 calls `second`, then text."""
+    match _responses(messages):
+        case 0:
+            return ModelResponse(parts=[ToolCallPart('first', {})])
+        case 1:
+            return ModelResponse(parts=[ToolCallPart('second', {})])
+        case _:
+            return ModelResponse(parts=[TextPart('relayed')])
+
+
+relay_agent = Agent(FunctionModel(relay_script), name='relay', capabilities=[TemporalDurability()])
+relay_calls: list[str] = []
+
+
+@relay_agent.tool_plain
+def first() -> str:
+    """Always works; counts its executions."""
+    relay_calls.append('first')
+    return 'one'
+
+
+@relay_agent.tool(
+    metadata={'temporal': ActivityConfig(start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1))}
+)
+def second(ctx: RunContext[None]) -> str:
+    """Fails (without retries, so the run fails) the first time the workflow runs it, then works."""
+    relay_calls.append('second')
+    workflow_id = activity.info().workflow_id
+    if workflow_id not in _broken_once:
+        _broken_once.add(workflow_id)
+        raise RuntimeError('the downstream system is down')
+    return 'two'
+
+
+def crashy_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Step 1 calls `long_task`, then text."""
+    if _responses(messages) == 0:
+        return ModelResponse(parts=[ToolCallPart('long_task', {})])
+    return ModelResponse(parts=[TextPart('recovered')])
+
+
+crashy_agent = Agent(FunctionModel(crashy_script), name='crashy', capabilities=[TemporalDurability()])
+
+
+@crashy_agent.tool(
+    metadata={
+        'temporal': ActivityConfig(
+            start_to_close_timeout=timedelta(seconds=3),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
+        )
+    }
+)
+async def long_task(ctx: RunContext[None]) -> str:
+    """The first attempt hangs (the test kills its worker with SIGKILL meanwhile); later attempts finish."""
+    if activity.info().attempt == 1:
+        await asyncio.sleep(60)
+    return 'finished'

@@ -1,19 +1,29 @@
-"""The ledger's own activities: record a run's start and seal it. They run on the worker and do I/O."""
+"""The ledger's own activities: record a run's start (resolving its seed) and seal it. Worker-side I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
 
-from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError
+from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, RunNotFoundError
 from ..ledger._base import Ledger
-from ..ledger._records import RunStart
-from ..plugin._activity_interceptor import ledger_failure
-from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, SealInput
+from ..ledger._records import ForkRef
+from ..ledger._snapshots import SnapshotNotFoundError
+from ..ledger._lineage import resolve_seed
+from ._failures import ledger_failure
+from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, RunStartInput, RunStartResult, SealInput
 
 __all__ = ['LedgerActivities']
+
+_RESTARTABLE = ('failed', 'running')
+"""Statuses of an earlier run of the same workflow id that a new start resumes.
+
+`running` there means the earlier execution closed without sealing (terminated, timed out, or its
+worker died for good): Temporal allows one open execution per workflow id, so it cannot be live.
+"""
 
 
 class LedgerActivities:
@@ -27,11 +37,44 @@ class LedgerActivities:
         """The activity callables to register on a worker."""
         return [self.run_started, self.seal_run]
 
-    @activity.defn(name=RUN_STARTED_ACTIVITY)
-    async def run_started(self, start: RunStart) -> None:
-        """Record the start of a Temporal run of a ledger run (idempotent)."""
+    async def _restart_seed(self, input: RunStartInput) -> ForkRef | None:
+        start = input.start
+        earlier = [
+            run
+            for run in await self._ledger.runs(workflow_id=start.workflow_id, limit=10)
+            if run.run_id != start.run_id
+        ]
+        if not earlier or earlier[0].status not in _RESTARTABLE:
+            return None
         try:
-            await self._ledger.start_run(start)
+            latest = await self._ledger.latest_snapshot(earlier[0].run_id)
+        except SnapshotNotFoundError:
+            return None
+        return ForkRef(run_id=earlier[0].run_id, snapshot_id=latest.snapshot_id, reason='restart')
+
+    @activity.defn(name=RUN_STARTED_ACTIVITY)
+    async def run_started(self, input: RunStartInput) -> RunStartResult:
+        """Resolve the run's seed (continue, fork, or restart of a failed run), record the start, load the seed."""
+        try:
+            seed: ForkRef | None = None
+            seed_error: str | None = None
+            if input.continue_from is not None:
+                try:
+                    seed = await resolve_seed(
+                        self._ledger,
+                        continue_from=input.continue_from,
+                        at_step=input.at_step,
+                        snapshot_id=input.snapshot_id,
+                    )
+                except (RunNotFoundError, SnapshotNotFoundError, ValueError) as error:
+                    seed_error = str(error)
+            elif not input.fresh_start:
+                seed = await self._restart_seed(input)
+            await self._ledger.start_run(dataclasses.replace(input.start, forked_from=seed))
+            if seed is None:
+                return RunStartResult(seed_error=seed_error)
+            snapshot = await self._ledger.snapshot(seed.snapshot_id)
+            return RunStartResult(forked_from=seed, message_history=snapshot.messages)
         except (LedgerCorruptionError, LedgerConfigError):
             raise
         except LedgerError as error:
@@ -39,11 +82,20 @@ class LedgerActivities:
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:
-        """Record every acceptance and workflow-side event of the run, then its outcome (idempotent)."""
+        """Record every acceptance, workflow-side event and the final snapshot, then the run's outcome."""
+        seal = input.seal
         try:
             await self._ledger.record_events(input.workflow_events)
             await self._ledger.accept(input.acceptances)
-            await self._ledger.seal_run(input.seal)
+            if input.final_messages is not None:
+                await self._ledger.write_snapshot(
+                    run_id=seal.run_id,
+                    temporal_run_id=seal.temporal_run_id,
+                    step=input.final_step,
+                    kind='final',
+                    messages=input.final_messages,
+                )
+            await self._ledger.seal_run(seal)
         except (LedgerCorruptionError, LedgerConfigError):
             raise
         except LedgerError as error:

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Ledger, RetryPolicy, RunFilter
-from ._records import Acceptance, ErrorInfo, RunRecord, RunSeal, RunStart, StepEvent, StepRecord, Usage
+from ._base import Ledger, RetryPolicy, RunFilter, Snapshot
+from ._records import (
+    Acceptance,
+    ErrorInfo,
+    ForkRef,
+    RunRecord,
+    RunSeal,
+    RunStart,
+    SnapshotRecord,
+    StepEvent,
+    StepRecord,
+    ToolEffect,
+    Usage,
+)
 from ._url import open_ledger
 from .memory import MemoryLedger
 
@@ -19,6 +31,10 @@ if TYPE_CHECKING:
 __all__ = [
     'Acceptance',
     'ErrorInfo',
+    'ForkRef',
+    'Snapshot',
+    'SnapshotRecord',
+    'ToolEffect',
     'Ledger',
     'MemoryLedger',
     'RetryPolicy',

@@ -5,16 +5,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypeVar
 
-from .._errors import LedgerUnavailableError, RunNotFoundError
-from ._records import Acceptance, RunRecord, RunSeal, RunStart, RunStatus, StepEvent, StepRecord
-from ._rules import derive_event_states, derive_steps, run_event_for_seal, run_event_for_start
+from pydantic_ai.messages import ModelMessage
 
-__all__ = ['Ledger', 'RetryPolicy', 'RunFilter']
+from .._errors import LedgerCorruptionError, LedgerUnavailableError, RunNotFoundError
+from ._content import blob_refs, decode_message, encode_messages
+from ._records import (
+    Acceptance,
+    RunRecord,
+    RunSeal,
+    RunStart,
+    RunStatus,
+    SnapshotKind,
+    SnapshotRecord,
+    StepEvent,
+    StepRecord,
+    ToolEffect,
+)
+from ._rules import derive_event_states, derive_steps, derive_tool_effects, run_event_for_seal, run_event_for_start
+from ._snapshots import SnapshotNotFoundError, latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
+from ._validity import is_provider_valid
+
+__all__ = ['Ledger', 'RetryPolicy', 'RunFilter', 'Snapshot']
 
 logger = logging.getLogger('agentledger.ledger')
 
@@ -30,6 +47,20 @@ class RunFilter:
     conversation_id: str | None = None
     parent_run_id: str | None = None
     workflow_id: str | None = None
+    forked_from_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A stored snapshot with its messages rebuilt: exactly the history that was captured."""
+
+    record: SnapshotRecord
+    messages: list[ModelMessage]
+
+    @property
+    def snapshot_id(self) -> str:
+        """The snapshot's id."""
+        return self.record.snapshot_id
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,7 @@ class Ledger(ABC):
         await self.close()
 
     _users: int = 0
+    _chains: dict[str, tuple[str, list[str]]] | None = None
 
     async def open(self) -> None:
         """Connect and make sure the schema exists; raises a specific error when that is not possible.
@@ -128,6 +160,30 @@ class Ledger(ABC):
     async def _read_acceptances(self, run_id: str) -> list[Acceptance]:
         """Return the run's stored acceptances."""
 
+    @abstractmethod
+    async def _write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
+        """Store messages and blobs under their hashes; content already stored is left as is."""
+
+    @abstractmethod
+    async def _write_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot record unless one with its id is stored."""
+
+    @abstractmethod
+    async def _read_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        """One snapshot record, or `None`."""
+
+    @abstractmethod
+    async def _read_snapshots(self, run_id: str) -> list[SnapshotRecord]:
+        """The run's snapshot records in the order they were stored."""
+
+    @abstractmethod
+    async def _read_messages(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        """Stored message bytes by hash; hashes not stored are absent from the result."""
+
+    @abstractmethod
+    async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        """Stored blob bytes by hash; hashes not stored are absent from the result."""
+
     # --- writes --------------------------------------------------------------------------------------
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
@@ -188,6 +244,7 @@ class Ledger(ABC):
         conversation_id: str | None = None,
         parent_run_id: str | None = None,
         workflow_id: str | None = None,
+        forked_from_run_id: str | None = None,
         limit: int = 50,
         before: str | None = None,
     ) -> list[RunRecord]:
@@ -196,7 +253,9 @@ class Ledger(ABC):
             raise ValueError(f'limit must be at least 1, got {limit}')
         cursor = await self.run(before) if before is not None else None
         return await self._read_runs(
-            RunFilter(agent, status, conversation_id, parent_run_id, workflow_id), limit=limit, before=cursor
+            RunFilter(agent, status, conversation_id, parent_run_id, workflow_id, forked_from_run_id),
+            limit=limit,
+            before=cursor,
         )
 
     async def events(self, run_id: str) -> list[StepEvent]:
@@ -213,6 +272,139 @@ class Ledger(ABC):
         acceptances = await self._read_acceptances(run_id)
         states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record))
         return derive_steps(states, acceptances)
+
+
+    async def tool_effects(self, run_id: str) -> list[ToolEffect]:
+        """Per tool call of the run: started / completed / failed, attempts, and attempts in doubt after a crash."""
+        record = await self.run(run_id)
+        return derive_tool_effects(await self.events(run_id), sealed=record.status != 'running')
+
+    # --- snapshots -----------------------------------------------------------------------------------
+
+    async def write_snapshot(
+        self,
+        *,
+        run_id: str,
+        temporal_run_id: str,
+        step: int,
+        kind: SnapshotKind,
+        messages: Sequence[ModelMessage],
+    ) -> SnapshotRecord | None:
+        """Store `messages` as a snapshot of `run_id` if it is provider-valid; return it, or `None` if invalid.
+
+        Only the messages the parent snapshot does not hold are added (the parent is the run's
+        latest snapshot, or for a run's first snapshot the one it was seeded from), and message and
+        blob content is stored once by hash, so a run's storage grows with its messages, not its steps.
+        """
+        if not is_provider_valid(messages):
+            logger.info('not snapshotting run %s at step %d: the history is not provider-valid', run_id, step)
+            return None
+        encoded = encode_messages(messages)
+        hashes = [m.hash for m in encoded]
+        parent_id, parent_hashes = await self._chain_parent(run_id, hashes)
+        new = encoded[len(parent_hashes) :]
+        record = SnapshotRecord(
+            snapshot_id=snapshot_id(run_id, step, kind, hashes),
+            run_id=run_id,
+            temporal_run_id=temporal_run_id,
+            step=step,
+            kind=kind,
+            parent_id=parent_id,
+            new_hashes=tuple(m.hash for m in new),
+            message_count=len(hashes),
+            created_at=datetime.now(UTC),
+        )
+        blobs = {digest: data for m in new for digest, data in m.blobs.items()}
+        await self._retrying(
+            f'content of snapshot {record.snapshot_id}',
+            lambda: self._write_content({m.hash: m.data for m in new}, blobs),
+        )
+        await self._retrying(f'snapshot {record.snapshot_id}', lambda: self._write_snapshot(record))
+        self._chain_cache()[run_id] = (record.snapshot_id, hashes)
+        return record
+
+    def _chain_cache(self) -> dict[str, tuple[str, list[str]]]:
+        # The latest snapshot written per run in this process, so a write reads nothing to find its parent.
+        if self._chains is None:
+            self._chains = {}
+        return self._chains
+
+    async def _chain_parent(self, run_id: str, hashes: Sequence[str]) -> tuple[str | None, list[str]]:
+        candidate = self._chain_cache().get(run_id)
+        if candidate is None:
+            stored = await self._read_snapshots(run_id)
+            if stored:
+                record = await self.run(run_id)
+                latest = latest_snapshot(record, stored)
+                candidate = (latest.snapshot_id, await self._chain_hashes(latest.snapshot_id))
+            else:
+                record = await self._read_run(run_id)
+                if record is not None and record.forked_from is not None:
+                    seed = record.forked_from.snapshot_id
+                    candidate = (seed, await self._chain_hashes(seed))
+        if candidate is not None:
+            parent_id, parent_hashes = candidate
+            if list(hashes[: len(parent_hashes)]) == parent_hashes:
+                return parent_id, parent_hashes
+        return None, []
+
+    async def _chain_hashes(self, snapshot: str) -> list[str]:
+        """Every message hash of a snapshot, oldest first, walking its parents (across runs for forks)."""
+        by_run: dict[str, dict[str, SnapshotRecord]] = {}
+        links: list[SnapshotRecord] = []
+        current: str | None = snapshot
+        while current is not None:
+            run_id = run_id_of(current)
+            if run_id not in by_run:
+                by_run[run_id] = {s.snapshot_id: s for s in await self._read_snapshots(run_id)}
+            link = by_run[run_id].get(current)
+            if link is None:
+                if current == snapshot:
+                    raise SnapshotNotFoundError(f'no snapshot with id {snapshot!r}')
+                raise LedgerCorruptionError(f'snapshot {current!r}, an ancestor of {snapshot!r}, is missing')
+            links.append(link)
+            current = link.parent_id
+        hashes = [digest for link in reversed(links) for digest in link.new_hashes]
+        if len(hashes) != links[0].message_count:
+            raise LedgerCorruptionError(
+                f'snapshot {snapshot!r} should hold {links[0].message_count} messages but its chain has {len(hashes)}'
+            )
+        return hashes
+
+    async def snapshots(self, run_id: str) -> list[SnapshotRecord]:
+        """The run's snapshots (id, step, message count), oldest first; raises `RunNotFoundError` for an unknown run."""
+        await self.run(run_id)
+        return await self._read_snapshots(run_id)
+
+    async def snapshot(self, snapshot_id: str) -> Snapshot:
+        """One snapshot with its messages rebuilt and verified against their hashes.
+
+        Raises `SnapshotNotFoundError` for an unknown or malformed id and `LedgerCorruptionError` when
+        stored content is missing or no longer matches its hash: corrupted messages are never returned.
+        """
+        run_id = run_id_of(snapshot_id)
+        record = await self._read_snapshot(snapshot_id)
+        if record is None or record.run_id != run_id:
+            raise SnapshotNotFoundError(f'no snapshot with id {snapshot_id!r}')
+        hashes = await self._chain_hashes(snapshot_id)
+        stored = await self._read_messages(list(dict.fromkeys(hashes)))
+        missing = [digest for digest in hashes if digest not in stored]
+        if missing:
+            raise LedgerCorruptionError(f'snapshot {snapshot_id!r} references {len(missing)} missing message(s): {missing[0]}')
+        refs = list(dict.fromkeys(ref for digest in set(hashes) for ref in blob_refs(stored[digest])))
+        blobs = await self._read_blobs(refs) if refs else {}
+        messages = [decode_message(digest, stored[digest], blobs) for digest in hashes]
+        return Snapshot(record=record, messages=messages)
+
+    async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
+        """The run's latest valid snapshot: what `continue_run` seeds from."""
+        record = await self.run(run_id)
+        return latest_snapshot(record, await self._read_snapshots(run_id))
+
+    async def snapshot_at_step(self, run_id: str, step: int) -> SnapshotRecord:
+        """The latest valid snapshot at or before `step`: what `fork_run(at_step=step)` seeds from."""
+        record = await self.run(run_id)
+        return snapshot_at_step(record, await self._read_snapshots(run_id), step)
 
 
 def _sealed(record: RunRecord) -> tuple[str, ...]:

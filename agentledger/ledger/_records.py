@@ -19,16 +19,22 @@ __all__ = [
     'Acceptance',
     'AcceptanceOutcome',
     'ErrorInfo',
+    'ForkReason',
+    'ForkRef',
     'EventKind',
     'EventState',
     'RunRecord',
     'RunSeal',
     'RunStart',
     'RunStatus',
+    'SnapshotKind',
+    'SnapshotRecord',
     'StepEvent',
     'StepKind',
     'StepRecord',
     'StepStatus',
+    'ToolEffect',
+    'ToolEffectStatus',
     'ToolOutcome',
     'Usage',
 ]
@@ -245,6 +251,24 @@ class Acceptance:
         return cls(**data)
 
 
+ForkReason: TypeAlias = Literal['continue', 'fork', 'restart']
+"""Why a run was seeded from another run's snapshot."""
+
+
+@dataclass(frozen=True)
+class ForkRef:
+    """The snapshot a run was seeded from: lineage of continue, fork and restart."""
+
+    run_id: str
+    snapshot_id: str
+    reason: ForkReason
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ForkRef | None:
+        """Rebuild from `asdict()` output (or `None`)."""
+        return cls(**data) if data is not None else None
+
+
 @dataclass(frozen=True)
 class RunStart:
     """What the workflow knows when a run starts; written by the `run_started` ledger activity."""
@@ -259,6 +283,7 @@ class RunStart:
     parent_run_id: str | None = None
     parent_tool_call_id: str | None = None
     prompt_preview: str | None = None
+    forked_from: ForkRef | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +320,7 @@ class RunRecord:
     error: ErrorInfo | None = None
     prompt_preview: str | None = None
     output_preview: str | None = None
+    forked_from: ForkRef | None = None
 
     @property
     def temporal_run_id(self) -> str:
@@ -325,6 +351,7 @@ class RunRecord:
         values['ended_at'] = _dt(values.get('ended_at'))
         values['usage'] = Usage.from_json(values.get('usage')) or Usage()
         values['error'] = ErrorInfo.from_json(values.get('error'))
+        values['forked_from'] = ForkRef.from_json(values.get('forked_from'))
         return cls(**values)
 
 
@@ -352,3 +379,68 @@ class StepRecord:
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""
         return asdict(self)
+
+
+SnapshotKind: TypeAlias = Literal['model_request', 'final']
+"""`model_request`: the history a model request was about to see; `final`: the run's last `all_messages()`."""
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A provider-valid message history at a boundary, stored as a link in a chain.
+
+    `new_hashes` are the content hashes of the messages this snapshot adds to its parent's; the
+    parent may belong to another run (a continuation or fork shares the stored messages).
+    """
+
+    snapshot_id: str
+    run_id: str
+    temporal_run_id: str
+    step: int
+    """The model request (pydantic-ai `run_step`) the history was captured for; for `final`, the last one."""
+    kind: SnapshotKind
+    parent_id: str | None
+    new_hashes: tuple[str, ...]
+    message_count: int
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        data = asdict(self)
+        data['new_hashes'] = list(self.new_hashes)
+        data['created_at'] = self.created_at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotRecord:
+        """Rebuild from `to_json()` output."""
+        values = dict(data)
+        values['new_hashes'] = tuple(values['new_hashes'])
+        values['created_at'] = datetime.fromisoformat(values['created_at'])
+        return cls(**values)
+
+
+ToolEffectStatus: TypeAlias = Literal['started', 'completed', 'failed', 'unknown_after_crash']
+"""Where a tool call's effect stands; `unknown_after_crash`: an attempt started and never ended."""
+
+
+@dataclass(frozen=True)
+class ToolEffect:
+    """What the ledger knows about one tool call's side effect: per `(run, tool_call_id)`."""
+
+    run_id: str
+    tool_call_id: str
+    tool_name: str | None
+    status: ToolEffectStatus
+    attempts: int
+    idempotency_key: str
+    """The key `agentledger.idempotency_key(ctx)` gives the tool body: stable across retries and crashes."""
+    outcome: ToolOutcome | None = None
+    in_doubt_attempts: tuple[int, ...] = ()
+    """Attempts that started and never recorded an end: the tool may or may not have acted."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        data = asdict(self)
+        data['in_doubt_attempts'] = list(self.in_doubt_attempts)
+        return data

@@ -20,10 +20,14 @@ from ._records import (
     StepEvent,
     StepRecord,
     StepStatus,
+    ToolEffect,
+    ToolEffectStatus,
     Usage,
 )
 
 __all__ = [
+    'derive_tool_effects',
+    'idempotency_key_for',
     'apply_run_start',
     'apply_seal',
     'derive_event_states',
@@ -54,6 +58,7 @@ def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | 
             parent_run_id=start.parent_run_id,
             parent_tool_call_id=start.parent_tool_call_id,
             prompt_preview=start.prompt_preview,
+            forked_from=start.forked_from,
         )
     if start.temporal_run_id in existing.temporal_run_ids:
         return None
@@ -220,3 +225,53 @@ def total_usage(steps: Iterable[StepRecord]) -> Usage:
         if step.kind == 'model_request' and step.accepted_attempt is not None and step.usage is not None:
             usage = usage + step.usage
     return usage
+
+
+def idempotency_key_for(workflow_id: str, tool_call_id: str) -> str:
+    """The idempotency key of a tool call's effect: stable across activity retries and worker crashes."""
+    return f'{workflow_id}/{tool_call_id}'
+
+
+def derive_tool_effects(events: Sequence[StepEvent], *, sealed: bool) -> list[ToolEffect]:
+    """One `ToolEffect` per tool call, from its state-derived events.
+
+    An attempt that started and recorded no end is *in doubt*: the tool may or may not have acted
+    (a worker killed mid-body). The effect is `completed` / `failed` when the accepted attempt
+    ended so; with no accepted end it is `unknown_after_crash` once the run moved on (the attempt
+    was abandoned, or the run ended), and `started` while an attempt may still be running.
+    """
+    by_call: dict[str, list[StepEvent]] = defaultdict(list)
+    for event in events:
+        if event.step_kind == 'tool_call' and event.tool_call_id is not None:
+            by_call[event.tool_call_id].append(event)
+    effects: list[ToolEffect] = []
+    for tool_call_id, call_events in by_call.items():
+        ended = {(e.temporal_run_id, e.activity_id, e.attempt) for e in call_events if e.is_terminal}
+        started = [e for e in call_events if not e.is_terminal]
+        in_doubt = [
+            e
+            for e in started
+            if (e.temporal_run_id, e.activity_id, e.attempt) not in ended and (sealed or e.state == 'abandoned')
+        ]
+        accepted_end = next((e for e in call_events if e.is_terminal and e.state == 'accepted'), None)
+        status: ToolEffectStatus
+        if accepted_end is not None:
+            status = 'completed' if accepted_end.kind == 'tool_call_completed' else 'failed'
+        elif in_doubt:
+            status = 'unknown_after_crash'
+        else:
+            status = 'started'
+        first = call_events[0]
+        effects.append(
+            ToolEffect(
+                run_id=first.run_id,
+                tool_call_id=tool_call_id,
+                tool_name=first.tool_name,
+                status=status,
+                attempts=len({(e.temporal_run_id, e.activity_id, e.attempt) for e in call_events}),
+                idempotency_key=idempotency_key_for(first.workflow_id, tool_call_id),
+                outcome=accepted_end.outcome if accepted_end is not None else None,
+                in_doubt_attempts=tuple(e.attempt for e in in_doubt),
+            )
+        )
+    return effects

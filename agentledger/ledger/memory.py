@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ._base import Ledger, RunFilter
-from ._records import Acceptance, RunRecord, RunSeal, RunStart, StepEvent
+from ._records import Acceptance, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
 from ._rules import apply_run_start, apply_seal
 
 __all__ = ['MemoryLedger']
@@ -27,6 +27,10 @@ class MemoryLedger(Ledger):
         self._acceptances: dict[str, dict[str, Acceptance]] = {}
         self._seq = 0
         self._lock = asyncio.Lock()
+        self._messages: dict[str, bytes] = {}
+        self._blobs: dict[str, bytes] = {}
+        self._snapshots: dict[str, SnapshotRecord] = {}
+        self._run_snapshots: dict[str, list[str]] = {}
 
     async def _open(self) -> None:
         """Nothing to connect to."""
@@ -78,6 +82,10 @@ class MemoryLedger(Ledger):
                 and (filter.conversation_id is None or run.conversation_id == filter.conversation_id)
                 and (filter.parent_run_id is None or run.parent_run_id == filter.parent_run_id)
                 and (filter.workflow_id is None or run.workflow_id == filter.workflow_id)
+                and (
+                    filter.forked_from_run_id is None
+                    or (run.forked_from is not None and run.forked_from.run_id == filter.forked_from_run_id)
+                )
             )
 
         ordered = sorted(self._runs.values(), key=lambda r: (r.started_at, r.run_id), reverse=True)
@@ -90,3 +98,27 @@ class MemoryLedger(Ledger):
 
     async def _read_acceptances(self, run_id: str) -> list[Acceptance]:
         return list(self._acceptances.get(run_id, {}).values())
+
+    async def _write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
+        for digest, data in messages.items():
+            self._messages.setdefault(digest, data)
+        for digest, data in blobs.items():
+            self._blobs.setdefault(digest, data)
+
+    async def _write_snapshot(self, snapshot: SnapshotRecord) -> None:
+        async with self._lock:
+            if snapshot.snapshot_id not in self._snapshots:
+                self._snapshots[snapshot.snapshot_id] = snapshot
+                self._run_snapshots.setdefault(snapshot.run_id, []).append(snapshot.snapshot_id)
+
+    async def _read_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        return self._snapshots.get(snapshot_id)
+
+    async def _read_snapshots(self, run_id: str) -> list[SnapshotRecord]:
+        return [self._snapshots[i] for i in self._run_snapshots.get(run_id, [])]
+
+    async def _read_messages(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        return {digest: self._messages[digest] for digest in hashes if digest in self._messages}
+
+    async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        return {digest: self._blobs[digest] for digest in hashes if digest in self._blobs}

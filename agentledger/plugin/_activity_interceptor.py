@@ -23,23 +23,26 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_ai.messages import ModelMessage
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
-from .._compat import classify_activity, read_activity_args, tool_outcome, tool_result_detail
+from .._compat import (
+    classify_activity,
+    model_request_messages,
+    read_activity_args,
+    tool_outcome,
+    tool_result_detail,
+)
 from .._errors import LedgerError
+from ..activities._failures import ledger_failure
 from ..ledger._base import Ledger
 from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
 from ..workflows._state import HEADER
 
-__all__ = ['LedgerActivityInterceptor', 'ledger_failure']
-
-
-def ledger_failure(error: LedgerError) -> ApplicationError:
-    """The activity failure raised when the ledger cannot be written: retryable, typed, specific."""
-    return ApplicationError(f'agentledger: {error}', type=type(error).__name__, non_retryable=False)
+__all__ = ['LedgerActivityInterceptor']
 
 
 def _read_header(headers: Mapping[str, Payload]) -> dict[str, Any] | None:
@@ -116,6 +119,8 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             return dataclasses.replace(base, **fields)
 
         await self._write(event('started'))
+        if kind == 'model_request' and shape.step is not None:
+            await self._snapshot(header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args))
         started = time.monotonic()
         try:
             result = await super().execute_activity(input)
@@ -138,6 +143,16 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             )
         await self._write(completed)
         return result
+
+    async def _snapshot(self, run_id: str, temporal_run_id: str, step: int, messages: list[ModelMessage]) -> None:
+        # The history a model is about to see is the boundary snapshot: provider-valid by construction
+        # (the ledger checks, and skips an invalid one rather than offering it as a continuation point).
+        try:
+            await self._ledger.write_snapshot(
+                run_id=run_id, temporal_run_id=temporal_run_id, step=step, kind='model_request', messages=messages
+            )
+        except LedgerError as error:
+            raise ledger_failure(error) from error
 
     async def _write(self, event: StepEvent) -> None:
         try:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.run import AgentRunResult
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -23,7 +24,15 @@ from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
 from ._observer import LedgerObserver
 from ._registry import agent_names, lookup_agent
 from ._state import LedgerRunState
-from ._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, AgentRunInput, AgentRunOutput, SealInput
+from ._types import (
+    RUN_STARTED_ACTIVITY,
+    SEAL_RUN_ACTIVITY,
+    AgentRunInput,
+    AgentRunOutput,
+    RunStartInput,
+    RunStartResult,
+    SealInput,
+)
 
 __all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info']
 
@@ -94,13 +103,22 @@ class AgentRunWorkflow:
     async def run(self, input: AgentRunInput) -> AgentRunOutput:
         """Record the start, run the agent, seal the ledger run with the outcome, return the output."""
         state = self._agentledger_state
-        await self._record_start(input)
+        seed = await self._record_start(input)
+        prompt = input.prompt
+        history = input.message_history
+        if seed.forked_from is not None:
+            history = seed.message_history
+            # A restart resumes exactly where the failed run stopped; its prompt is already in the history.
+            if seed.forked_from.reason == 'restart':
+                prompt = None
         try:
+            if seed.seed_error is not None:
+                raise _RunRejected('InvalidSeed', seed.seed_error)
             agent = _resolve_agent(input.agent)
             deps = _validate_deps(agent, input.deps)
             result: AgentRunResult[Any] = await agent.run(
-                input.prompt,
-                message_history=input.message_history,
+                prompt,
+                message_history=history,
                 deps=deps,
                 usage_limits=input.usage_limits,
                 conversation_id=input.conversation_id,
@@ -125,10 +143,16 @@ class AgentRunWorkflow:
             output_tokens=result.usage.output_tokens,
             tool_calls=result.usage.tool_calls,
         )
-        await self._seal('completed', usage=usage, output_preview=_preview(result.output))
+        await self._seal(
+            'completed',
+            usage=usage,
+            output_preview=_preview(result.output),
+            final_messages=result.all_messages(),
+            final_step=usage.requests,
+        )
         return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
 
-    async def _record_start(self, input: AgentRunInput) -> None:
+    async def _record_start(self, input: AgentRunInput) -> RunStartResult:
         state = self._agentledger_state
         info = workflow.info()
         start = RunStart(
@@ -143,9 +167,16 @@ class AgentRunWorkflow:
             parent_tool_call_id=input.parent_tool_call_id,
             prompt_preview=_preview(input.prompt),
         )
-        await workflow.execute_activity(
+        return await workflow.execute_activity(
             RUN_STARTED_ACTIVITY,
-            start,
+            RunStartInput(
+                start=start,
+                continue_from=input.continue_from,
+                at_step=input.at_step,
+                snapshot_id=input.snapshot_id,
+                fresh_start=input.fresh_start,
+            ),
+            result_type=RunStartResult,
             start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
             schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
             retry_policy=LEDGER_ACTIVITY_RETRY,
@@ -159,6 +190,8 @@ class AgentRunWorkflow:
         usage: Usage | None = None,
         error: ErrorInfo | None = None,
         output_preview: str | None = None,
+        final_messages: list[ModelMessage] | None = None,
+        final_step: int = 0,
     ) -> None:
         state = self._agentledger_state
         seal = RunSeal(
@@ -173,7 +206,13 @@ class AgentRunWorkflow:
         )
         await workflow.execute_activity(
             SEAL_RUN_ACTIVITY,
-            SealInput(seal=seal, acceptances=list(state.acceptances), workflow_events=list(state.workflow_events)),
+            SealInput(
+                seal=seal,
+                acceptances=list(state.acceptances),
+                workflow_events=list(state.workflow_events),
+                final_messages=final_messages,
+                final_step=final_step,
+            ),
             start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
             schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
             retry_policy=LEDGER_ACTIVITY_RETRY,

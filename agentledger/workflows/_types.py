@@ -12,9 +12,17 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.usage import UsageLimits
 
-from ..ledger._records import Acceptance, RunSeal, StepEvent, Usage
+from ..ledger._records import Acceptance, ForkRef, RunSeal, RunStart, StepEvent, Usage
 
-__all__ = ['RUN_STARTED_ACTIVITY', 'SEAL_RUN_ACTIVITY', 'AgentRunInput', 'AgentRunOutput', 'SealInput']
+__all__ = [
+    'RUN_STARTED_ACTIVITY',
+    'SEAL_RUN_ACTIVITY',
+    'AgentRunInput',
+    'AgentRunOutput',
+    'RunStartInput',
+    'RunStartResult',
+    'SealInput',
+]
 
 
 @dataclass
@@ -35,6 +43,14 @@ class AgentRunInput:
     parent_tool_call_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     """Free-form data recorded with the run (not sent to the model)."""
+    continue_from: str | None = None
+    """A ledger run id: seed this run with that run's latest valid snapshot (or the one chosen below)."""
+    at_step: int | None = None
+    """With `continue_from`: fork from the latest valid snapshot at or before this step."""
+    snapshot_id: str | None = None
+    """With `continue_from`: fork from exactly this snapshot."""
+    fresh_start: bool = False
+    """Start over even when an earlier run of the same workflow id failed (by default it is resumed)."""
 
 
 @dataclass
@@ -56,9 +72,33 @@ SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
 
 
 @dataclass
+class RunStartInput:
+    """The `run_started` activity's input: the run's start, and what (if anything) to seed it from."""
+
+    start: RunStart
+    continue_from: str | None = None
+    at_step: int | None = None
+    snapshot_id: str | None = None
+    fresh_start: bool = False
+
+
+@dataclass
+class RunStartResult:
+    """The seed the `run_started` activity resolved: the lineage and the history to start from."""
+
+    forked_from: ForkRef | None = None
+    message_history: list[ModelMessage] | None = None
+    seed_error: str | None = None
+    """Why the requested seed could not be used (unknown run or snapshot, a step that does not exist)."""
+
+
+@dataclass
 class SealInput:
     """The seal activity's input: the outcome plus everything the workflow observed (idempotent to re-send)."""
 
     seal: RunSeal
     acceptances: list[Acceptance]
     workflow_events: list[StepEvent]
+    final_messages: list[ModelMessage] | None = None
+    """The run's `all_messages()` when it completed, stored as its `final` snapshot."""
+    final_step: int = 0

@@ -1,0 +1,124 @@
+"""Content addressing of messages and binary parts: canonical JSON, SHA-256, blobs. Pure functions.
+
+A message is stored once under the SHA-256 of its canonical JSON (pydantic-ai's own JSON shape,
+keys sorted, no whitespace), so storage grows with the number of distinct messages, not with the
+number of snapshots that contain them. Binary parts (`BinaryContent.data`) of `BLOB_THRESHOLD`
+bytes or more are cut out into blobs stored once under their own hash, and the message keeps a
+`{"$blob": <hash>}` reference, so an image sent in ten snapshots (or ten runs) is stored once.
+
+What round-trips: decoding yields messages whose canonical JSON, and so every field, text, byte
+and timestamp, equals the original's. (pydantic-ai itself rebuilds `BinaryContent` of an image
+type as its `BinaryImage` subclass; that is pydantic-ai's round trip, not a loss.)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+
+from .._errors import LedgerCorruptionError
+
+__all__ = ['BLOB_THRESHOLD', 'EncodedMessage', 'canonical_json', 'content_hash', 'decode_message', 'encode_messages']
+
+BLOB_THRESHOLD = 4096
+"""Binary parts at least this large (in bytes) are stored as separate blobs."""
+
+_BLOB_KEY = '$blob'
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical JSON encoding hashed and stored: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()
+
+
+def content_hash(data: bytes) -> str:
+    """The hex SHA-256 of `data`: the key content is stored under."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class EncodedMessage:
+    """One message ready to store: its hash, its canonical JSON, and the blobs it references."""
+
+    hash: str
+    data: bytes
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def _cut_blobs(node: Any, blobs: dict[str, bytes]) -> Any:
+    if isinstance(node, list):
+        return [_cut_blobs(item, blobs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get('kind') == 'binary' and isinstance(node.get('data'), str):
+        raw = base64.b64decode(node['data'])
+        if len(raw) >= BLOB_THRESHOLD:
+            digest = content_hash(raw)
+            blobs[digest] = raw
+            return {**node, 'data': {_BLOB_KEY: digest}}
+    return {key: _cut_blobs(value, blobs) for key, value in node.items()}
+
+
+def _paste_blobs(node: Any, blobs: Mapping[str, bytes], where: str) -> Any:
+    if isinstance(node, list):
+        return [_paste_blobs(item, blobs, where) for item in node]
+    if not isinstance(node, dict):
+        return node
+    data = node.get('data')
+    if node.get('kind') == 'binary' and isinstance(data, dict) and _BLOB_KEY in data:
+        digest = data[_BLOB_KEY]
+        raw = blobs.get(digest)
+        if raw is None:
+            raise LedgerCorruptionError(f'blob {digest} referenced by {where} is missing from the ledger')
+        if content_hash(raw) != digest:
+            raise LedgerCorruptionError(f'blob {digest} referenced by {where} does not match its hash')
+        return {**node, 'data': base64.b64encode(raw).decode()}
+    return {key: _paste_blobs(value, blobs, where) for key, value in node.items()}
+
+
+def encode_messages(messages: Sequence[ModelMessage]) -> list[EncodedMessage]:
+    """Encode each message to canonical JSON (with large binary parts cut out as blobs) and hash it."""
+    dumped = ModelMessagesTypeAdapter.dump_python(list(messages), mode='json')
+    encoded: list[EncodedMessage] = []
+    for message in dumped:
+        blobs: dict[str, bytes] = {}
+        data = canonical_json(_cut_blobs(message, blobs))
+        encoded.append(EncodedMessage(hash=content_hash(data), data=data, blobs=blobs))
+    return encoded
+
+
+def blob_refs(data: bytes) -> list[str]:
+    """The blob hashes a stored message references."""
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            value = node.get('data')
+            if node.get('kind') == 'binary' and isinstance(value, dict) and _BLOB_KEY in value:
+                refs.append(value[_BLOB_KEY])
+            for item in node.values():
+                walk(item)
+
+    walk(json.loads(data))
+    return refs
+
+
+def decode_message(digest: str, data: bytes, blobs: Mapping[str, bytes]) -> ModelMessage:
+    """Rebuild one stored message, verifying its hash (and its blobs'); corruption raises, never returns."""
+    if content_hash(data) != digest:
+        raise LedgerCorruptionError(f'stored message {digest} does not match its hash: the ledger row was altered')
+    try:
+        node = json.loads(data)
+    except ValueError as error:
+        raise LedgerCorruptionError(f'stored message {digest} is not JSON: {error}') from error
+    restored = _paste_blobs(node, blobs, f'message {digest}')
+    return ModelMessagesTypeAdapter.validate_python([restored])[0]
