@@ -13,8 +13,8 @@ from pydantic_ai.usage import UsageLimits
 from temporalio.client import Client, WorkflowHandle
 
 from ._ids import ledger_run_id
-from .ledger._lineage import resolve_seed
 from .ledger._base import Ledger
+from .ledger._lineage import resolve_seed
 from .ledger._records import Usage
 from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow
 

@@ -238,7 +238,11 @@ def first() -> str:
 
 
 @relay_agent.tool(
-    metadata={'temporal': ActivityConfig(start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1))}
+    metadata={
+        'temporal': ActivityConfig(
+            start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1)
+        )
+    }
 )
 def second(ctx: RunContext[None]) -> str:
     """Fails (without retries, so the run fails) the first time the workflow runs it, then works."""

@@ -176,7 +176,9 @@ async def test_restart_same_workflow_id_resumes_from_latest_snapshot_c13(
         agents.relay_calls.clear()
         fresh_id = f'relay-{uuid.uuid4().hex[:8]}'
         with pytest.raises(WorkflowFailureError):
-            await agentledger.run(served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=fresh_id)
+            await agentledger.run(
+                served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=fresh_id
+            )
         again = await agentledger.run(
             served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=fresh_id, fresh_start=True
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -17,6 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_ai.messages import (
+    BinaryContent,
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.usage import RequestUsage
 
 from agentledger._errors import (
     LedgerConfigError,
@@ -36,8 +50,17 @@ from agentledger.ledger import (
     StepEvent,
     Usage,
 )
-from agentledger.ledger._records import AcceptanceOutcome, EventKind, RunStatus
-from agentledger.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
+from agentledger.ledger._content import content_hash, encode_messages
+from agentledger.ledger._records import (
+    AcceptanceOutcome,
+    EventKind,
+    ForkRef,
+    RunStatus,
+    SnapshotRecord,
+    ToolEffect,
+)
+from agentledger.ledger._snapshots import SnapshotNotFoundError
+from agentledger.ledger.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
 
 BACKENDS = ['memory', 'sqlite']
 
@@ -180,6 +203,7 @@ async def test_start_records_every_field(ledger: Ledger) -> None:
     assert run.usage == Usage()
     assert run.error is None
     assert run.output_preview is None
+    assert run.forked_from is None
 
     [started] = await ledger.events('r1')
     assert (started.kind, started.activity_id, started.attempt, started.state) == ('run_started', '-', 0, 'accepted')
@@ -669,6 +693,456 @@ async def test_persistent_write_failure_names_what_was_not_written() -> None:
         await ledger.record_events([event('1', 1, 'tool_call_started')])
 
 
+# --- snapshots --------------------------------------------------------------------------------------
+#
+# Snapshot ids embed the run id and must parse back to it, so these runs are named `run-...`.
+
+
+def conversation(steps: int) -> list[ModelMessage]:
+    """A support agent's history over `steps` model requests: a prompt, then per step a tool round trip.
+
+    Model request k (1-based) sees the first `prefix(k)` messages; the last response answers in text.
+    Every message differs from every other (ids, arguments, timestamps), as in a real run.
+    """
+    messages: list[ModelMessage] = [
+        ModelRequest(
+            parts=[
+                SystemPromptPart('You are a support agent for ACME. Look orders up before answering.', timestamp=at(0)),
+                UserPromptPart(f'Where are my {steps - 1} orders?', timestamp=at(0)),
+            ],
+            timestamp=at(0),
+        )
+    ]
+    for k in range(1, steps):
+        messages.append(
+            ModelResponse(
+                parts=[
+                    TextPart(f'Let me look up order {k}.'),
+                    ToolCallPart('lookup_order', {'order_id': f'A-{k:04d}'}, tool_call_id=f'call-{k}'),
+                ],
+                usage=RequestUsage(input_tokens=100 + 40 * k, output_tokens=12),
+                model_name='test-model',
+                timestamp=at(k),
+            )
+        )
+        messages.append(
+            ModelRequest(
+                parts=[
+                    ToolReturnPart(
+                        'lookup_order',
+                        {'order_id': f'A-{k:04d}', 'status': 'shipped', 'eta_days': k % 5},
+                        tool_call_id=f'call-{k}',
+                        timestamp=at(k + 0.5),
+                    )
+                ],
+                timestamp=at(k + 0.5),
+            )
+        )
+    messages.append(
+        ModelResponse(
+            parts=[TextPart(f'All {steps - 1} orders have shipped.')],
+            usage=RequestUsage(input_tokens=100 + 40 * steps, output_tokens=9),
+            model_name='test-model',
+            timestamp=at(steps),
+        )
+    )
+    return messages
+
+
+def prefix(step: int) -> int:
+    """How many messages of `conversation()` model request `step` sees."""
+    return 2 * step - 1
+
+
+def dumped(messages: list[ModelMessage]) -> bytes:
+    return ModelMessagesTypeAdapter.dump_json(messages)
+
+
+async def snapshot_steps(
+    ledger: Ledger, run_id: str, messages: list[ModelMessage], steps: range, *, final: bool = False
+) -> list[SnapshotRecord]:
+    """Snapshot `messages` at each model-request boundary in `steps` (and as `final` after the last)."""
+    records: list[SnapshotRecord] = []
+    for step in steps:
+        record = await ledger.write_snapshot(
+            run_id=run_id, temporal_run_id='t1', step=step, kind='model_request', messages=messages[: prefix(step)]
+        )
+        assert record is not None
+        records.append(record)
+    if final:
+        record = await ledger.write_snapshot(
+            run_id=run_id, temporal_run_id='t1', step=steps[-1], kind='final', messages=messages
+        )
+        assert record is not None
+        records.append(record)
+    return records
+
+
+# Test-only views of what a backend stores, to check storage itself (C7, C8) and to corrupt it (C17).
+# A new backend adds its branch here; the ledger's public API has no such reads on purpose.
+
+
+def stored_content(ledger: Ledger) -> tuple[int, int]:
+    """How many distinct messages and blobs the backend holds."""
+    if isinstance(ledger, MemoryLedger):
+        return len(ledger._messages), len(ledger._blobs)
+    if isinstance(ledger, SqliteLedger):
+        with closing(sqlite3.connect(ledger._path)) as raw:
+            [(messages,)] = raw.execute('SELECT COUNT(*) FROM messages').fetchall()
+            [(blobs,)] = raw.execute('SELECT COUNT(*) FROM blobs').fetchall()
+        return messages, blobs
+    raise NotImplementedError(f'no storage view for {type(ledger).__name__}: add one to stored_content')
+
+
+def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
+    """Overwrite (or, with `None`, delete) one stored message or blob behind the ledger's back."""
+    if isinstance(ledger, MemoryLedger):
+        store = ledger._messages if table == 'messages' else ledger._blobs
+        if data is None:
+            del store[digest]
+        else:
+            store[digest] = data
+        return
+    if isinstance(ledger, SqliteLedger):
+        if data is None:
+            changed = raw_sql(Path(ledger._path), f'DELETE FROM {table} WHERE hash = ?', (digest,))
+        else:
+            changed = raw_sql(Path(ledger._path), f'UPDATE {table} SET data = ? WHERE hash = ?', (data, digest))
+        assert changed == 1
+        return
+    raise NotImplementedError(f'no tampering for {type(ledger).__name__}: add it to tamper')
+
+
+async def test_snapshots_rebuild_each_prefix_and_store_each_message_once(ledger: Ledger) -> None:
+    """C7/C8: 30 steps, one snapshot per model request plus `final`; each rebuilds its exact history,
+    each adds only what its parent lacks, and storage holds each distinct message once."""
+    steps = 30
+    messages = conversation(steps)
+    encoded = [m.hash for m in encode_messages(messages)]
+    assert len(set(encoded)) == len(messages)
+    await ledger.start_run(run_start('run-a'))
+
+    records = await snapshot_steps(ledger, 'run-a', messages, range(1, steps + 1), final=True)
+
+    assert await ledger.snapshots('run-a') == records
+    parent: SnapshotRecord | None = None
+    for record in records:
+        count = len(messages) if record.kind == 'final' else prefix(record.step)
+        assert record.run_id == 'run-a'
+        assert record.message_count == count
+        assert record.parent_id == (parent.snapshot_id if parent is not None else None)
+        start = parent.message_count if parent is not None else 0
+        assert record.new_hashes == tuple(encoded[start:count])
+        rebuilt = await ledger.snapshot(record.snapshot_id)
+        assert rebuilt.record == record
+        assert rebuilt.snapshot_id == record.snapshot_id
+        assert dumped(rebuilt.messages) == dumped(messages[:count])
+        parent = record
+    assert stored_content(ledger) == (len(messages), 0)
+
+
+async def test_snapshot_written_twice_is_stored_once(ledger: Ledger) -> None:
+    """C7: a redelivered snapshot write (same run, step, kind and history) is the same snapshot, stored once."""
+    messages = conversation(3)
+    await ledger.start_run(run_start('run-a'))
+    [first_step] = await snapshot_steps(ledger, 'run-a', messages, range(1, 2))
+    [first] = await snapshot_steps(ledger, 'run-a', messages, range(2, 3))
+    [again] = await snapshot_steps(ledger, 'run-a', messages, range(2, 3))
+
+    assert again.snapshot_id == first.snapshot_id
+    assert await ledger.snapshots('run-a') == [first_step, first]
+    assert stored_content(ledger) == (prefix(2), 0)
+    # What the repeated write returns describes the stored snapshot, not a link to itself.
+    assert (again.parent_id, again.new_hashes, again.message_count) == (
+        first.parent_id,
+        first.new_hashes,
+        first.message_count,
+    )
+
+
+async def test_history_with_an_unanswered_tool_call_is_not_stored(ledger: Ledger) -> None:
+    """C5: a history ending in a tool call nobody answered is no continuation point: nothing is stored."""
+    messages = conversation(3)
+    await ledger.start_run(run_start('run-a'))
+    dangling = messages[: prefix(2) + 1]
+    assert isinstance(dangling[-1], ModelResponse)
+    assert any(isinstance(part, ToolCallPart) for part in dangling[-1].parts)
+
+    record = await ledger.write_snapshot(
+        run_id='run-a', temporal_run_id='t1', step=2, kind='model_request', messages=dangling
+    )
+
+    assert record is None
+    assert await ledger.snapshots('run-a') == []
+    assert stored_content(ledger) == (0, 0)
+    with pytest.raises(SnapshotNotFoundError):
+        await ledger.latest_snapshot('run-a')
+
+
+async def test_forked_run_chains_onto_its_seed_without_copying(ledger: Ledger) -> None:
+    """C7/C9/C10: a run seeded from another run's snapshot stores only its new messages, linked to the seed."""
+    messages = conversation(4)
+    await ledger.start_run(run_start('run-a'))
+    await snapshot_steps(ledger, 'run-a', messages, range(1, 5), final=True)
+    seed = await ledger.snapshot_at_step('run-a', 2)
+    fork = ForkRef(run_id='run-a', snapshot_id=seed.snapshot_id, reason='fork')
+    await ledger.start_run(run_start('run-b', started=100, forked_from=fork))
+    before = stored_content(ledger)
+
+    prompt = ModelRequest(
+        parts=[UserPromptPart('Actually, cancel order A-0001.', timestamp=at(101))], timestamp=at(101)
+    )
+    history = [*(await ledger.snapshot(seed.snapshot_id)).messages, prompt]
+    record = await ledger.write_snapshot(
+        run_id='run-b', temporal_run_id='t1', step=1, kind='model_request', messages=history
+    )
+
+    assert record is not None
+    assert record.parent_id == seed.snapshot_id
+    assert record.new_hashes == (encode_messages([prompt])[0].hash,)
+    assert record.message_count == prefix(2) + 1
+    assert stored_content(ledger) == (before[0] + 1, before[1])
+    rebuilt = await ledger.snapshot(record.snapshot_id)
+    assert dumped(rebuilt.messages) == dumped([*messages[: prefix(2)], prompt])
+
+    assert (await ledger.run('run-b')).forked_from == fork
+    assert (await ledger.run('run-a')).forked_from is None
+    assert ids(await ledger.runs(forked_from_run_id='run-a')) == ['run-b']
+    assert await ledger.runs(forked_from_run_id='run-b') == []
+
+
+def image(size: int, seed: int) -> bytes:
+    """Incompressible bytes, like a real PNG or JPEG."""
+    return random.Random(seed).randbytes(size)
+
+
+def multimodal_history(prompt: str, photo: bytes, chart: bytes, *, offset: float = 0) -> list[ModelMessage]:
+    """A user sends a photo; the model calls a tool that returns a chart image alongside text."""
+    return [
+        ModelRequest(
+            parts=[UserPromptPart([prompt, BinaryContent(data=photo, media_type='image/png')], timestamp=at(offset))],
+            timestamp=at(offset),
+        ),
+        ModelResponse(
+            parts=[
+                TextPart('I will fetch the delivery chart.'),
+                ToolCallPart('delivery_chart', {'order_id': 'A-0001'}, tool_call_id=f'call-chart-{offset}'),
+            ],
+            model_name='test-model',
+            timestamp=at(offset + 1),
+        ),
+        ModelRequest(
+            parts=[
+                ToolReturnPart(
+                    'delivery_chart',
+                    ['Deliveries per day:', BinaryContent(data=chart, media_type='image/jpeg')],
+                    tool_call_id=f'call-chart-{offset}',
+                    timestamp=at(offset + 2),
+                )
+            ],
+            timestamp=at(offset + 2),
+        ),
+    ]
+
+
+def binary_parts(messages: list[ModelMessage]) -> list[bytes]:
+    found: list[bytes] = []
+    for message in messages:
+        for part in message.parts:
+            content = getattr(part, 'content', None)
+            if isinstance(content, list):
+                found.extend(item.data for item in content if isinstance(item, BinaryContent))
+    return found
+
+
+async def test_large_binary_content_round_trips_and_is_stored_once(ledger: Ledger) -> None:
+    """C8: a 100 KB image in a prompt and a 50 KB one in a tool return come back byte-identical; the
+    same image in two snapshots and two runs is one stored blob (C7)."""
+    photo, chart = image(100 * 1024, seed=1), image(50 * 1024, seed=2)
+    await ledger.start_run(run_start('run-a'))
+    await ledger.start_run(run_start('run-b', started=10))
+    first = multimodal_history('Is my parcel damaged?', photo, chart)
+    second = multimodal_history('Same parcel, another question.', photo, chart, offset=10)
+
+    [one, two] = await snapshot_steps(ledger, 'run-a', first, range(1, 3))
+    [other] = await snapshot_steps(ledger, 'run-b', second, range(2, 3))
+
+    for record, messages in ((one, first[:1]), (two, first), (other, second)):
+        rebuilt = (await ledger.snapshot(record.snapshot_id)).messages
+        assert dumped(rebuilt) == dumped(messages)
+        assert binary_parts(rebuilt) == binary_parts(messages)
+    assert binary_parts((await ledger.snapshot(two.snapshot_id)).messages) == [photo, chart]
+    assert stored_content(ledger) == (len(first) + len(second), 2)
+
+
+async def test_altered_message_is_reported_as_corruption(ledger: Ledger) -> None:
+    """C17: a stored message that no longer matches its hash raises LedgerCorruptionError naming it."""
+    messages = conversation(3)
+    await ledger.start_run(run_start('run-a'))
+    [_, record] = await snapshot_steps(ledger, 'run-a', messages, range(1, 3))
+    digest = record.new_hashes[-1]
+    [original] = (await ledger._read_messages([digest])).values()
+    tamper(ledger, 'messages', digest, original.replace(b'shipped', b'lost!!!'))
+
+    with pytest.raises(LedgerCorruptionError, match=digest):
+        await ledger.snapshot(record.snapshot_id)
+
+
+async def test_missing_message_is_reported_as_corruption(ledger: Ledger) -> None:
+    """C17: a snapshot whose message is gone from storage raises LedgerCorruptionError naming it."""
+    messages = conversation(3)
+    await ledger.start_run(run_start('run-a'))
+    [record] = await snapshot_steps(ledger, 'run-a', messages, range(1, 2))
+    [digest] = record.new_hashes
+    tamper(ledger, 'messages', digest, None)
+
+    with pytest.raises(LedgerCorruptionError, match=digest):
+        await ledger.snapshot(record.snapshot_id)
+
+
+@pytest.mark.parametrize('damage', ['altered', 'missing'])
+async def test_damaged_blob_is_reported_as_corruption(ledger: Ledger, damage: str) -> None:
+    """C17: a blob altered or missing from storage raises LedgerCorruptionError naming its hash."""
+    photo = image(100 * 1024, seed=1)
+    await ledger.start_run(run_start('run-a'))
+    [record] = await snapshot_steps(
+        ledger, 'run-a', multimodal_history('Is my parcel damaged?', photo, image(5000, seed=3)), range(1, 2)
+    )
+    digest = content_hash(photo)
+    tamper(ledger, 'blobs', digest, None if damage == 'missing' else photo[:-1] + b'\x00')
+
+    with pytest.raises(LedgerCorruptionError, match=digest):
+        await ledger.snapshot(record.snapshot_id)
+
+
+@pytest.mark.parametrize('snapshot_id', ['nonsense', 'run-x', ''])
+async def test_malformed_snapshot_id_is_not_found(ledger: Ledger, snapshot_id: str) -> None:
+    """C17: a malformed snapshot id raises SnapshotNotFoundError explaining the expected shape."""
+    with pytest.raises(SnapshotNotFoundError, match='malformed snapshot id') as info:
+        await ledger.snapshot(snapshot_id)
+    assert repr(snapshot_id) in str(info.value)
+    assert '<run id>' in str(info.value)
+
+
+async def test_unknown_snapshot_and_run_ids_are_not_found(ledger: Ledger) -> None:
+    """C17: a well-formed id nobody stored, and the snapshots of an unknown run, raise specific errors."""
+    await ledger.start_run(run_start('run-a'))
+    [record] = await snapshot_steps(ledger, 'run-a', conversation(2), range(1, 2))
+    unknown = record.snapshot_id.replace('run-a.', 'run-zz.')
+    for snapshot_id in (unknown, 'run-a.s7.0123456789ab'):
+        with pytest.raises(SnapshotNotFoundError, match='no snapshot with id') as info:
+            await ledger.snapshot(snapshot_id)
+        assert repr(snapshot_id) in str(info.value)
+    for read in (ledger.snapshots, ledger.latest_snapshot):
+        with pytest.raises(RunNotFoundError, match='unknown-run'):
+            await read('unknown-run')
+    with pytest.raises(RunNotFoundError, match='unknown-run'):
+        await ledger.snapshot_at_step('unknown-run', 1)
+
+
+async def test_latest_snapshot_and_snapshot_at_step(ledger: Ledger) -> None:
+    """C9/C10: latest is the `final` snapshot; at step k, the latest snapshot at or before k, with `final`
+    sorting after the model-request snapshot of the same step; steps outside the run are not found."""
+    messages = conversation(3)
+    await ledger.start_run(run_start('run-a'))
+    [s1, s2, s3, final] = await snapshot_steps(ledger, 'run-a', messages, range(1, 4), final=True)
+
+    assert await ledger.latest_snapshot('run-a') == final
+    assert await ledger.snapshot_at_step('run-a', 1) == s1
+    assert await ledger.snapshot_at_step('run-a', 2) == s2
+    assert await ledger.snapshot_at_step('run-a', 3) == final
+    assert s3.step == final.step == 3
+    for step in (0, 4):
+        with pytest.raises(SnapshotNotFoundError, match=f'no step {step}'):
+            await ledger.snapshot_at_step('run-a', step)
+
+
+async def test_snapshot_at_a_step_without_one_takes_the_one_before(ledger: Ledger) -> None:
+    """C10: when step 2 left no valid snapshot, forking at step 2 seeds from step 1's."""
+    messages = conversation(3)
+    await ledger.start_run(run_start('run-a'))
+    [s1] = await snapshot_steps(ledger, 'run-a', messages, range(1, 2))
+    [s3] = await snapshot_steps(ledger, 'run-a', messages, range(3, 4))
+
+    assert await ledger.snapshot_at_step('run-a', 2) == s1
+    assert await ledger.snapshot_at_step('run-a', 3) == s3
+    assert await ledger.latest_snapshot('run-a') == s3
+
+
+async def test_run_without_snapshots_has_nothing_to_continue_or_fork_from(ledger: Ledger) -> None:
+    """C10: a run with no valid snapshot raises SnapshotNotFoundError naming the run."""
+    await ledger.start_run(run_start('run-a'))
+    assert await ledger.snapshots('run-a') == []
+    with pytest.raises(SnapshotNotFoundError, match='run-a'):
+        await ledger.latest_snapshot('run-a')
+    with pytest.raises(SnapshotNotFoundError, match='run-a'):
+        await ledger.snapshot_at_step('run-a', 1)
+
+
+async def test_read_content_returns_only_stored_hashes(ledger: Ledger) -> None:
+    """The content primitives answer for more hashes than one backend query may bind, and omit unknown ones."""
+    messages = {content_hash(f'message {i}'.encode()): f'message {i}'.encode() for i in range(1200)}
+    blobs = {content_hash(b'blob'): b'blob'}
+    await ledger._write_content(messages, blobs)
+    await ledger._write_content({digest: b'ignored' for digest in list(messages)[:10]}, {})
+    unknown = [content_hash(f'absent {i}'.encode()) for i in range(5)]
+
+    assert await ledger._read_messages([*messages, *unknown]) == messages
+    assert await ledger._read_blobs([*blobs, *unknown]) == blobs
+    assert await ledger._read_messages([]) == {}
+
+
+# --- tool effects -----------------------------------------------------------------------------------
+
+
+async def test_tool_effect_of_a_retried_call_lists_the_abandoned_attempt_in_doubt(ledger: Ledger) -> None:
+    """C4/C11: attempt 1 started and never ended, attempt 2 completed and was accepted: the effect is
+    completed, with attempt 1 in doubt, under the idempotency key `<workflow_id>/<tool_call_id>`."""
+    await ledger.start_run(run_start('run-t'))
+    call: dict[str, Any] = {'run_id': 'run-t', 'tool_name': 'refund', 'tool_call_id': 'call-7'}
+    await ledger.record_events(
+        [
+            event('3', 1, 'tool_call_started', when=1, **call),
+            event('3', 2, 'tool_call_started', when=11, **call),
+            event('3', 2, 'tool_call_completed', when=12, outcome='returned', **call),
+        ]
+    )
+    await ledger.accept([acceptance('3', run_id='run-t')])
+
+    assert await ledger.tool_effects('run-t') == [
+        ToolEffect(
+            run_id='run-t',
+            tool_call_id='call-7',
+            tool_name='refund',
+            status='completed',
+            attempts=2,
+            idempotency_key='wf-run-t/call-7',
+            outcome='returned',
+            in_doubt_attempts=(1,),
+        )
+    ]
+
+
+async def test_tool_effect_started_and_never_ended_is_unknown_after_the_run_ends(ledger: Ledger) -> None:
+    """C4: a tool call whose only attempt never ended is `started` while the run runs, then
+    `unknown_after_crash` once the run is sealed."""
+    await ledger.start_run(run_start('run-t'))
+    await ledger.record_events(
+        [event('3', 1, 'tool_call_started', run_id='run-t', tool_name='refund', tool_call_id='call-7')]
+    )
+    [running] = await ledger.tool_effects('run-t')
+    assert (running.status, running.in_doubt_attempts) == ('started', ())
+
+    await ledger.seal_run(run_seal('run-t', status='failed', error=ErrorInfo('WorkerCrash', 'killed', False)))
+
+    [effect] = await ledger.tool_effects('run-t')
+    assert effect.status == 'unknown_after_crash'
+    assert (effect.attempts, effect.in_doubt_attempts, effect.outcome) == (1, (1,), None)
+    assert effect.idempotency_key == 'wf-run-t/call-7'
+    with pytest.raises(RunNotFoundError):
+        await ledger.tool_effects('unknown-run')
+
+
 # --- SQLite ---------------------------------------------------------------------------------------------
 
 
@@ -853,6 +1327,82 @@ async def test_sqlite_two_ledgers_sharing_a_file_do_not_lose_updates(tmp_path: P
         events = await first.events('r1')
         assert len(events) == 11 + 20
         assert len({e.seq for e in events}) == len(events)
+
+
+V1_RUN_COLUMNS = (
+    'run_id, workflow_id, agent_name, status, started_at, started_at_us, updated_at, ended_at, task_queue, '
+    'conversation_id, parent_run_id, parent_tool_call_id, temporal_run_ids, usage, error, prompt_preview, '
+    'output_preview'
+)
+
+
+def create_v1_ledger(path: Path) -> None:
+    """A ledger file as agentledger wrote it at schema version 1, holding one sealed run."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        raw.execute('CREATE TABLE schema_version (version INTEGER NOT NULL)')
+        for statement in _MIGRATIONS[1]:
+            raw.execute(statement)
+        raw.execute('INSERT INTO schema_version (version) VALUES (1)')
+        raw.execute(
+            f'INSERT INTO runs ({V1_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            (
+                'run-old',
+                'wf-run-old',
+                'support',
+                'completed',
+                T0.isoformat(),
+                int(T0.timestamp() * 1_000_000),
+                at(60).isoformat(),
+                at(60).isoformat(),
+                'agents',
+                'c1',
+                None,
+                None,
+                '["t1"]',
+                '{"requests": 1, "input_tokens": 3, "output_tokens": 4, "tool_calls": 0}',
+                None,
+                'hi',
+                'bye',
+            ),
+        )
+
+
+async def test_sqlite_version_1_file_migrates_to_version_2(tmp_path: Path) -> None:
+    """A file written before snapshots opens, migrates in place, keeps its runs, and then takes snapshots and forks."""
+    path = tmp_path / 'ledger.db'
+    create_v1_ledger(path)
+
+    async with SqliteLedger(path) as ledger:
+        old = await ledger.run('run-old')
+        assert (old.run_id, old.status, old.ended_at, old.forked_from) == ('run-old', 'completed', at(60), None)
+        assert old.usage == Usage(requests=1, input_tokens=3, output_tokens=4)
+        assert ids(await ledger.runs()) == ['run-old']
+
+        [seed] = await snapshot_steps(ledger, 'run-old', conversation(2), range(1, 2))
+        fork = ForkRef(run_id='run-old', snapshot_id=seed.snapshot_id, reason='continue')
+        await ledger.start_run(run_start('run-new', started=100, forked_from=fork))
+        assert ids(await ledger.runs(forked_from_run_id='run-old')) == ['run-new']
+
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(2,)]
+        indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {'runs_forked_from', 'snapshots_run'} <= indexes
+
+    async with SqliteLedger(path) as reopened:
+        assert (await reopened.run('run-new')).forked_from == fork
+        assert (await reopened.snapshot(seed.snapshot_id)).record == seed
+
+
+async def test_sqlite_snapshot_row_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await ledger.start_run(run_start('run-a'))
+        [record] = await snapshot_steps(ledger, 'run-a', conversation(2), range(1, 2))
+        raw_sql(path, 'UPDATE snapshots SET body = ? WHERE snapshot_id = ?', ('{"step": 1}', record.snapshot_id))
+
+        with pytest.raises(LedgerCorruptionError, match='table snapshots') as info:
+            await ledger.snapshots('run-a')
+        assert repr(record.snapshot_id) in str(info.value)
 
 
 def lock_exclusively(path: Path) -> sqlite3.Connection:

@@ -273,7 +273,6 @@ class Ledger(ABC):
         states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record))
         return derive_steps(states, acceptances)
 
-
     async def tool_effects(self, run_id: str) -> list[ToolEffect]:
         """Per tool call of the run: started / completed / failed, attempts, and attempts in doubt after a crash."""
         record = await self.run(run_id)
@@ -301,10 +300,14 @@ class Ledger(ABC):
             return None
         encoded = encode_messages(messages)
         hashes = [m.hash for m in encoded]
+        new_id = snapshot_id(run_id, step, kind, hashes)
+        existing = await self._read_snapshot(new_id)
+        if existing is not None:
+            return existing
         parent_id, parent_hashes = await self._chain_parent(run_id, hashes)
         new = encoded[len(parent_hashes) :]
         record = SnapshotRecord(
-            snapshot_id=snapshot_id(run_id, step, kind, hashes),
+            snapshot_id=new_id,
             run_id=run_id,
             temporal_run_id=temporal_run_id,
             step=step,
@@ -338,9 +341,9 @@ class Ledger(ABC):
                 latest = latest_snapshot(record, stored)
                 candidate = (latest.snapshot_id, await self._chain_hashes(latest.snapshot_id))
             else:
-                record = await self._read_run(run_id)
-                if record is not None and record.forked_from is not None:
-                    seed = record.forked_from.snapshot_id
+                stored_run = await self._read_run(run_id)
+                if stored_run is not None and stored_run.forked_from is not None:
+                    seed = stored_run.forked_from.snapshot_id
                     candidate = (seed, await self._chain_hashes(seed))
         if candidate is not None:
             parent_id, parent_hashes = candidate
@@ -390,7 +393,9 @@ class Ledger(ABC):
         stored = await self._read_messages(list(dict.fromkeys(hashes)))
         missing = [digest for digest in hashes if digest not in stored]
         if missing:
-            raise LedgerCorruptionError(f'snapshot {snapshot_id!r} references {len(missing)} missing message(s): {missing[0]}')
+            raise LedgerCorruptionError(
+                f'snapshot {snapshot_id!r} references {len(missing)} missing message(s): {missing[0]}'
+            )
         refs = list(dict.fromkeys(ref for digest in set(hashes) for ref in blob_refs(stored[digest])))
         blobs = await self._read_blobs(refs) if refs else {}
         messages = [decode_message(digest, stored[digest], blobs) for digest in hashes]

@@ -6,9 +6,10 @@ number of snapshots that contain them. Binary parts (`BinaryContent.data`) of `B
 bytes or more are cut out into blobs stored once under their own hash, and the message keeps a
 `{"$blob": <hash>}` reference, so an image sent in ten snapshots (or ten runs) is stored once.
 
-What round-trips: decoding yields messages whose canonical JSON, and so every field, text, byte
-and timestamp, equals the original's. (pydantic-ai itself rebuilds `BinaryContent` of an image
-type as its `BinaryImage` subclass; that is pydantic-ai's round trip, not a loss.)
+The stored bytes keep pydantic-ai's key order (only the hash uses sorted keys), so a rebuilt
+history serialises byte for byte as the original did, and a continuation sends the provider the
+same request bytes. Every field, text, byte and timestamp round-trips. (pydantic-ai itself
+rebuilds `BinaryContent` of an image type as its `BinaryImage` subclass: its round trip, not a loss.)
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ _BLOB_KEY = '$blob'
 
 
 def canonical_json(value: Any) -> bytes:
-    """The canonical JSON encoding hashed and stored: sorted keys, no whitespace, UTF-8."""
+    """The canonical JSON encoding that is hashed: sorted keys, no whitespace, UTF-8."""
     return json.dumps(value, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()
+
+
+def stored_json(value: Any) -> bytes:
+    """The JSON encoding that is stored: pydantic-ai's own key order (tool arguments and returns keep theirs)."""
+    return json.dumps(value, separators=(',', ':'), ensure_ascii=False).encode()
 
 
 def content_hash(data: bytes) -> str:
@@ -57,7 +63,7 @@ def _cut_blobs(node: Any, blobs: dict[str, bytes]) -> Any:
     if not isinstance(node, dict):
         return node
     if node.get('kind') == 'binary' and isinstance(node.get('data'), str):
-        raw = base64.b64decode(node['data'])
+        raw = base64.urlsafe_b64decode(node['data'])
         if len(raw) >= BLOB_THRESHOLD:
             digest = content_hash(raw)
             blobs[digest] = raw
@@ -78,7 +84,7 @@ def _paste_blobs(node: Any, blobs: Mapping[str, bytes], where: str) -> Any:
             raise LedgerCorruptionError(f'blob {digest} referenced by {where} is missing from the ledger')
         if content_hash(raw) != digest:
             raise LedgerCorruptionError(f'blob {digest} referenced by {where} does not match its hash')
-        return {**node, 'data': base64.b64encode(raw).decode()}
+        return {**node, 'data': base64.urlsafe_b64encode(raw).decode()}
     return {key: _paste_blobs(value, blobs, where) for key, value in node.items()}
 
 
@@ -88,8 +94,8 @@ def encode_messages(messages: Sequence[ModelMessage]) -> list[EncodedMessage]:
     encoded: list[EncodedMessage] = []
     for message in dumped:
         blobs: dict[str, bytes] = {}
-        data = canonical_json(_cut_blobs(message, blobs))
-        encoded.append(EncodedMessage(hash=content_hash(data), data=data, blobs=blobs))
+        stored = _cut_blobs(message, blobs)
+        encoded.append(EncodedMessage(hash=content_hash(canonical_json(stored)), data=stored_json(stored), blobs=blobs))
     return encoded
 
 
@@ -114,11 +120,11 @@ def blob_refs(data: bytes) -> list[str]:
 
 def decode_message(digest: str, data: bytes, blobs: Mapping[str, bytes]) -> ModelMessage:
     """Rebuild one stored message, verifying its hash (and its blobs'); corruption raises, never returns."""
-    if content_hash(data) != digest:
-        raise LedgerCorruptionError(f'stored message {digest} does not match its hash: the ledger row was altered')
     try:
         node = json.loads(data)
     except ValueError as error:
         raise LedgerCorruptionError(f'stored message {digest} is not JSON: {error}') from error
+    if content_hash(canonical_json(node)) != digest:
+        raise LedgerCorruptionError(f'stored message {digest} does not match its hash: the ledger row was altered')
     restored = _paste_blobs(node, blobs, f'message {digest}')
     return ModelMessagesTypeAdapter.validate_python([restored])[0]

@@ -26,12 +26,12 @@ from ._records import (
 )
 
 __all__ = [
-    'derive_tool_effects',
-    'idempotency_key_for',
     'apply_run_start',
     'apply_seal',
     'derive_event_states',
     'derive_steps',
+    'derive_tool_effects',
+    'idempotency_key_for',
     'run_event_for_seal',
     'run_event_for_start',
 ]

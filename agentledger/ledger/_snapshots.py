@@ -30,7 +30,8 @@ def run_id_of(snapshot: str) -> str:
     run_id, _, rest = snapshot.partition('.')
     if not run_id.startswith('run-') or not rest or '.' not in rest:
         raise SnapshotNotFoundError(
-            f'malformed snapshot id {snapshot!r}: expected <run id>.<s<step>|final>.<digest>, as `ledger.snapshots()` lists'
+            f'malformed snapshot id {snapshot!r}: expected <run id>.<s<step>|final>.<digest> '
+            'as `ledger.snapshots()` lists them'
         )
     return run_id
 

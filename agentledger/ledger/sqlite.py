@@ -1,19 +1,30 @@
 """`SqliteLedger`: a ledger in one SQLite file, shared by the worker processes of one host.
 
-Schema (version 1, see `_MIGRATIONS`)::
+Schema (version 2, see `_MIGRATIONS`)::
 
     runs            one row per ledger run. The columns `Ledger.runs` filters and sorts on are real,
                     indexed columns (`agent_name`, `status`, `conversation_id`, `parent_run_id`,
-                    `workflow_id`, and `started_at_us, run_id` for newest-first paging); the nested
-                    values (`temporal_run_ids`, `usage`, `error`) are JSON text. Datetimes are stored as
-                    ISO 8601 text exactly as given, plus `started_at_us` (UTC microseconds since the
-                    epoch) because ISO text with different UTC offsets does not sort by instant.
+                    `workflow_id`, `forked_from_run_id`, and `started_at_us, run_id` for newest-first
+                    paging); the nested values (`temporal_run_ids`, `usage`, `error`, `forked_from`)
+                    are JSON text. Datetimes are stored as ISO 8601 text exactly as given, plus
+                    `started_at_us` (UTC microseconds since the epoch) because ISO text with different
+                    UTC offsets does not sort by instant. `forked_from_run_id` repeats
+                    `forked_from.run_id` so that the lineage filter is an index lookup.
     events          append-only. `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the causal order (never
                     reused, even after deletes); `event_key UNIQUE` with `INSERT OR IGNORE` collapses
                     at-least-once deliveries; `body` is `StepEvent.to_json()` without `seq` (the row's
                     own) and `state` (derived on read, never stored).
     acceptances     one row per accepted activity, keyed by `Acceptance.key`; `body` is its JSON.
+    messages        content-addressed: `hash` is a message's content hash and `data` its stored JSON
+                    (see `agentledger.ledger._content`). Written with `INSERT OR IGNORE`, so a message
+                    shared by many snapshots, continuations and forks is one row; verified on read.
+    blobs           content-addressed binary parts cut out of messages, keyed like `messages`.
+    snapshots       one row per snapshot: `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the order they
+                    were stored in, `snapshot_id UNIQUE` with `INSERT OR IGNORE` makes the write
+                    idempotent, `body` is `SnapshotRecord.to_json()` (its message hashes, not messages).
     schema_version  one row: the version the file was migrated to.
+
+Version 1 files (no lineage columns, no snapshot tables) are migrated in place on `open()`.
 
 Why WAL: readers (the CLI, the read connection of every worker) never block the writer and see
 only committed transactions; with `synchronous=NORMAL` a commit survives a crash of the process
@@ -35,7 +46,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,14 +56,26 @@ import aiosqlite
 
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from ._base import Ledger, RetryPolicy, RunFilter
-from ._records import Acceptance, ErrorInfo, RunRecord, RunSeal, RunStart, RunStatus, StepEvent, Usage
+from ._records import (
+    Acceptance,
+    ErrorInfo,
+    ForkRef,
+    RunRecord,
+    RunSeal,
+    RunStart,
+    RunStatus,
+    SnapshotKind,
+    SnapshotRecord,
+    StepEvent,
+    Usage,
+)
 from ._rules import apply_run_start, apply_seal
 
 __all__ = ['SCHEMA_VERSION', 'SqliteLedger']
 
 logger = logging.getLogger('agentledger.ledger')
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code writes; `open()` migrates older files up to it."""
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -102,6 +125,22 @@ _MIGRATIONS: dict[int, list[str]] = {
         """,
         'CREATE INDEX acceptances_run ON acceptances (run_id)',
     ],
+    2: [
+        'ALTER TABLE runs ADD COLUMN forked_from TEXT',
+        'ALTER TABLE runs ADD COLUMN forked_from_run_id TEXT',
+        'CREATE INDEX runs_forked_from ON runs (forked_from_run_id, started_at_us DESC, run_id DESC)',
+        'CREATE TABLE messages (hash TEXT PRIMARY KEY, data BLOB NOT NULL)',
+        'CREATE TABLE blobs (hash TEXT PRIMARY KEY, data BLOB NOT NULL)',
+        """
+        CREATE TABLE snapshots (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            snapshot_id TEXT NOT NULL UNIQUE,
+            run_id TEXT NOT NULL,
+            body TEXT NOT NULL
+        )
+        """,
+        'CREATE INDEX snapshots_run ON snapshots (run_id, seq)',
+    ],
 }
 """Version -> the statements that migrate the previous version to it, applied in one transaction."""
 
@@ -123,6 +162,8 @@ _RUN_COLUMNS = (
     'error',
     'prompt_preview',
     'output_preview',
+    'forked_from',
+    'forked_from_run_id',
 )
 _SELECT_RUN = f'SELECT {", ".join(_RUN_COLUMNS)} FROM runs'
 _UPSERT_RUN = (
@@ -131,6 +172,12 @@ _UPSERT_RUN = (
 )
 _INSERT_EVENT = 'INSERT OR IGNORE INTO events (event_key, run_id, body) VALUES (?, ?, ?)'
 _INSERT_ACCEPTANCE = 'INSERT OR IGNORE INTO acceptances (acceptance_key, run_id, body) VALUES (?, ?, ?)'
+_INSERT_MESSAGE = 'INSERT OR IGNORE INTO messages (hash, data) VALUES (?, ?)'
+_INSERT_BLOB = 'INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)'
+_INSERT_SNAPSHOT = 'INSERT OR IGNORE INTO snapshots (snapshot_id, run_id, body) VALUES (?, ?, ?)'
+
+_IN_CHUNK = 500
+"""Hashes per `IN (...)` query: below SQLite's bound-variable limit (999 before SQLite 3.32)."""
 
 # Primary result codes of failures that say nothing about the data and may pass: another process
 # holds the lock, the file or its directory is (momentarily) unreachable, the disk is full.
@@ -150,6 +197,7 @@ _CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RUN_STATUSES = frozenset(get_args(RunStatus))
+_SNAPSHOT_KINDS = frozenset(get_args(SnapshotKind))
 
 _Write = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -422,6 +470,26 @@ class SqliteLedger(Ledger):
 
         await self._submit(write)
 
+    async def _write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
+        if not messages and not blobs:
+            return
+        message_rows = list(messages.items())
+        blob_rows = list(blobs.items())
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany(_INSERT_MESSAGE, message_rows)
+            await connection.executemany(_INSERT_BLOB, blob_rows)
+
+        await self._submit(write)
+
+    async def _write_snapshot(self, snapshot: SnapshotRecord) -> None:
+        row = (snapshot.snapshot_id, snapshot.run_id, _dumps(snapshot.to_json()))
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.execute(_INSERT_SNAPSHOT, row)
+
+        await self._submit(write)
+
     async def _select_run(self, connection: aiosqlite.Connection, run_id: str) -> RunRecord | None:
         rows = list(await connection.execute_fetchall(f'{_SELECT_RUN} WHERE run_id = ?', (run_id,)))
         return self._decode_run(rows[0]) if rows else None
@@ -449,6 +517,7 @@ class SqliteLedger(Ledger):
             ('conversation_id', filter.conversation_id),
             ('parent_run_id', filter.parent_run_id),
             ('workflow_id', filter.workflow_id),
+            ('forked_from_run_id', filter.forked_from_run_id),
         ):
             if value is not None:
                 conditions.append(f'{column} = ?')
@@ -484,6 +553,39 @@ class SqliteLedger(Ledger):
                 raise self._corrupt('acceptances', row['acceptance_key'], error) from error
         return acceptances
 
+    async def _read_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        rows = await self._fetch(
+            'SELECT snapshot_id, run_id, body FROM snapshots WHERE snapshot_id = ?', (snapshot_id,)
+        )
+        return self._decode_snapshot(rows[0]) if rows else None
+
+    async def _read_snapshots(self, run_id: str) -> list[SnapshotRecord]:
+        rows = await self._fetch(
+            'SELECT snapshot_id, run_id, body FROM snapshots WHERE run_id = ? ORDER BY seq', (run_id,)
+        )
+        return [self._decode_snapshot(row) for row in rows]
+
+    async def _read_messages(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        return await self._read_content('messages', hashes)
+
+    async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        return await self._read_content('blobs', hashes)
+
+    async def _read_content(self, table: str, hashes: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            rows = await self._fetch(
+                f'SELECT hash, data FROM {table} WHERE hash IN ({", ".join("?" for _ in chunk)})', chunk
+            )
+            for row in rows:
+                data = row['data']
+                # A row rewritten as TEXT by another program comes back as str; its bytes are still
+                # what the hash check on read must see.
+                found[row['hash']] = data.encode() if isinstance(data, str) else bytes(data)
+        return found
+
     # --- decoding ----------------------------------------------------------------------------------
 
     def _decode_run(self, row: sqlite3.Row) -> RunRecord:
@@ -515,9 +617,23 @@ class SqliteLedger(Ledger):
                 error=ErrorInfo(**_loads_object(row['error'])) if row['error'] is not None else None,
                 prompt_preview=row['prompt_preview'],
                 output_preview=row['output_preview'],
+                forked_from=(
+                    ForkRef.from_json(_loads_object(row['forked_from'])) if row['forked_from'] is not None else None
+                ),
             )
         except (ValueError, TypeError, KeyError) as error:
             raise self._corrupt('runs', row['run_id'], error) from error
+
+    def _decode_snapshot(self, row: sqlite3.Row) -> SnapshotRecord:
+        try:
+            record = SnapshotRecord.from_json(_loads_object(row['body']))
+            if (record.snapshot_id, record.run_id) != (row['snapshot_id'], row['run_id']):
+                raise ValueError(f'its body belongs to snapshot {record.snapshot_id!r} of run {record.run_id!r}')
+            if record.kind not in _SNAPSHOT_KINDS:
+                raise ValueError(f'unknown snapshot kind {record.kind!r}')
+            return record
+        except (ValueError, TypeError, KeyError) as error:
+            raise self._corrupt('snapshots', row['snapshot_id'], error) from error
 
     def _corrupt(self, table: str, key: str, error: Exception) -> LedgerCorruptionError:
         return LedgerCorruptionError(
@@ -566,6 +682,8 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         _dumps(asdict(run.error)) if run.error is not None else None,
         run.prompt_preview,
         run.output_preview,
+        _dumps(asdict(run.forked_from)) if run.forked_from is not None else None,
+        run.forked_from.run_id if run.forked_from is not None else None,
     )
 
 

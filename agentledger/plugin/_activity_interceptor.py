@@ -120,7 +120,9 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
 
         await self._write(event('started'))
         if kind == 'model_request' and shape.step is not None:
-            await self._snapshot(header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args))
+            await self._snapshot(
+                header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args)
+            )
         started = time.monotonic()
         try:
             result = await super().execute_activity(input)

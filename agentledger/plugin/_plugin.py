@@ -124,5 +124,7 @@ class LedgerPlugin(SimplePlugin):
         return super().configure_worker(config)
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
-        """Replay with the same converter, runner, workflows and interceptors as the worker."""
+        """Replay with the same converter, runner, workflows, interceptors and agents as the worker."""
+        for agent in self.agents:
+            register_agent(None, agent)
         return super().configure_replayer(self._pydantic_ai.configure_replayer(config))

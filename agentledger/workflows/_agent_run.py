@@ -167,7 +167,7 @@ class AgentRunWorkflow:
             parent_tool_call_id=input.parent_tool_call_id,
             prompt_preview=_preview(input.prompt),
         )
-        return await workflow.execute_activity(
+        seed: RunStartResult = await workflow.execute_activity(
             RUN_STARTED_ACTIVITY,
             RunStartInput(
                 start=start,
@@ -182,6 +182,7 @@ class AgentRunWorkflow:
             retry_policy=LEDGER_ACTIVITY_RETRY,
             summary=f'ledger: start {state.run_id}',
         )
+        return seed
 
     async def _seal(
         self,

@@ -13,11 +13,15 @@ from pydantic_ai.agent.abstract import AbstractAgent
 
 __all__ = ['agent_names', 'lookup_agent', 'register_agent']
 
-_agents: dict[tuple[str, str], AbstractAgent[Any, Any]] = {}
+_agents: dict[tuple[str | None, str], AbstractAgent[Any, Any]] = {}
 
 
-def register_agent(task_queue: str, agent: AbstractAgent[Any, Any]) -> None:
-    """Serve `agent` on `task_queue` under its name; a different agent under the same name is an error."""
+def register_agent(task_queue: str | None, agent: AbstractAgent[Any, Any]) -> None:
+    """Serve `agent` on `task_queue` under its name; a different agent under the same name is an error.
+
+    `task_queue=None` registers it for any task queue: a `Replayer` replays histories recorded on
+    queues it does not know.
+    """
     if agent.name is None:
         raise ValueError('an agent run by agentledger needs a name: Agent(..., name="...")')
     existing = _agents.get((task_queue, agent.name))
@@ -29,10 +33,10 @@ def register_agent(task_queue: str, agent: AbstractAgent[Any, Any]) -> None:
 
 
 def lookup_agent(task_queue: str, name: str) -> AbstractAgent[Any, Any] | None:
-    """The agent served on `task_queue` under `name`, if any."""
-    return _agents.get((task_queue, name))
+    """The agent served on `task_queue` under `name` (or registered for any queue), if any."""
+    return _agents.get((task_queue, name)) or _agents.get((None, name))
 
 
 def agent_names(task_queue: str) -> list[str]:
     """The names of the agents served on `task_queue`, sorted."""
-    return sorted(name for queue, name in _agents if queue == task_queue)
+    return sorted({name for queue, name in _agents if queue in (task_queue, None)})
