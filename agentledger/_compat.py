@@ -27,6 +27,8 @@ __all__ = [
     'ActivityShape',
     'classify_activity',
     'mark_safe_at_runtime',
+    'mark_worker_never_started',
+    'WORKER_SHUTDOWN_COMPLETE',
     'model_request_messages',
     'read_activity_args',
     'tool_outcome',
@@ -87,6 +89,19 @@ def mark_safe_at_runtime(cls: type[Any]) -> type[Any]:
     """Class decorator: declare a capability that adds no toolsets and no durable operations."""
     setattr(cls, RUNTIME_SAFE_FLAG, True)
     return cls
+
+
+WORKER_SHUTDOWN_COMPLETE = '_shutdown_complete_event'
+"""The private `temporalio.worker.Worker` event that `shutdown()` and `async with` wait on.
+
+A plugin whose `run_worker` fails before the worker starts (a ledger that cannot be opened) leaves
+it unset, so `async with Worker(...)` would wait forever instead of raising the error.
+"""
+
+
+def mark_worker_never_started(worker: object) -> None:
+    """Tell a worker that never started that its shutdown is complete, so its error surfaces."""
+    getattr(worker, WORKER_SHUTDOWN_COMPLETE).set()
 
 
 def classify_activity(activity_type: str) -> StepKind | None:

@@ -80,3 +80,11 @@ def test_workflow_code_never_imports_ledger_backends() -> None:
     )
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_worker_shutdown_event_is_what_async_with_waits_on() -> None:
+    from temporalio.worker import Worker
+
+    assert _compat.WORKER_SHUTDOWN_COMPLETE in inspect.getsource(Worker.shutdown)
+    # The SDK sets it itself when its own start-up validation fails, the case the plugin mirrors.
+    assert _compat.WORKER_SHUTDOWN_COMPLETE in inspect.getsource(Worker._run)

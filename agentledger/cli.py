@@ -1,0 +1,673 @@
+"""The `agentledger` command line: try the demo, serve agents, start runs, and read the ledger.
+
+Commands::
+
+    agentledger demo [--ledger URL] [--ui]
+        Start a local Temporal dev server, run the demo agent once (a tool that fails on its first
+        attempt and succeeds on the retry) and print its answer and its timeline from the ledger.
+        Needs no configuration: with $OPENAI_API_KEY (or $AGENTLEDGER_DEMO_MODEL) it uses a real
+        model, otherwise a scripted one. --ui keeps the server and its web UI up until Ctrl-C.
+
+    agentledger worker --agent module:attr [--agent ...] [--ledger URL] [--address HOST:PORT]
+                       [--namespace NS] [--task-queue TQ]
+        Serve agents until Ctrl-C or SIGTERM. `attr` is an Agent, or a function with no arguments
+        that returns one; each agent needs a name and the TemporalDurability capability.
+
+    agentledger run AGENT PROMPT [--address] [--namespace] [--task-queue] [--workflow-id]
+                    [--deps JSON] [--json]
+        Run the agent named AGENT on a worker and print its output. Needs no ledger: the worker
+        records the run.
+
+    agentledger runs [--ledger URL] [--agent NAME] [--status STATUS] [--conversation ID]
+                     [--parent RUN_ID] [--limit N] [--before RUN_ID] [--json]
+        List runs, newest first. Page with --before <the last run id of the previous page>.
+
+    agentledger show RUN_ID [--ledger URL] [--json]
+        Print one run: its facts and lineage (the run it was seeded from, the runs continued or forked
+        from it), one line per event (every attempt, including failed, abandoned and in-doubt ones)
+        with its snapshots in place, which attempt of each step the run used, the delegate runs it
+        started (5 levels deep), and the tool calls in doubt with what can be done about them.
+
+    agentledger snapshots RUN_ID [--ledger URL] [--json] [--messages SNAPSHOT_ID]
+        List a run's snapshots (where `continue` and `fork` can start from), or print one snapshot's
+        messages as pydantic-ai message JSON (`ModelMessagesTypeAdapter`).
+
+    agentledger continue RUN_ID [PROMPT] [--ledger URL] [--address] [--namespace] [--task-queue]
+                         [--workflow-id] [--deps JSON] [--wait] [--json]
+    agentledger fork RUN_ID (--at-step K | --snapshot ID) [--prompt TEXT] [same options]
+        Start a new run seeded with RUN_ID's latest valid snapshot (continue), or the latest at or
+        before step K, or exactly snapshot ID (fork), and print its ids and what it was seeded from;
+        --wait waits for it and prints its output, as `run` does. The task queue defaults to the
+        source run's. Needs the ledger (to check the run and snapshot before starting anything) and a
+        worker that serves the agent with the same ledger.
+
+Defaults: --ledger is $AGENTLEDGER_LEDGER or sqlite:///agentledger.db (the demo's is
+sqlite:///agentledger-demo.db), --address is $TEMPORAL_ADDRESS or localhost:7233, --namespace is
+`default`, --task-queue is `agentledger` (for `continue` and `fork`: the source run's).
+
+JSON output (`--json`) is one document on stdout, with a `schema` key naming its shape:
+
+- `run`: `{"schema": "agentledger.run/1", "output": <the agent's output as JSON>, "run_id": str,
+  "workflow_id": str, "usage": {"requests", "input_tokens", "output_tokens", "tool_calls"}}`
+- `runs`: `{"schema": "agentledger.runs/1", "runs": [RunRecord.to_json(), ...]}`
+- `show`: `{"schema": "agentledger.show/1", "run": RunRecord.to_json(), "steps": [StepRecord.to_json(), ...],
+  "events": [StepEvent.to_json(), ...], "snapshots": [SnapshotRecord.to_json(), ...],
+  "tool_effects": [ToolEffect.to_json(), ...], "continuations": [run id, ...],
+  "children": [RunRecord.to_json(), ...]}` (events in ledger order, each with its derived `state`;
+  continuations: the runs seeded from this one, oldest first; children: the delegate runs it started)
+- `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
+  "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
+  plus `forked_from`. For `continue` the snapshot is the latest when the command ran.
+- `snapshots`: `{"schema": "agentledger.snapshots/1", "run_id": str, "latest": snapshot id or null,
+  "snapshots": [SnapshotRecord.to_json(), ...]}`; `--messages` prints a JSON list of pydantic-ai
+  messages instead (no `schema` key: it is pydantic-ai's own format)
+
+Exit codes: 0 on success, 1 for an error the message explains (an unknown run id, snapshot id or
+step, a bad ledger URL, Temporal unreachable, a failed run), printed as one `agentledger: <message>`
+line on stderr, and 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic_ai.agent.abstract import AbstractAgent
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+from pydantic_ai.messages import ModelMessagesTypeAdapter
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client, Plugin, WorkflowFailureError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from . import __version__
+from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, start
+from ._demo import DEMO_PROMPT, demo_agent
+from ._devserver import start_dev_server
+from ._errors import AgentLedgerError
+from ._render import (
+    RunView,
+    render_runs,
+    render_snapshots,
+    render_timeline,
+    result_json,
+    run_json,
+    runs_json,
+    snapshots_json,
+    start_json,
+)
+from .ledger import Ledger, open_ledger
+from .ledger._lineage import resolve_seed
+from .ledger._records import ForkRef, RunRecord, RunStatus
+from .plugin import LedgerPlugin
+
+__all__ = ['CliError', 'main']
+
+DEFAULT_LEDGER = 'sqlite:///agentledger.db'
+"""The ledger when neither --ledger nor $AGENTLEDGER_LEDGER is given."""
+
+DEMO_LEDGER = 'sqlite:///agentledger-demo.db'
+"""The demo's ledger when --ledger is not given (kept apart from a real one)."""
+
+DEFAULT_ADDRESS = 'localhost:7233'
+"""The Temporal address when neither --address nor $TEMPORAL_ADDRESS is given."""
+
+DEFAULT_NAMESPACE = 'default'
+"""The Temporal namespace when --namespace is not given."""
+
+DEFAULT_TASK_QUEUE = 'agentledger'
+"""The task queue when --task-queue is not given."""
+
+DEMO_TASK_QUEUE = 'agentledger-demo'
+"""The task queue of the demo's worker."""
+
+_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork'})
+"""Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
+
+DELEGATE_DEPTH = 5
+"""How many levels of delegate runs `show` reads below a run."""
+
+_Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class CliError(Exception):
+    """An expected failure: `main` prints `agentledger: <message>` to stderr and exits with 1."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `agentledger` command line with `argv` (default: `sys.argv[1:]`) and return its exit code.
+
+    Called without `argv`, that is as the `agentledger` program, a command that used Temporal ends
+    the process itself (`os._exit`, after flushing): the Temporal SDK's Rust threads can abort
+    interpreter shutdown with "PyGILState_Release: thread state must be current"
+    (temporalio/sdk-python#300), which would turn a finished command into exit code 134.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        # argparse exits on --help, --version (0) and usage errors (2); callers of main() get the code instead.
+        return stop.code if isinstance(stop.code, int) else 0
+    command: _Command = args.handler
+    try:
+        code = asyncio.run(command(args))
+    except (CliError, AgentLedgerError) as error:
+        print(f'agentledger: {error}', file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    if argv is None and args.command in _TEMPORAL_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='agentledger',
+        description='Run pydantic-ai agents durably on Temporal and keep a ledger of every step.',
+    )
+    parser.add_argument('--version', action='version', version=f'agentledger {__version__}')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    demo = commands.add_parser('demo', help='run the demo agent on a local Temporal dev server and show its timeline')
+    demo.add_argument('--ledger', default=DEMO_LEDGER, help=f'ledger URL (default: {DEMO_LEDGER})')
+    demo.add_argument('--ui', action='store_true', help='enable the Temporal web UI and keep it up until Ctrl-C')
+    demo.set_defaults(handler=_demo)
+
+    worker = commands.add_parser('worker', help='serve agents until Ctrl-C or SIGTERM')
+    worker.add_argument(
+        '--agent',
+        action='append',
+        required=True,
+        metavar='MODULE:ATTR',
+        help='an Agent, or a function returning one, to serve (repeat for several)',
+    )
+    _ledger_option(worker)
+    _temporal_options(worker)
+    worker.set_defaults(handler=_worker)
+
+    run = commands.add_parser('run', help='run an agent on a worker and print its output')
+    run.add_argument('agent', metavar='AGENT', help='the name of an agent a worker serves')
+    run.add_argument('prompt', metavar='PROMPT', help='the user prompt')
+    _temporal_options(run)
+    run.add_argument('--workflow-id', help='the Temporal workflow id (default: <agent>-<random>)')
+    run.add_argument('--deps', type=_json_value, help="the run's deps as JSON, validated against the agent's deps_type")
+    run.add_argument('--json', action='store_true', help='print the result as JSON (schema agentledger.run/1)')
+    run.set_defaults(handler=_run)
+
+    runs = commands.add_parser('runs', help='list runs, newest first')
+    _ledger_option(runs)
+    runs.add_argument('--agent', help='only runs of this agent')
+    runs.add_argument('--status', choices=get_args(RunStatus), help='only runs with this status')
+    runs.add_argument('--conversation', metavar='ID', help='only runs of this conversation')
+    runs.add_argument('--parent', metavar='RUN_ID', help='only runs started by this run')
+    runs.add_argument('--limit', type=_positive_int, default=20, metavar='N', help='at most N runs (default: 20)')
+    runs.add_argument('--before', metavar='RUN_ID', help='only runs older than this one (the next page)')
+    runs.add_argument('--json', action='store_true', help='print JSON (schema agentledger.runs/1)')
+    runs.set_defaults(handler=_runs)
+
+    show = commands.add_parser('show', help="print a run's timeline: every event, attempt and step")
+    show.add_argument('run_id', metavar='RUN_ID')
+    _ledger_option(show)
+    show.add_argument('--json', action='store_true', help='print JSON (schema agentledger.show/1)')
+    show.set_defaults(handler=_show)
+
+    snapshots = commands.add_parser('snapshots', help="list a run's snapshots, or print one snapshot's messages")
+    snapshots.add_argument('run_id', metavar='RUN_ID')
+    _ledger_option(snapshots)
+    snapshots.add_argument('--json', action='store_true', help='print JSON (schema agentledger.snapshots/1)')
+    snapshots.add_argument(
+        '--messages', metavar='SNAPSHOT_ID', help="print this snapshot's messages as pydantic-ai message JSON"
+    )
+    snapshots.set_defaults(handler=_snapshots)
+
+    continuing = commands.add_parser('continue', help="start a new run from a run's latest valid snapshot")
+    continuing.add_argument('run_id', metavar='RUN_ID', help='the run to continue')
+    continuing.add_argument('prompt', metavar='PROMPT', nargs='?', help='a new user prompt (default: none)')
+    _seeded_options(continuing)
+    continuing.set_defaults(handler=_continue)
+
+    fork = commands.add_parser('fork', help='start a new run from an earlier snapshot of a run')
+    fork.add_argument('run_id', metavar='RUN_ID', help='the run to fork')
+    point = fork.add_mutually_exclusive_group(required=True)
+    point.add_argument('--at-step', type=int, metavar='K', help='from the latest valid snapshot at or before step K')
+    point.add_argument('--snapshot', metavar='ID', help='from exactly this snapshot (see `agentledger snapshots`)')
+    fork.add_argument('--prompt', metavar='TEXT', help='a new user prompt (default: none)')
+    _seeded_options(fork)
+    fork.set_defaults(handler=_fork)
+    return parser
+
+
+def _ledger_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--ledger',
+        default=os.environ.get('AGENTLEDGER_LEDGER', DEFAULT_LEDGER),
+        metavar='URL',
+        help=f'ledger URL (default: $AGENTLEDGER_LEDGER or {DEFAULT_LEDGER})',
+    )
+
+
+def _temporal_options(parser: argparse.ArgumentParser, *, task_queue: str | None = DEFAULT_TASK_QUEUE) -> None:
+    parser.add_argument(
+        '--address',
+        default=os.environ.get('TEMPORAL_ADDRESS', DEFAULT_ADDRESS),
+        metavar='HOST:PORT',
+        help=f'the Temporal server (default: $TEMPORAL_ADDRESS or {DEFAULT_ADDRESS})',
+    )
+    parser.add_argument('--namespace', default=DEFAULT_NAMESPACE, help=f'(default: {DEFAULT_NAMESPACE})')
+    # A continued or forked run goes to its source run's task queue unless told otherwise.
+    shown = task_queue if task_queue is not None else "the source run's"
+    parser.add_argument('--task-queue', default=task_queue, help=f'(default: {shown})')
+
+
+def _seeded_options(parser: argparse.ArgumentParser) -> None:
+    """The options `continue` and `fork` share: where the ledger and Temporal are, and how to start and report."""
+    _ledger_option(parser)
+    _temporal_options(parser, task_queue=None)
+    parser.add_argument('--workflow-id', help='the Temporal workflow id (default: <agent>-<continue|fork>-<random>)')
+    parser.add_argument('--deps', type=_json_value, help="the new run's deps as JSON")
+    parser.add_argument('--wait', action='store_true', help='wait for the run and print its output')
+    parser.add_argument(
+        '--json', action='store_true', help='print JSON (schema agentledger.start/1, with --wait agentledger.run/1)'
+    )
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f'not valid JSON: {error}') from error
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive whole number, got {text!r}')
+    return value
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    ledger = open_ledger(args.ledger)
+    await _check_ledger(args.ledger)
+    agent = demo_agent()
+    plugin = LedgerPlugin(ledger, agents=[agent])
+    # The demo fails one attempt on purpose and its timeline shows that; Temporal's warning with a
+    # traceback for the same failure would only look like a crash.
+    logging.getLogger('temporalio.activity').setLevel(logging.ERROR)
+    _status('starting a Temporal dev server (building the Temporal CLI first if needed)...')
+    ui_port = _free_port() if args.ui else None
+    env = await _dev_server(plugin, ui_port)
+    try:
+        if ui_port is not None:
+            _status(f'Temporal UI: http://localhost:{ui_port}')
+        async with Worker(env.client, task_queue=DEMO_TASK_QUEUE):
+            model = agent.model if isinstance(agent.model, str) else getattr(agent.model, 'model_name', '?')
+            _status(f'running the demo agent (model {model}): {DEMO_PROMPT}')
+            handle = await start(env.client, agent, DEMO_PROMPT, task_queue=DEMO_TASK_QUEUE)
+            result = await _result(handle)
+            # Read while the worker (which opened the ledger) is still up.
+            view = await _read_view(ledger, result.run_id)
+        print(result.output)
+        print()
+        print(render_timeline(view, ledger_url=ledger.url))
+        print()
+        print(f'agentledger show {result.run_id} --ledger {args.ledger}')
+        if ui_port is not None:
+            print(
+                f'Temporal UI: http://localhost:{ui_port}/namespaces/{DEFAULT_NAMESPACE}/workflows/{view.run.workflow_id}'
+            )
+            sys.stdout.flush()
+            await _until_stopped('the dev server stays up for the UI; press Ctrl-C to stop it')
+    finally:
+        await env.shutdown()
+    return 0
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    agents = [_import_agent(spec) for spec in args.agent]
+    ledger = open_ledger(args.ledger)
+    try:
+        plugin = LedgerPlugin(ledger, agents=agents)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    await _check_ledger(args.ledger)
+    # A long-running process: its warnings (failed activity attempts, ledger retries) belong in its log.
+    logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    client = await _connect(args.address, args.namespace, plugin)
+    # A worker checks its namespace when it starts, but reports a missing one as a bare RuntimeError.
+    try:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=args.namespace))
+    except RPCError as error:
+        raise CliError(f'cannot use namespace {args.namespace!r} at {args.address}: {error.message}') from error
+    names = ', '.join(repr(agent.name) for agent in agents)
+    async with Worker(client, task_queue=args.task_queue):
+        await _until_stopped(
+            f'worker: serving {names} on task queue {args.task_queue!r} at {args.address} '
+            f'(namespace {args.namespace}), ledger {ledger.url}; Ctrl-C to stop'
+        )
+        _status('worker: stopping')
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    # The client needs pydantic-ai's payload converter only; the worker records the run in its ledger.
+    client = await _connect(args.address, args.namespace, PydanticAIPlugin())
+    with _starting(args):
+        handle: AgentRunHandle[Any] = await start(
+            client, args.agent, args.prompt, task_queue=args.task_queue, deps=args.deps, workflow_id=args.workflow_id
+        )
+    _status(f'started run {handle.run_id} (workflow {handle.workflow_id}); waiting for a worker on {args.task_queue!r}')
+    _print_result(await _result(handle), as_json=args.json)
+    return 0
+
+
+async def _continue(args: argparse.Namespace) -> int:
+    return await _start_seeded(args, prompt=args.prompt, at_step=None, snapshot=None)
+
+
+async def _fork(args: argparse.Namespace) -> int:
+    return await _start_seeded(args, prompt=args.prompt, at_step=args.at_step, snapshot=args.snapshot)
+
+
+async def _start_seeded(
+    args: argparse.Namespace, *, prompt: str | None, at_step: int | None, snapshot: str | None
+) -> int:
+    """Start a run seeded from `args.run_id` (continue without `at_step` / `snapshot`, else fork) and report it."""
+    async with _reading(args.ledger) as ledger:
+        # Resolved before connecting, so a bad run id, snapshot id or step says so even when Temporal is down.
+        seed = await resolve_seed(ledger, continue_from=args.run_id, at_step=at_step, snapshot_id=snapshot)
+        task_queue: str = args.task_queue or (await ledger.run(args.run_id)).task_queue
+        # No agents: this client only starts workflows. continue_run / fork_run take the ledger from the plugin
+        # and check the seed again; this context's open keeps it open across their own open and close.
+        client = await _connect(args.address, args.namespace, LedgerPlugin(ledger))
+        with _starting(args):
+            handle: AgentRunHandle[Any]
+            if at_step is None and snapshot is None:
+                handle = await continue_run(
+                    client, args.run_id, prompt, deps=args.deps, task_queue=task_queue, workflow_id=args.workflow_id
+                )
+            else:
+                handle = await fork_run(
+                    client,
+                    args.run_id,
+                    at_step=at_step,
+                    snapshot=snapshot,
+                    prompt=prompt,
+                    deps=args.deps,
+                    task_queue=task_queue,
+                    workflow_id=args.workflow_id,
+                )
+    seeded = f'{seed.run_id} ({seed.reason}, snapshot {seed.snapshot_id})'
+    if args.wait:
+        _status(
+            f'started run {handle.run_id} (workflow {handle.workflow_id}) seeded from {seeded}; '
+            f'waiting for a worker on {task_queue!r}'
+        )
+        _print_result(await _result(handle), as_json=args.json, forked_from=seed)
+    elif args.json:
+        print(json.dumps(start_json(handle.run_id, handle.workflow_id, seed), indent=2, ensure_ascii=False))
+    else:
+        facts = [
+            ('run', handle.run_id),
+            ('workflow', handle.workflow_id),
+            ('task queue', task_queue),
+            ('seeded from', seeded),
+        ]
+        width = max(len(label) for label, _ in facts)
+        print('\n'.join(f'{label:<{width}}  {value}' for label, value in facts))
+        _status(f'agentledger show {handle.run_id}')
+    return 0
+
+
+async def _runs(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        runs = await ledger.runs(
+            agent=args.agent,
+            status=args.status,
+            conversation_id=args.conversation,
+            parent_run_id=args.parent,
+            limit=args.limit,
+            before=args.before,
+        )
+    print(json.dumps(runs_json(runs), indent=2, ensure_ascii=False) if args.json else render_runs(runs))
+    return 0
+
+
+async def _show(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        view = await _read_view(ledger, args.run_id)
+    if args.json:
+        print(json.dumps(run_json(view), indent=2, ensure_ascii=False))
+    else:
+        print(render_timeline(view, ledger_url=ledger.url))
+    return 0
+
+
+async def _snapshots(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        if args.messages is not None:
+            await ledger.run(args.run_id)
+            snapshot = await ledger.snapshot(args.messages)
+            if snapshot.record.run_id != args.run_id:
+                raise CliError(f'snapshot {args.messages!r} does not belong to run {args.run_id!r}')
+            # pydantic-ai's own message format, so the output loads back with ModelMessagesTypeAdapter.
+            print(ModelMessagesTypeAdapter.dump_json(snapshot.messages, indent=2).decode())
+            return 0
+        snapshots = await ledger.snapshots(args.run_id)
+        latest = await ledger.latest_snapshot(args.run_id) if snapshots else None
+    if args.json:
+        print(json.dumps(snapshots_json(args.run_id, snapshots, latest), indent=2, ensure_ascii=False))
+        return 0
+    print(render_snapshots(snapshots))
+    if latest is not None:
+        _status(
+            f'continue starts from the latest, {latest.snapshot_id}; fork --at-step K from the latest at or before K'
+        )
+        _status(f"agentledger snapshots {args.run_id} --messages SNAPSHOT_ID prints a snapshot's messages")
+    return 0
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _reading(url: str) -> AsyncIterator[Ledger]:
+    """Open the ledger at `url` for reading; a SQLite file that does not exist is an error, not an empty ledger."""
+    ledger = open_ledger(url)
+    # Opening a SQLite ledger creates its file; for a read that only hides a wrong path or directory.
+    sqlite_path = ledger.url.removeprefix('sqlite:///') if ledger.url.startswith('sqlite:///') else None
+    if sqlite_path is not None and not Path(sqlite_path).exists():
+        raise CliError(f'no ledger at {url}: {sqlite_path} does not exist (pass --ledger or set $AGENTLEDGER_LEDGER)')
+    async with ledger:
+        yield ledger
+
+
+async def _check_ledger(url: str) -> None:
+    """Open and close the ledger at `url` once, so a ledger that cannot be opened fails here with its own message.
+
+    The worker's `LedgerPlugin` opens its ledger as the worker starts; when that fails, temporalio
+    (1.35) never marks the worker shut down, and leaving `async with Worker(...)` waits forever.
+    """
+    async with open_ledger(url):
+        pass
+
+
+async def _read_view(ledger: Ledger, run_id: str) -> RunView:
+    """Everything `show` prints about a run: its records, snapshots, tool effects and lineage both ways."""
+    return RunView(
+        run=await ledger.run(run_id),
+        events=await ledger.events(run_id),
+        steps=await ledger.steps(run_id),
+        snapshots=await ledger.snapshots(run_id),
+        tool_effects=await ledger.tool_effects(run_id),
+        continuations=await _continuations(ledger, run_id),
+        delegates=await ledger.run_tree(run_id, max_depth=DELEGATE_DEPTH),
+    )
+
+
+async def _continuations(ledger: Ledger, run_id: str) -> list[RunRecord]:
+    """Every run seeded from `run_id`, oldest first (the ledger lists newest first, a page at a time)."""
+    found: list[RunRecord] = []
+    while True:
+        page = await ledger.runs(forked_from_run_id=run_id, limit=100, before=found[-1].run_id if found else None)
+        found += page
+        if len(page) < 100:
+            return found[::-1]
+
+
+async def _connect(address: str, namespace: str, plugin: Plugin) -> Client:
+    try:
+        return await Client.connect(address, namespace=namespace, plugins=[plugin])
+    except RuntimeError as error:
+        raise CliError(
+            f'cannot connect to Temporal at {address} ({error}); is a server running? '
+            '`temporal server start-dev` starts one, or pass --address / set $TEMPORAL_ADDRESS'
+        ) from error
+
+
+@contextmanager
+def _starting(args: argparse.Namespace) -> Iterator[None]:
+    """Turn Temporal's refusals to start a workflow into `CliError`s that say which."""
+    try:
+        yield
+    except WorkflowAlreadyStartedError as error:
+        raise CliError(f'a workflow with id {args.workflow_id!r} is already running') from error
+    except RPCError as error:
+        raise CliError(f'Temporal at {args.address} refused to start the run: {error.message}') from error
+
+
+def _print_result(result: AgentRunResult[Any], *, as_json: bool, forked_from: ForkRef | None = None) -> None:
+    """The output on stdout (as JSON with `as_json`), and on stderr how to see its timeline."""
+    if as_json:
+        print(json.dumps(result_json(result, forked_from=forked_from), indent=2, ensure_ascii=False))
+    else:
+        output = result.output
+        print(output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False))
+        _status(f'agentledger show {result.run_id}')
+
+
+async def _result(handle: AgentRunHandle[Any]) -> AgentRunResult[Any]:
+    try:
+        return await handle.result()
+    except WorkflowFailureError as error:
+        raise CliError(f'run {handle.run_id} (workflow {handle.workflow_id}) failed: {_failure(error)}') from error
+
+
+def _failure(error: BaseException) -> str:
+    # Temporal wraps what went wrong (workflow failure -> activity error -> application error); the innermost says it.
+    while error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, ApplicationError) and error.type:
+        return f'{error.type}: {error.message}'
+    return str(error)
+
+
+async def _dev_server(plugin: Plugin, ui_port: int | None) -> WorkflowEnvironment:
+    try:
+        with _stdout_to_stderr():
+            return await start_dev_server(plugins=[plugin], ui=ui_port is not None, ui_port=ui_port)
+    except (RuntimeError, OSError) as error:
+        raise CliError(f'cannot start a Temporal dev server: {error}') from error
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Point file descriptor 1 at stderr while the dev server starts: it inherits it and prints its banner there.
+
+    The demo's stdout is its answer and timeline; the banner ("CLI ... Server: localhost:...") is progress.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _until_stopped(announcement: str) -> None:
+    """Print `announcement`, then wait for Ctrl-C or SIGTERM (a container's stop) so the caller's cleanup runs.
+
+    The handlers are installed before the announcement: whoever acts on it (a person, a supervisor,
+    a test) may signal at once.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:
+            # Windows: Ctrl-C still ends the wait, as KeyboardInterrupt through asyncio.run.
+            continue
+        installed.append(signum)
+    _status(announcement)
+    try:
+        await stop.wait()
+    finally:
+        # A second Ctrl-C during the caller's cleanup interrupts it instead of being swallowed.
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _import_agent(spec: str) -> AbstractAgent[Any, Any]:
+    """Import `module:attr` (attr may be dotted), calling it when it is a function rather than an agent."""
+    module_name, _, attr = spec.partition(':')
+    if not module_name or not attr:
+        raise CliError(f'cannot import agent {spec!r}: expected module:attribute, e.g. myapp.agents:support_agent')
+    # Console scripts do not put the current directory on sys.path; `python -m` does, and users expect the same.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+        for name in attr.split('.'):
+            target = getattr(target, name)
+        if not isinstance(target, AbstractAgent) and callable(target):
+            target = target()
+    except Exception as error:
+        raise CliError(f'cannot import agent {spec!r}: {type(error).__name__}: {error}') from error
+    if not isinstance(target, AbstractAgent):
+        raise CliError(f'cannot import agent {spec!r}: it is a {type(target).__name__}, not a pydantic-ai agent')
+    return target
+
+
+def _status(message: str) -> None:
+    """Progress for the person at the terminal, on stderr so stdout stays the command's result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Write the benchmark figures into README.md from the result files, so no figure is typed by hand.
+
+Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of the README is replaced by a
+table rendered from `benchmarks/results/NAME.json` (written by `benchmarks/NAME.py`).
+
+    .venv/bin/python benchmarks/render_readme.py          # rewrite README.md
+    .venv/bin/python benchmarks/render_readme.py --check  # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).parent.parent
+RESULTS = Path(__file__).parent / 'results'
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def overhead(data: dict[str, Any]) -> str:
+    return _table(
+        ['model requests per run', 'pydantic-ai alone (median)', 'agentledger (median)', 'ratio', 'ledger events/s'],
+        [
+            [
+                str(data['steps']),
+                f'{data["baseline_median_s"] * 1000:.0f} ms',
+                f'{data["agentledger_median_s"] * 1000:.0f} ms',
+                f'{data["ratio"]:.3f}',
+                f'{data["ledger_events_per_s"]:.0f}',
+            ]
+        ],
+    )
+
+
+def snapshots(data: dict[str, Any]) -> str:
+    writes = ', '.join(f'step {step}: {ms:.1f} ms' for step, ms in data['snapshot_write_ms'].items())
+    harness = data.get('harness')
+    comparison = ''
+    if harness:
+        comparison = (
+            f'\n\nThe same shape through `pydantic_ai_harness.step_persistence` 0.62.0 (in process): '
+            f'{harness["sqlite_bytes"] / 1e6:.2f} MB in its SQLite store, {harness["file_bytes"] / 1e6:.2f} MB '
+            'in its file store.'
+        )
+    return _table(
+        ['steps', 'final history', 'stored content', 'ratio', 'snapshot write time', 'continue vs fresh start'],
+        [
+            [
+                str(data['steps']),
+                f'{data["final_history_bytes"] / 1e6:.2f} MB',
+                f'{data["stored_content_bytes"] / 1e6:.2f} MB',
+                f'{data["storage_ratio"]:.2f}x',
+                writes,
+                f'{data["continue_median_s"] * 1000:.0f} ms vs {data["fresh_run_median_s"] * 1000:.0f} ms '
+                f'({data["continue_ratio"]:.2f}x)',
+            ]
+        ],
+    ) + comparison
+
+
+def ledger_backends(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            str(row['backend']),
+            str(row['concurrency']),
+            f'{row["events_per_s"]:.0f}',
+            f'{row["snapshot_write_ms_median"]:.1f} ms',
+            f'{row["snapshot_write_ms_p95"]:.1f} ms',
+        ]
+        for row in data['rows']
+    ]
+    return _table(['backend', 'concurrent runs', 'events/s', 'snapshot write (median)', 'snapshot write (p95)'], rows)
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    'overhead': overhead,
+    'snapshots': snapshots,
+    'ledger_backends': ledger_backends,
+}
+
+
+def render(readme: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        path = RESULTS / f'{name}.json'
+        if name not in RENDERERS or not path.exists():
+            return match.group(0)
+        body = RENDERERS[name](json.loads(path.read_text()))
+        return f'<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->'
+
+    return re.sub(r'<!-- results:(\w+) -->.*?<!-- /results:\1 -->', replace, readme, flags=re.DOTALL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description='render benchmark results into README.md')
+    parser.add_argument('--check', action='store_true', help='fail if README.md is not up to date')
+    args = parser.parse_args()
+    readme_path = ROOT / 'README.md'
+    current = readme_path.read_text()
+    updated = render(current)
+    if args.check:
+        if updated != current:
+            print('README.md benchmark figures are out of date: run benchmarks/render_readme.py', file=sys.stderr)
+            return 1
+        return 0
+    readme_path.write_text(updated)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
