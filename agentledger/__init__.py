@@ -9,8 +9,8 @@ async with Worker(client, task_queue='agents'):
     result = await agentledger.run(client, agent, 'prompt', task_queue='agents')
 ```
 
-Backends that need optional libraries (`SqliteLedger`: aiosqlite) are imported on first use, so
-workflow code importing this package never loads them.
+Backends that need optional libraries (`SqliteLedger`: aiosqlite, `S3Ledger`: boto3) are imported
+on first use, so workflow code importing this package never loads them.
 """
 
 from __future__ import annotations
@@ -20,34 +20,37 @@ from typing import TYPE_CHECKING, Any
 from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, run, start
 from ._errors import (
     AgentLedgerError,
+    DelegateFailedError,
     LedgerConfigError,
     LedgerCorruptionError,
     LedgerError,
     LedgerUnavailableError,
     RunNotFoundError,
 )
+from ._tools import idempotency_key
 from .ledger import (
     Acceptance,
     ErrorInfo,
     ForkRef,
-    Snapshot,
-    SnapshotRecord,
-    ToolEffect,
     Ledger,
     MemoryLedger,
     RetryPolicy,
     RunRecord,
+    RunTree,
+    Snapshot,
+    SnapshotRecord,
     StepEvent,
     StepRecord,
+    ToolEffect,
     Usage,
     open_ledger,
 )
 from .ledger._snapshots import SnapshotNotFoundError
-from ._tools import idempotency_key
 from .plugin import LedgerPlugin
-from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow
+from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow, DelegateTool, delegate
 
 if TYPE_CHECKING:
+    from .ledger.s3 import S3Ledger
     from .ledger.sqlite import SqliteLedger
 
 __all__ = [
@@ -58,7 +61,10 @@ __all__ = [
     'AgentRunOutput',
     'AgentRunResult',
     'AgentRunWorkflow',
+    'DelegateFailedError',
+    'DelegateTool',
     'ErrorInfo',
+    'ForkRef',
     'Ledger',
     'LedgerConfigError',
     'LedgerCorruptionError',
@@ -69,21 +75,23 @@ __all__ = [
     'RetryPolicy',
     'RunNotFoundError',
     'RunRecord',
+    'RunTree',
+    'S3Ledger',
+    'Snapshot',
+    'SnapshotNotFoundError',
+    'SnapshotRecord',
     'SqliteLedger',
     'StepEvent',
     'StepRecord',
+    'ToolEffect',
     'Usage',
+    'continue_run',
+    'delegate',
+    'fork_run',
+    'idempotency_key',
     'open_ledger',
     'run',
     'start',
-    'continue_run',
-    'fork_run',
-    'idempotency_key',
-    'SnapshotNotFoundError',
-    'Snapshot',
-    'SnapshotRecord',
-    'ToolEffect',
-    'ForkRef',
 ]
 
 __version__ = '0.1.0'
@@ -94,4 +102,8 @@ def __getattr__(name: str) -> Any:
         from .ledger.sqlite import SqliteLedger
 
         return SqliteLedger
+    if name == 'S3Ledger':
+        from .ledger.s3 import S3Ledger
+
+        return S3Ledger
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -170,7 +170,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
     }
     print(f'{args.steps}-step run, ~4 KB tool output per step: {run_s:.1f} s')
     print(f'final history (raw JSON)      {raw / 1e6:8.2f} MB')
-    print(f'stored content (msgs+snaps)   {stored / 1e6:8.2f} MB   ratio {report["storage_ratio"]:.2f}x (target <= 1.5)')
+    print(
+        f'stored content (msgs+snaps)   {stored / 1e6:8.2f} MB   ratio {report["storage_ratio"]:.2f}x (target <= 1.5)'
+    )
     print(f'SQLite file (incl. events)    {sizes["sqlite_file"] / 1e6:8.2f} MB')
     if harness is not None:
         print(f'pydantic_ai_harness SQLite      {harness["sqlite_bytes"] / 1e6:8.2f} MB   (same shape, in process)')

@@ -17,6 +17,8 @@ from temporalio.worker import Worker
 from agentledger import Ledger, LedgerPlugin
 from agentledger._devserver import start_dev_server
 
+pytest_plugins = ['tests.s3_server']
+
 
 @pytest.fixture(scope='session')
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:

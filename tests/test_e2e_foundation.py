@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,89 +27,15 @@ from .agents import (
     typed_agent,
     zombie_agent,
 )
+from .checks import check_calc_run, kinds
 from .conftest import serve
-
-
-def kinds(events: list[StepEvent]) -> Counter[str]:
-    return Counter(e.kind for e in events if e.state != 'abandoned')
 
 
 async def test_run_records_every_step_c1_c2_c3(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
     """C1 (counts, causal order), C2 (a failed attempt then the next), C3 (ModelRetry, validation error)."""
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [calc_agent]) as served:
         result = await agentledger.run(served.client, calc_agent, 'compute', task_queue=served.task_queue)
-        assert result.output == 'done'
-        assert result.usage.requests == 5
-
-        run = await ledger.run(result.run_id)
-        assert run.status == 'completed'
-        assert run.workflow_id == result.workflow_id
-        assert run.agent_name == 'calc'
-        assert run.usage == result.usage
-
-        events = await ledger.events(result.run_id)
-        assert [e.seq for e in events] == sorted(e.seq for e in events)
-        assert events[0].kind == 'run_started'
-        assert events[-1].kind == 'run_completed'
-        assert all(e.state != 'provisional' for e in events)
-
-        # C1: 5 model requests, 5 tool calls (add, flaky, add with bad args, shout twice), one start, one end.
-        accepted = kinds(events)
-        assert accepted['run_started'] == 1 and accepted['run_completed'] == 1
-        assert accepted['model_request_started'] == 5 and accepted['model_request_completed'] == 5
-        assert accepted['tool_call_started'] == 5
-        assert accepted['tool_call_completed'] == 5
-        assert accepted['tool_call_failed'] == 0
-        model_steps = [e.step for e in events if e.kind == 'model_request_started']
-        assert model_steps == [1, 2, 3, 4, 5]
-
-        # Causal order: every attempt's start precedes its end; each tool call follows its model response.
-        position = {(e.activity_id, e.attempt, e.kind): i for i, e in enumerate(events)}
-        for e in events:
-            if e.kind.endswith(('_completed', '_failed')) and e.step_kind is not None and e.attempt > 0:
-                assert (
-                    position[(e.activity_id, e.attempt, e.kind.rsplit('_', 1)[0] + '_started')]
-                    < position[(e.activity_id, e.attempt, e.kind)]
-                )
-        for e in events:
-            if e.kind == 'tool_call_started':
-                response = next(m for m in events if m.kind == 'model_request_completed' and m.step == e.step)
-                assert response.seq < e.seq
-
-        # C2: flaky failed on attempt 1 (kept, abandoned) and completed on attempt 2 (accepted).
-        flaky = [e for e in events if e.tool_name == 'flaky']
-        assert [(e.kind, e.attempt, e.state) for e in flaky] == [
-            ('tool_call_started', 1, 'abandoned'),
-            ('tool_call_failed', 1, 'abandoned'),
-            ('tool_call_started', 2, 'accepted'),
-            ('tool_call_completed', 2, 'accepted'),
-        ]
-        failure = flaky[1].error
-        assert failure is not None
-        assert failure.type == 'RuntimeError' and 'transient failure' in failure.message and failure.retryable
-
-        # C3: ModelRetry is a completed call with outcome retry_requested; a validation error likewise.
-        outcomes = [(e.tool_name, e.outcome) for e in events if e.kind == 'tool_call_completed']
-        assert sorted(outcomes, key=str) == sorted(
-            [
-                ('add', 'returned'),
-                ('flaky', 'returned'),
-                ('add', 'validation_error'),
-                ('shout', 'retry_requested'),
-                ('shout', 'returned'),
-            ],
-            key=str,
-        )
-        retry = next(e for e in events if e.outcome == 'retry_requested')
-        assert retry.detail == 'say it in upper case'
-
-        # Every event key is stored once.
-        assert len({e.key for e in events}) == len(events)
-
-        steps = await ledger.steps(result.run_id)
-        assert all(s.status == 'completed' and s.accepted_attempt is not None for s in steps)
-        flaky_step = next(s for s in steps if s.tool_name == 'flaky')
-        assert (flaky_step.attempts, flaky_step.accepted_attempt) == (2, 2)
+        await check_calc_run(ledger, result)
 
 
 async def test_typed_output_and_deps(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -258,3 +183,12 @@ async def test_ledger_outage_pauses_the_run_and_loses_nothing_c16(
             f.application_failure_info.type == 'LedgerUnavailableError' and 'could not write' in f.message
             for f in failures
         )
+
+
+async def test_worker_with_unopenable_ledger_fails_at_start(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """A ledger that cannot be opened fails the worker's start with its own error instead of hanging."""
+    not_a_database = tmp_path / 'not-a-db'
+    not_a_database.write_bytes(b'this is not sqlite' * 100)
+    with pytest.raises(agentledger.LedgerError, match='not-a-db'):
+        async with serve(temporal_env, SqliteLedger(not_a_database), [calc_agent]):
+            await asyncio.sleep(30)

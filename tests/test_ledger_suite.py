@@ -60,9 +60,14 @@ from agentledger.ledger._records import (
     ToolEffect,
 )
 from agentledger.ledger._snapshots import SnapshotNotFoundError
+from agentledger.ledger.s3 import S3Ledger
 from agentledger.ledger.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
 
-BACKENDS = ['memory', 'sqlite']
+from .s3_server import s3_ledger
+from .s3_server import stored_content as s3_stored_content
+from .s3_server import tamper as s3_tamper
+
+BACKENDS = ['memory', 'sqlite', 's3']
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 
@@ -75,6 +80,8 @@ def make_ledger(backend: str, tmp_path: Path) -> Ledger:
         return MemoryLedger()
     if backend == 'sqlite':
         return SqliteLedger(tmp_path / 'ledger.db', retry=FAST_RETRY)
+    if backend == 's3':
+        return s3_ledger(retry=FAST_RETRY)
     raise ValueError(f'unknown backend {backend!r}')
 
 
@@ -791,6 +798,8 @@ def stored_content(ledger: Ledger) -> tuple[int, int]:
             [(messages,)] = raw.execute('SELECT COUNT(*) FROM messages').fetchall()
             [(blobs,)] = raw.execute('SELECT COUNT(*) FROM blobs').fetchall()
         return messages, blobs
+    if isinstance(ledger, S3Ledger):
+        return s3_stored_content(ledger)
     raise NotImplementedError(f'no storage view for {type(ledger).__name__}: add one to stored_content')
 
 
@@ -809,6 +818,9 @@ def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
         else:
             changed = raw_sql(Path(ledger._path), f'UPDATE {table} SET data = ? WHERE hash = ?', (data, digest))
         assert changed == 1
+        return
+    if isinstance(ledger, S3Ledger):
+        s3_tamper(ledger, table, digest, data)
         return
     raise NotImplementedError(f'no tampering for {type(ledger).__name__}: add it to tamper')
 

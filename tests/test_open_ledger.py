@@ -40,7 +40,6 @@ def test_memory_url() -> None:
 @pytest.mark.parametrize(
     'url',
     [
-        's3://bucket/prefix',
         'postgres://user:secret@db.internal/ledger',
         'sqlite://ledger.db',
         'sqlite:///',

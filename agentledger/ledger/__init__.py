@@ -1,7 +1,7 @@
 """The ledger: runs, step events and acceptances, stored by a backend behind the `Ledger` interface.
 
-`SqliteLedger` is imported on first use, so that importing this package (which workflow code does,
-for the records) never imports aiosqlite.
+`SqliteLedger` and `S3Ledger` are imported on first use, so that importing this package (which
+workflow code does, for the records) never imports aiosqlite or boto3.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from ._records import (
     RunRecord,
     RunSeal,
     RunStart,
+    RunTree,
     SnapshotRecord,
     StepEvent,
     StepRecord,
@@ -26,6 +27,7 @@ from ._url import open_ledger
 from .memory import MemoryLedger
 
 if TYPE_CHECKING:
+    from .s3 import S3Ledger
     from .sqlite import SqliteLedger
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     'RunRecord',
     'RunSeal',
     'RunStart',
+    'RunTree',
+    'S3Ledger',
     'Snapshot',
     'SnapshotRecord',
     'SqliteLedger',
@@ -51,9 +55,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import `SqliteLedger` (and with it aiosqlite) only when it is asked for."""
+    """Import `SqliteLedger` (and with it aiosqlite) or `S3Ledger` (and boto3) only when it is asked for."""
     if name == 'SqliteLedger':
         from .sqlite import SqliteLedger
 
         return SqliteLedger
+    if name == 'S3Ledger':
+        from .s3 import S3Ledger
+
+        return S3Ledger
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

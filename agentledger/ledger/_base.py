@@ -21,6 +21,7 @@ from ._records import (
     RunSeal,
     RunStart,
     RunStatus,
+    RunTree,
     SnapshotKind,
     SnapshotRecord,
     StepEvent,
@@ -257,6 +258,35 @@ class Ledger(ABC):
             limit=limit,
             before=cursor,
         )
+
+    async def run_tree(self, run_id: str, *, max_depth: int | None = None) -> RunTree:
+        """The run and the delegate runs it started, recursively (oldest child first), `max_depth` levels deep.
+
+        Each child is matched to the parent's delegate step by its `parent_tool_call_id`, so the tree
+        says which step started which delegate, and each node's run record its status, usage and duration.
+        """
+        return await self._subtree(await self.run(run_id), None, max_depth)
+
+    async def _subtree(self, record: RunRecord, step: StepRecord | None, depth: int | None) -> RunTree:
+        if depth is not None and depth <= 0:
+            return RunTree(run=record, step=step)
+        children: list[RunRecord] = []
+        while True:
+            page = await self.runs(
+                parent_run_id=record.run_id, limit=100, before=children[-1].run_id if children else None
+            )
+            children.extend(page)
+            if len(page) < 100:
+                break
+        if not children:
+            return RunTree(run=record, step=step)
+        calls = {s.tool_call_id: s for s in await self.steps(record.run_id) if s.tool_call_id is not None}
+        below = None if depth is None else depth - 1
+        subtrees = [
+            await self._subtree(child, calls.get(child.parent_tool_call_id or ''), below)
+            for child in sorted(children, key=lambda run: (run.started_at, run.run_id))
+        ]
+        return RunTree(run=record, step=step, children=tuple(subtrees))
 
     async def events(self, run_id: str) -> list[StepEvent]:
         """Return the run's events in causal order, each with its derived `state`."""

@@ -10,6 +10,7 @@ free of I/O and of backend libraries.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
@@ -27,6 +28,7 @@ __all__ = [
     'RunSeal',
     'RunStart',
     'RunStatus',
+    'RunTree',
     'SnapshotKind',
     'SnapshotRecord',
     'StepEvent',
@@ -108,7 +110,7 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token and request counts, added up across model requests (and, later, delegates)."""
+    """Token and request counts, added up across model requests and, for an orchestrator, its delegates' runs."""
 
     requests: int = 0
     input_tokens: int = 0
@@ -150,7 +152,10 @@ class StepEvent:
     activity_id: str
     """The Temporal activity id, or `RUN_ACTIVITY_ID` for run-level events."""
     attempt: int
-    """The Temporal attempt number (1-based); 0 for run-level and workflow-side events."""
+    """The Temporal attempt number (1-based); 0 for run-level events and calls rejected at argument validation.
+
+    A delegate call counts its child workflow runs as attempts: each retry of a failed delegate is one more.
+    """
     kind: EventKind
     timestamp: datetime
     step: int | None = None
@@ -167,6 +172,8 @@ class StepEvent:
     outcome: ToolOutcome | None = None
     detail: str | None = None
     """A short human-readable note (a retry prompt, the output preview, ...)."""
+    child_run_id: str | None = None
+    """For a delegate call (`agentledger.delegate`): the ledger run id of the child run it started."""
     seq: int = 0
     """The ledger's causal order, assigned when stored."""
     state: EventState = 'provisional'
@@ -375,10 +382,40 @@ class StepRecord:
     usage: Usage | None = None
     error: ErrorInfo | None = None
     duration_s: float | None = None
+    child_run_id: str | None = None
+    """For a delegate call: the ledger run id of the child run whose result the step used (its latest attempt)."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunTree:
+    """A run and the delegate runs it started, recursively: who delegated what, what it cost, how it ended.
+
+    `step` is the parent's delegate call that started this run (`None` for the root, and for a child
+    whose parent has not yet recorded the call: a running parent records it at its next activity).
+    A delegate retried after a failure appears once per attempt, each linked to the same call.
+    """
+
+    run: RunRecord
+    step: StepRecord | None = None
+    children: tuple[RunTree, ...] = ()
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, RunTree]]:
+        """Every node, depth first, with its depth below this one (the root is depth 0)."""
+        yield depth, self
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict: the run, the calling step and the children, recursively."""
+        return {
+            'run': self.run.to_json(),
+            'step': self.step.to_json() if self.step is not None else None,
+            'children': [child.to_json() for child in self.children],
+        }
 
 
 SnapshotKind: TypeAlias = Literal['model_request', 'final']

@@ -197,6 +197,9 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
         else:
             status = 'running'
         described = terminal or max(activity_events, key=lambda e: (e.fence, e.is_terminal))
+        child_run_id = described.child_run_id or next(
+            (e.child_run_id for e in reversed(activity_events) if e.child_run_id is not None), None
+        )
         steps.append(
             StepRecord(
                 run_id=first.run_id,
@@ -213,6 +216,7 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
                 usage=described.usage,
                 error=described.error if described.is_terminal else None,
                 duration_s=described.duration_s,
+                child_run_id=child_run_id,
             )
         )
     return steps

@@ -8,15 +8,20 @@ from .memory import MemoryLedger
 
 __all__ = ['open_ledger']
 
-_SUPPORTED = 'sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path ending in .db, or memory://'
+_SUPPORTED = (
+    'sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path ending in .db, s3://bucket/prefix, '
+    'or memory://'
+)
 
 
 def open_ledger(url: str) -> Ledger:
     """Return the (unopened) ledger `url` names; `await ledger.open()` or use it with `async with`.
 
     Supported: `sqlite:///relative/path.db` and `sqlite:////absolute/path.db` (three slashes, then
-    the path, as SQLAlchemy spells it), a bare file path ending in `.db`, and `memory://`. Anything
-    else raises `LedgerConfigError` listing these.
+    the path, as SQLAlchemy spells it), a bare file path ending in `.db`, `s3://bucket/prefix` (an
+    `S3Ledger`, configured by the standard AWS environment and profiles, or by the non-secret
+    options it accepts as query parameters) and `memory://`. Anything else raises
+    `LedgerConfigError` listing these.
     """
     if url == 'memory://':
         return MemoryLedger()
@@ -26,6 +31,11 @@ def open_ledger(url: str) -> Ledger:
         return _sqlite(url.removeprefix('sqlite:///'))
     if '://' not in url and url.endswith('.db'):
         return _sqlite(url)
+    if url.startswith('s3://'):
+        # Imported here so that importing agentledger.ledger (which workflow code does) never imports boto3.
+        from .s3 import S3Ledger
+
+        return S3Ledger(url)
     # Only the scheme is echoed: a URL may carry credentials.
     scheme = url.split('://', 1)[0] if '://' in url else None
     shown = f'scheme {scheme!r}' if scheme else 'URL (no scheme)'

@@ -23,8 +23,10 @@ Key layout, under `<prefix>/`::
                                              one immutable object per Acceptance, likewise.
     runs/<run id>/snapshots/<snapshot id>.json
                                              one manifest per snapshot: {"seq": n, "snapshot": SnapshotRecord}.
-    messages/<hash[:2]>/<hash>               message content, addressed by its SHA-256, written once
-    blobs/<hash[:2]>/<hash>                  binary parts, likewise
+    messages/<hash[:2]>/<hash>               message content, addressed by its SHA-256 and created with
+                                             If-None-Match; content of 16 KiB or more is looked up (HEAD)
+                                             first, so what is stored already is not sent again.
+    blobs/<hash[:2]>/<hash>                  binary parts, likewise.
     index/runs/all/<inverted start time>-<run id>
     index/runs/<field>/<sha256(value)[:32]>/<inverted start time>-<run id>
                                              empty objects. The inverted start time (microseconds since the
@@ -40,8 +42,9 @@ Key layout, under `<prefix>/`::
 
 Batching: idempotency is per event, so each event is its own object (a batch object could not
 tell a redelivered event from a new one without reading every batch back); what a batch shares is
-its sequence numbers (one compare-and-swap for the whole batch, and for every batch of the same
-run waiting in this process) and its uploads, which run in parallel.
+its sequence numbers: one compare-and-swap for the whole batch, and for every batch of the same
+run waiting in this process. A batch's events are uploaded in order, so a batch cut short by a
+failure and retried keeps its order.
 
 Order guarantee: `seq` comes from the run's counter, not from a clock, so it is the same on every
 host whatever their clocks say. An event whose write returned before another write of the same run
@@ -50,7 +53,15 @@ overlap in time are ordered by when they took their numbers. That is the causal 
 needs: an attempt's `started` is written (and acknowledged) before its body runs and its end after,
 and a tool call is only scheduled after the model request that asked for it completed, which
 recorded its `completed` before returning. `seq` is per run, increasing and unique, but not
-contiguous: a redelivered or retried write takes numbers it then does not use.
+contiguous: a redelivered or retried write takes numbers it then does not use. A read made while
+writes are in flight may see an event before one with a smaller `seq` lands; once they returned,
+the order is final.
+
+Cost: an event is two requests in a row (the counter's compare-and-swap, then its PUT), a run
+start about six (index entries in parallel, the run record, the counter, the event), a snapshot a
+lookup, its new content, a number and its manifest. Reading a run lists its prefixes and GETs each
+object once per process: events, acceptances and snapshot manifests never change, so they are kept
+in a cache (`cache_bytes`); message content is read every time, so its hash check sees what is stored.
 
 Reads are consistent: S3 (since 2020), MinIO and R2 give read-after-write consistency for GET and
 LIST, so a write that returned is seen by every later read on any host.
@@ -67,18 +78,21 @@ starts.
 Security: every key is built from validated parts: run ids and snapshot ids must match a strict
 pattern (letters, digits, `-`, `_`), content hashes must be SHA-256 hex, and free text (workflow ids,
 agent names, idempotency keys) is hashed, so no id can reach outside the prefix. Credentials stay
-in the boto3 session: they are never part of `url`, never written to the bucket and never in an
-error message (SigV4 signs with the secret and never sends it, so no server error can echo it).
+in memory (the ledger's and its boto3 client's): they are never part of `url` or a `repr`, never
+written to the bucket and never in an error message (SigV4 signs with the secret and never sends
+it, so no server error can echo it).
 `sse` / `sse_kms_key_id` are passed on every PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import random
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -93,13 +107,14 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+    SSLError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from ._base import Ledger, RetryPolicy, RunFilter
@@ -181,12 +196,52 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
+_sessions: dict[str | None, boto3.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+class _ObjectCache:
+    """Bytes of immutable objects by key, up to a memory budget; the least recently used go first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def get(self, key: str) -> bytes | None:
+        data = self._items.get(key)
+        if data is not None:
+            self._items.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        # One large blob must not flush everything else.
+        if len(data) > self._max_bytes // 8 or key in self._items:
+            return
+        self._items[key] = data
+        self._bytes += len(data)
+        while self._bytes > self._max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """Explicit credentials, held until the client is built; their `repr` shows none of them."""
+
+    access_key_id: str | None = field(repr=False)
+    secret_access_key: str | None = field(repr=False)
+    session_token: str | None = field(repr=False)
+
+
 @dataclass
 class _Counter:
     """One run's sequence counter as this process last saw it, and the allocations waiting for it."""
 
+    known: bool = False
+    """Whether `etag` and `value` are this process's latest knowledge (else the counter is read first)."""
     etag: str | None = None
-    """The ETag this process last wrote or read; `None` when it must be read again."""
+    """The ETag this process last wrote or read; `None` for a counter not written yet."""
     value: int = 0
     waiting: list[tuple[int, asyncio.Future[int]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
@@ -225,6 +280,7 @@ class S3Ledger(Ledger):
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 20.0,
         max_concurrency: int = 16,
+        cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         """Describe the ledger at `url` (`s3://bucket` or `s3://bucket/prefix`); nothing is contacted until `open()`.
 
@@ -235,7 +291,7 @@ class S3Ledger(Ledger):
             region_name: The bucket's region; by default boto3's (`AWS_REGION`, the profile).
             aws_access_key_id: With `aws_secret_access_key` (and `aws_session_token` for temporary
                 credentials), explicit credentials instead of boto3's chain.
-            aws_secret_access_key: See `aws_access_key_id`. Kept only in the boto3 session.
+            aws_secret_access_key: See `aws_access_key_id`. Never part of `url`, a `repr` or a message.
             aws_session_token: See `aws_access_key_id`.
             profile_name: A profile of the shared AWS config and credentials files.
             sse: Server-side encryption of every object written (`AES256`, `aws:kms`, `aws:kms:dsse`).
@@ -250,6 +306,9 @@ class S3Ledger(Ledger):
                 endpoint fails at worker start within seconds.
             read_timeout_s: How long one response may take.
             max_concurrency: Threads (and pooled connections) this ledger uses for S3 calls.
+            cache_bytes: Memory for immutable records already read (events, acceptances, snapshot
+                manifests); 0 turns the cache off. Message and blob content is read every time, so
+                that its hash check sees what is stored.
 
         """
         bucket, prefix, options = _parse_url(url)
@@ -274,7 +333,7 @@ class S3Ledger(Ledger):
         self.url = _format_url(self._bucket, self._prefix, options)
         if retry is not None:
             self.retry = retry
-        self._credentials = (aws_access_key_id, aws_secret_access_key, aws_session_token)
+        self._credentials = _Credentials(aws_access_key_id, aws_secret_access_key, aws_session_token)
         self._config = Config(
             retries={'total_max_attempts': request_attempts, 'mode': 'standard'},
             connect_timeout=connect_timeout_s,
@@ -290,6 +349,7 @@ class S3Ledger(Ledger):
         self._idle = asyncio.Event()
         self._counters: OrderedDict[str, _Counter] = OrderedDict()
         self._stored_content: OrderedDict[str, None] = OrderedDict()
+        self._cache = _ObjectCache(cache_bytes)
 
     @property
     def bucket(self) -> str:
@@ -325,6 +385,7 @@ class S3Ledger(Ledger):
             self._executor = executor
             self._client = await self._run(self._make_client)
             self._closing = False
+            self._idle = asyncio.Event()
             async with self._operation():
                 await self._verify()
         except BaseException:
@@ -350,18 +411,27 @@ class S3Ledger(Ledger):
             client.close()
 
     def _make_client(self) -> S3Client:
-        access_key, secret_key, token = self._credentials
+        credentials = self._credentials
+        profile = self._options.get('profile_name')
         try:
-            session = boto3.Session(
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                aws_session_token=token,
-                region_name=self._options.get('region_name'),
-                profile_name=self._options.get('profile_name'),
-            )
-            return session.client('s3', endpoint_url=self._options.get('endpoint_url'), config=self._config)
+            # A boto3 session loads its service models once: sharing one per profile makes a new
+            # client cost milliseconds instead of the tens a fresh session takes. Sessions are not
+            # thread-safe, hence the lock.
+            with _sessions_lock:
+                session = _sessions.get(profile)
+                if session is None:
+                    session = _sessions[profile] = boto3.Session(profile_name=profile)
+                return session.client(
+                    's3',
+                    endpoint_url=self._options.get('endpoint_url'),
+                    region_name=self._options.get('region_name'),
+                    aws_access_key_id=credentials.access_key_id,
+                    aws_secret_access_key=credentials.secret_access_key,
+                    aws_session_token=credentials.session_token,
+                    config=self._config,
+                )
         except (BotoCoreError, ValueError) as error:
-            raise self._translate(error, 'configuring') from error
+            raise self._translate(error, 'configuring') from None
 
     async def _verify(self) -> None:
         await self._run(self._list_page, self._prefix, None, None, 1)
@@ -440,9 +510,9 @@ class S3Ledger(Ledger):
             # 412: the condition failed. S3 answers If-Match on a key that is gone with 404 NoSuchKey.
             if status == 412 or (condition != _CREATE and code == 'NoSuchKey'):
                 return None
-            raise self._translate(error, f'writing {key!r} to') from error
+            raise self._translate(error, f'writing {key!r} to') from None
         except BotoCoreError as error:
-            raise self._translate(error, f'writing {key!r} to') from error
+            raise self._translate(error, f'writing {key!r} to') from None
 
     def _get(self, key: str) -> tuple[bytes, str] | None:
         """GET `key`: its bytes and ETag, or `None` when there is no such key."""
@@ -452,9 +522,9 @@ class S3Ledger(Ledger):
         except ClientError as error:
             if _code(error) == 'NoSuchKey':
                 return None
-            raise self._translate(error, f'reading {key!r} from') from error
+            raise self._translate(error, f'reading {key!r} from') from None
         except BotoCoreError as error:
-            raise self._translate(error, f'reading {key!r} from') from error
+            raise self._translate(error, f'reading {key!r} from') from None
 
     def _exists(self, key: str) -> bool:
         try:
@@ -463,9 +533,9 @@ class S3Ledger(Ledger):
         except ClientError as error:
             if _status(error) == 404 and _code(error) in ('404', 'NoSuchKey', 'NotFound'):
                 return False
-            raise self._translate(error, f'looking up {key!r} in') from error
+            raise self._translate(error, f'looking up {key!r} in') from None
         except BotoCoreError as error:
-            raise self._translate(error, f'looking up {key!r} in') from error
+            raise self._translate(error, f'looking up {key!r} in') from None
 
     def _list_page(
         self, prefix: str, start_after: str | None, token: str | None, max_keys: int
@@ -479,7 +549,7 @@ class S3Ledger(Ledger):
         try:
             response = self._s3().list_objects_v2(**request)
         except (ClientError, BotoCoreError) as error:
-            raise self._translate(error, f'listing {prefix!r} in') from error
+            raise self._translate(error, f'listing {prefix!r} in') from None
         keys = [item['Key'] for item in response.get('Contents', []) if 'Key' in item]
         return keys, response.get('NextContinuationToken') if response.get('IsTruncated') else None
 
@@ -487,8 +557,11 @@ class S3Ledger(Ledger):
         """Map a boto3 error to the ledger error that says whether trying again can help.
 
         The message names the bucket, prefix and endpoint and the store's error code, never a credential.
+        Callers raise it `from None`: the message already names the boto3 error, and botocore's dozens of
+        frames would push the failure Temporal records for the activity past its size limit (4 KiB by
+        default), leaving operators "Failure exceeds size limit." instead of what was not written.
         """
-        where = f'{doing} the S3 ledger {self.url} at {self.endpoint}'
+        where = f'{doing} bucket {self._bucket!r} at {self.endpoint}'
         if isinstance(error, ClientError):
             code, status = _code(error), _status(error)
             message = error.response.get('Error', {}).get('Message') or ''
@@ -517,10 +590,11 @@ class S3Ledger(Ledger):
             )
         if isinstance(error, ProfileNotFound):
             return LedgerConfigError(f'{where} failed: {error}')
-        if isinstance(error, ConnectionError | HTTPClientError):
-            return LedgerUnavailableError(
-                f'{where} failed: cannot reach the endpoint ({type(error).__name__}): {error}'
-            )
+        if isinstance(error, SSLError):
+            return LedgerUnavailableError(f'{where} failed: cannot reach the endpoint: {error}')
+        if isinstance(error, BotoConnectionError | HTTPClientError):
+            # botocore's message only repeats the request's URL.
+            return LedgerUnavailableError(f'{where} failed: cannot reach the endpoint ({type(error).__name__})')
         return LedgerError(f'{where} failed ({type(error).__name__}): {error}')
 
     # --- keys ----------------------------------------------------------------------------------------
@@ -563,7 +637,9 @@ class S3Ledger(Ledger):
             key = self._run_prefix(start.run_id) + 'run.json'
             # Index entries first: a run record that exists is always listed.
             await _all(self._run(self._put, index_key, b'', _CREATE) for index_key in self._index_keys(start))
-            await self._fold_run(key, lambda existing: apply_run_start(existing, start))
+            if await self._fold_run(key, lambda existing: apply_run_start(existing, start)):
+                # This start created the run, so its counter is not written yet: skip reading it.
+                self._counters.setdefault(start.run_id, _Counter(known=True))
             await self._put_events([event])
 
     async def _write_seal(self, seal: RunSeal, event: StepEvent) -> None:
@@ -604,17 +680,20 @@ class S3Ledger(Ledger):
             [seq] = await self._allocate(snapshot.run_id, 1)
             await self._run(self._put, key, _dumps({'seq': seq, 'snapshot': snapshot.to_json()}), _CREATE)
 
-    async def _fold_run(self, key: str, fold: Callable[[RunRecord | None], RunRecord | None]) -> None:
-        """Compare-and-swap `fold` into the run record at `key` until it lands or changes nothing."""
+    async def _fold_run(self, key: str, fold: Callable[[RunRecord | None], RunRecord | None]) -> bool:
+        """Compare-and-swap `fold` into the run record at `key` until it lands or changes nothing.
+
+        Returns whether this call created the record.
+        """
         for attempt in range(_CAS_ATTEMPTS):
             stored = await self._run(self._get, key)
             existing = self._decode(key, stored[0], RunRecord.from_json) if stored is not None else None
             updated = fold(existing)
             if updated is None:
-                return
+                return False
             condition = stored[1] if stored is not None else _CREATE
             if await self._run(self._put, key, _dumps(updated.to_json()), condition) is not None:
-                return
+                return stored is None
             await _contention_pause(attempt)
         raise LedgerUnavailableError(
             f'the run record {key!r} in the S3 ledger {self.url} changed under {_CAS_ATTEMPTS} updates in a row'
@@ -624,17 +703,21 @@ class S3Ledger(Ledger):
         by_run: dict[str, dict[str, StepEvent]] = {}
         for event in events:
             by_run.setdefault(event.run_id, {}).setdefault(event.key, event)
-        await _all(self._put_run_events(run_id, list(unique.values())) for run_id, unique in by_run.items())
+        if len(by_run) == 1:
+            [(run_id, unique)] = by_run.items()
+            await self._put_run_events(run_id, list(unique.values()))
+        else:
+            await _all(self._put_run_events(run_id, list(unique.values())) for run_id, unique in by_run.items())
 
     async def _put_run_events(self, run_id: str, events: list[StepEvent]) -> None:
         prefix = self._run_prefix(run_id) + 'events/'
         seqs = await self._allocate(run_id, len(events))
-        writes: list[Awaitable[str | None]] = []
+        # In order, one after another: if one fails, none after it was written, so the retry (which
+        # takes new numbers) cannot put a later event of the batch before an earlier one.
         for event, seq in zip(events, seqs, strict=True):
             body = event.with_seq(seq).to_json()
             del body['state']
-            writes.append(self._run(self._put, f'{prefix}{_digest(event.key)}.json', _dumps(body), _CREATE))
-        await _all(writes)
+            await self._run(self._put, f'{prefix}{_digest(event.key)}.json', _dumps(body), _CREATE)
 
     async def _put_content(self, key: str, data: bytes) -> None:
         # Large content is looked up first so that content already stored is not sent again; small
@@ -675,9 +758,11 @@ class S3Ledger(Ledger):
                 try:
                     first = await self._advance(run_id, counter, sum(count for count, _ in batch))
                 except Exception as error:
+                    # Each waiter raises its own copy, with a traceback of its own (short, and not
+                    # growing with every waiter it is raised in).
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(error)
+                            future.set_exception(copy.copy(error).with_traceback(None))
                     continue
                 for count, future in batch:
                     if not future.done():
@@ -690,17 +775,18 @@ class S3Ledger(Ledger):
         """Advance the run's counter by `count` with compare-and-swap; return the first number taken."""
         key = self._run_prefix(run_id) + 'seq'
         for attempt in range(_CAS_ATTEMPTS):
-            if counter.etag is None:
+            if not counter.known:
                 stored = await self._run(self._get, key)
                 counter.value = self._decode_counter(key, stored[0]) if stored is not None else 0
                 counter.etag = stored[1] if stored is not None else None
+                counter.known = True
             condition = counter.etag if counter.etag is not None else _CREATE
             etag = await self._run(self._put, key, str(counter.value + count).encode(), condition)
             if etag is not None:
                 first = counter.value + 1
                 counter.value, counter.etag = counter.value + count, etag
                 return first
-            counter.etag = None
+            counter.known = False
             await _contention_pause(attempt)
         raise LedgerUnavailableError(
             f'the sequence counter {key!r} in the S3 ledger {self.url} changed under {_CAS_ATTEMPTS} updates in a row'
@@ -732,7 +818,8 @@ class S3Ledger(Ledger):
             found: list[RunRecord] = []
             listed: list[tuple[int, str]] = []
             token: str | None = None
-            page_size = min(1000, limit + 1)
+            # One key past the page tells its last start time is complete; the cursor's own key is listed too.
+            page_size = min(1000, limit + 1 + (cursor is not None))
             while True:
                 keys, token = await self._run(self._list_page, index, start_after, token, page_size)
                 listed += [entry for key in keys if (entry := _parse_index_entry(key[len(index) :])) is not None]
@@ -780,7 +867,7 @@ class S3Ledger(Ledger):
         if not _RUN_ID.fullmatch(run_id):
             return []
         async with self._operation():
-            objects = await self._get_many(await self._list(self._run_prefix(run_id) + 'events/'))
+            objects = await self._get_many(await self._list(self._run_prefix(run_id) + 'events/'), immutable=True)
             events = [self._decode(key, data, StepEvent.from_json) for key, data in objects if data is not None]
             return sorted(events, key=lambda event: event.seq)
 
@@ -788,22 +875,21 @@ class S3Ledger(Ledger):
         if not _RUN_ID.fullmatch(run_id):
             return []
         async with self._operation():
-            objects = await self._get_many(await self._list(self._run_prefix(run_id) + 'acceptances/'))
+            objects = await self._get_many(await self._list(self._run_prefix(run_id) + 'acceptances/'), immutable=True)
             return [self._decode(key, data, Acceptance.from_json) for key, data in objects if data is not None]
 
     async def _read_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
         if not _SNAPSHOT_ID.fullmatch(snapshot_id):
             return None
         async with self._operation():
-            key = self._snapshot_key(snapshot_id)
-            stored = await self._run(self._get, key)
-            return self._decode(key, stored[0], _snapshot_of)[1] if stored is not None else None
+            [(key, data)] = await self._get_many([self._snapshot_key(snapshot_id)], immutable=True)
+            return self._decode(key, data, _snapshot_of)[1] if data is not None else None
 
     async def _read_snapshots(self, run_id: str) -> list[SnapshotRecord]:
         if not _RUN_ID.fullmatch(run_id):
             return []
         async with self._operation():
-            objects = await self._get_many(await self._list(self._run_prefix(run_id) + 'snapshots/'))
+            objects = await self._get_many(await self._list(self._run_prefix(run_id) + 'snapshots/'), immutable=True)
             manifests = [self._decode(key, data, _snapshot_of) for key, data in objects if data is not None]
             return [snapshot for _, snapshot in sorted(manifests, key=lambda manifest: manifest[0])]
 
@@ -816,6 +902,7 @@ class S3Ledger(Ledger):
     async def _read_content(self, kind: Literal['messages', 'blobs'], hashes: Sequence[str]) -> dict[str, bytes]:
         async with self._operation():
             wanted = [digest for digest in dict.fromkeys(hashes) if _HASH.fullmatch(digest)]
+            # Not cached: content is verified against its hash on every read, so damage is always reported.
             objects = await self._get_many([self._content_key(kind, digest) for digest in wanted])
             return {digest: data for digest, (_, data) in zip(wanted, objects, strict=True) if data is not None}
 
@@ -828,10 +915,21 @@ class S3Ledger(Ledger):
             if token is None:
                 return keys
 
-    async def _get_many(self, keys: Sequence[str]) -> list[tuple[str, bytes | None]]:
-        """GET `keys` in parallel: each key with its bytes, or `None` when it does not exist."""
-        stored = await _all(self._run(self._get, key) for key in keys)
-        return [(key, item[0] if item is not None else None) for key, item in zip(keys, stored, strict=True)]
+    async def _get_many(self, keys: Sequence[str], *, immutable: bool = False) -> list[tuple[str, bytes | None]]:
+        """GET `keys` in parallel: each key with its bytes, or `None` when it does not exist.
+
+        `immutable` objects (written once with If-None-Match and never replaced) are served from and
+        kept in this ledger's cache, so reading a run again costs a listing, not a GET per object.
+        """
+        found = {key: data for key in keys if immutable and (data := self._cache.get(key)) is not None}
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        stored = await _all(self._run(self._get, key) for key in missing)
+        for key, item in zip(missing, stored, strict=True):
+            if item is not None:
+                found[key] = item[0]
+                if immutable:
+                    self._cache.put(key, item[0])
+        return [(key, found.get(key)) for key in keys]
 
     def _decode_counter(self, key: str, data: bytes) -> int:
         text = data.decode('ascii', errors='replace')
@@ -900,7 +998,7 @@ def _checked_options(options: Mapping[str, str]) -> tuple[ServerSideEncryption |
 
 
 def _format_url(bucket: str, prefix: str, options: Mapping[str, str]) -> str:
-    query = urlencode([(name, options[name]) for name in _URL_OPTIONS if name in options], quote_via=quote)
+    query = urlencode([(name, options[name]) for name in _URL_OPTIONS if name in options], safe=':/', quote_via=quote)
     path = f'/{prefix.rstrip("/")}' if prefix else ''
     return f's3://{bucket}{path}' + (f'?{query}' if query else '')
 

@@ -1,0 +1,708 @@
+"""`S3Ledger` beyond the shared conformance suite: layout, security, configuration errors, faults, fleets.
+
+Everything runs against moto's S3 server on loopback (see `tests/s3_server.py`): real HTTP, real
+conditional writes. The end-to-end tests add a real Temporal dev server and, for the fleet, two
+worker processes started with `python -m agentledger worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto.s3.responses import S3Response
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from werkzeug.datastructures import Headers
+
+import agentledger
+from agentledger import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError, RetryPolicy
+from agentledger.ledger import open_ledger
+from agentledger.ledger._content import content_hash
+from agentledger.ledger._snapshots import SnapshotNotFoundError
+from agentledger.ledger.s3 import FORMAT_VERSION, S3Ledger
+
+from .agents import calc_agent
+from .checks import check_calc_run, check_complete_calc_run
+from .conftest import serve
+from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
+from .test_ledger_suite import acceptance, conversation, event, run_seal, run_start, snapshot_steps
+
+FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+
+
+@pytest.fixture
+async def ledger(s3_server: S3Server, s3_bucket: str) -> AsyncIterator[S3Ledger]:
+    async with s3_server.ledger(s3_bucket, retry=FAST_RETRY) as opened:
+        yield opened
+
+
+@pytest.fixture
+def own_server() -> Iterator[S3Server]:
+    """An in-process server this test may stop and start again (on the same port, with its data)."""
+    server = S3Server(in_process=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def count_requests(ledger: S3Ledger) -> Counter[str]:
+    """Count the ledger's S3 requests by operation name from now on."""
+    counts: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+
+    assert ledger._client is not None
+    ledger._client.meta.events.register('before-call.s3', count)
+    return counts
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+
+
+def test_url_names_the_bucket_the_prefix_and_the_non_secret_options() -> None:
+    assert S3Ledger('s3://my-bucket').url == 's3://my-bucket'
+    assert S3Ledger('s3://my-bucket/').url == 's3://my-bucket'
+    assert S3Ledger('s3://my-bucket//agents/prod/').url == 's3://my-bucket/agents/prod'
+    ledger = S3Ledger(
+        's3://my-bucket/agents?region_name=eu-west-1',
+        endpoint_url='http://127.0.0.1:9000',
+        aws_access_key_id='AKIAEXAMPLE',
+        aws_secret_access_key='very-secret',
+        sse='aws:kms',
+        sse_kms_key_id='alias/ledger',
+    )
+    assert ledger.url == (
+        's3://my-bucket/agents?endpoint_url=http://127.0.0.1:9000&region_name=eu-west-1'
+        '&sse=aws:kms&sse_kms_key_id=alias/ledger'
+    )
+    assert (ledger.bucket, ledger.prefix) == ('my-bucket', 'agents/')
+    assert 'very-secret' not in ledger.url and 'AKIAEXAMPLE' not in ledger.url
+    assert 'very-secret' not in repr(vars(ledger)) and 'AKIAEXAMPLE' not in repr(vars(ledger))
+    # open_ledger builds the same ledger from its URL (credentials come from the environment).
+    reopened = open_ledger(ledger.url)
+    assert isinstance(reopened, S3Ledger)
+    assert reopened.url == ledger.url
+    assert agentledger.S3Ledger is S3Ledger
+    assert agentledger.ledger.S3Ledger is S3Ledger
+
+
+@pytest.mark.parametrize(
+    ('url', 'options', 'message'),
+    [
+        ('s3://AKIAX:secret-in-url@bucket/p', {}, 'never carries credentials'),
+        ('s3://bucket/p?aws_secret_access_key=secret-in-url', {}, 'never carries credentials'),
+        ('s3://bucket/p?color=blue', {}, "unknown S3 ledger URL option 'color'"),
+        ('s3://bucket/../escape', {}, 'may not contain'),
+        ('s3://bucket/a/./b', {}, 'may not contain'),
+        ('s3://bucket/a\x00b', {}, 'control characters'),
+        ('s3://b/p', {}, 'not a valid S3 bucket name'),
+        ('s3://bucket/p', {'sse': 'rot13'}, 'sse must be one of'),
+        ('s3://bucket/p', {'sse_kms_key_id': 'k'}, 'sse_kms_key_id needs'),
+        ('s3://bucket/p', {'aws_access_key_id': 'AKIAX'}, 'give both'),
+    ],
+)
+def test_invalid_configuration_is_refused_without_echoing_secrets(
+    url: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(LedgerConfigError, match=re.escape(message)) as info:
+        S3Ledger(url, **options)
+    assert 'secret-in-url' not in str(info.value)
+
+
+# --- errors at open (C17) ---------------------------------------------------------------------------------
+
+
+async def test_missing_bucket_is_a_config_error_at_open(s3_server: S3Server) -> None:
+    ledger = s3_server.ledger('no-such-bucket-here')
+    with pytest.raises(LedgerConfigError, match="the bucket 'no-such-bucket-here' does not exist") as info:
+        await ledger.open()
+    assert s3_server.endpoint in str(info.value)
+
+
+async def test_unreachable_endpoint_fails_fast_at_open() -> None:
+    """A closed local port: connection refused, reported as unavailable within seconds."""
+    closed = f'http://127.0.0.1:{free_port()}'
+    ledger = S3Ledger(
+        's3://some-bucket/ledger',
+        endpoint_url=closed,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+    )
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailableError, match='cannot reach the endpoint') as info:
+        await ledger.open()
+    assert time.monotonic() - started < 10
+    assert closed in str(info.value)
+
+
+async def test_unknown_profile_is_a_config_error_at_open() -> None:
+    with pytest.raises(LedgerConfigError, match='no-such-profile'):
+        await S3Ledger('s3://some-bucket/ledger', profile_name='no-such-profile').open()
+
+
+async def test_newer_layout_is_refused(ledger: S3Ledger, s3_server: S3Server) -> None:
+    marker = {'format': 'agentledger.s3', 'version': FORMAT_VERSION + 1}
+    s3_server.client().put_object(
+        Bucket=ledger.bucket, Key=f'{ledger.prefix}agentledger.json', Body=json.dumps(marker).encode()
+    )
+    with pytest.raises(LedgerConfigError, match=f'layout version {FORMAT_VERSION + 1}.*upgrade agentledger'):
+        await s3_server.ledger(ledger.bucket).open()
+
+
+async def test_store_ignoring_conditional_writes_is_refused(
+    own_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3-compatible store that does not enforce If-None-Match would silently duplicate and lose writes."""
+    original = S3Response.put_object
+
+    def ignoring_conditions(self: S3Response, *args: Any, **kwargs: Any) -> Any:
+        self.headers = Headers(
+            [(k, v) for k, v in self.headers.items() if k.lower() not in ('if-none-match', 'if-match')]
+        )
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Response, 'put_object', ignoring_conditions)
+    with pytest.raises(LedgerConfigError, match=r'ignored If-None-Match.*needs conditional writes'):
+        await own_server.ledger(own_server.new_bucket()).open()
+
+
+class AuthServer:
+    """A moto server in its own process that checks credentials, with one user allowed and one not."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f'http://127.0.0.1:{self.port}'
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f'{self.endpoint}/moto-api/', timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and self.process.poll() is None, 'moto did not start'
+                time.sleep(0.05)
+        root = {'endpoint_url': self.endpoint, 'region_name': REGION, 'aws_access_key_id': 'root'}
+        iam = boto3.client('iam', aws_secret_access_key='root', **root)
+        self.allowed = self._user(iam, 'ledger-writer', allow=True)
+        self.denied = self._user(iam, 'ledger-nobody', allow=False)
+        boto3.client('s3', aws_secret_access_key='root', **root).create_bucket(Bucket='auth-ledger')
+        # From now on every request must be signed by a known user and allowed by its policies.
+        request = urllib.request.Request(
+            f'{self.endpoint}/moto-api/reset-auth', data=b'0', method='POST', headers={'Content-Type': 'text/plain'}
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+
+    @staticmethod
+    def _user(iam: Any, name: str, *, allow: bool) -> tuple[str, str]:
+        iam.create_user(UserName=name)
+        if allow:
+            policy = {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': 's3:*', 'Resource': '*'}]}
+            iam.put_user_policy(UserName=name, PolicyName='ledger', PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)['AccessKey']
+        return key['AccessKeyId'], key['SecretAccessKey']
+
+    def ledger(self, access_key_id: str, secret: str) -> S3Ledger:
+        return S3Ledger(
+            's3://auth-ledger/prod',
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret,
+            retry=FAST_RETRY,
+        )
+
+
+@pytest.fixture(scope='module')
+def auth_server() -> Iterator[AuthServer]:
+    server = AuthServer()
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+
+
+async def test_accepted_credentials_open_and_write(auth_server: AuthServer) -> None:
+    async with auth_server.ledger(*auth_server.allowed) as ledger:
+        await ledger.start_run(run_start())
+        assert [e.kind for e in await ledger.events('r1')] == ['run_started']
+
+
+@pytest.mark.parametrize(
+    ('who', 'code', 'what'),
+    [
+        ('unknown key', 'InvalidAccessKeyId', 'the credentials were refused'),
+        ('wrong secret', 'SignatureDoesNotMatch', 'the credentials were refused'),
+        ('no permission', 'AccessDenied', 'access denied'),
+    ],
+)
+async def test_refused_credentials_are_a_config_error_at_open_that_shows_no_secret(
+    auth_server: AuthServer, caplog: pytest.LogCaptureFixture, who: str, code: str, what: str
+) -> None:
+    """C17: wrong S3 credentials fail the worker's start with a specific error; the secret appears nowhere."""
+    key_id, secret = auth_server.allowed
+    if who == 'unknown key':
+        key_id = 'AKIAUNKNOWN000000000'
+    elif who == 'wrong secret':
+        secret = 'wrong-' + secret
+    else:
+        key_id, secret = auth_server.denied
+    ledger = auth_server.ledger(key_id, secret)
+    with caplog.at_level(logging.DEBUG, logger='agentledger'), pytest.raises(LedgerConfigError) as info:
+        await ledger.open()
+    message = str(info.value)
+    assert code in message and what in message
+    assert 'auth-ledger' in message and auth_server.endpoint in message
+    assert secret not in message and secret not in caplog.text and secret not in ledger.url
+
+
+# --- layout and security ---------------------------------------------------------------------------------
+
+
+async def test_key_layout(ledger: S3Ledger) -> None:
+    """Every object sits under the prefix, where the module docstring says it does."""
+    await ledger.start_run(run_start('run-a', conversation_id='c1', workflow_id='orders/../../../etc'))
+    await ledger.record_events([event('1', 1, 'model_request_started', run_id='run-a')])
+    await ledger.accept([acceptance('1', run_id='run-a')])
+    await snapshot_steps(ledger, 'run-a', conversation(2), range(1, 3))
+    await ledger.seal_run(run_seal('run-a'))
+
+    keys = all_keys(ledger)
+    hexes = '[0-9a-f]{64}'
+    patterns = {
+        'marker': r'agentledger\.json',
+        'run': r'runs/run-a/run\.json',
+        'counter': r'runs/run-a/seq',
+        'event': rf'runs/run-a/events/{hexes}\.json',
+        'acceptance': rf'runs/run-a/acceptances/{hexes}\.json',
+        'snapshot': r'runs/run-a/snapshots/run-a\.s[12]\.[0-9a-f]{12}\.json',
+        'message': r'messages/([0-9a-f]{2})/\1[0-9a-f]{62}',
+        'index': r'index/runs/all/[0-9]{18}-run-a',
+        'field index': r'index/runs/(agent|conversation|workflow)/[0-9a-f]{32}/[0-9]{18}-run-a',
+    }
+    kinds: Counter[str] = Counter()
+    for key in keys:
+        assert key.startswith(ledger.prefix)
+        relative = key.removeprefix(ledger.prefix)
+        [kind] = [name for name, pattern in patterns.items() if re.fullmatch(pattern, relative)] or [relative]
+        kinds[kind] += 1
+    assert kinds == {
+        'marker': 1,
+        'run': 1,
+        'counter': 1,
+        'event': 3,
+        'acceptance': 1,
+        'snapshot': 2,
+        'message': len(conversation(2)[:3]),
+        'index': 1,
+        'field index': 3,
+    }
+    counter = ledger._client.get_object(Bucket=ledger.bucket, Key=f'{ledger.prefix}runs/run-a/seq')  # type: ignore[union-attr]
+    assert counter['Body'].read() == b'5'  # three events and two snapshots took one number each
+
+
+@pytest.mark.parametrize('run_id', ['../escape', 'a/b', '/absolute', '..', '.hidden', 'tab\there', 'x' * 129, ''])
+async def test_ids_cannot_escape_the_prefix(ledger: S3Ledger, run_id: str) -> None:
+    before = all_keys(ledger)
+    with pytest.raises(LedgerConfigError, match='cannot name objects'):
+        await ledger.start_run(run_start(run_id))
+    with pytest.raises(LedgerConfigError, match='cannot name objects'):
+        await ledger.record_events([event('1', 1, 'tool_call_started', run_id=run_id)])
+    # Reading such an id finds nothing, as for any unknown run.
+    with pytest.raises(agentledger.RunNotFoundError):
+        await ledger.run(run_id)
+    assert await ledger._read_events(run_id) == []
+    assert all_keys(ledger) == before
+
+
+async def test_free_text_ids_are_hashed_into_keys(ledger: S3Ledger) -> None:
+    """Workflow ids, activity ids and agent names are free text: they name objects only through their hash."""
+    hostile = '../../outside/\x00\n' + 'é' * 300
+    await ledger.start_run(run_start('r1', agent=hostile, workflow_id=hostile, conversation_id=hostile))
+    await ledger.record_events([event(hostile, 1, 'tool_call_started', tool_name=hostile)])
+    assert all(key.startswith(ledger.prefix) and '..' not in key and '\x00' not in key for key in all_keys(ledger))
+    [run] = await ledger.runs(agent=hostile, workflow_id=hostile, conversation_id=hostile)
+    assert run.workflow_id == hostile
+    assert [e.activity_id for e in await ledger.events('r1')] == ['-', hostile]
+
+
+async def test_malformed_snapshot_ids_are_not_found(ledger: S3Ledger) -> None:
+    await ledger.start_run(run_start('run-a'))
+    for snapshot_id in ('run-a.s1.../../x', 'run-a/../b.s1.abc', 'run-a.s1.ABC', 'run-a'):
+        with pytest.raises(SnapshotNotFoundError):
+            await ledger.snapshot(snapshot_id)
+
+
+@pytest.mark.parametrize(
+    ('options', 'expected'),
+    [
+        ({'sse': 'AES256'}, ('AES256', None)),
+        ({'sse': 'aws:kms', 'sse_kms_key_id': 'alias/agentledger'}, ('aws:kms', 'alias/agentledger')),
+    ],
+)
+async def test_server_side_encryption_is_asked_for_on_every_object(
+    s3_server: S3Server, s3_bucket: str, options: dict[str, str], expected: tuple[str, str | None]
+) -> None:
+    async with s3_server.ledger(s3_bucket, **options) as ledger:
+        await ledger.start_run(run_start('run-a'))
+        await ledger.accept([acceptance('1', run_id='run-a')])
+        await snapshot_steps(ledger, 'run-a', conversation(1), range(1, 2))
+    client = s3_server.client()
+    keys = all_keys(ledger)
+    assert len(keys) > 8
+    for key in keys:
+        head = client.head_object(Bucket=s3_bucket, Key=key)
+        assert (head.get('ServerSideEncryption'), head.get('SSEKMSKeyId')) == expected, key
+
+
+async def test_no_credentials_are_stored_in_the_ledger(ledger: S3Ledger, s3_server: S3Server) -> None:
+    await ledger.start_run(run_start())
+    await ledger.record_events([event('1', 1, 'tool_call_started')])
+    client = s3_server.client()
+    for key in all_keys(ledger):
+        body = client.get_object(Bucket=ledger.bucket, Key=key)['Body'].read()
+        assert SECRET_ACCESS_KEY.encode() not in body and ACCESS_KEY_ID.encode() not in body
+
+
+async def test_corrupt_run_record_is_reported_naming_its_key(ledger: S3Ledger, s3_server: S3Server) -> None:
+    """C17: a stored object that does not decode raises LedgerCorruptionError; it is never returned."""
+    await ledger.start_run(run_start())
+    key = f'{ledger.prefix}runs/r1/run.json'
+    s3_server.client().put_object(Bucket=ledger.bucket, Key=key, Body=b'{"run_id": "r1", trailing')
+    with pytest.raises(LedgerCorruptionError, match=re.escape(repr(key))):
+        await ledger.run('r1')
+
+
+# --- S3-specific behaviour -------------------------------------------------------------------------------
+
+
+async def test_runs_lists_a_page_without_scanning_the_bucket(ledger: S3Ledger) -> None:
+    """The time-ordered index: a small page lists one page of keys and reads about as many run records."""
+    await asyncio.gather(
+        *(
+            ledger.start_run(run_start(f'r{i:02}', started=i, agent='billing' if i % 2 else 'support'))
+            for i in range(40)
+        )
+    )
+    requests = count_requests(ledger)
+    assert [r.run_id for r in await ledger.runs(limit=3)] == ['r39', 'r38', 'r37']
+    assert requests['ListObjectsV2'] == 1 and requests['GetObject'] <= 8
+
+    requests.clear()
+    assert [r.run_id for r in await ledger.runs(agent='support', limit=2, before='r20')] == ['r18', 'r16']
+    assert requests['ListObjectsV2'] == 1 and requests['GetObject'] <= 8
+
+    # Status is not indexed: it is filtered on the records of the pages listed.
+    await ledger.seal_run(run_seal('r05'))
+    assert [r.run_id for r in await ledger.runs(status='completed')] == ['r05']
+
+
+async def test_two_ledgers_on_one_prefix_lose_no_update(s3_server: S3Server, s3_bucket: str) -> None:
+    """Two workers' ledgers (own clients, no shared memory): compare-and-swap keeps every update and seq unique."""
+    async with s3_server.ledger(s3_bucket) as first, s3_server.ledger(s3_bucket) as second:
+        await first.start_run(run_start('r1', 't0'))
+        await asyncio.gather(
+            *((first if i % 2 else second).start_run(run_start('r1', f't{i}', started=i)) for i in range(1, 11)),
+            *((second if i % 2 else first).record_events([event(str(i), 1, 'tool_call_started')]) for i in range(30)),
+        )
+        run = await second.run('r1')
+        assert sorted(run.temporal_run_ids) == sorted(f't{i}' for i in range(11))
+        events = await first.events('r1')
+        assert len(events) == 11 + 30
+        assert len({e.seq for e in events}) == len(events)
+        assert events == await second.events('r1')
+
+
+async def test_content_already_stored_is_not_uploaded_again(s3_server: S3Server, s3_bucket: str) -> None:
+    large, small = b'x' * 20_000, b'small'
+    content = {content_hash(large): large, content_hash(small): small}
+    async with s3_server.ledger(s3_bucket) as first:
+        await first._write_content(content, {})
+    async with s3_server.ledger(s3_bucket) as second:
+        requests = count_requests(second)
+        await second._write_content(content, {})
+        # The large message is looked up and skipped; the small one is cheaper to offer with If-None-Match.
+        assert (requests['HeadObject'], requests['PutObject']) == (1, 1)
+        requests.clear()
+        # Content this ledger stored or found is not even looked up again.
+        await second._write_content(content, {})
+        assert requests == {}
+        assert await second._read_messages(list(content)) == content
+
+
+async def test_close_waits_for_writes_in_flight(s3_server: S3Server, s3_bucket: str) -> None:
+    ledger = s3_server.ledger(s3_bucket)
+    await ledger.open()
+    await ledger.start_run(run_start())
+    writes = [asyncio.create_task(ledger.record_events([event(str(i), 1, 'tool_call_started')])) for i in range(10)]
+    await asyncio.sleep(0)
+    await ledger.close()
+    await asyncio.gather(*writes)
+    with pytest.raises(LedgerError, match='not open'):
+        await ledger.record_events([event('late', 1, 'tool_call_started')])
+    async with s3_server.ledger(s3_bucket) as reopened:
+        assert len(await reopened.events('r1')) == 11
+
+
+# --- faults (C16) ----------------------------------------------------------------------------------------
+
+
+def failing_puts(ledger: S3Ledger, failures: int) -> list[int]:
+    """Answer the ledger's next `failures` PutObject requests with 503 SlowDown instead of sending them."""
+    left = [failures]
+
+    class Raw:
+        def stream(self, **_: Any) -> Iterator[bytes]:
+            yield b'<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'
+
+    def fail(request: Any, **_: Any) -> AWSResponse | None:
+        if left[0] <= 0:
+            return None
+        left[0] -= 1
+        return AWSResponse(request.url, 503, {}, Raw())
+
+    assert ledger._client is not None
+    ledger._client.meta.events.register('before-send.s3.PutObject', fail)
+    return left
+
+
+async def test_injected_server_errors_are_retried_with_backoff(
+    s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C16: 503s mid-run are retried (by botocore, then by the ledger's backoff) and every event lands once."""
+    retry = RetryPolicy(attempts=6, initial_backoff_s=0.01, max_backoff_s=0.05)
+    async with s3_server.ledger(s3_bucket, retry=retry, request_attempts=2) as ledger:
+        await ledger.start_run(run_start())
+        left = failing_puts(ledger, 7)
+        with caplog.at_level(logging.WARNING, logger='agentledger.ledger'):
+            for i in range(5):
+                await ledger.record_events(
+                    [event(str(i), 1, 'tool_call_started'), event(str(i), 1, 'tool_call_completed')]
+                )
+            await ledger.seal_run(run_seal())
+        assert left == [0]
+        assert 'SlowDown' in caplog.text and 'ledger write failed' in caplog.text
+        events = await ledger.events('r1')
+        assert [(e.activity_id, e.kind) for e in events] == [
+            ('-', 'run_started'),
+            *((str(i), kind) for i in range(5) for kind in ('tool_call_started', 'tool_call_completed')),
+            ('-', 'run_completed'),
+        ]
+        assert (await ledger.run('r1')).status == 'completed'
+
+
+async def test_endpoint_down_mid_run_then_back_loses_nothing(
+    own_server: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C16: the S3 server stops in the middle of a run; writes back off and retry, and land once it is back."""
+    retry = RetryPolicy(attempts=40, initial_backoff_s=0.02, max_backoff_s=0.1)
+    ledger = own_server.ledger(own_server.new_bucket(), retry=retry, request_attempts=1, connect_timeout_s=0.5)
+    async with ledger:
+        await ledger.start_run(run_start())
+        await ledger.record_events([event('0', 1, 'tool_call_started'), event('0', 1, 'tool_call_completed')])
+        own_server.stop()
+        with caplog.at_level(logging.WARNING, logger='agentledger.ledger'):
+
+            async def rest_of_the_run() -> None:
+                for i in range(1, 4):
+                    await ledger.record_events(
+                        [event(str(i), 1, 'tool_call_started'), event(str(i), 1, 'tool_call_completed')]
+                    )
+                await ledger.seal_run(run_seal())
+
+            writing = asyncio.create_task(rest_of_the_run())
+            while caplog.text.count('ledger write failed') < 3:
+                assert not writing.done()
+                await asyncio.sleep(0.02)
+            own_server.start()
+            await writing
+
+        assert 'cannot reach the endpoint' in caplog.text
+        events = await ledger.events('r1')
+        assert [(e.activity_id, e.kind) for e in events] == [
+            ('-', 'run_started'),
+            *((str(i), kind) for i in range(4) for kind in ('tool_call_started', 'tool_call_completed')),
+            ('-', 'run_completed'),
+        ]
+        assert (await ledger.run('r1')).status == 'completed'
+
+
+async def test_endpoint_that_stays_down_is_reported_not_dropped(own_server: S3Server) -> None:
+    """C16: when the retries run out, the write fails naming what was not written; nothing half-written remains."""
+    retry = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+    ledger = own_server.ledger(own_server.new_bucket(), retry=retry, request_attempts=1, connect_timeout_s=0.5)
+    async with ledger:
+        await ledger.start_run(run_start())
+        own_server.stop()
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailableError) as info:
+            await ledger.record_events([event('1', 1, 'tool_call_started')])
+        assert time.monotonic() - started < 10
+        message = str(info.value)
+        assert 'could not write 1 event(s) of run r1' in message and 'after 3 attempts' in message
+        assert 'cannot reach the endpoint' in message and own_server.endpoint in message
+
+        own_server.start()
+        assert [e.kind for e in await ledger.events('r1')] == ['run_started']
+        # The caller (Temporal retrying the activity) writes it again once the store is back.
+        await ledger.record_events([event('1', 1, 'tool_call_started')])
+        assert [e.kind for e in await ledger.events('r1')] == ['run_started', 'tool_call_started']
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+
+
+async def test_run_records_every_step_on_s3_c1_c2_c3(
+    temporal_env: WorkflowEnvironment, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """C1, C2, C3 with the ledger in S3: the same checks as on SQLite."""
+    async with s3_server.ledger(s3_bucket) as ledger, serve(temporal_env, ledger, [calc_agent]) as served:
+        result = await agentledger.run(served.client, calc_agent, 'compute', task_queue=served.task_queue)
+        await check_calc_run(ledger, result)
+
+
+async def test_s3_outage_mid_run_pauses_the_run_and_loses_nothing_c16(
+    temporal_env: WorkflowEnvironment, own_server: S3Server
+) -> None:
+    """C16 end to end: the S3 endpoint goes away mid-run. Attempts that cannot write fail with the ledger's
+    specific error and Temporal retries them; once S3 is back the run completes with every accepted step recorded.
+    """
+    retry = RetryPolicy(attempts=2, initial_backoff_s=0.05)
+    ledger = own_server.ledger(own_server.new_bucket(), retry=retry, request_attempts=1, connect_timeout_s=0.5)
+    async with ledger, serve(temporal_env, ledger, [calc_agent]) as served:
+        handle = await agentledger.start(served.client, calc_agent, 'compute', task_queue=served.task_queue)
+        while not any(e.kind == 'model_request_completed' for e in await ledger._read_events(handle.run_id)):
+            await asyncio.sleep(0.02)
+        own_server.stop()
+        await asyncio.sleep(0.6)
+        own_server.start()
+        result = await handle.result()
+        assert result.output == 'done'
+
+        events = await ledger.events(result.run_id)
+        accepted = [e for e in events if e.state == 'accepted']
+        assert Counter(e.kind for e in accepted) == {
+            'run_started': 1,
+            'model_request_started': 5,
+            'model_request_completed': 5,
+            'tool_call_started': 5,
+            'tool_call_completed': 5,
+            'run_completed': 1,
+        }
+        assert len({e.key for e in events}) == len(events)
+        assert (await ledger.run(result.run_id)).status == 'completed'
+
+        history = await handle.workflow_handle.fetch_history()
+        failures = [
+            e.activity_task_started_event_attributes.last_failure
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+        assert any(
+            f.application_failure_info.type == 'LedgerUnavailableError' and 'cannot reach the endpoint' in f.message
+            for f in failures
+        ), [(f.application_failure_info.type, f.message) for f in failures]
+
+
+def start_worker(
+    address: str, task_queue: str, ledger_url: str, environment: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    command = [sys.executable, '-m', 'agentledger', 'worker', '--agent', 'tests.agents:calc_agent']
+    command += ['--ledger', ledger_url, '--address', address, '--task-queue', task_queue]
+    with log.open('wb') as stderr:
+        return subprocess.Popen(
+            command, cwd=Path(__file__).parent.parent, env=environment, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
+async def wait_until_serving(workers: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """Until every worker announced that it serves (the CLI prints that once its Temporal worker runs)."""
+    deadline = time.monotonic() + 60
+    while not all('worker: serving' in log.read_text() for log in logs):
+        texts = '\n'.join(log.read_text() for log in logs)
+        assert all(worker.poll() is None for worker in workers), f'a worker process exited:\n{texts}'
+        assert time.monotonic() < deadline, f'the workers did not start:\n{texts}'
+        await asyncio.sleep(0.1)
+
+
+async def test_two_worker_processes_share_one_bucket(
+    temporal_env: WorkflowEnvironment, s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A fleet: two worker processes, one task queue, one bucket, ten runs at once; all complete, nothing lost
+    or duplicated. The workers find the bucket through the standard AWS environment, as deployed workers do."""
+    address = temporal_env.client.service_client.config.target_host
+    task_queue = f'fleet-{uuid.uuid4().hex[:8]}'
+    environment = {k: v for k, v in os.environ.items() if not k.startswith('AWS_')}
+    environment |= s3_server.environment() | {'AWS_CONFIG_FILE': os.devnull, 'AWS_SHARED_CREDENTIALS_FILE': os.devnull}
+    ledger_url = f's3://{s3_bucket}/fleet'
+    logs = [tmp_path / f'worker-{i}.log' for i in range(2)]
+    workers = [start_worker(address, task_queue, ledger_url, environment, log) for log in logs]
+    try:
+        client = await Client.connect(address, plugins=[PydanticAIPlugin()])
+        await wait_until_serving(workers, logs)
+        handles = await asyncio.gather(
+            *(agentledger.start(client, 'calc', 'compute', task_queue=task_queue) for _ in range(10))
+        )
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=120)
+        assert [r.output for r in results] == ['done'] * 10
+
+        identities: set[str] = set()
+        for handle in handles:
+            history = await handle.workflow_handle.fetch_history()
+            identities |= {
+                e.activity_task_started_event_attributes.identity
+                for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            }
+        assert len(identities) == 2, f'both workers should have run activities: {identities}'
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    assert all(worker.returncode == 0 for worker in workers), [log.read_text() for log in logs]
+
+    async with s3_server.ledger(s3_bucket, prefix='fleet') as ledger:
+        runs = await ledger.runs(agent='calc')
+        assert sorted(r.run_id for r in runs) == sorted(h.run_id for h in handles)
+        for handle in handles:
+            events = await check_complete_calc_run(ledger, handle.run_id)
+            # One object per event: the store holds exactly what the ledger reports, no duplicate.
+            assert len(all_keys(ledger, f'{ledger.prefix}runs/{handle.run_id}/events/')) == len(events)
+
+
+async def test_worker_with_a_bad_bucket_fails_at_start(temporal_env: WorkflowEnvironment, s3_server: S3Server) -> None:
+    """C17 at worker start: `LedgerPlugin` opens the ledger when the worker starts, so the worker does not run."""
+    plugin = agentledger.LedgerPlugin(s3_server.ledger('no-such-bucket-here'), agents=[calc_agent])
+    client = await Client.connect(temporal_env.client.service_client.config.target_host, plugins=[plugin])
+    worker = Worker(client, task_queue=f'tq-{uuid.uuid4().hex[:8]}')
+    with pytest.raises(LedgerConfigError, match="the bucket 'no-such-bucket-here' does not exist"):
+        await asyncio.wait_for(worker.run(), timeout=30)
