@@ -13,6 +13,7 @@ from pydantic_ai.usage import UsageLimits
 from temporalio.client import Client, WorkflowHandle
 
 from ._ids import ledger_run_id
+from ._outputs import output_adapter
 from .ledger._base import Ledger
 from .ledger._lineage import resolve_seed
 from .ledger._records import Usage
@@ -32,18 +33,6 @@ class AgentRunResult(Generic[OutputT]):
     """The ledger run id (`agentledger show RUN_ID`)."""
     workflow_id: str
     usage: Usage
-
-
-def _output_adapter(agent: AbstractAgent[Any, Any] | str) -> TypeAdapter[Any] | None:
-    if isinstance(agent, str):
-        return None
-    output_type: Any = getattr(agent, 'output_type', str)
-    # Output specs (ToolOutput, NativeOutput, ...) wrap the type; a plain type or union validates directly.
-    inner: Any = getattr(output_type, 'output_type', output_type)
-    try:
-        return TypeAdapter(inner)
-    except Exception:
-        return None
 
 
 @dataclass(frozen=True)
@@ -125,7 +114,7 @@ async def _start(
     return AgentRunHandle(
         workflow_handle=handle,
         run_id=ledger_run_id(handle.id, first_run_id),
-        _adapter=_output_adapter(agent),
+        _adapter=output_adapter(agent),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     'AgentLedgerError',
+    'DelegateFailedError',
     'LedgerConfigError',
     'LedgerCorruptionError',
     'LedgerError',
@@ -38,3 +39,19 @@ class RunNotFoundError(LedgerError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f'no ledger run with id {run_id!r}')
         self.run_id = run_id
+
+
+class DelegateFailedError(AgentLedgerError):
+    """A delegate failed for good and its tool was made with `on_failure='raise'`: the orchestrator fails too.
+
+    In Temporal the orchestrator's run then fails with this error type; the child run, whose id this
+    carries, has the details.
+    """
+
+    def __init__(self, delegate: str, child_run_id: str | None, error_type: str, error_message: str) -> None:
+        where = f' (run {child_run_id})' if child_run_id else ''
+        super().__init__(f'delegate {delegate!r}{where} failed: {error_type}: {error_message}')
+        self.delegate = delegate
+        self.child_run_id = child_run_id
+        self.error_type = error_type
+        self.error_message = error_message

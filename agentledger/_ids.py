@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ['ledger_run_id']
+__all__ = ['delegate_workflow_id', 'ledger_run_id']
 
 
 def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
@@ -19,3 +19,13 @@ def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
     """
     digest = hashlib.sha256(f'{workflow_id}\x00{first_execution_run_id}'.encode()).hexdigest()
     return f'run-{digest[:20]}'
+
+
+def delegate_workflow_id(parent_workflow_id: str, tool_call_id: str) -> str:
+    """The workflow id of the child run a delegate tool call starts.
+
+    Both parts are recorded in the parent's history (the tool call id comes with the model response),
+    so a replay, a reset or a restart of the parent that reaches the same call derives the same id and
+    finds the child that already ran instead of starting another.
+    """
+    return f'{parent_workflow_id}/delegate/{tool_call_id}'

@@ -52,34 +52,41 @@ def snapshots(data: dict[str, Any]) -> str:
             f'{harness["sqlite_bytes"] / 1e6:.2f} MB in its SQLite store, {harness["file_bytes"] / 1e6:.2f} MB '
             'in its file store.'
         )
-    return _table(
-        ['steps', 'final history', 'stored content', 'ratio', 'snapshot write time', 'continue vs fresh start'],
-        [
+    return (
+        _table(
+            ['steps', 'final history', 'stored content', 'ratio', 'snapshot write time', 'continue vs fresh start'],
             [
-                str(data['steps']),
-                f'{data["final_history_bytes"] / 1e6:.2f} MB',
-                f'{data["stored_content_bytes"] / 1e6:.2f} MB',
-                f'{data["storage_ratio"]:.2f}x',
-                writes,
-                f'{data["continue_median_s"] * 1000:.0f} ms vs {data["fresh_run_median_s"] * 1000:.0f} ms '
-                f'({data["continue_ratio"]:.2f}x)',
-            ]
-        ],
-    ) + comparison
+                [
+                    str(data['steps']),
+                    f'{data["final_history_bytes"] / 1e6:.2f} MB',
+                    f'{data["stored_content_bytes"] / 1e6:.2f} MB',
+                    f'{data["storage_ratio"]:.2f}x',
+                    writes,
+                    f'{data["continue_median_s"] * 1000:.0f} ms vs {data["fresh_run_median_s"] * 1000:.0f} ms '
+                    f'({data["continue_ratio"]:.2f}x)',
+                ]
+            ],
+        )
+        + comparison
+    )
 
 
 def ledger_backends(data: dict[str, Any]) -> str:
     rows = [
         [
             str(row['backend']),
-            str(row['concurrency']),
+            str(row['concurrent_runs']),
             f'{row["events_per_s"]:.0f}',
-            f'{row["snapshot_write_ms_median"]:.1f} ms',
-            f'{row["snapshot_write_ms_p95"]:.1f} ms',
+            f'{row["snapshot_ms_p50"]:.1f} ms',
+            f'{row["snapshot_ms_p95"]:.1f} ms',
         ]
-        for row in data['rows']
+        for row in data['results']
     ]
-    return _table(['backend', 'concurrent runs', 'events/s', 'snapshot write (median)', 'snapshot write (p95)'], rows)
+    note = f'\n\nS3 server: {data["s3_server"]}; {data["cpus"]} CPUs shared by the server, the client and boto3.'
+    return (
+        _table(['backend', 'concurrent runs', 'events/s', 'snapshot write (median)', 'snapshot write (p95)'], rows)
+        + note
+    )
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -10,11 +10,11 @@ from temporalio import activity
 
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, RunNotFoundError
 from ..ledger._base import Ledger
+from ..ledger._lineage import resolve_seed
 from ..ledger._records import ForkRef
 from ..ledger._snapshots import SnapshotNotFoundError
-from ..ledger._lineage import resolve_seed
-from ._failures import ledger_failure
 from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, RunStartInput, RunStartResult, SealInput
+from ._failures import ledger_failure
 
 __all__ = ['LedgerActivities']
 

@@ -108,7 +108,9 @@ class Ledger(ABC):
         runs) and by the application reading it stays open until the last user closes it.
         """
         if self._users == 0:
-            await self._open()
+            # Retried like a write: another process may hold the file's lock while it migrates or
+            # switches journal mode, or an endpoint may be restarting.
+            await self._retrying('the ledger', self._open, action='open')
         self._users += 1
 
     async def close(self) -> None:
@@ -187,7 +189,7 @@ class Ledger(ABC):
 
     # --- writes --------------------------------------------------------------------------------------
 
-    async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], *, action: str = 'write') -> T:
         delay = self.retry.initial_backoff_s
         last: BaseException | None = None
         for attempt in range(1, self.retry.attempts + 1):
@@ -195,12 +197,16 @@ class Ledger(ABC):
                 return await operation()
             except LedgerUnavailableError as error:
                 last = error
-                logger.warning('ledger write failed (%s), attempt %d/%d: %s', what, attempt, self.retry.attempts, error)
+                logger.warning(
+                    'ledger %s failed (%s), attempt %d/%d: %s', action, what, attempt, self.retry.attempts, error
+                )
                 if attempt < self.retry.attempts:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.retry.max_backoff_s)
         raise LedgerUnavailableError(
-            f'could not write {what} to the ledger at {self.url} after {self.retry.attempts} attempts: {last}'
+            f'could not {action} {what} at {self.url} after {self.retry.attempts} attempts: {last}'
+            if action == 'open'
+            else f'could not write {what} to the ledger at {self.url} after {self.retry.attempts} attempts: {last}'
         ) from last
 
     async def start_run(self, start: RunStart) -> None:

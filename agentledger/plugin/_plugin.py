@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic_ai.agent.abstract import AbstractAgent
@@ -15,6 +14,7 @@ from temporalio.worker import (
     ActivityInboundInterceptor,
     Interceptor,
     ReplayerConfig,
+    Worker,
     WorkerConfig,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
@@ -22,9 +22,11 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from ..activities import LedgerActivities
+from .._compat import mark_worker_never_started
+from ..activities import LedgerActivities, delegate_result
 from ..ledger._base import Ledger
 from ..workflows import AgentRunWorkflow
+from ..workflows._delegate import delegated_agents
 from ..workflows._registry import register_agent
 from ._activity_interceptor import LedgerActivityInterceptor
 from ._workflow_interceptor import workflow_interceptor_class
@@ -57,6 +59,18 @@ def _passthrough_agentledger(runner: WorkflowRunner | None) -> WorkflowRunner:
     return dataclasses.replace(runner, restrictions=runner.restrictions.with_passthrough_modules('agentledger'))
 
 
+def _with_delegates(agents: Sequence[AbstractAgent[Any, Any]]) -> list[AbstractAgent[Any, Any]]:
+    """The agents as given, then every agent they delegate to (transitively) that is not among them."""
+    found = list(agents)
+    index = 0
+    while index < len(found):
+        for delegate in delegated_agents(found[index]):
+            if all(delegate is not seen for seen in found):
+                found.append(delegate)
+        index += 1
+    return found
+
+
 def _check_agents(agents: Sequence[AbstractAgent[Any, Any]]) -> list[AbstractAgent[Any, Any]]:
     names: set[str] = set()
     for agent in agents:
@@ -83,32 +97,37 @@ class LedgerPlugin(SimplePlugin):
 
     Args:
         ledger: Where runs are recorded.
-        agents: The agents this worker serves, each named and carrying `TemporalDurability`.
+        agents: The agents this worker serves, each named and carrying `TemporalDurability`. The
+            agents they delegate to (`agentledger.delegate`) are served too, without being listed.
 
     """
 
     def __init__(self, ledger: Ledger, agents: Sequence[AbstractAgent[Any, Any]] = ()) -> None:
         self.ledger = ledger
-        self.agents = _check_agents(agents)
+        self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
-
-        @asynccontextmanager
-        async def ledger_open() -> AsyncIterator[None]:
-            await ledger.open()
-            try:
-                yield
-            finally:
-                await ledger.close()
 
         super().__init__(
             'agentledger.LedgerPlugin',
             interceptors=[LedgerInterceptor(ledger)],
-            activities=LedgerActivities(ledger).activities,
+            activities=[*LedgerActivities(ledger).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
-            run_context=ledger_open,
         )
+
+    async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
+        """Open the ledger for as long as the worker runs; a ledger that cannot be opened fails the start."""
+        try:
+            await self.ledger.open()
+        except BaseException:
+            # temporalio waits for a worker that never started to finish shutting down; say it has.
+            mark_worker_never_started(worker)
+            raise
+        try:
+            await next(worker)
+        finally:
+            await self.ledger.close()
 
     def configure_client(self, config: ClientConfig) -> ClientConfig:
         """pydantic-ai's converter first, then the ledger's client configuration."""

@@ -22,14 +22,9 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from ..workflows._state import HEADER, STATE_ATTRIBUTE, LedgerRunState
+from ..workflows._state import HEADER, current_state
 
 __all__ = ['LedgerWorkflowInboundInterceptor', 'workflow_interceptor_class']
-
-
-def _state() -> LedgerRunState | None:
-    state = getattr(workflow.instance(), STATE_ATTRIBUTE, None)
-    return state if isinstance(state, LedgerRunState) else None
 
 
 def _outcome(handle: workflow.ActivityHandle[Any]) -> str:
@@ -45,7 +40,7 @@ def _outcome(handle: workflow.ActivityHandle[Any]) -> str:
 
 class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
-        state = _state()
+        state = current_state()
         if state is None:
             return super().start_activity(input)
         if input.activity_id is None:

@@ -15,6 +15,7 @@ from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.run import AgentRunResult
+from pydantic_ai.usage import RunUsage
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
@@ -29,12 +30,13 @@ from ._types import (
     SEAL_RUN_ACTIVITY,
     AgentRunInput,
     AgentRunOutput,
+    RunFailureDetails,
     RunStartInput,
     RunStartResult,
     SealInput,
 )
 
-__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info']
+__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info', 'ledger_usage', 'preview']
 
 LEDGER_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -61,7 +63,18 @@ def error_info(error: BaseException) -> ErrorInfo:
     return ErrorInfo(type=type(cause).__name__, message=str(cause), retryable=False)
 
 
-def _preview(value: object) -> str | None:
+def ledger_usage(usage: RunUsage) -> Usage:
+    """The ledger's record of a pydantic-ai run usage."""
+    return Usage(
+        requests=usage.requests,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        tool_calls=usage.tool_calls,
+    )
+
+
+def preview(value: object) -> str | None:
+    """A short text of a prompt or output for the ledger and the Temporal UI (at most 200 characters)."""
     if value is None:
         return None
     text = value if isinstance(value, str) else repr(value)
@@ -82,7 +95,9 @@ class AgentRunWorkflow:
 
     The agent must be registered on the worker (`LedgerPlugin(agents=[...])`) and carry a
     `TemporalDurability` capability. The ledger run id is derived from the workflow id and the first
-    execution's run id, so it is stable across resets and continue-as-new.
+    execution's run id, so it is stable across resets and continue-as-new. A failed run ends with a
+    non-retryable `ApplicationError` of the agent's error type whose details are `RunFailureDetails`
+    (its ledger run id and the usage it spent), which an orchestrator reads when a delegate fails.
     """
 
     @workflow.init
@@ -103,6 +118,9 @@ class AgentRunWorkflow:
     async def run(self, input: AgentRunInput) -> AgentRunOutput:
         """Record the start, run the agent, seal the ledger run with the outcome, return the output."""
         state = self._agentledger_state
+        # Passed to the run (which adds to it in place), so a failed or cancelled run still knows what it
+        # spent: its seal records it, and an orchestrator that delegated to it adds it to its own usage.
+        spent = RunUsage()
         seed = await self._record_start(input)
         prompt = input.prompt
         history = input.message_history
@@ -122,35 +140,39 @@ class AgentRunWorkflow:
                 deps=deps,
                 usage_limits=input.usage_limits,
                 conversation_id=input.conversation_id,
+                usage=spent,
                 capabilities=[LedgerObserver(state)],
             )
         except asyncio.CancelledError:
-            await asyncio.shield(self._seal('cancelled'))
+            await asyncio.shield(self._seal('cancelled', usage=ledger_usage(spent)))
             raise
         except workflow.NondeterminismError:
             raise
         except _RunRejected as rejected:
             info = ErrorInfo(type=rejected.error_type, message=str(rejected), retryable=False)
             await self._seal('failed', error=info)
-            raise ApplicationError(str(rejected), type=rejected.error_type, non_retryable=True) from None
+            raise ApplicationError(
+                str(rejected), self._failure_details(Usage()), type=rejected.error_type, non_retryable=True
+            ) from None
         except Exception as error:
             info = error_info(error)
-            await self._seal('failed', error=info)
-            raise ApplicationError(info.message, type=info.type, non_retryable=True) from error
-        usage = Usage(
-            requests=result.usage.requests,
-            input_tokens=result.usage.input_tokens,
-            output_tokens=result.usage.output_tokens,
-            tool_calls=result.usage.tool_calls,
-        )
+            usage = ledger_usage(spent)
+            await self._seal('failed', error=info, usage=usage)
+            raise ApplicationError(
+                info.message, self._failure_details(usage), type=info.type, non_retryable=True
+            ) from error
+        usage = ledger_usage(result.usage)
         await self._seal(
             'completed',
             usage=usage,
-            output_preview=_preview(result.output),
+            output_preview=preview(result.output),
             final_messages=result.all_messages(),
             final_step=usage.requests,
         )
         return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
+
+    def _failure_details(self, usage: Usage) -> RunFailureDetails:
+        return RunFailureDetails(run_id=self._agentledger_state.run_id, usage=usage)
 
     async def _record_start(self, input: AgentRunInput) -> RunStartResult:
         state = self._agentledger_state
@@ -165,7 +187,7 @@ class AgentRunWorkflow:
             conversation_id=input.conversation_id,
             parent_run_id=input.parent_run_id,
             parent_tool_call_id=input.parent_tool_call_id,
-            prompt_preview=_preview(input.prompt),
+            prompt_preview=preview(input.prompt),
         )
         seed: RunStartResult = await workflow.execute_activity(
             RUN_STARTED_ACTIVITY,
@@ -245,7 +267,7 @@ def _validate_deps(agent: AbstractAgent[Any, Any], deps: Any) -> Any:
     if deps_type is type(None):
         if deps is not None:
             raise _RunRejected(
-                'InvalidDeps', f'agent {agent.name!r} takes no deps, but deps were given: {_preview(deps)}'
+                'InvalidDeps', f'agent {agent.name!r} takes no deps, but deps were given: {preview(deps)}'
             )
         return None
     try:

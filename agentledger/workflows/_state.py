@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from temporalio import workflow
+
 from ..ledger._records import Acceptance, StepEvent
 
-__all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState']
+__all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state']
 
 HEADER = 'agentledger'
 """The activity header carrying the ledger run id, new acceptances and workflow-side events."""
@@ -63,3 +65,9 @@ class LedgerRunState:
         self._sent_acceptances = len(self.acceptances)
         self._sent_events = len(self.workflow_events)
         return header
+
+
+def current_state() -> LedgerRunState | None:
+    """The `LedgerRunState` of the workflow this code runs in, or `None` outside an `AgentRunWorkflow`."""
+    state = getattr(workflow.instance(), STATE_ATTRIBUTE, None)
+    return state if isinstance(state, LedgerRunState) else None

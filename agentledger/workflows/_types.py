@@ -6,6 +6,7 @@ They are the workflow's public contract, so an operator can start a run from the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,12 @@ from pydantic_ai.usage import UsageLimits
 from ..ledger._records import Acceptance, ForkRef, RunSeal, RunStart, StepEvent, Usage
 
 __all__ = [
+    'DELEGATE_RESULT_ACTIVITY',
     'RUN_STARTED_ACTIVITY',
     'SEAL_RUN_ACTIVITY',
     'AgentRunInput',
     'AgentRunOutput',
+    'RunFailureDetails',
     'RunStartInput',
     'RunStartResult',
     'SealInput',
@@ -64,11 +67,44 @@ class AgentRunOutput:
     usage: Usage
 
 
+@dataclass
+class RunFailureDetails:
+    """The details of the `ApplicationError` a failed run ends with: which ledger run it was and what it spent.
+
+    An orchestrator whose delegate failed reads them to link the failure to the child run and to add
+    the child's usage to its own: tokens spent on a failed delegate are still spent.
+    """
+
+    run_id: str
+    usage: Usage
+
+    @classmethod
+    def from_details(cls, details: Sequence[Any]) -> RunFailureDetails | None:
+        """Read them back from a failure's decoded details (a dict once they crossed Temporal), if present."""
+        if not details:
+            return None
+        value = details[0]
+        if isinstance(value, RunFailureDetails):
+            return value
+        if not isinstance(value, dict) or not isinstance(value.get('run_id'), str):
+            return None
+        usage = value.get('usage')
+        return cls(run_id=value['run_id'], usage=Usage(**usage) if isinstance(usage, dict) else Usage())
+
+
 RUN_STARTED_ACTIVITY = 'agentledger__run_started'
 """The ledger activity that records a run's start."""
 
 SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
 """The ledger activity that records how a run ended, with every acceptance the run made."""
+
+DELEGATE_RESULT_ACTIVITY = 'agentledger__delegate_result'
+"""The activity that fetches the result of a delegate's child workflow that already ran (or still runs).
+
+A delegate's child workflow id is fixed by its tool call, and a completed child is never started
+again; a replayed, reset or restarted orchestrator that reaches the same call reads the result
+through this activity instead of running the delegate a second time.
+"""
 
 
 @dataclass

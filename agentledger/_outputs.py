@@ -1,0 +1,28 @@
+"""Typing an agent's output again after it crossed Temporal as JSON-compatible data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_ai.agent.abstract import AbstractAgent
+
+__all__ = ['output_adapter']
+
+
+def output_adapter(agent: AbstractAgent[Any, Any] | str) -> TypeAdapter[Any] | None:
+    """A validator for the agent's `output_type`, or `None` when only the agent's name is known.
+
+    A workflow result is JSON-compatible data (a dataclass arrives as a dict); validating it against the
+    output type gives the caller the value the agent produced. Output specs (`ToolOutput`,
+    `NativeOutput`, ...) wrap the type; a plain type or union validates directly; a type pydantic cannot
+    validate leaves the data as it arrived.
+    """
+    if isinstance(agent, str):
+        return None
+    output_type: Any = getattr(agent, 'output_type', str)
+    inner: Any = getattr(output_type, 'output_type', output_type)
+    try:
+        return TypeAdapter(inner)
+    except Exception:
+        return None
