@@ -8,6 +8,7 @@ when an upstream release changes one, so an upgrade breaks a test rather than th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,6 +34,7 @@ __all__ = [
     'read_activity_args',
     'tool_outcome',
     'tool_result_detail',
+    'with_model_request_messages',
 ]
 
 SUPPORTED_PYDANTIC_AI = ('2.68.0', '2.69.0')
@@ -134,6 +136,11 @@ def model_request_messages(args: Sequence[Any]) -> list[ModelMessage]:
     """The message history a model-request activity received (`_RequestParams.messages`)."""
     messages = getattr(args[0], 'messages', None) if args else None
     return list(messages) if isinstance(messages, list) else []
+
+
+def with_model_request_messages(args: Sequence[Any], messages: list[ModelMessage]) -> list[Any]:
+    """The model-request activity arguments with `_RequestParams.messages` replaced (a dataclass copy)."""
+    return [dataclasses.replace(args[0], messages=messages), *args[1:]]
 
 
 def tool_outcome(result: object) -> ToolOutcome:

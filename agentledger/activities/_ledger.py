@@ -15,6 +15,7 @@ from ..ledger._records import ForkRef
 from ..ledger._snapshots import SnapshotNotFoundError
 from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, RunStartInput, RunStartResult, SealInput
 from ._failures import ledger_failure
+from ._history import HistoryResolver
 
 __all__ = ['LedgerActivities']
 
@@ -29,8 +30,9 @@ worker died for good): Temporal allows one open execution per workflow id, so it
 class LedgerActivities:
     """The `run_started` and `seal_run` activities, bound to one ledger."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None) -> None:
         self._ledger = ledger
+        self._histories = histories or HistoryResolver(ledger)
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -88,12 +90,17 @@ class LedgerActivities:
             await self._ledger.record_events(input.workflow_events)
             await self._ledger.accept(input.acceptances)
             if input.final_messages is not None:
+                messages, base = input.final_messages, None
+                if input.final_history is not None:
+                    base_id, held, hashes = await self._histories.resolve(seal.run_id, input.final_history)
+                    messages, base = [*held, *messages], (base_id, hashes)
                 await self._ledger.write_snapshot(
                     run_id=seal.run_id,
                     temporal_run_id=seal.temporal_run_id,
                     step=input.final_step,
                     kind='final',
-                    messages=input.final_messages,
+                    messages=messages,
+                    base=base,
                 )
             await self._ledger.seal_run(seal)
         except (LedgerCorruptionError, LedgerConfigError):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -57,6 +57,8 @@ class Snapshot:
 
     record: SnapshotRecord
     messages: list[ModelMessage]
+    hashes: list[str] = field(default_factory=list)
+    """The content hash of each message, in order."""
 
     @property
     def snapshot_id(self) -> str:
@@ -324,24 +326,33 @@ class Ledger(ABC):
         step: int,
         kind: SnapshotKind,
         messages: Sequence[ModelMessage],
+        base: tuple[str, Sequence[str]] | None = None,
     ) -> SnapshotRecord | None:
         """Store `messages` as a snapshot of `run_id` if it is provider-valid; return it, or `None` if invalid.
 
         Only the messages the parent snapshot does not hold are added (the parent is the run's
         latest snapshot, or for a run's first snapshot the one it was seeded from), and message and
         blob content is stored once by hash, so a run's storage grows with its messages, not its steps.
+        `base` (a stored snapshot's id and hashes, which `messages` starts with) makes that snapshot
+        the parent and skips encoding the messages it holds, so the write costs only the new ones.
         """
         if not is_provider_valid(messages):
             logger.info('not snapshotting run %s at step %d: the history is not provider-valid', run_id, step)
             return None
-        encoded = encode_messages(messages)
-        hashes = [m.hash for m in encoded]
+        parent_id: str | None
+        if base is not None:
+            parent_id, parent_hashes = base[0], list(base[1])
+            new = encode_messages(messages[len(parent_hashes) :])
+            hashes = [*parent_hashes, *(m.hash for m in new)]
+        else:
+            encoded = encode_messages(messages)
+            hashes = [m.hash for m in encoded]
+            parent_id, parent_hashes = await self._chain_parent(run_id, hashes)
+            new = encoded[len(parent_hashes) :]
         new_id = snapshot_id(run_id, step, kind, hashes)
         existing = await self._read_snapshot(new_id)
         if existing is not None:
             return existing
-        parent_id, parent_hashes = await self._chain_parent(run_id, hashes)
-        new = encoded[len(parent_hashes) :]
         record = SnapshotRecord(
             snapshot_id=new_id,
             run_id=run_id,
@@ -435,7 +446,7 @@ class Ledger(ABC):
         refs = list(dict.fromkeys(ref for digest in set(hashes) for ref in blob_refs(stored[digest])))
         blobs = await self._read_blobs(refs) if refs else {}
         messages = [decode_message(digest, stored[digest], blobs) for digest in hashes]
-        return Snapshot(record=record, messages=messages)
+        return Snapshot(record=record, messages=messages, hashes=hashes)
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""

@@ -35,9 +35,11 @@ from .._compat import (
     read_activity_args,
     tool_outcome,
     tool_result_detail,
+    with_model_request_messages,
 )
 from .._errors import LedgerError
 from ..activities._failures import ledger_failure
+from ..activities._history import HistoryResolver
 from ..ledger._base import Ledger
 from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
 from ..workflows._state import HEADER
@@ -79,9 +81,10 @@ def _model_usage(result: object) -> Usage | None:
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
     """Records the attempts of pydantic-ai activities that an `AgentRunWorkflow` started."""
 
-    def __init__(self, next: ActivityInboundInterceptor, ledger: Ledger) -> None:
+    def __init__(self, next: ActivityInboundInterceptor, ledger: Ledger, histories: HistoryResolver) -> None:
         super().__init__(next)
         self._ledger = ledger
+        self._histories = histories
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         """Write the header's records, then the attempt's started and terminal events around the body."""
@@ -118,10 +121,13 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             )
             return dataclasses.replace(base, **fields)
 
+        base: tuple[str, list[str]] | None = None
+        if kind == 'model_request' and isinstance(header.get('history'), dict):
+            base = await self._resolve_history(header['run_id'], header['history'], input)
         await self._write(event('started'))
         if kind == 'model_request' and shape.step is not None:
             await self._snapshot(
-                header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args)
+                header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
             )
         started = time.monotonic()
         try:
@@ -146,15 +152,39 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         await self._write(completed)
         return result
 
-    async def _snapshot(self, run_id: str, temporal_run_id: str, step: int, messages: list[ModelMessage]) -> None:
+    async def _resolve_history(
+        self, run_id: str, reference: dict[str, Any], input: ExecuteActivityInput
+    ) -> tuple[str, list[str]]:
+        """Put back the messages the workflow sent as a reference; return the base snapshot's id and hashes."""
+        base_id, base_messages, hashes = await self._histories.resolve(run_id, reference)
+        input.args = with_model_request_messages(input.args, [*base_messages, *model_request_messages(input.args)])
+        return base_id, hashes
+
+    async def _snapshot(
+        self,
+        run_id: str,
+        temporal_run_id: str,
+        step: int,
+        messages: list[ModelMessage],
+        base: tuple[str, list[str]] | None,
+    ) -> None:
         # The history a model is about to see is the boundary snapshot: provider-valid by construction
         # (the ledger checks, and skips an invalid one rather than offering it as a continuation point).
         try:
-            await self._ledger.write_snapshot(
-                run_id=run_id, temporal_run_id=temporal_run_id, step=step, kind='model_request', messages=messages
+            record = await self._ledger.write_snapshot(
+                run_id=run_id,
+                temporal_run_id=temporal_run_id,
+                step=step,
+                kind='model_request',
+                messages=messages,
+                base=base,
             )
         except LedgerError as error:
             raise ledger_failure(error) from error
+        if record is None:
+            return
+        # The next model request of this run names this snapshot as its base: keep it at hand.
+        self._histories.remember(record, messages, base)
 
     async def _write(self, event: StepEvent) -> None:
         try:

@@ -24,6 +24,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from .._compat import mark_worker_never_started
 from ..activities import LedgerActivities, delegate_result
+from ..activities._history import HistoryResolver
 from ..ledger._base import Ledger
 from ..workflows import AgentRunWorkflow
 from ..workflows._delegate import delegated_agents
@@ -37,12 +38,13 @@ __all__ = ['LedgerInterceptor', 'LedgerPlugin']
 class LedgerInterceptor(Interceptor):
     """The worker interceptor pair: activity events on the worker, acceptances from workflow code."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None) -> None:
         self._ledger = ledger
+        self._histories = histories or HistoryResolver(ledger)
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
-        return LedgerActivityInterceptor(next, self._ledger)
+        return LedgerActivityInterceptor(next, self._ledger, self._histories)
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
         """Carry acceptances and deterministic activity ids out of workflow code."""
@@ -108,10 +110,12 @@ class LedgerPlugin(SimplePlugin):
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
 
+        # One resolver for the interceptor and the seal, so the seal finds the last request's history at hand.
+        histories = HistoryResolver(ledger)
         super().__init__(
             'agentledger.LedgerPlugin',
-            interceptors=[LedgerInterceptor(ledger)],
-            activities=[*LedgerActivities(ledger).activities, delegate_result],
+            interceptors=[LedgerInterceptor(ledger, histories)],
+            activities=[*LedgerActivities(ledger, histories).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
         )

@@ -2,8 +2,9 @@
 
 For every activity an `AgentRunWorkflow` starts, it (1) sets a deterministic activity id, (2)
 attaches the `agentledger` header with the ledger run id and whatever the workflow observed since
-the previous activity (acceptances, workflow-side tool events), and (3) notes, when the activity's
-handle resolves, that the workflow accepted its result. The callback runs on Temporal's
+the previous activity (acceptances, workflow-side tool events), (3) for a model request, replaces
+the messages the ledger already holds by a reference (see `workflows/_history.py`), and (4) notes,
+when the activity's handle resolves, that the workflow accepted its result. The callback runs on Temporal's
 deterministic event loop, so replay produces the same acceptances in the same order.
 
 Other workflows on the same worker pass through untouched.
@@ -22,7 +23,8 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from ..workflows._state import HEADER, current_state
+from .._compat import classify_activity, model_request_messages, read_activity_args, with_model_request_messages
+from ..workflows._state import HEADER, LedgerRunState, current_state
 
 __all__ = ['LedgerWorkflowInboundInterceptor', 'workflow_interceptor_class']
 
@@ -38,6 +40,20 @@ def _outcome(handle: workflow.ActivityHandle[Any]) -> str:
     return 'failed'
 
 
+def _bound_history(state: LedgerRunState, input: StartActivityInput) -> dict[str, Any] | None:
+    """Send a model request only the messages the ledger does not hold yet; the header names the rest."""
+    messages = model_request_messages(input.args)
+    step = read_activity_args('model_request', input.args).step
+    if not messages or step is None:
+        return None
+    found = state.history.reference(messages, step)
+    if found is None:
+        return None
+    reference, count = found
+    input.args = with_model_request_messages(input.args, messages[count:])
+    return reference
+
+
 class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
         state = current_state()
@@ -46,7 +62,12 @@ class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
         if input.activity_id is None:
             input.activity_id = state.next_activity_id()
         activity_id = input.activity_id
-        header = workflow.payload_converter().to_payload(state.take_header())
+        values = state.take_header()
+        if classify_activity(input.activity) == 'model_request':
+            reference = _bound_history(state, input)
+            if reference is not None:
+                values['history'] = reference
+        header = workflow.payload_converter().to_payload(values)
         input.headers = {**input.headers, HEADER: header}
         handle = super().start_activity(input)
         handle.add_done_callback(lambda done: state.accept(activity_id, _outcome(done)))

@@ -126,6 +126,8 @@ class AgentRunWorkflow:
         history = input.message_history
         if seed.forked_from is not None:
             history = seed.message_history
+            if history:
+                state.history.seed(seed.forked_from.snapshot_id, history)
             # A restart resumes exactly where the failed run stopped; its prompt is already in the history.
             if seed.forked_from.reason == 'restart':
                 prompt = None
@@ -229,18 +231,32 @@ class AgentRunWorkflow:
         )
         await workflow.execute_activity(
             SEAL_RUN_ACTIVITY,
-            SealInput(
-                seal=seal,
-                acceptances=list(state.acceptances),
-                workflow_events=list(state.workflow_events),
-                final_messages=final_messages,
-                final_step=final_step,
-            ),
+            _seal_input(state, seal, final_messages, final_step),
             start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
             schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
             retry_policy=LEDGER_ACTIVITY_RETRY,
             summary=f'ledger: seal {state.run_id} ({status})',
         )
+
+
+def _seal_input(
+    state: LedgerRunState, seal: RunSeal, final_messages: list[ModelMessage] | None, final_step: int
+) -> SealInput:
+    """The seal's input; the final history carries only what the ledger does not hold yet."""
+    reference = None
+    if final_messages is not None:
+        found = state.history.reference(final_messages, final_step, model_request=False)
+        if found is not None:
+            reference, count = found
+            final_messages = final_messages[count:]
+    return SealInput(
+        seal=seal,
+        acceptances=list(state.acceptances),
+        workflow_events=list(state.workflow_events),
+        final_messages=final_messages,
+        final_step=final_step,
+        final_history=reference,
+    )
 
 
 def _resolve_agent(name: str) -> AbstractAgent[Any, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import workflow
 
 from ..ledger._records import Acceptance, StepEvent
+from ._history import HistoryReferences
 
 __all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state']
 
@@ -37,6 +38,10 @@ class LedgerRunState:
     _sent_acceptances: int = 0
     _sent_events: int = 0
     _next_activity: int = 0
+    history: HistoryReferences = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = HistoryReferences(self.temporal_run_id)
 
     def next_activity_id(self) -> str:
         """A deterministic activity id, so acceptances can name the activity they accept."""

@@ -136,5 +136,8 @@ class SealInput:
     acceptances: list[Acceptance]
     workflow_events: list[StepEvent]
     final_messages: list[ModelMessage] | None = None
-    """The run's `all_messages()` when it completed, stored as its `final` snapshot."""
+    """The run's `all_messages()` when it completed (after the part `final_history` names), stored as its
+    `final` snapshot."""
+    final_history: dict[str, Any] | None = None
+    """A history reference for the first messages of the final history, which the ledger already holds."""
     final_step: int = 0

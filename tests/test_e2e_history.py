@@ -1,0 +1,76 @@
+"""End-to-end: model-request inputs carry a ledger reference plus only the new messages (bounded history)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic_ai import Agent
+from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+import agentledger
+from agentledger import SqliteLedger
+
+from .conftest import serve
+
+STEPS = 25
+seen: list[list[ModelMessage]] = []
+
+
+def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    seen.append(list(messages))
+    done = sum(1 for m in messages if isinstance(m, ModelResponse))
+    if done + 1 >= STEPS:
+        return ModelResponse(parts=[TextPart(f'{len(messages)} messages seen')])
+    return ModelResponse(parts=[ToolCallPart('fetch', {'i': done})])
+
+
+long_agent = Agent(FunctionModel(script), name='long', capabilities=[TemporalDurability()])
+
+
+@long_agent.tool_plain
+def fetch(i: int) -> str:
+    return f'{i:05d}' * 1600  # ~8 KB of new content per step
+
+
+async def model_request_inputs(handle: WorkflowHandle[object, object]) -> list[tuple[int, bool]]:
+    """For each model-request activity in history: how many messages its input carried, and whether it had a reference."""
+    history = await handle.fetch_history()
+    found = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attributes = event.activity_task_scheduled_event_attributes
+        if not attributes.activity_type.name.endswith('__model_request'):
+            continue
+        params = json.loads(attributes.input.payloads[0].data)
+        header = json.loads(attributes.header.fields['agentledger'].data)
+        found.append((len(params['messages']), 'history' in header))
+    return found
+
+
+async def test_model_requests_carry_only_new_messages(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [long_agent]) as served:
+        seen.clear()
+        handle = await agentledger.start(served.client, long_agent, 'go', task_queue=served.task_queue)
+        result = await handle.result()
+        # The model saw the whole history every time: the worker put the referenced messages back.
+        assert [len(history) for history in seen] == [1 + 2 * k for k in range(STEPS)]
+        assert result.output == f'{1 + 2 * (STEPS - 1)} messages seen'
+
+        inputs = await model_request_inputs(handle.workflow_handle)
+        assert inputs[0] == (1, False)
+        # Every later request carries its two new messages (the response and the tool return) and a reference.
+        assert inputs[1:] == [(2, True)] * (STEPS - 1)
+
+        # A continuation's first request references the seed snapshot instead of carrying it.
+        seen.clear()
+        follow = await agentledger.continue_run(served.client, result.run_id, 'again')
+        await follow.result()
+        assert len(seen[0]) == 1 + 2 * (STEPS - 1) + 2  # the final response and the new prompt
+        assert (await model_request_inputs(follow.workflow_handle))[0] == (1, True)
