@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import TypeAdapter
 from pydantic_ai.agent.abstract import AbstractAgent
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 from temporalio.client import Client, WorkflowHandle
 
@@ -61,7 +62,7 @@ class AgentRunHandle(Generic[OutputT]):
 async def start(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
-    prompt: str | None = None,
+    prompt: str | Sequence[UserContent] | None = None,
     *,
     task_queue: str,
     message_history: list[ModelMessage] | None = None,
@@ -84,7 +85,7 @@ async def start(
         raise ValueError('the agent needs a name: Agent(..., name="...")')
     input = AgentRunInput(
         agent=name,
-        prompt=prompt,
+        prompt=_prompt(prompt),
         message_history=message_history,
         deps=deps,
         conversation_id=conversation_id,
@@ -121,7 +122,7 @@ async def _start(
 async def run(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
-    prompt: str | None = None,
+    prompt: str | Sequence[UserContent] | None = None,
     *,
     task_queue: str,
     message_history: list[ModelMessage] | None = None,
@@ -149,6 +150,10 @@ async def run(
     return await handle.result()
 
 
+def _prompt(prompt: str | Sequence[UserContent] | None) -> str | list[UserContent] | None:
+    return prompt if prompt is None or isinstance(prompt, str) else list(prompt)
+
+
 def _ledger_of(client: Client, ledger: Ledger | None) -> Ledger:
     if ledger is not None:
         return ledger
@@ -164,7 +169,7 @@ async def _seeded(
     client: Client,
     run_id: str,
     *,
-    prompt: str | None,
+    prompt: str | Sequence[UserContent] | None,
     at_step: int | None,
     snapshot: str | None,
     agent: AbstractAgent[Any, OutputT] | None,
@@ -180,7 +185,7 @@ async def _seeded(
         source = await store.run(run_id)
     input = AgentRunInput(
         agent=source.agent_name,
-        prompt=prompt,
+        prompt=_prompt(prompt),
         deps=deps,
         conversation_id=source.conversation_id,
         continue_from=run_id,
@@ -199,7 +204,7 @@ async def _seeded(
 async def continue_run(
     client: Client,
     run_id: str,
-    prompt: str | None = None,
+    prompt: str | Sequence[UserContent] | None = None,
     *,
     agent: AbstractAgent[Any, OutputT] | None = None,
     deps: Any = None,
@@ -236,7 +241,7 @@ async def fork_run(
     *,
     at_step: int | None = None,
     snapshot: str | None = None,
-    prompt: str | None = None,
+    prompt: str | Sequence[UserContent] | None = None,
     agent: AbstractAgent[Any, OutputT] | None = None,
     deps: Any = None,
     task_queue: str | None = None,

@@ -39,7 +39,7 @@ def fetch(i: int) -> str:
 
 
 async def model_request_inputs(handle: WorkflowHandle[object, object]) -> list[tuple[int, bool]]:
-    """For each model-request activity in history: how many messages its input carried, and whether it had a reference."""
+    """Per model-request activity in history: how many messages its input carried, and whether it had a reference."""
     history = await handle.fetch_history()
     found = []
     for event in history.events:

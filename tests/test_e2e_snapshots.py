@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
+from pydantic_ai.messages import (
+    BinaryContent,
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    UserPromptPart,
+)
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -245,3 +253,30 @@ async def test_worker_killed_mid_tool_call_c4_c6(temporal_env: WorkflowEnvironme
     finally:
         if process.poll() is None:
             process.kill()
+
+
+async def test_binary_content_round_trips_byte_identical_c8(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """C8: a prompt with a large image runs through Temporal and the ledger; snapshots give the same bytes back."""
+    image = bytes(range(256)) * 400  # 100 KB, not compressible text
+    prompt = ['what is in this picture?', BinaryContent(data=image, media_type='image/png')]
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [notes_agent]) as served:
+        first = await agentledger.run(served.client, notes_agent, prompt, task_queue=served.task_queue)
+        second = await agentledger.run(served.client, notes_agent, prompt, task_queue=served.task_queue)
+        for run in (first, second):
+            for record in await ledger.snapshots(run.run_id):
+                request = (await ledger.snapshot(record.snapshot_id)).messages[0]
+                assert isinstance(request, ModelRequest)
+                (part,) = [p for p in request.parts if isinstance(p, UserPromptPart)]
+                assert isinstance(part.content, list)
+                binary = part.content[1]
+                assert isinstance(binary, BinaryContent)
+                assert binary.data == image and binary.media_type == 'image/png'
+        # The model saw the same bytes, and the ledger stores the image once across both runs.
+        seen = agents.seen_histories[-1][0]
+        assert isinstance(seen, ModelRequest)
+        (seen_part,) = [p for p in seen.parts if isinstance(p, UserPromptPart)]
+        assert isinstance(seen_part.content, list) and isinstance(seen_part.content[1], BinaryContent)
+        assert seen_part.content[1].data == image
+        with closing(sqlite3.connect(tmp_path / 'runs.db')) as db:
+            assert db.execute('SELECT COUNT(*) FROM blobs').fetchone() == (1,)
+            assert db.execute('SELECT LENGTH(data) FROM blobs').fetchone() == (len(image),)

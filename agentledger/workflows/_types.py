@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 
 from ..ledger._records import Acceptance, ForkRef, RunSeal, RunStart, StepEvent, Usage
@@ -34,7 +34,8 @@ class AgentRunInput:
 
     agent: str
     """The `name` of an agent registered on the worker through `LedgerPlugin(agents=[...])`."""
-    prompt: str | None = None
+    prompt: str | list[UserContent] | None = None
+    """Text, or multi-modal content (images and files as `BinaryContent`), as `Agent.run` takes it."""
     message_history: list[ModelMessage] | None = None
     deps: Any = None
     """The run's deps as JSON-compatible data; validated against the agent's `deps_type` in the workflow."""
