@@ -50,6 +50,20 @@ class RunFilter:
     workflow_id: str | None = None
     forked_from_run_id: str | None = None
 
+    def matches(self, run: RunRecord) -> bool:
+        """Whether `run` passes every filter that is set (for backends that filter records in memory)."""
+        return (
+            (self.agent is None or run.agent_name == self.agent)
+            and (self.status is None or run.status == self.status)
+            and (self.conversation_id is None or run.conversation_id == self.conversation_id)
+            and (self.parent_run_id is None or run.parent_run_id == self.parent_run_id)
+            and (self.workflow_id is None or run.workflow_id == self.workflow_id)
+            and (
+                self.forked_from_run_id is None
+                or (run.forked_from is not None and run.forked_from.run_id == self.forked_from_run_id)
+            )
+        )
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -75,23 +75,10 @@ class MemoryLedger(Ledger):
         return self._runs.get(run_id)
 
     async def _read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        def matches(run: RunRecord) -> bool:
-            return (
-                (filter.agent is None or run.agent_name == filter.agent)
-                and (filter.status is None or run.status == filter.status)
-                and (filter.conversation_id is None or run.conversation_id == filter.conversation_id)
-                and (filter.parent_run_id is None or run.parent_run_id == filter.parent_run_id)
-                and (filter.workflow_id is None or run.workflow_id == filter.workflow_id)
-                and (
-                    filter.forked_from_run_id is None
-                    or (run.forked_from is not None and run.forked_from.run_id == filter.forked_from_run_id)
-                )
-            )
-
         ordered = sorted(self._runs.values(), key=lambda r: (r.started_at, r.run_id), reverse=True)
         if before is not None:
             ordered = [r for r in ordered if (r.started_at, r.run_id) < (before.started_at, before.run_id)]
-        return [r for r in ordered if matches(r)][:limit]
+        return [r for r in ordered if filter.matches(r)][:limit]
 
     async def _read_events(self, run_id: str) -> list[StepEvent]:
         return list(self._events.get(run_id, []))

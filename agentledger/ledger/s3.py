@@ -843,7 +843,7 @@ class S3Ledger(Ledger):
                         if data is None:
                             continue  # indexed before its record was written, which never happened
                         record = self._decode(key, data, RunRecord.from_json)
-                        if _epoch_us(record.started_at) == started_us and _matches(filter, record):
+                        if _epoch_us(record.started_at) == started_us and filter.matches(record):
                             found.append(record)
                             if len(found) == limit:
                                 return found
@@ -1015,20 +1015,6 @@ def _indexed(start: RunStart) -> Iterable[tuple[str, str | None]]:
     yield 'parent', start.parent_run_id
     yield 'workflow', start.workflow_id
     yield 'forked-from', start.forked_from.run_id if start.forked_from is not None else None
-
-
-def _matches(filter: RunFilter, run: RunRecord) -> bool:
-    return (
-        (filter.agent is None or run.agent_name == filter.agent)
-        and (filter.status is None or run.status == filter.status)
-        and (filter.conversation_id is None or run.conversation_id == filter.conversation_id)
-        and (filter.parent_run_id is None or run.parent_run_id == filter.parent_run_id)
-        and (filter.workflow_id is None or run.workflow_id == filter.workflow_id)
-        and (
-            filter.forked_from_run_id is None
-            or (run.forked_from is not None and run.forked_from.run_id == filter.forked_from_run_id)
-        )
-    )
 
 
 def _index_time(epoch_us: int) -> str:
