@@ -89,7 +89,28 @@ def ledger_backends(data: dict[str, Any]) -> str:
     )
 
 
+def history(data: dict[str, Any]) -> str:
+    def cell(run: dict[str, Any] | None) -> str:
+        if run is None:
+            return 'not run'
+        size = f'{run["history_bytes"] / 1e6:.2f} MB, {run["events"]} events, largest payload '
+        size += f'{run["largest_payload_bytes"] / 1e3:.0f} KB'
+        return size if run['outcome'] == 'completed' else f'{size}: {run["outcome"]}'
+
+    rows = [
+        [
+            str(row['requests']),
+            cell(row['baseline']),
+            cell(row['agentledger']),
+            f'{row["bytes_ratio"]}x' if 'bytes_ratio' in row else '-',
+        ]
+        for row in data['runs']
+    ]
+    return _table(['model requests', 'pydantic-ai alone', 'agentledger', 'smaller by'], rows)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    'history': history,
     'overhead': overhead,
     'snapshots': snapshots,
     'ledger_backends': ledger_backends,
