@@ -1053,8 +1053,8 @@ async def test_unknown_snapshot_and_run_ids_are_not_found(ledger: Ledger) -> Non
 
 
 async def test_latest_snapshot_and_snapshot_at_step(ledger: Ledger) -> None:
-    """C9/C10: latest is the `final` snapshot; at step k, the latest snapshot at or before k, with `final`
-    sorting after the model-request snapshot of the same step; steps outside the run are not found."""
+    """C9/C10: latest is the `final` snapshot; at step k, the latest model-request snapshot at or before k
+    (forking redoes step k); steps outside the run are not found."""
     messages = conversation(3)
     await ledger.start_run(run_start('run-a'))
     [s1, s2, s3, final] = await snapshot_steps(ledger, 'run-a', messages, range(1, 4), final=True)
@@ -1062,7 +1062,8 @@ async def test_latest_snapshot_and_snapshot_at_step(ledger: Ledger) -> None:
     assert await ledger.latest_snapshot('run-a') == final
     assert await ledger.snapshot_at_step('run-a', 1) == s1
     assert await ledger.snapshot_at_step('run-a', 2) == s2
-    assert await ledger.snapshot_at_step('run-a', 3) == final
+    # Forking at the last step redoes it: the model-request snapshot, not the final history.
+    assert await ledger.snapshot_at_step('run-a', 3) == s3
     assert s3.step == final.step == 3
     for step in (0, 4):
         with pytest.raises(SnapshotNotFoundError, match=f'no step {step}'):

@@ -279,7 +279,9 @@ def test_snapshot_at_step_takes_the_latest_at_or_before() -> None:
     snapshots = [record(1), record(3), record(3, 'final')]
     run = run_record('t1')
     assert snapshot_at_step(run, snapshots, 2) == snapshots[0]
-    assert snapshot_at_step(run, snapshots, 3) == snapshots[2]
+    # At the last step, the history its model request saw; the final one is what continue uses.
+    assert snapshot_at_step(run, snapshots, 3) == snapshots[1]
+    assert latest_snapshot(run, snapshots) == snapshots[2]
     for step in (0, 4):
         with pytest.raises(SnapshotNotFoundError, match=f'run-a has no step {step}'):
             snapshot_at_step(run, snapshots, step)

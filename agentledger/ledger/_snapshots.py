@@ -51,13 +51,17 @@ def latest_snapshot(run: RunRecord, snapshots: Sequence[SnapshotRecord]) -> Snap
 
 
 def snapshot_at_step(run: RunRecord, snapshots: Sequence[SnapshotRecord], step: int) -> SnapshotRecord:
-    """The latest valid snapshot at or before `step`; raises `SnapshotNotFoundError` for a step that does not exist."""
+    """The latest model-request snapshot at or before `step`: the history the model saw at that step.
+
+    Raises `SnapshotNotFoundError` for a step that does not exist. (`latest_snapshot` gives the final one.)
+    """
     if not snapshots:
         raise SnapshotNotFoundError(f'run {run.run_id} has no valid snapshot to fork from')
     last = max(s.step for s in snapshots)
     if step < 1 or step > last:
         raise SnapshotNotFoundError(f'run {run.run_id} has no step {step}: its snapshots cover steps 1 to {last}')
-    candidates = [s for s in snapshots if s.step <= step]
+    # Forking at step k redoes step k: the history its model request saw, not the run's final one.
+    candidates = [s for s in snapshots if s.step <= step and s.kind == 'model_request']
     if not candidates:
         raise SnapshotNotFoundError(f'run {run.run_id} has no valid snapshot at or before step {step}')
     return max(candidates, key=lambda s: snapshot_order(run, s))

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.usage import RunUsage
 from temporalio import workflow
@@ -169,7 +169,8 @@ class AgentRunWorkflow:
             usage=usage,
             output_preview=preview(result.output),
             final_messages=result.all_messages(),
-            final_step=usage.requests,
+            # This run's own last step: usage also counts its delegates' requests.
+            final_step=sum(isinstance(m, ModelResponse) for m in result.new_messages()),
         )
         return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
 
