@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 from pydantic import TypeAdapter
 from pydantic_ai.agent.abstract import AbstractAgent
@@ -16,13 +16,18 @@ def output_adapter(agent: AbstractAgent[Any, Any] | str) -> TypeAdapter[Any] | N
     A workflow result is JSON-compatible data (a dataclass arrives as a dict); validating it against the
     output type gives the caller the value the agent produced. Output specs (`ToolOutput`,
     `NativeOutput`, ...) wrap the type; a plain type or union validates directly; a type pydantic cannot
-    validate leaves the data as it arrived.
+    validate leaves the data as it arrived. A list of output specs gives their union.
     """
     if isinstance(agent, str):
         return None
-    output_type: Any = getattr(agent, 'output_type', str)
-    inner: Any = getattr(output_type, 'output_type', output_type)
     try:
-        return TypeAdapter(inner)
+        return TypeAdapter(_spec_type(getattr(agent, 'output_type', str)))
     except Exception:
         return None
+
+
+def _spec_type(spec: Any) -> Any:
+    """The type an output spec produces: a list of specs (`[str, DeferredToolRequests]`) is their union."""
+    if isinstance(spec, list | tuple):
+        return Union[tuple(_spec_type(member) for member in spec)]  # noqa: UP007
+    return getattr(spec, 'output_type', spec)

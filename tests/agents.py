@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai import Agent, CallDeferred, DeferredToolRequests, ModelRetry, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -277,3 +277,28 @@ async def long_task(ctx: RunContext[None]) -> str:
     if activity.info().attempt == 1:
         await asyncio.sleep(60)
     return 'finished'
+
+
+def defer_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Calls a tool that needs approval and one that defers itself, in one response."""
+    return ModelResponse(parts=[ToolCallPart('wire_money', {'amount': 5}), ToolCallPart('ask_human', {})])
+
+
+defer_agent = Agent(
+    FunctionModel(defer_script),
+    name='defer',
+    output_type=[str, DeferredToolRequests],
+    capabilities=[TemporalDurability()],
+)
+
+
+@defer_agent.tool_plain(requires_approval=True)
+def wire_money(amount: int) -> str:
+    """Needs a person's approval: pydantic-ai defers it in workflow code, without an activity."""
+    return f'sent {amount}'
+
+
+@defer_agent.tool_plain
+def ask_human() -> str:
+    """Defers itself from inside its tool activity."""
+    raise CallDeferred()

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from pydantic_ai import DeferredToolRequests
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -22,6 +23,7 @@ from .agents import (
     LockTarget,
     Verdict,
     calc_agent,
+    defer_agent,
     outage_agent,
     plain_agent,
     typed_agent,
@@ -192,3 +194,25 @@ async def test_worker_with_unopenable_ledger_fails_at_start(temporal_env: Workfl
     with pytest.raises(agentledger.LedgerError, match='not-a-db'):
         async with serve(temporal_env, SqliteLedger(not_a_database), [calc_agent]):
             await asyncio.sleep(30)
+
+
+async def test_deferred_and_approval_required_tools_end_in_a_recorded_state(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """C3: a tool needing approval (no activity) and a tool deferring itself both end completed, with their outcome."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [defer_agent]) as served:
+        result = await agentledger.run(served.client, defer_agent, 'pay', task_queue=served.task_queue)
+        assert isinstance(result.output, DeferredToolRequests)  # typed, from the union of output specs
+        assert [c.tool_name for c in result.output.approvals] == ['wire_money']
+        assert [c.tool_name for c in result.output.calls] == ['ask_human']
+
+        events = await ledger.events(result.run_id)
+        tools = sorted((e.tool_name, e.kind, e.outcome) for e in events if e.step_kind == 'tool_call')
+        assert tools == [
+            ('ask_human', 'tool_call_completed', 'deferred'),
+            ('ask_human', 'tool_call_started', None),
+            ('wire_money', 'tool_call_completed', 'approval_required'),
+            ('wire_money', 'tool_call_started', None),
+        ]
+        effects = {e.tool_name: (e.status, e.outcome) for e in await ledger.tool_effects(result.run_id)}
+        assert effects == {'ask_human': ('completed', 'deferred'), 'wire_money': ('completed', 'approval_required')}

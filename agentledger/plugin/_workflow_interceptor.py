@@ -63,7 +63,12 @@ class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
             input.activity_id = state.next_activity_id()
         activity_id = input.activity_id
         values = state.take_header()
-        if classify_activity(input.activity) == 'model_request':
+        kind = classify_activity(input.activity)
+        if kind == 'tool_call':
+            tool_call_id = read_activity_args('tool_call', input.args).tool_call_id
+            if tool_call_id is not None:
+                state.dispatched_tool_calls.add(tool_call_id)
+        if kind == 'model_request':
             reference = _bound_history(state, input)
             if reference is not None:
                 values['history'] = reference

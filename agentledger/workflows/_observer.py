@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.messages import ToolCallPart
-from pydantic_ai.tools import RunContext, ToolDefinition
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, RunContext, ToolDefinition
 from temporalio import workflow
 
 from .._compat import mark_safe_at_runtime
-from ..ledger._records import StepEvent
+from ..ledger._records import StepEvent, ToolOutcome
 from ._state import LedgerRunState
 
 __all__ = ['LedgerObserver']
@@ -26,10 +26,51 @@ __all__ = ['LedgerObserver']
 
 @mark_safe_at_runtime
 class LedgerObserver(AbstractCapability[Any]):
-    """Notes tool calls rejected at argument validation as completed with outcome `validation_error`."""
+    """Records tool calls that end in workflow code, without a tool activity.
+
+    A call whose arguments fail validation is completed with outcome `validation_error`; a call to a
+    tool that needs approval (`requires_approval=True`) or is executed externally is completed with
+    outcome `approval_required` / `deferred` when pydantic-ai hands it back as a deferred request.
+    """
 
     def __init__(self, state: LedgerRunState) -> None:
         self._state = state
+
+    def _record(
+        self, ctx: RunContext[Any], call: ToolCallPart, prefix: str, outcome: ToolOutcome, detail: str | None
+    ) -> None:
+        activity_id = f'{prefix}:{call.tool_call_id}'
+        common: dict[str, Any] = dict(
+            run_id=self._state.run_id,
+            workflow_id=self._state.workflow_id,
+            temporal_run_id=self._state.temporal_run_id,
+            activity_id=activity_id,
+            attempt=0,
+            timestamp=workflow.now(),
+            step=ctx.run_step,
+            tool_call_id=call.tool_call_id,
+            tool_name=call.tool_name,
+        )
+        self._state.workflow_events.append(StepEvent(kind='tool_call_started', **common))
+        self._state.workflow_events.append(
+            StepEvent(kind='tool_call_completed', outcome=outcome, detail=detail, duration_s=0.0, **common)
+        )
+        self._state.accept(activity_id, 'completed')
+
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[Any], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        """Record deferred calls that never ran as an activity; resolve none of them (that is the caller's)."""
+        deferred: list[tuple[list[ToolCallPart], ToolOutcome]] = [
+            (requests.approvals, 'approval_required'),
+            (requests.calls, 'deferred'),
+        ]
+        for calls, outcome in deferred:
+            for call in calls:
+                # A call deferred by its own tool activity was recorded by that activity.
+                if call.tool_call_id not in self._state.dispatched_tool_calls:
+                    self._record(ctx, call, 'deferred', outcome, None)
+        return None
 
     async def on_tool_validate_error(
         self,
@@ -41,22 +82,5 @@ class LedgerObserver(AbstractCapability[Any]):
         error: ValidationError | ModelRetry,
     ) -> Any:
         """Record the rejected call, then let pydantic-ai send the retry prompt as usual."""
-        now = workflow.now()
-        detail = str(error)[:500]
-        common = dict(
-            run_id=self._state.run_id,
-            workflow_id=self._state.workflow_id,
-            temporal_run_id=self._state.temporal_run_id,
-            activity_id=f'validate:{call.tool_call_id}',
-            attempt=0,
-            timestamp=now,
-            step=ctx.run_step,
-            tool_call_id=call.tool_call_id,
-            tool_name=call.tool_name,
-        )
-        self._state.workflow_events.append(StepEvent(kind='tool_call_started', **common))  # type: ignore[arg-type]
-        self._state.workflow_events.append(
-            StepEvent(kind='tool_call_completed', outcome='validation_error', detail=detail, duration_s=0.0, **common)  # type: ignore[arg-type]
-        )
-        self._state.accept(f'validate:{call.tool_call_id}', 'completed')
+        self._record(ctx, call, 'validate', 'validation_error', str(error)[:500])
         raise error

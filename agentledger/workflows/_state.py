@@ -39,6 +39,8 @@ class LedgerRunState:
     _sent_events: int = 0
     _next_activity: int = 0
     history: HistoryReferences = field(init=False)
+    dispatched_tool_calls: set[str] = field(default_factory=set)
+    """Tool calls sent to a tool activity (whose interceptor records them)."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
