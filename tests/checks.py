@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
+from temporalio.client import WorkflowHandle
+
 from agentledger import AgentRunResult, Ledger, StepEvent
 
 
@@ -108,3 +112,14 @@ async def check_complete_calc_run(ledger: Ledger, run_id: str) -> list[StepEvent
     steps = await ledger.steps(run_id)
     assert all(s.status == 'completed' and s.accepted_attempt is not None for s in steps)
     return events
+
+
+async def retried_failures(handle: WorkflowHandle[Any, Any]) -> list[Failure]:
+    """The last failure of every retried activity attempt, as Temporal's history records it."""
+    history = await handle.fetch_history()
+    return [
+        e.activity_task_started_event_attributes.last_failure
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]

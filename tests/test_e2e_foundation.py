@@ -29,7 +29,7 @@ from .agents import (
     typed_agent,
     zombie_agent,
 )
-from .checks import check_calc_run, kinds
+from .checks import check_calc_run, kinds, retried_failures
 from .conftest import serve
 
 
@@ -174,13 +174,7 @@ async def test_ledger_outage_pauses_the_run_and_loses_nothing_c16(
         assert [(e.kind, e.state) for e in first] == [('tool_call_started', 'abandoned')]
 
         # Temporal saw the specific failure: the ledger error, naming what could not be written.
-        history = await handle.workflow_handle.fetch_history()
-        failures = [
-            e.activity_task_started_event_attributes.last_failure
-            for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and e.activity_task_started_event_attributes.attempt > 1
-        ]
+        failures = await retried_failures(handle.workflow_handle)
         assert any(
             f.application_failure_info.type == 'LedgerUnavailableError' and 'could not write' in f.message
             for f in failures

@@ -41,7 +41,7 @@ from agentledger.ledger._snapshots import SnapshotNotFoundError
 from agentledger.ledger.s3 import FORMAT_VERSION, S3Ledger
 
 from .agents import calc_agent
-from .checks import check_calc_run, check_complete_calc_run
+from .checks import check_calc_run, check_complete_calc_run, retried_failures
 from .conftest import serve
 from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
 from .test_ledger_suite import acceptance, conversation, event, run_seal, run_start, snapshot_steps
@@ -619,13 +619,7 @@ async def test_s3_outage_mid_run_pauses_the_run_and_loses_nothing_c16(
         assert len({e.key for e in events}) == len(events)
         assert (await ledger.run(result.run_id)).status == 'completed'
 
-        history = await handle.workflow_handle.fetch_history()
-        failures = [
-            e.activity_task_started_event_attributes.last_failure
-            for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and e.activity_task_started_event_attributes.attempt > 1
-        ]
+        failures = await retried_failures(handle.workflow_handle)
         assert any(
             f.application_failure_info.type == 'LedgerUnavailableError' and 'cannot reach the endpoint' in f.message
             for f in failures
