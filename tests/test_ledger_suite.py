@@ -63,7 +63,7 @@ from agentledger.ledger._snapshots import SnapshotNotFoundError
 from agentledger.ledger.s3 import S3Ledger
 from agentledger.ledger.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
 
-from .s3_server import s3_ledger
+from .s3_server import s3_ledger, shared_s3_server
 from .s3_server import stored_content as s3_stored_content
 from .s3_server import tamper as s3_tamper
 
@@ -1326,20 +1326,33 @@ async def test_sqlite_corrupt_run_row_fails_its_write_but_not_the_others_in_its_
         assert kinds == ['run_started', 'tool_call_started', 'run_completed', 'tool_call_started']
 
 
-async def test_sqlite_two_ledgers_sharing_a_file_do_not_lose_updates(tmp_path: Path) -> None:
-    """Two worker processes on one file: BEGIN IMMEDIATE serialises their read-modify-writes of a run row."""
-    path = tmp_path / 'ledger.db'
-    async with SqliteLedger(path) as first, SqliteLedger(path) as second:
+def make_sharing_pair(backend: str, tmp_path: Path) -> tuple[Ledger, Ledger]:
+    """Two ledgers on one store, as two worker processes have them (own connections or clients)."""
+    if backend == 'sqlite':
+        return SqliteLedger(tmp_path / 'ledger.db'), SqliteLedger(tmp_path / 'ledger.db')
+    if backend == 's3':
+        server = shared_s3_server()
+        bucket = server.new_bucket()
+        return server.ledger(bucket), server.ledger(bucket)
+    raise ValueError(f'{backend!r} has no store two ledgers can share')
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 's3'])
+async def test_two_ledgers_sharing_a_store_lose_no_update(backend: str, tmp_path: Path) -> None:
+    """Two workers on one store: SQLite's BEGIN IMMEDIATE and S3's compare-and-swap keep every update, seq unique."""
+    one, two = make_sharing_pair(backend, tmp_path)
+    async with one as first, two as second:
         await first.start_run(run_start('r1', 't0'))
         await asyncio.gather(
             *((first if i % 2 else second).start_run(run_start('r1', f't{i}', started=i)) for i in range(1, 11)),
-            *((second if i % 2 else first).record_events([event(str(i), 1, 'tool_call_started')]) for i in range(20)),
+            *((second if i % 2 else first).record_events([event(str(i), 1, 'tool_call_started')]) for i in range(30)),
         )
         run = await second.run('r1')
         assert sorted(run.temporal_run_ids) == sorted(f't{i}' for i in range(11))
         events = await first.events('r1')
-        assert len(events) == 11 + 20
+        assert len(events) == 11 + 30
         assert len({e.seq for e in events}) == len(events)
+        assert events == await second.events('r1')
 
 
 V1_RUN_COLUMNS = (
