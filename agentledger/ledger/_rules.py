@@ -34,6 +34,7 @@ __all__ = [
     'idempotency_key_for',
     'run_event_for_seal',
     'run_event_for_start',
+    'total_usage',
 ]
 
 
