@@ -10,7 +10,7 @@ from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
@@ -38,8 +38,11 @@ def fetch(i: int) -> str:
     return f'{i:05d}' * 1600  # ~8 KB of new content per step
 
 
-async def model_request_inputs(handle: WorkflowHandle[object, object]) -> list[tuple[int, bool]]:
-    """Per model-request activity in history: how many messages its input carried, and whether it had a reference."""
+async def model_request_inputs(client: Client, handle: WorkflowHandle[object, object]) -> list[tuple[int, bool]]:
+    """Per model-request activity in history: how many messages its input carried, and whether it had a reference.
+
+    The input is decoded with the client's converter: a large one is a payload reference in history.
+    """
     history = await handle.fetch_history()
     found = []
     for event in history.events:
@@ -48,7 +51,7 @@ async def model_request_inputs(handle: WorkflowHandle[object, object]) -> list[t
         attributes = event.activity_task_scheduled_event_attributes
         if not attributes.activity_type.name.endswith('__model_request'):
             continue
-        params = json.loads(attributes.input.payloads[0].data)
+        (params,) = await client.data_converter.decode([attributes.input.payloads[0]], [dict])
         header = json.loads(attributes.header.fields['agentledger'].data)
         found.append((len(params['messages']), 'history' in header))
     return found
@@ -63,7 +66,7 @@ async def test_model_requests_carry_only_new_messages(temporal_env: WorkflowEnvi
         assert [len(history) for history in seen] == [1 + 2 * k for k in range(STEPS)]
         assert result.output == f'{1 + 2 * (STEPS - 1)} messages seen'
 
-        inputs = await model_request_inputs(handle.workflow_handle)
+        inputs = await model_request_inputs(served.client, handle.workflow_handle)
         assert inputs[0] == (1, False)
         # Every later request carries its two new messages (the response and the tool return) and a reference.
         assert inputs[1:] == [(2, True)] * (STEPS - 1)
@@ -73,4 +76,4 @@ async def test_model_requests_carry_only_new_messages(temporal_env: WorkflowEnvi
         follow = await agentledger.continue_run(served.client, result.run_id, 'again')
         await follow.result()
         assert len(seen[0]) == 1 + 2 * (STEPS - 1) + 2  # the final response and the new prompt
-        assert (await model_request_inputs(follow.workflow_handle))[0] == (1, True)
+        assert (await model_request_inputs(served.client, follow.workflow_handle))[0] == (1, True)

@@ -84,11 +84,13 @@ class LedgerActivities:
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:
-        """Record every acceptance, workflow-side event and the final snapshot, then the run's outcome."""
+        """Record the final snapshot, then the run's outcome.
+
+        The workflow's last acceptances and workflow-side events arrive in this activity's header,
+        which the activity interceptor writes before this runs.
+        """
         seal = input.seal
         try:
-            await self._ledger.record_events(input.workflow_events)
-            await self._ledger.accept(input.acceptances)
             if input.final_messages is not None:
                 messages, base = input.final_messages, None
                 if input.final_history is not None:

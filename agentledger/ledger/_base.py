@@ -14,7 +14,8 @@ from typing import Self, TypeVar
 from pydantic_ai.messages import ModelMessage
 
 from .._errors import LedgerCorruptionError, LedgerUnavailableError, RunNotFoundError
-from ._content import blob_refs, decode_message, encode_messages
+from ._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
+from ._content import blob_refs, content_hash, decode_message, encode_messages
 from ._records import (
     Acceptance,
     RunRecord,
@@ -115,6 +116,7 @@ class Ledger(ABC):
         await self.close()
 
     _users: int = 0
+    _opening: asyncio.Lock | None = None
     _chains: dict[str, tuple[str, list[str]]] | None = None
 
     async def open(self) -> None:
@@ -123,19 +125,27 @@ class Ledger(ABC):
         Opens are counted: a ledger shared by a worker (which `LedgerPlugin` opens while the worker
         runs) and by the application reading it stays open until the last user closes it.
         """
-        if self._users == 0:
-            # Retried like a write: another process may hold the file's lock while it migrates or
-            # switches journal mode, or an endpoint may be restarting.
-            await self._retrying('the ledger', self._open, action='open')
-        self._users += 1
+        async with self._users_lock():
+            if self._users == 0:
+                # Retried like a write: another process may hold the file's lock while it migrates or
+                # switches journal mode, or an endpoint may be restarting.
+                await self._retrying('the ledger', self._open, action='open')
+            self._users += 1
 
     async def close(self) -> None:
         """Release this user's hold; the last one closes the connections. Extra calls do nothing."""
-        if self._users == 0:
-            return
-        self._users -= 1
-        if self._users == 0:
-            await self._close()
+        async with self._users_lock():
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users == 0:
+                await self._close()
+
+    def _users_lock(self) -> asyncio.Lock:
+        # Concurrent first users (a client storing several payloads at once) must open the ledger once.
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        return self._opening
 
     @abstractmethod
     async def _open(self) -> None:
@@ -220,9 +230,9 @@ class Ledger(ABC):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.retry.max_backoff_s)
         raise LedgerUnavailableError(
-            f'could not {action} {what} at {self.url} after {self.retry.attempts} attempts: {last}'
-            if action == 'open'
-            else f'could not write {what} to the ledger at {self.url} after {self.retry.attempts} attempts: {last}'
+            f'could not write {what} to the ledger at {self.url} after {self.retry.attempts} attempts: {last}'
+            if action == 'write'
+            else f'could not {action} {what} at {self.url} after {self.retry.attempts} attempts: {last}'
         ) from last
 
     async def start_run(self, start: RunStart) -> None:
@@ -379,10 +389,16 @@ class Ledger(ABC):
             created_at=datetime.now(UTC),
         )
         blobs = {digest: data for m in new for digest, data in m.blobs.items()}
-        await self._retrying(
-            f'content of snapshot {record.snapshot_id}',
-            lambda: self._write_content({m.hash: m.data for m in new}, blobs),
-        )
+        rows: dict[str, bytes] = {}
+        for m in new:
+            if len(m.data) >= CHUNK_THRESHOLD:
+                # A long message (a large tool result) shares its chunks with the activity payloads that carried it.
+                manifest, chunks = split(m.data)
+                rows[m.hash] = manifest.to_bytes()
+                blobs.update(chunks)
+            else:
+                rows[m.hash] = m.data
+        await self._retrying(f'content of snapshot {record.snapshot_id}', lambda: self._write_content(rows, blobs))
         await self._retrying(f'snapshot {record.snapshot_id}', lambda: self._write_snapshot(record))
         self._chain_cache()[run_id] = (record.snapshot_id, hashes)
         return record
@@ -457,10 +473,60 @@ class Ledger(ABC):
             raise LedgerCorruptionError(
                 f'snapshot {snapshot_id!r} references {len(missing)} missing message(s): {missing[0]}'
             )
+        stored = await self._expand_chunked(stored)
         refs = list(dict.fromkeys(ref for digest in set(hashes) for ref in blob_refs(stored[digest])))
         blobs = await self._read_blobs(refs) if refs else {}
         messages = [decode_message(digest, stored[digest], blobs) for digest in hashes]
         return Snapshot(record=record, messages=messages, hashes=hashes)
+
+    async def _expand_chunked(self, stored: dict[str, bytes]) -> dict[str, bytes]:
+        """Stored messages with the chunked ones rebuilt from their chunks."""
+        manifests = {
+            digest: Manifest.parse(data, f'message {digest}')
+            for digest, data in stored.items()
+            if Manifest.is_manifest(data)
+        }
+        if not manifests:
+            return stored
+        wanted = list(dict.fromkeys(chunk for m in manifests.values() for chunk, _ in m.chunks))
+        chunks = await self._read_blobs(wanted)
+        return {
+            **stored,
+            **{digest: assemble(m, chunks, f'message {digest}') for digest, m in manifests.items()},
+        }
+
+    # --- chunked payloads ----------------------------------------------------------------------------
+
+    async def store_chunked(self, data: bytes) -> str:
+        """Store `data` as deduplicated chunks plus a manifest; return the manifest's hash, its key.
+
+        Chunks already stored (by this or any other content) are not stored again.
+        """
+        manifest, chunks = split(data)
+        manifest_bytes = manifest.to_bytes()
+        key = content_hash(manifest_bytes)
+        await self._retrying(
+            f'{len(chunks)} chunk(s) of a {len(data)}-byte payload',
+            lambda: self._write_content({}, {**chunks, key: manifest_bytes}),
+        )
+        return key
+
+    async def load_chunked(self, key: str) -> bytes:
+        """The content stored under manifest hash `key`, verified chunk by chunk.
+
+        Raises `LedgerCorruptionError` naming the key when the manifest or a chunk is missing or altered.
+        """
+        where = f'stored payload {key}'
+        found = await self._retrying(where, lambda: self._read_blobs([key]), action='read')
+        data = found.get(key)
+        if data is None:
+            raise LedgerCorruptionError(f'{where} is missing from the ledger')
+        if content_hash(data) != key:
+            raise LedgerCorruptionError(f'the manifest of {where} does not match its hash')
+        manifest = Manifest.parse(data, where)
+        wanted = list(dict.fromkeys(chunk for chunk, _ in manifest.chunks))
+        chunks = await self._retrying(where, lambda: self._read_blobs(wanted), action='read')
+        return assemble(manifest, chunks, where)
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""

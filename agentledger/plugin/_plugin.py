@@ -9,6 +9,7 @@ from typing import Any
 from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import AgentPlugin, PydanticAIPlugin, TemporalDurability
 from temporalio.client import ClientConfig
+from temporalio.converter import DataConverter
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -30,6 +31,7 @@ from ..workflows import AgentRunWorkflow
 from ..workflows._delegate import delegated_agents
 from ..workflows._registry import register_agent
 from ._activity_interceptor import LedgerActivityInterceptor
+from ._storage import PAYLOAD_THRESHOLD, with_ledger_storage
 from ._workflow_interceptor import workflow_interceptor_class
 
 __all__ = ['LedgerInterceptor', 'LedgerPlugin']
@@ -101,10 +103,19 @@ class LedgerPlugin(SimplePlugin):
         ledger: Where runs are recorded.
         agents: The agents this worker serves, each named and carrying `TemporalDurability`. The
             agents they delegate to (`agentledger.delegate`) are served too, without being listed.
+        payload_threshold: Payloads of agent runs at least this large (bytes) are stored in the ledger,
+            deduplicated, and Temporal's history keeps a reference (see `agentledger/plugin/_storage.py`).
+            `None` keeps every payload inline. Clients, workers and replayers of one namespace must agree.
 
     """
 
-    def __init__(self, ledger: Ledger, agents: Sequence[AbstractAgent[Any, Any]] = ()) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        agents: Sequence[AbstractAgent[Any, Any]] = (),
+        *,
+        payload_threshold: int | None = PAYLOAD_THRESHOLD,
+    ) -> None:
         self.ledger = ledger
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
@@ -118,6 +129,9 @@ class LedgerPlugin(SimplePlugin):
             activities=[*LedgerActivities(ledger, histories).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
+            data_converter=None
+            if payload_threshold is None
+            else lambda converter: with_ledger_storage(converter or DataConverter.default, ledger, payload_threshold),
         )
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:

@@ -252,8 +252,6 @@ def _seal_input(
             final_messages = final_messages[count:]
     return SealInput(
         seal=seal,
-        acceptances=list(state.acceptances),
-        workflow_events=list(state.workflow_events),
         final_messages=final_messages,
         final_step=final_step,
         final_history=reference,

@@ -2,9 +2,11 @@
 
 Workflow code cannot write the ledger (no I/O there), so it keeps observations here and the
 workflow outbound interceptor attaches them, as a header, to the next activity it starts; the
-worker-side activity interceptor writes them before that activity runs. The seal activity at the
-end carries everything once more, so nothing depends on a next activity existing. All of this is
-deterministic workflow state: replay rebuilds it identically.
+worker-side activity interceptor writes them before that activity runs. The seal is an activity
+too, so what the last activities' ends added reaches the ledger in the seal's header: nothing
+depends on a next model request or tool call existing. Each observation is sent once, so neither
+the headers nor the seal grow with the number of steps. All of this is deterministic workflow
+state: replay rebuilds it identically.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ class LedgerRunState:
     workflow_id: str
     temporal_run_id: str
     acceptances: list[Acceptance] = field(default_factory=list)
+    """Acceptances not yet sent in a header."""
     workflow_events: list[StepEvent] = field(default_factory=list)
-    _sent_acceptances: int = 0
-    _sent_events: int = 0
+    """Workflow-side events not yet sent in a header."""
     _next_activity: int = 0
     history: HistoryReferences = field(init=False)
     dispatched_tool_calls: set[str] = field(default_factory=set)
@@ -66,11 +68,11 @@ class LedgerRunState:
         """The header value for the next activity: the run id plus what was observed since the last one."""
         header: dict[str, Any] = {
             'run_id': self.run_id,
-            'accepted': [a.to_json() for a in self.acceptances[self._sent_acceptances :]],
-            'events': [e.to_json() for e in self.workflow_events[self._sent_events :]],
+            'accepted': [a.to_json() for a in self.acceptances],
+            'events': [e.to_json() for e in self.workflow_events],
         }
-        self._sent_acceptances = len(self.acceptances)
-        self._sent_events = len(self.workflow_events)
+        self.acceptances.clear()
+        self.workflow_events.clear()
         return header
 
 

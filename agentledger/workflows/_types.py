@@ -13,7 +13,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 
-from ..ledger._records import Acceptance, ForkRef, RunSeal, RunStart, StepEvent, Usage
+from ..ledger._records import ForkRef, RunSeal, RunStart, Usage
 
 __all__ = [
     'DELEGATE_RESULT_ACTIVITY',
@@ -131,11 +131,9 @@ class RunStartResult:
 
 @dataclass
 class SealInput:
-    """The seal activity's input: the outcome plus everything the workflow observed (idempotent to re-send)."""
+    """The seal activity's input: the outcome and the final history (idempotent to re-send)."""
 
     seal: RunSeal
-    acceptances: list[Acceptance]
-    workflow_events: list[StepEvent]
     final_messages: list[ModelMessage] | None = None
     """The run's `all_messages()` when it completed (after the part `final_history` names), stored as its
     `final` snapshot."""

@@ -1,0 +1,127 @@
+"""Large payloads of agent runs leave Temporal's history for the ledger, through Temporal's `ExternalStorage`.
+
+An `AgentRunWorkflow`'s payloads at or above a size threshold (tool results, the new messages of
+a model request, a seed history, the workflow's input and output) are stored in the ledger as
+FastCDC chunks plus a manifest (see `agentledger/ledger/_chunks.py`), and Temporal's history
+keeps only a reference: `{"manifest": <sha256 of the manifest>, "size": ...}`. Content repeated
+from payload to payload (a tool result, then the model request that carries it) shares chunks, so
+the ledger holds it once.
+
+The driver runs where Temporal encodes and decodes payloads (client, worker, replayer), outside
+the workflow sandbox. Replay needs exactly the referenced content, which is content-addressed and
+never changes. A reference that cannot be resolved fails with `UnresolvablePayloadReference`
+naming it; a ledger that is down fails with `LedgerUnavailableError` (an activity retries).
+Stored payloads must outlive the namespace's history retention: `agentledger gc` deletes only what
+no workflow inside it still references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    DataConverter,
+    ExternalStorage,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverSelectContext,
+    StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
+)
+from temporalio.exceptions import ApplicationError
+
+from .._errors import LedgerCorruptionError, LedgerUnavailableError
+from ..ledger._base import Ledger
+
+__all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'with_ledger_storage']
+
+DRIVER_NAME = 'agentledger'
+"""The driver name Temporal records in each external-storage reference."""
+
+PAYLOAD_THRESHOLD = 4096
+"""Payloads of `AgentRunWorkflow` at least this large (in bytes) are stored in the ledger by default."""
+
+_WORKFLOW_TYPE = 'AgentRunWorkflow'
+
+
+class LedgerStorageDriver(StorageDriver):
+    """A Temporal `StorageDriver` that keeps payloads in a ledger, deduplicated by content."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def name(self) -> str:
+        """The driver's name in references."""
+        return DRIVER_NAME
+
+    def type(self) -> str:
+        """The driver's type, the same in every process."""
+        return 'agentledger.LedgerStorageDriver'
+
+    async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
+        """Store each payload's bytes as chunks; the claim names its manifest."""
+        # The ledger is open while a worker runs; a client or replayer opens it for the call.
+        await self._ledger.open()
+        try:
+            keys = await asyncio.gather(*(self._ledger.store_chunked(p.SerializeToString()) for p in payloads))
+        finally:
+            await self._ledger.close()
+        return [
+            StorageDriverClaim(claim_data={'manifest': key, 'size': str(p.ByteSize())})
+            for key, p in zip(keys, payloads, strict=True)
+        ]
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        """Rebuild each payload from its chunks, verified by hash."""
+        await self._ledger.open()
+        try:
+            return list(await asyncio.gather(*(self._retrieve(claim) for claim in claims)))
+        finally:
+            await self._ledger.close()
+
+    async def _retrieve(self, claim: StorageDriverClaim) -> Payload:
+        key = claim.claim_data.get('manifest', '')
+        try:
+            data = await self._ledger.load_chunked(key)
+        except LedgerUnavailableError:
+            raise
+        except LedgerCorruptionError as error:
+            raise ApplicationError(
+                f'agentledger: payload reference {dict(claim.claim_data)} cannot be resolved from the ledger at '
+                f'{self._ledger.url}: {error}',
+                type='UnresolvablePayloadReference',
+                non_retryable=True,
+            ) from error
+        payload = Payload()
+        payload.ParseFromString(data)
+        return payload
+
+
+def _agent_runs_only(
+    driver: LedgerStorageDriver,
+) -> Callable[[StorageDriverSelectContext, Payload], StorageDriver | None]:
+    def select(context: StorageDriverSelectContext, payload: Payload) -> StorageDriver | None:
+        # Other workflows on the same client or worker keep their payloads inline, as they were.
+        target = context.target
+        if isinstance(target, StorageDriverWorkflowInfo) and target.type == _WORKFLOW_TYPE:
+            return driver
+        return None
+
+    return select
+
+
+def with_ledger_storage(converter: DataConverter, ledger: Ledger, threshold: int) -> DataConverter:
+    """`converter` with the payloads of agent runs of at least `threshold` bytes stored in `ledger`."""
+    driver = LedgerStorageDriver(ledger)
+    storage = ExternalStorage(
+        drivers=[driver],
+        driver_selector=_agent_runs_only(driver),
+        payload_size_threshold=threshold,
+    )
+    return dataclasses.replace(converter, external_storage=storage)
