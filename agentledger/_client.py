@@ -72,13 +72,16 @@ async def start(
     workflow_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     fresh_start: bool = False,
+    history_event_limit: int | None = None,
 ) -> AgentRunHandle[OutputT]:
     """Start one run of `agent` (an agent or its registered name) as an `AgentRunWorkflow`.
 
     The client needs `LedgerPlugin` (or pydantic-ai's plugin) for its payload converter; a worker
     serving the agent on `task_queue` does the work. `workflow_id` defaults to
     `<agent name>-<random>`. Starting a workflow id whose last run failed resumes that run from its
-    latest valid snapshot unless `fresh_start=True`.
+    latest valid snapshot unless `fresh_start=True`. The run continues as new (one ledger run across
+    the Temporal runs) when Temporal suggests it, or before a model request once the history has
+    `history_event_limit` events.
     """
     name = agent if isinstance(agent, str) else agent.name
     if not name:
@@ -92,6 +95,7 @@ async def start(
         usage_limits=usage_limits,
         metadata=metadata or {},
         fresh_start=fresh_start,
+        history_event_limit=history_event_limit,
     )
     return await _start(client, agent, input, task_queue=task_queue, workflow_id=workflow_id)
 
@@ -132,6 +136,7 @@ async def run(
     workflow_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     fresh_start: bool = False,
+    history_event_limit: int | None = None,
 ) -> AgentRunResult[OutputT]:
     """Run `agent` once as an `AgentRunWorkflow` and wait for its result (see `start`)."""
     handle = await start(
@@ -146,6 +151,7 @@ async def run(
         workflow_id=workflow_id,
         metadata=metadata,
         fresh_start=fresh_start,
+        history_event_limit=history_event_limit,
     )
     return await handle.result()
 

@@ -77,3 +77,39 @@ async def test_model_requests_carry_only_new_messages(temporal_env: WorkflowEnvi
         await follow.result()
         assert len(seen[0]) == 1 + 2 * (STEPS - 1) + 2  # the final response and the new prompt
         assert (await model_request_inputs(served.client, follow.workflow_handle))[0] == (1, True)
+
+
+async def test_long_run_continues_as_new_as_one_ledger_run(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Part 3: a run continues as new (here every ~40 events); the ledger keeps it one run, steps numbered on."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [long_agent]) as served:
+        seen.clear()
+        handle = await agentledger.start(
+            served.client, long_agent, 'go', task_queue=served.task_queue, history_event_limit=40
+        )
+        result = await handle.result()
+        # Across the Temporal runs the model still saw the whole history, once per step.
+        assert [len(history) for history in seen] == [1 + 2 * k for k in range(STEPS)]
+        assert result.output == f'{1 + 2 * (STEPS - 1)} messages seen'
+
+        record = await ledger.run(result.run_id)
+        assert record.status == 'completed'
+        temporal_runs = record.temporal_run_ids
+        assert len(temporal_runs) >= 4
+        assert record.usage.requests == STEPS
+        steps = await ledger.steps(result.run_id)
+        model_steps = [s.step for s in steps if s.kind == 'model_request']
+        assert model_steps == list(range(1, STEPS + 1))
+        assert all(s.status == 'completed' for s in steps)
+        # Every Temporal run stayed near the limit, and a continued run's input is a small reference.
+        for temporal_run_id in temporal_runs:
+            history = await served.client.get_workflow_handle(
+                handle.workflow_id, run_id=temporal_run_id
+            ).fetch_history()
+            assert len(history.events) < 40 + 12
+            started = history.events[0].workflow_execution_started_event_attributes
+            assert started.input.ByteSize() < 3000
+        # The final snapshot holds the whole history, and a continuation sees all of it.
+        seen.clear()
+        follow = await agentledger.continue_run(served.client, result.run_id, 'again')
+        await follow.result()
+        assert len(seen[0]) == 1 + 2 * (STEPS - 1) + 2

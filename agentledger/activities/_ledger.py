@@ -11,9 +11,16 @@ from temporalio import activity
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, RunNotFoundError
 from ..ledger._base import Ledger
 from ..ledger._lineage import resolve_seed
-from ..ledger._records import ForkRef
+from ..ledger._records import ForkRef, RunStart
 from ..ledger._snapshots import SnapshotNotFoundError
-from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, RunStartInput, RunStartResult, SealInput
+from ..workflows._types import (
+    RUN_STARTED_ACTIVITY,
+    SEAL_RUN_ACTIVITY,
+    ResumePoint,
+    RunStartInput,
+    RunStartResult,
+    SealInput,
+)
 from ._failures import ledger_failure
 from ._history import HistoryResolver
 
@@ -58,6 +65,8 @@ class LedgerActivities:
     async def run_started(self, input: RunStartInput) -> RunStartResult:
         """Resolve the run's seed (continue, fork, or restart of a failed run), record the start, load the seed."""
         try:
+            if input.resume is not None:
+                return await self._resume(input.start, input.resume)
             seed: ForkRef | None = None
             seed_error: str | None = None
             if input.continue_from is not None:
@@ -81,6 +90,16 @@ class LedgerActivities:
             raise
         except LedgerError as error:
             raise ledger_failure(error) from error
+
+    async def _resume(self, start: RunStart, resume: ResumePoint) -> RunStartResult:
+        """A Temporal run continued as new: record it under the same ledger run, rebuild the history it carries."""
+        await self._ledger.start_run(start)
+        if resume.history is None:
+            return RunStartResult(message_history=list(resume.new_messages))
+        snapshot_id, held, _ = await self._histories.resolve(start.run_id, resume.history)
+        return RunStartResult(
+            message_history=[*held, *resume.new_messages], resumed_snapshot_id=snapshot_id, resumed_count=len(held)
+        )
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:

@@ -102,6 +102,10 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         if kind is None:
             return await super().execute_activity(input)
         shape = read_activity_args(kind, input.args)
+        offset = header.get('step_offset', 0)
+        if shape.step is not None and isinstance(offset, int) and offset:
+            # After continue-as-new pydantic-ai counts steps from 1 again; the ledger run goes on counting.
+            shape = dataclasses.replace(shape, step=shape.step + offset)
 
         def event(kind_suffix: str, **fields: Any) -> StepEvent:
             base = StepEvent(

@@ -46,7 +46,7 @@ def _bound_history(state: LedgerRunState, input: StartActivityInput) -> dict[str
     step = read_activity_args('model_request', input.args).step
     if not messages or step is None:
         return None
-    found = state.history.reference(messages, step)
+    found = state.history.reference(messages, step + state.step_offset)
     if found is None:
         return None
     reference, count = found

@@ -7,6 +7,7 @@ Workflow code only: deterministic, no I/O. The ledger is written by activities (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.run import AgentRunResult
+from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,19 +26,20 @@ from .._ids import ledger_run_id
 from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
 from ._observer import LedgerObserver
 from ._registry import agent_names, lookup_agent
-from ._state import LedgerRunState
+from ._state import LedgerRunState, current_state
 from ._types import (
     RUN_STARTED_ACTIVITY,
     SEAL_RUN_ACTIVITY,
     AgentRunInput,
     AgentRunOutput,
+    ResumePoint,
     RunFailureDetails,
     RunStartInput,
     RunStartResult,
     SealInput,
 )
 
-__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info', 'ledger_usage', 'preview']
+__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info', 'ledger_usage', 'preview', 'run_usage']
 
 LEDGER_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -108,6 +111,11 @@ class AgentRunWorkflow:
             workflow_id=info.workflow_id,
             temporal_run_id=info.run_id,
         )
+        if input.resume is not None:
+            # What the previous Temporal run observed last reaches the ledger with this run's first activity.
+            self._agentledger_state.acceptances.extend(input.resume.acceptances)
+            self._agentledger_state.workflow_events.extend(input.resume.workflow_events)
+            self._agentledger_state.step_offset = input.resume.step_offset
 
     @workflow.query(name='agentledger_run_id')
     def ledger_run_id(self) -> str:
@@ -124,7 +132,14 @@ class AgentRunWorkflow:
         seed = await self._record_start(input)
         prompt = input.prompt
         history = input.message_history
-        if seed.forked_from is not None:
+        if input.resume is not None:
+            # Continued as new: the same ledger run goes on from the model request that was about to be made.
+            spent = run_usage(input.resume.usage)
+            prompt = None
+            history = seed.message_history
+            if history and seed.resumed_snapshot_id is not None:
+                state.history.seed(seed.resumed_snapshot_id, history[: seed.resumed_count])
+        elif seed.forked_from is not None:
             history = seed.message_history
             if history:
                 state.history.seed(seed.forked_from.snapshot_id, history)
@@ -143,7 +158,9 @@ class AgentRunWorkflow:
                 usage_limits=input.usage_limits,
                 conversation_id=input.conversation_id,
                 usage=spent,
-                capabilities=[LedgerObserver(state)],
+                capabilities=[
+                    LedgerObserver(state, continue_as_new=lambda ctx, messages: _continue_as_new(input, ctx, messages))
+                ],
             )
         except asyncio.CancelledError:
             await asyncio.shield(self._seal('cancelled', usage=ledger_usage(spent)))
@@ -170,7 +187,7 @@ class AgentRunWorkflow:
             output_preview=preview(result.output),
             final_messages=result.all_messages(),
             # This run's own last step: usage also counts its delegates' requests.
-            final_step=sum(isinstance(m, ModelResponse) for m in result.new_messages()),
+            final_step=state.step_offset + sum(isinstance(m, ModelResponse) for m in result.new_messages()),
         )
         return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
 
@@ -200,6 +217,7 @@ class AgentRunWorkflow:
                 at_step=input.at_step,
                 snapshot_id=input.snapshot_id,
                 fresh_start=input.fresh_start,
+                resume=input.resume,
             ),
             result_type=RunStartResult,
             start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
@@ -255,6 +273,53 @@ def _seal_input(
         final_messages=final_messages,
         final_step=final_step,
         final_history=reference,
+    )
+
+
+def run_usage(usage: Usage) -> RunUsage:
+    """pydantic-ai's run usage from the ledger's record of it."""
+    return RunUsage(
+        requests=usage.requests,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        tool_calls=usage.tool_calls,
+    )
+
+
+def _continue_as_new(input: AgentRunInput, ctx: RunContext[Any], messages: list[ModelMessage]) -> None:
+    """Before a model request: continue as new if Temporal suggests it or the history reached the set limit.
+
+    The new Temporal run's input names the history the ledger holds by reference and carries only
+    the messages after it, so it stays small. Never before a Temporal run's first request, so each
+    run makes progress.
+    """
+    info = workflow.info()
+    limit = input.history_event_limit
+    due = info.is_continue_as_new_suggested() or (limit is not None and info.get_current_history_length() >= limit)
+    state = current_state()
+    if not due or state is None or ctx.run_step <= 1:
+        return
+    found = state.history.reference(messages, ctx.run_step, model_request=False)
+    reference, count = found if found is not None else (None, 0)
+    resume = ResumePoint(
+        history=reference,
+        new_messages=messages[count:],
+        step_offset=state.step_offset + ctx.run_step - 1,
+        usage=ledger_usage(ctx.usage),
+        acceptances=list(state.acceptances),
+        workflow_events=list(state.workflow_events),
+    )
+    workflow.continue_as_new(
+        dataclasses.replace(
+            input,
+            prompt=None,
+            message_history=None,
+            continue_from=None,
+            at_step=None,
+            snapshot_id=None,
+            ledger_run_id=state.run_id,
+            resume=resume,
+        )
     )
 
 

@@ -361,7 +361,7 @@ class DelegateTool(Tool[Any]):
             raise UserError(f'delegate {self.name!r} is a tool: its run context has no tool_call_id')
         state = current_state()
         child_id = delegate_workflow_id(workflow.info().workflow_id, ctx.tool_call_id)
-        record = _Recorder(state, ctx.tool_call_id, self.name, ctx.run_step)
+        record = _Recorder(state, ctx.tool_call_id, self.name, ctx.run_step + (state.step_offset if state else 0))
         attempt = 0
         while True:
             attempt += 1

@@ -8,12 +8,14 @@ workflow's `LedgerRunState`, from where it travels to the ledger as a header on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ModelRetry
-from pydantic_ai.messages import ToolCallPart
+from pydantic_ai.messages import ModelMessage, ToolCallPart
+from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, RunContext, ToolDefinition
 from temporalio import workflow
 
@@ -26,15 +28,29 @@ __all__ = ['LedgerObserver']
 
 @mark_safe_at_runtime
 class LedgerObserver(AbstractCapability[Any]):
-    """Records tool calls that end in workflow code, without a tool activity.
+    """Records tool calls that end in workflow code, without a tool activity; offers continue-as-new.
 
     A call whose arguments fail validation is completed with outcome `validation_error`; a call to a
     tool that needs approval (`requires_approval=True`) or is executed externally is completed with
     outcome `approval_required` / `deferred` when pydantic-ai hands it back as a deferred request.
     """
 
-    def __init__(self, state: LedgerRunState) -> None:
+    def __init__(
+        self,
+        state: LedgerRunState,
+        *,
+        continue_as_new: Callable[[RunContext[Any], list[ModelMessage]], None] | None = None,
+    ) -> None:
         self._state = state
+        self._continue_as_new = continue_as_new
+
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        """Give the run the chance to continue as new with the history it is about to send."""
+        if self._continue_as_new is not None:
+            self._continue_as_new(ctx, request_context.messages)
+        return request_context
 
     def _record(
         self, ctx: RunContext[Any], call: ToolCallPart, prefix: str, outcome: ToolOutcome, detail: str | None
@@ -47,7 +63,7 @@ class LedgerObserver(AbstractCapability[Any]):
             activity_id=activity_id,
             attempt=0,
             timestamp=workflow.now(),
-            step=ctx.run_step,
+            step=ctx.run_step + self._state.step_offset,
             tool_call_id=call.tool_call_id,
             tool_name=call.tool_name,
         )

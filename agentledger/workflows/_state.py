@@ -43,6 +43,8 @@ class LedgerRunState:
     history: HistoryReferences = field(init=False)
     dispatched_tool_calls: set[str] = field(default_factory=set)
     """Tool calls sent to a tool activity (whose interceptor records them)."""
+    step_offset: int = 0
+    """Model requests made by the earlier Temporal runs of this ledger run (continue-as-new)."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
@@ -71,6 +73,8 @@ class LedgerRunState:
             'accepted': [a.to_json() for a in self.acceptances],
             'events': [e.to_json() for e in self.workflow_events],
         }
+        if self.step_offset:
+            header['step_offset'] = self.step_offset
         self.acceptances.clear()
         self.workflow_events.clear()
         return header

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 
-from ..ledger._records import ForkRef, RunSeal, RunStart, Usage
+from ..ledger._records import Acceptance, ForkRef, RunSeal, RunStart, StepEvent, Usage
 
 __all__ = [
     'DELEGATE_RESULT_ACTIVITY',
@@ -21,11 +21,34 @@ __all__ = [
     'SEAL_RUN_ACTIVITY',
     'AgentRunInput',
     'AgentRunOutput',
+    'ResumePoint',
     'RunFailureDetails',
     'RunStartInput',
     'RunStartResult',
     'SealInput',
 ]
+
+
+@dataclass
+class ResumePoint:
+    """Where a Temporal run started by continue-as-new takes over its ledger run.
+
+    It carries the history by reference (the part the ledger holds, see `workflows/_history.py`)
+    plus the few messages after it, so the new Temporal run's input stays small however long the
+    run has been.
+    """
+
+    history: dict[str, Any] | None
+    """A history reference to the first messages, or `None` when the ledger holds none of them."""
+    new_messages: list[ModelMessage]
+    """The messages after the referenced ones, up to the model request that was about to be made."""
+    step_offset: int
+    """Model requests the earlier Temporal runs made: this run's steps are numbered after them."""
+    usage: Usage
+    """What the earlier Temporal runs spent."""
+    acceptances: list[Acceptance] = field(default_factory=list)
+    """Observations of the earlier Temporal run not yet handed to the ledger."""
+    workflow_events: list[StepEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +78,11 @@ class AgentRunInput:
     """With `continue_from`: fork from exactly this snapshot."""
     fresh_start: bool = False
     """Start over even when an earlier run of the same workflow id failed (by default it is resumed)."""
+    history_event_limit: int | None = None
+    """Continue as new before a model request once Temporal's history has this many events (it also does
+    when Temporal suggests it), so a run can go past Temporal's event and size limits. Kept across runs."""
+    resume: ResumePoint | None = None
+    """Set by the workflow itself when it continues as new; not for callers."""
 
 
 @dataclass
@@ -117,6 +145,7 @@ class RunStartInput:
     at_step: int | None = None
     snapshot_id: str | None = None
     fresh_start: bool = False
+    resume: ResumePoint | None = None
 
 
 @dataclass
@@ -127,6 +156,10 @@ class RunStartResult:
     message_history: list[ModelMessage] | None = None
     seed_error: str | None = None
     """Why the requested seed could not be used (unknown run or snapshot, a step that does not exist)."""
+    resumed_snapshot_id: str | None = None
+    """On continue-as-new: the stored snapshot the first messages of `message_history` come from."""
+    resumed_count: int = 0
+    """On continue-as-new: how many messages of `message_history` that snapshot holds."""
 
 
 @dataclass
