@@ -8,6 +8,8 @@ corruption, locking) is tested at the end against `SqliteLedger` directly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import random
 import sqlite3
@@ -50,6 +52,7 @@ from agentledger.ledger import (
     StepEvent,
     Usage,
 )
+from agentledger.ledger._chunks import Manifest, split
 from agentledger.ledger._content import content_hash, encode_messages
 from agentledger.ledger._records import (
     AcceptanceOutcome,
@@ -1489,3 +1492,73 @@ async def test_sqlite_lock_released_mid_retry_loses_nothing(tmp_path: Path, capl
             ('-', 0, 'run_started', 'accepted'),
             ('1', 1, 'tool_call_started', 'accepted'),
         ]
+
+
+# --- deduplicated payloads ----------------------------------------------------------------------------
+
+
+def long_text(size: int, seed: int) -> str:
+    """`size` characters that repeat nothing, so only real duplication is deduplicated."""
+    blocks, block = [], hashlib.sha256(str(seed).encode()).digest()
+    while 64 * len(blocks) < size:
+        block = hashlib.sha256(block).digest()
+        blocks.append(block.hex() + block.hex()[::-1])
+    return ''.join(blocks)[:size]
+
+
+async def unstored_bytes(ledger: Ledger, data: bytes, *, json_text: bool = True) -> int:
+    """What storing `data` would add: the bytes of its pieces the ledger does not hold yet."""
+    manifest, pieces = split(data, json_text=json_text)
+    pieces[manifest.key] = manifest.to_bytes()
+    held = await ledger._read_blobs(list(pieces))
+    return sum(len(piece) for key, piece in pieces.items() if key not in held)
+
+
+async def test_long_tool_result_is_stored_once_across_snapshot_and_payloads(ledger: Ledger) -> None:
+    """Issue 4 part 5: a 100 KB tool result stored in a snapshot costs next to nothing again inside the JSON
+    payloads that carry it (other surroundings, other offsets), and every copy comes back byte for byte."""
+    text = long_text(100 * 1024, seed=1)
+    messages: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart('look it up', timestamp=at(0))]),
+        ModelResponse(parts=[ToolCallPart('lookup', {'q': 'x'}, tool_call_id='c1')], timestamp=at(1)),
+        ModelRequest(parts=[ToolReturnPart('lookup', text, tool_call_id='c1', timestamp=at(2))]),
+    ]
+    await ledger.start_run(run_start('run-a'))
+    [record] = await snapshot_steps(ledger, 'run-a', messages, range(2, 3))
+    assert dumped((await ledger.snapshot(record.snapshot_id)).messages) == dumped(messages)
+
+    tool_result = json.dumps({'kind': 'return', 'result': text}).encode()
+    model_request = json.dumps({'model': 'm', 'messages': [{'parts': [{'content': text, 'id': 'c1'}]}]}).encode()
+    for payload in (tool_result, model_request):
+        assert await unstored_bytes(ledger, payload) < 2048
+        key = await ledger.store_chunked(payload, json_text=True)
+        assert await ledger.load_chunked(key) == payload
+
+
+async def test_growing_content_shares_the_chunks_of_its_unchanged_part(ledger: Ledger) -> None:
+    """Issue 4 part 5: content-defined chunks: a document that grows by 10% stores about that much again."""
+    document = long_text(200 * 1024, seed=2).encode()
+    await ledger.load_chunked(await ledger.store_chunked(document, json_text=False))
+    grown = document[: len(document) // 2] + long_text(20 * 1024, seed=3).encode() + document[len(document) // 2 :]
+    assert await unstored_bytes(ledger, grown, json_text=False) < 60 * 1024
+    assert await ledger.load_chunked(await ledger.store_chunked(grown)) == grown
+
+
+@pytest.mark.parametrize('damage', ['altered', 'missing'])
+async def test_damaged_payload_chunk_is_reported_as_corruption(ledger: Ledger, damage: str) -> None:
+    """Issue 4 part 2: a stored payload whose chunk is altered or gone raises LedgerCorruptionError naming it."""
+    payload = json.dumps({'result': long_text(50 * 1024, seed=4)}).encode()
+    key = await ledger.store_chunked(payload, json_text=True)
+    manifest, pieces = split(payload, json_text=True)
+    nested = Manifest.parse(pieces[manifest.nested()[0]], 'test')
+    chunk = nested.chunks()[1]
+    tamper(ledger, 'blobs', chunk, None if damage == 'missing' else pieces[chunk][:-1] + b'!')
+
+    with pytest.raises(LedgerCorruptionError, match=chunk):
+        await ledger.load_chunked(key)
+
+
+async def test_unknown_payload_key_is_reported(ledger: Ledger) -> None:
+    """Issue 4 part 2: a payload reference the ledger never stored names itself in the error."""
+    with pytest.raises(LedgerCorruptionError, match=r'stored payload 0{64} is missing'):
+        await ledger.load_chunked('0' * 64)

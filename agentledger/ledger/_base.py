@@ -393,9 +393,9 @@ class Ledger(ABC):
         for m in new:
             if len(m.data) >= CHUNK_THRESHOLD:
                 # A long message (a large tool result) shares its chunks with the activity payloads that carried it.
-                manifest, chunks = split(m.data)
+                manifest, pieces = split(m.data)
                 rows[m.hash] = manifest.to_bytes()
-                blobs.update(chunks)
+                blobs.update(pieces)
             else:
                 rows[m.hash] = m.data
         await self._retrying(f'content of snapshot {record.snapshot_id}', lambda: self._write_content(rows, blobs))
@@ -488,33 +488,46 @@ class Ledger(ABC):
         }
         if not manifests:
             return stored
-        wanted = list(dict.fromkeys(chunk for m in manifests.values() for chunk, _ in m.chunks))
-        chunks = await self._read_blobs(wanted)
-        return {
-            **stored,
-            **{digest: assemble(m, chunks, f'message {digest}') for digest, m in manifests.items()},
-        }
+        return {**stored, **await self._assemble(manifests, 'message')}
+
+    async def _assemble(self, manifests: Mapping[str, Manifest], what: str) -> dict[str, bytes]:
+        """Rebuild the content of each manifest: read its nested manifests, then every chunk, verified."""
+        nested_keys = list(dict.fromkeys(key for m in manifests.values() for key in m.nested()))
+        read = await self._retrying(
+            f'{len(nested_keys)} manifest(s)', lambda: self._read_blobs(nested_keys), action='read'
+        )
+        nested: dict[str, Manifest] = {}
+        for key in nested_keys:
+            data = read.get(key)
+            if data is None or content_hash(data) != key:
+                state = 'missing from the ledger' if data is None else 'altered'
+                raise LedgerCorruptionError(f'chunk manifest {key} of {what} is {state}')
+            nested[key] = Manifest.parse(data, f'{what} (manifest {key})')
+        wanted = list(dict.fromkeys(chunk for m in [*manifests.values(), *nested.values()] for chunk in m.chunks()))
+        chunks = await self._retrying(f'{len(wanted)} chunk(s)', lambda: self._read_blobs(wanted), action='read')
+        return {key: assemble(m, chunks, nested, f'{what} {key}') for key, m in manifests.items()}
 
     # --- chunked payloads ----------------------------------------------------------------------------
 
-    async def store_chunked(self, data: bytes) -> str:
+    async def store_chunked(self, data: bytes, *, json_text: bool = False) -> str:
         """Store `data` as deduplicated chunks plus a manifest; return the manifest's hash, its key.
 
-        Chunks already stored (by this or any other content) are not stored again.
+        Chunks and manifests already stored (by this or any other content) are not stored again.
+        `json_text` marks `data` as JSON, whose long string literals are then stored as pieces of
+        their own (see `agentledger/ledger/_chunks.py`).
         """
-        manifest, chunks = split(data)
-        manifest_bytes = manifest.to_bytes()
-        key = content_hash(manifest_bytes)
+        manifest, blobs = split(data, json_text=json_text)
+        key = manifest.key
         await self._retrying(
-            f'{len(chunks)} chunk(s) of a {len(data)}-byte payload',
-            lambda: self._write_content({}, {**chunks, key: manifest_bytes}),
+            f'{len(blobs)} chunk(s) of a {len(data)}-byte payload',
+            lambda: self._write_content({}, {**blobs, key: manifest.to_bytes()}),
         )
         return key
 
     async def load_chunked(self, key: str) -> bytes:
-        """The content stored under manifest hash `key`, verified chunk by chunk.
+        """The content stored under manifest hash `key`, verified piece by piece.
 
-        Raises `LedgerCorruptionError` naming the key when the manifest or a chunk is missing or altered.
+        Raises `LedgerCorruptionError` naming the key when the manifest or a piece is missing or altered.
         """
         where = f'stored payload {key}'
         found = await self._retrying(where, lambda: self._read_blobs([key]), action='read')
@@ -523,10 +536,7 @@ class Ledger(ABC):
             raise LedgerCorruptionError(f'{where} is missing from the ledger')
         if content_hash(data) != key:
             raise LedgerCorruptionError(f'the manifest of {where} does not match its hash')
-        manifest = Manifest.parse(data, where)
-        wanted = list(dict.fromkeys(chunk for chunk, _ in manifest.chunks))
-        chunks = await self._retrying(where, lambda: self._read_blobs(wanted), action='read')
-        return assemble(manifest, chunks, where)
+        return (await self._assemble({key: Manifest.parse(data, where)}, 'stored payload'))[key]
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""

@@ -1,19 +1,28 @@
 """Deduplicated storage of large byte strings: content-defined chunks and their manifests. Pure functions.
 
 Large content (a long tool result inside a message, an activity's input or output payload) is cut
-with FastCDC into chunks whose boundaries depend on the bytes around them, not on their offsets.
-Content that reappears inside other content (the tool result that comes back inside the next model
-request, and again inside the stored message) therefore cuts into mostly the same chunks, and each
-chunk is stored once under its SHA-256. A manifest lists a content's chunks in order; it grows
-with the size of that one content, never with the number of steps that repeat it.
+into chunks stored once each under their SHA-256, and a manifest lists a content's pieces in order.
 
-Every read is verified: each chunk against its hash, the whole against the manifest's hash and
-size, so a missing or altered chunk raises `LedgerCorruptionError` and is never returned.
+Two rules make repeated content cost (almost) nothing:
+
+- In JSON, every long string literal (a tool result, a document) is its own piece: cut from its
+  own first byte to its last, with its own manifest, whatever surrounds it. The same text inside
+  a tool activity's result, inside the next model request and inside the stored message therefore
+  gives the same chunks and the same manifest, stored once; the manifests of the three containing
+  documents differ only in their small surroundings.
+- Everything is cut with FastCDC, whose cut points depend on the bytes around them, not on their
+  offsets, so a text that grows from step to step (an accumulating document) shares the chunks of
+  its unchanged part.
+
+So a manifest grows with the size of its own content, never with the number of steps that repeat
+it. Every read is verified: each chunk against its hash, each manifest against its key, the whole
+against its hash and size; a missing or altered piece raises `LedgerCorruptionError`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,36 +36,42 @@ __all__ = ['CHUNK_THRESHOLD', 'Manifest', 'assemble', 'split']
 CHUNK_THRESHOLD = 4096
 """Content at least this large (in bytes) is stored as chunks."""
 
-# Small chunks keep the bytes that differ around a repeated content (its first and last chunk) small;
-# FastCDC's actual average is avg + min.
-_CHUNKER = FastCDC(1024, min_size=256, max_size=16384)
+_LITERAL_THRESHOLD = 1024
+"""JSON string literals at least this long are pieces of their own."""
+
+_CHUNKER = FastCDC(4096, min_size=1024, max_size=32768)
 _MARKER = b'{"$chunks":'
+# One JSON string literal, escapes included (unrolled so long literals match in linear time).
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The chunks of one content, in order, and the hash and size of the whole."""
+    """The pieces of one content, in order, and the hash and size of the whole."""
 
     sha256: str
     size: int
-    chunks: tuple[tuple[str, int], ...]
-    """(hash, length) of each chunk."""
+    pieces: tuple[tuple[str, int, bool], ...]
+    """(hash, length, is a manifest) of each piece: a chunk, or the manifest of a long string literal."""
 
     def to_bytes(self) -> bytes:
         """The stored form: a JSON object whose first key marks it as a manifest."""
-        return json.dumps(
-            {'$chunks': [list(chunk) for chunk in self.chunks], 'sha256': self.sha256, 'size': self.size},
-            separators=(',', ':'),
-        ).encode()
+        pieces = [[digest, length, 1] if nested else [digest, length] for digest, length, nested in self.pieces]
+        return json.dumps({'$chunks': pieces, 'sha256': self.sha256, 'size': self.size}, separators=(',', ':')).encode()
+
+    @property
+    def key(self) -> str:
+        """The hash of the stored form: the manifest is stored, and referenced, under it."""
+        return content_hash(self.to_bytes())
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> Manifest:
         """Read a stored manifest; a malformed one raises `LedgerCorruptionError` naming `where`."""
         try:
             node = json.loads(data)
-            chunks = tuple((str(digest), int(length)) for digest, length in node['$chunks'])
-            return cls(sha256=str(node['sha256']), size=int(node['size']), chunks=chunks)
-        except (ValueError, KeyError, TypeError) as error:
+            pieces = tuple((str(p[0]), int(p[1]), len(p) > 2 and bool(p[2])) for p in node['$chunks'])
+            return cls(sha256=str(node['sha256']), size=int(node['size']), pieces=pieces)
+        except (ValueError, KeyError, TypeError, IndexError) as error:
             raise LedgerCorruptionError(f'the chunk manifest of {where} is malformed: {error}') from error
 
     @staticmethod
@@ -64,30 +79,71 @@ class Manifest:
         """Whether stored bytes are a manifest rather than the content itself."""
         return data.startswith(_MARKER)
 
+    def nested(self) -> list[str]:
+        """The keys of the manifests this one references (its long string literals)."""
+        return [digest for digest, _, nested in self.pieces if nested]
 
-def split(data: bytes) -> tuple[Manifest, dict[str, bytes]]:
-    """Cut `data` into content-defined chunks: its manifest and the chunks by hash."""
-    chunks: dict[str, bytes] = {}
-    order: list[tuple[str, int]] = []
+    def chunks(self) -> list[str]:
+        """The hashes of the chunks this manifest lists itself."""
+        return [digest for digest, _, nested in self.pieces if not nested]
+
+
+def _cut(data: bytes, pieces: list[tuple[str, int, bool]], blobs: dict[str, bytes]) -> None:
     for chunk in _CHUNKER.cut_buf(data):
         piece = bytes(chunk.data)
         digest = content_hash(piece)
-        chunks[digest] = piece
-        order.append((digest, len(piece)))
-    return Manifest(sha256=content_hash(data), size=len(data), chunks=tuple(order)), chunks
+        blobs[digest] = piece
+        pieces.append((digest, len(piece), False))
 
 
-def assemble(manifest: Manifest, chunks: Mapping[str, bytes], where: str) -> bytes:
-    """Rebuild the content a manifest lists, verifying every chunk and the whole."""
-    pieces: list[bytes] = []
-    for digest, length in manifest.chunks:
-        piece = chunks.get(digest)
-        if piece is None:
-            raise LedgerCorruptionError(f'chunk {digest} of {where} is missing from the ledger')
-        if len(piece) != length or content_hash(piece) != digest:
-            raise LedgerCorruptionError(f'chunk {digest} of {where} does not match its hash')
-        pieces.append(piece)
-    data = b''.join(pieces)
+def split(data: bytes, *, json_text: bool = True) -> tuple[Manifest, dict[str, bytes]]:
+    """Cut `data` into pieces: its manifest, and every chunk and nested manifest to store, by hash.
+
+    With `json_text`, long string literals become nested manifests of their own (see the module
+    docstring); bytes that are not JSON are simply chunked.
+    """
+    blobs: dict[str, bytes] = {}
+    pieces: list[tuple[str, int, bool]] = []
+    position = 0
+    literals = _STRING_LITERAL.finditer(data) if json_text else iter(())
+    for literal in literals:
+        start, end = literal.span()
+        if end - start < _LITERAL_THRESHOLD:
+            continue
+        if start > position:
+            _cut(data[position:start], pieces, blobs)
+        inner: list[tuple[str, int, bool]] = []
+        text = data[start:end]
+        _cut(text, inner, blobs)
+        nested = Manifest(sha256=content_hash(text), size=len(text), pieces=tuple(inner))
+        blobs[nested.key] = nested.to_bytes()
+        pieces.append((nested.key, len(text), True))
+        position = end
+    if position < len(data) or not pieces:
+        _cut(data[position:], pieces, blobs)
+    return Manifest(sha256=content_hash(data), size=len(data), pieces=tuple(pieces)), blobs
+
+
+def assemble(manifest: Manifest, chunks: Mapping[str, bytes], nested: Mapping[str, Manifest], where: str) -> bytes:
+    """Rebuild the content a manifest lists, verifying every chunk, nested manifest and the whole."""
+    parts: list[bytes] = []
+    for digest, length, is_manifest in manifest.pieces:
+        if is_manifest:
+            inner = nested.get(digest)
+            if inner is None:
+                raise LedgerCorruptionError(f'manifest {digest} of {where} is missing from the ledger')
+            piece = assemble(inner, chunks, {}, where)
+        else:
+            found = chunks.get(digest)
+            if found is None:
+                raise LedgerCorruptionError(f'chunk {digest} of {where} is missing from the ledger')
+            if content_hash(found) != digest:
+                raise LedgerCorruptionError(f'chunk {digest} of {where} does not match its hash')
+            piece = found
+        if len(piece) != length:
+            raise LedgerCorruptionError(f'piece {digest} of {where} has {len(piece)} bytes, not {length}')
+        parts.append(piece)
+    data = b''.join(parts)
     if len(data) != manifest.size or content_hash(data) != manifest.sha256:
         raise LedgerCorruptionError(f'the chunks of {where} do not rebuild the content they were cut from')
     return data

@@ -3,9 +3,10 @@
 An `AgentRunWorkflow`'s payloads at or above a size threshold (tool results, the new messages of
 a model request, a seed history, the workflow's input and output) are stored in the ledger as
 FastCDC chunks plus a manifest (see `agentledger/ledger/_chunks.py`), and Temporal's history
-keeps only a reference: `{"manifest": <sha256 of the manifest>, "size": ...}`. Content repeated
-from payload to payload (a tool result, then the model request that carries it) shares chunks, so
-the ledger holds it once.
+keeps only a reference: `{"manifest": <sha256 of the manifest>, "size": ..., "metadata": ...}`
+(the payload's small metadata, such as its encoding, stays in the reference). Content repeated
+from payload to payload (a tool result, then the model request that carries it, then the stored
+message) shares its chunks and manifest, so the ledger holds it once.
 
 The driver runs where Temporal encodes and decodes payloads (client, worker, replayer), outside
 the workflow sandbox. Replay needs exactly the referenced content, which is content-addressed and
@@ -18,6 +19,7 @@ no workflow inside it still references.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -67,11 +69,18 @@ class LedgerStorageDriver(StorageDriver):
         # The ledger is open while a worker runs; a client or replayer opens it for the call.
         await self._ledger.open()
         try:
-            keys = await asyncio.gather(*(self._ledger.store_chunked(p.SerializeToString()) for p in payloads))
+            keys = await asyncio.gather(*(self._ledger.store_chunked(p.data, json_text=_is_json(p)) for p in payloads))
         finally:
             await self._ledger.close()
         return [
-            StorageDriverClaim(claim_data={'manifest': key, 'size': str(p.ByteSize())})
+            StorageDriverClaim(
+                claim_data={
+                    'manifest': key,
+                    'size': str(len(p.data)),
+                    # The metadata (encoding) is small and stays in history, so the data is stored as is.
+                    'metadata': base64.b64encode(Payload(metadata=p.metadata).SerializeToString()).decode(),
+                }
+            )
             for key, p in zip(keys, payloads, strict=True)
         ]
 
@@ -99,8 +108,13 @@ class LedgerStorageDriver(StorageDriver):
                 non_retryable=True,
             ) from error
         payload = Payload()
-        payload.ParseFromString(data)
+        payload.ParseFromString(base64.b64decode(claim.claim_data.get('metadata', '')))
+        payload.data = data
         return payload
+
+
+def _is_json(payload: Payload) -> bool:
+    return payload.metadata.get('encoding', b'').startswith(b'json/')
 
 
 def _agent_runs_only(
