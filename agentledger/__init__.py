@@ -26,6 +26,7 @@ from ._errors import (
     LedgerError,
     LedgerUnavailableError,
     RunNotFoundError,
+    UnresolvablePayloadReference,
 )
 from ._tools import idempotency_key
 from .ledger import (
@@ -84,6 +85,7 @@ __all__ = [
     'StepEvent',
     'StepRecord',
     'ToolEffect',
+    'UnresolvablePayloadReference',
     'Usage',
     'continue_run',
     'delegate',

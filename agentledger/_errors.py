@@ -29,6 +29,15 @@ class LedgerCorruptionError(LedgerError):
     """A stored row does not decode (or no longer matches its hash); it is reported, never returned."""
 
 
+class UnresolvablePayloadReference(LedgerCorruptionError):
+    """A payload reference in Temporal's history names content this ledger does not hold (or holds altered).
+
+    Raised where Temporal decodes the payload: an activity attempt fails with it and is retried, a
+    workflow task fails with it and is retried, so the run waits (visibly) for the content to be
+    restored or for a worker that shares the ledger, instead of failing or running without it.
+    """
+
+
 class LedgerConfigError(LedgerError):
     """A ledger URL or option is invalid."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import threading
 import time
@@ -11,7 +12,7 @@ from datetime import timedelta
 
 from pydantic_ai import Agent, CallDeferred, DeferredToolRequests, ModelRetry, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio import activity
 from temporalio.common import RetryPolicy
@@ -302,3 +303,27 @@ def wire_money(amount: int) -> str:
 def ask_human() -> str:
     """Defers itself from inside its tool activity."""
     raise CallDeferred()
+
+
+def bulky_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Asks for `<n>` bulky reads (the prompt), then reports how many characters came back."""
+    done = _responses(messages)
+    wanted = int(str(messages[0].parts[0].content))  # type: ignore[union-attr]
+    if done < wanted:
+        return ModelResponse(parts=[ToolCallPart('read_bulk', {'part': done, 'size': 6000})])
+    returned = sum(len(str(part.content)) for m in messages for part in m.parts if isinstance(part, ToolReturnPart))
+    return ModelResponse(parts=[TextPart(f'{returned} characters read')])
+
+
+bulky_agent = Agent(FunctionModel(bulky_script), name='bulky', capabilities=[TemporalDurability()])
+"""Tools return more than the payload threshold: its payloads are ledger references in Temporal's history."""
+
+
+@bulky_agent.tool_plain
+def read_bulk(part: int, size: int) -> str:
+    """`size` characters that differ per part (no repetition for the chunker to fold)."""
+    text, block = '', hashlib.sha256(str(part).encode()).hexdigest()
+    while len(text) < size:
+        block = hashlib.sha256(block.encode()).hexdigest()
+        text += block
+    return text[:size]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from pathlib import Path
 
 from pydantic_ai import Agent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -113,3 +123,71 @@ async def test_long_run_continues_as_new_as_one_ledger_run(temporal_env: Workflo
         follow = await agentledger.continue_run(served.client, result.run_id, 'again')
         await follow.result()
         assert len(seen[0]) == 1 + 2 * (STEPS - 1) + 2
+
+
+async def test_payload_over_the_blob_limit_travels_as_a_reference(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Part 1: a tool result of 2.5 MB (over Temporal's 2 MB payload limit) completes; history holds references."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [huge_agent]) as served:
+        handle = await agentledger.start(served.client, huge_agent, 'go', task_queue=served.task_queue)
+        result = await handle.result()
+        assert result.output == f'{HUGE} characters'
+        history = await handle.workflow_handle.fetch_history()
+        assert max(e.ByteSize() for e in history.events) < 10_000
+        assert sum(e.ByteSize() for e in history.events) < 100_000
+
+
+async def test_unresolvable_payload_reference_names_it(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Part 2: a worker whose ledger lacks a referenced payload fails the workflow task naming the reference.
+
+    Temporal retries the task, so the run waits (visibly) for a worker that can read the payload.
+    """
+    history = [ModelRequest(parts=[UserPromptPart(content='x' * 20_000)]), ModelResponse(parts=[TextPart('ok')])]
+    async with SqliteLedger(tmp_path / 'client.db') as client_ledger, SqliteLedger(tmp_path / 'worker.db') as other:
+        client = await Client.connect(
+            temporal_env.client.service_client.config.target_host,
+            plugins=[agentledger.LedgerPlugin(client_ledger)],
+        )
+        # The worker records into another ledger (another host's SQLite file): it cannot see the client's payload.
+        async with serve(temporal_env, other, [long_agent]) as served:
+            handle = await agentledger.start(
+                client, long_agent, 'go', task_queue=served.task_queue, message_history=history
+            )
+            failure = await first_workflow_task_failure(handle.workflow_handle)
+        await handle.workflow_handle.terminate('test over')
+    assert 'payload reference' in failure and 'cannot be resolved' in failure
+    key = json.loads(failure[failure.index('{') : failure.index('}') + 1].replace("'", '"'))['manifest']
+    assert f'stored payload {key} is missing from the ledger' in failure
+
+
+async def first_workflow_task_failure(handle: WorkflowHandle[object, object]) -> str:
+    """The message of the workflow's first failed workflow task (polled: the worker retries it)."""
+    for _ in range(100):
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                return event.workflow_task_failed_event_attributes.failure.message
+        await asyncio.sleep(0.1)
+    raise AssertionError('no workflow task failed')
+
+
+HUGE = 2_500_000
+
+
+def huge_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    returns = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    if not returns:
+        return ModelResponse(parts=[ToolCallPart('dump', {})])
+    return ModelResponse(parts=[TextPart(f'{len(str(returns[0].content))} characters')])
+
+
+huge_agent = Agent(FunctionModel(huge_script), name='huge', capabilities=[TemporalDurability()])
+
+
+@huge_agent.tool_plain
+def dump() -> str:
+    blocks, block = [], hashlib.sha256(b'huge').hexdigest()
+    while 64 * len(blocks) < HUGE:
+        block = hashlib.sha256(block.encode()).hexdigest()
+        blocks.append(block)
+    return ''.join(blocks)[:HUGE]

@@ -11,12 +11,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 import agentledger
-from agentledger import MemoryLedger, SqliteLedger
+from agentledger import SqliteLedger
 
-from .agents import calc_agent, notes_agent, relay_agent, zombie_agent
+from .agents import bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent
 from .conftest import serve
 
-AGENTS = [calc_agent, notes_agent, relay_agent, zombie_agent]
+AGENTS = [bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent]
 
 
 async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -37,6 +37,9 @@ async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, 
         failed_validation = await agentledger.start(served.client, 'unknown-agent', 'x', task_queue=queue)
         with pytest.raises(WorkflowFailureError):
             await failed_validation.result()
+        # Payloads stored in the ledger, and a run that continued as new three times.
+        bulky = await agentledger.start(served.client, bulky_agent, '8', task_queue=queue, history_event_limit=30)
+        await bulky.result()
         handles = [calc, notes, continued, failing, restarted, failed_validation]
         histories: list[WorkflowHistory] = []
         for handle in handles:
@@ -44,8 +47,16 @@ async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, 
                 handle.workflow_id, run_id=handle.workflow_handle.result_run_id
             )
             histories.append(await workflow.fetch_history())
+        record = await ledger.run(bulky.run_id)
+        assert len(record.temporal_run_ids) >= 3
+        for temporal_run_id in record.temporal_run_ids:
+            workflow = served.client.get_workflow_handle(bulky.workflow_id, run_id=temporal_run_id)
+            histories.append(await workflow.fetch_history())
 
-    replayer = Replayer(workflows=[], plugins=[agentledger.LedgerPlugin(MemoryLedger(), agents=AGENTS)])
+    # Replay reads referenced payloads from the ledger, opened afresh: it needs that content, nothing else.
+    replayer = Replayer(
+        workflows=[], plugins=[agentledger.LedgerPlugin(SqliteLedger(tmp_path / 'runs.db'), agents=AGENTS)]
+    )
     for history in histories:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f'{history.workflow_id}: {result.replay_failure}'

@@ -10,8 +10,9 @@ message) shares its chunks and manifest, so the ledger holds it once.
 
 The driver runs where Temporal encodes and decodes payloads (client, worker, replayer), outside
 the workflow sandbox. Replay needs exactly the referenced content, which is content-addressed and
-never changes. A reference that cannot be resolved fails with `UnresolvablePayloadReference`
-naming it; a ledger that is down fails with `LedgerUnavailableError` (an activity retries).
+never changes. A reference that cannot be resolved raises `UnresolvablePayloadReference` naming
+it, and a ledger that is down `LedgerUnavailableError`: either fails the activity attempt or the
+workflow task, which Temporal retries, so the run waits instead of failing or going on without it.
 Stored payloads must outlive the namespace's history retention: `agentledger gc` deletes only what
 no workflow inside it still references.
 """
@@ -34,9 +35,8 @@ from temporalio.converter import (
     StorageDriverStoreContext,
     StorageDriverWorkflowInfo,
 )
-from temporalio.exceptions import ApplicationError
 
-from .._errors import LedgerCorruptionError, LedgerUnavailableError
+from .._errors import LedgerCorruptionError, UnresolvablePayloadReference
 from ..ledger._base import Ledger
 
 __all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'with_ledger_storage']
@@ -98,14 +98,10 @@ class LedgerStorageDriver(StorageDriver):
         key = claim.claim_data.get('manifest', '')
         try:
             data = await self._ledger.load_chunked(key)
-        except LedgerUnavailableError:
-            raise
         except LedgerCorruptionError as error:
-            raise ApplicationError(
+            raise UnresolvablePayloadReference(
                 f'agentledger: payload reference {dict(claim.claim_data)} cannot be resolved from the ledger at '
-                f'{self._ledger.url}: {error}',
-                type='UnresolvablePayloadReference',
-                non_retryable=True,
+                f'{self._ledger.url}: {error}'
             ) from error
         payload = Payload()
         payload.ParseFromString(base64.b64decode(claim.claim_data.get('metadata', '')))
