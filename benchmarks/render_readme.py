@@ -93,8 +93,14 @@ def history(data: dict[str, Any]) -> str:
     def cell(run: dict[str, Any] | None) -> str:
         if run is None:
             return 'not run'
-        size = f'{run["history_bytes"] / 1e6:.2f} MB, {run["events"]} events, largest payload '
-        size += f'{run["largest_payload_bytes"] / 1e3:.0f} KB'
+        size = f'{run["history_bytes"] / 1e6:.2f} MB, {run["events"]} events'
+        if run.get('temporal_runs', 1) > 1:
+            size += (
+                f' in {run["temporal_runs"]} Temporal runs (largest {run["largest_temporal_run_bytes"] / 1e6:.2f} MB)'
+            )
+        size += f', largest payload {run["largest_payload_bytes"] / 1e3:.1f} KB'
+        if 'stored_ratio' in run:
+            size += f', stored {run["stored_ratio"]:.2f}x the new content'
         return size if run['outcome'] == 'completed' else f'{size}: {run["outcome"]}'
 
     rows = [
@@ -106,7 +112,31 @@ def history(data: dict[str, Any]) -> str:
         ]
         for row in data['runs']
     ]
-    return _table(['model requests', 'pydantic-ai alone', 'agentledger', 'smaller by'], rows)
+    table = _table(['model requests', 'pydantic-ai alone', 'agentledger', 'smaller by'], rows)
+    shapes = [
+        [shape['shape'], _ours(shape['agentledger']), _stepledger(shape['stepledger'])]
+        for shape in data.get('shapes', [])
+    ]
+    if shapes:
+        table += '\n\n' + _table(['shape', 'agentledger', 'stepledger (published)'], shapes)
+    return table
+
+
+def _ours(run: dict[str, Any]) -> str:
+    return (
+        f'{run["history_bytes"] / 2**20:.2f} MiB history, '
+        f'largest payload {run["largest_payload_bytes"] / 2**10:.1f} KiB, '
+        f'stored {run["stored_bytes"] / 1e6:.2f} MB ({run["stored_ratio"]:.2f}x the new content)'
+    )
+
+
+def _stepledger(figures: dict[str, Any]) -> str:
+    if 'history_bytes' in figures:
+        return (
+            f'{figures["history_bytes"] / 2**20:.1f} MiB history, largest payload '
+            f'{figures["largest_payload_bytes"] / 2**10:.0f} KiB'
+        )
+    return f'stored {figures["stored_bytes"] / 1e6:.2f} MB ({figures["stored_ratio"]}x the new content)'
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
