@@ -41,7 +41,7 @@ from .._errors import DelegateFailedError
 from .._ids import delegate_workflow_id, ledger_run_id
 from .._outputs import output_adapter
 from ..ledger._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
-from ._agent_run import AgentRunWorkflow, error_info, preview
+from ._agent_run import AgentRunWorkflow, error_info, preview, run_usage
 from ._state import LedgerRunState, current_state
 from ._types import DELEGATE_RESULT_ACTIVITY, AgentRunInput, AgentRunOutput, RunFailureDetails
 
@@ -95,15 +95,6 @@ class _DelegateFailed(Exception):
         if details is None:
             return cls(error_info(failure), child_run_id, Usage())
         return cls(error_info(failure), details.run_id, details.usage)
-
-
-def _run_usage(usage: Usage) -> RunUsage:
-    return RunUsage(
-        requests=usage.requests,
-        tool_calls=usage.tool_calls,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-    )
 
 
 def remaining_limits(limits: UsageLimits | None, usage: RunUsage) -> UsageLimits | None:
@@ -376,7 +367,7 @@ class DelegateTool(Tool[Any]):
             try:
                 output = await self._child(child_id, input, record, attempt)
             except _DelegateFailed as failure:
-                ctx.usage.incr(_run_usage(failure.usage))
+                ctx.usage.incr(run_usage(failure.usage))
                 delay = self._retry(failure.error, attempt)
                 if delay is not None:
                     record.failed(attempt, failure, outcome=None)
@@ -391,7 +382,7 @@ class DelegateTool(Tool[Any]):
                 record.failed(attempt, failure, outcome='failed' if answered else None)
                 record.accept_failure(answered=answered)
                 raise final from failure
-            ctx.usage.incr(_run_usage(output.usage))
+            ctx.usage.incr(run_usage(output.usage))
             record.returned(attempt, output)
             return self._typed(output.output)
 
