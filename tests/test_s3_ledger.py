@@ -611,9 +611,16 @@ async def test_s3_outage_mid_run_pauses_the_run_and_loses_nothing_c16(
 
 
 def start_worker(
-    address: str, task_queue: str, ledger_url: str, environment: dict[str, str], log: Path
+    address: str,
+    task_queue: str,
+    ledger_url: str,
+    environment: dict[str, str],
+    log: Path,
+    agents: tuple[str, ...] = ('calc',),
 ) -> subprocess.Popen[bytes]:
-    command = [sys.executable, '-m', 'agentledger', 'worker', '--agent', 'tests.agents:calc_agent']
+    command = [sys.executable, '-m', 'agentledger', 'worker']
+    for agent in agents:
+        command += ['--agent', f'tests.agents:{agent}_agent']
     command += ['--ledger', ledger_url, '--address', address, '--task-queue', task_queue]
     with log.open('wb') as stderr:
         return subprocess.Popen(
@@ -675,6 +682,50 @@ async def test_two_worker_processes_share_one_bucket(
             events = await check_complete_calc_run(ledger, handle.run_id)
             # One object per event: the store holds exactly what the ledger reports, no duplicate.
             assert len(all_keys(ledger, f'{ledger.prefix}runs/{handle.run_id}/events/')) == len(events)
+
+
+async def test_workers_sharing_a_bucket_resolve_each_others_payloads(
+    temporal_env: WorkflowEnvironment, s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Issue 4: payloads and histories one worker stores in the bucket, the other reads: two worker processes
+    run bulky runs that continue as new, and the client (on the same bucket) reads their results."""
+    address = temporal_env.client.service_client.config.target_host
+    task_queue = f'bulky-{uuid.uuid4().hex[:8]}'
+    environment = {k: v for k, v in os.environ.items() if not k.startswith('AWS_')}
+    environment |= s3_server.environment() | {'AWS_CONFIG_FILE': os.devnull, 'AWS_SHARED_CREDENTIALS_FILE': os.devnull}
+    logs = [tmp_path / f'worker-{i}.log' for i in range(2)]
+    url = f's3://{s3_bucket}/bulky'
+    workers = [start_worker(address, task_queue, url, environment, log, agents=('bulky',)) for log in logs]
+    try:
+        async with s3_server.ledger(s3_bucket, prefix='bulky') as ledger:
+            client = await Client.connect(address, plugins=[agentledger.LedgerPlugin(ledger)])
+            await wait_until_serving(workers, logs)
+            handles = await asyncio.gather(
+                *(
+                    agentledger.start(client, 'bulky', '6', task_queue=task_queue, history_event_limit=30)
+                    for _ in range(4)
+                )
+            )
+            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=180)
+            assert [r.output for r in results] == ['36000 characters read'] * 4
+            for handle in handles:
+                record = await ledger.run(handle.run_id)
+                assert record.status == 'completed' and len(record.temporal_run_ids) >= 2
+                assert [s.step for s in await ledger.steps(handle.run_id) if s.kind == 'model_request'] == [
+                    1,
+                    2,
+                    3,
+                    4,
+                    5,
+                    6,
+                    7,
+                ]
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    assert all(worker.returncode == 0 for worker in workers), [log.read_text() for log in logs]
 
 
 async def test_worker_with_a_bad_bucket_fails_at_start(temporal_env: WorkflowEnvironment, s3_server: S3Server) -> None:
