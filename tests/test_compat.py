@@ -48,7 +48,13 @@ def test_activity_names_end_with_the_classified_suffixes() -> None:
 
 def test_activity_inputs_carry_the_run_context_fields_read() -> None:
     request_fields = {f.name for f in dataclasses.fields(_RequestParams)}
-    assert {_compat.RUN_CONTEXT_KEY, 'messages', 'model_id'} <= request_fields
+    assert {
+        _compat.RUN_CONTEXT_KEY,
+        'messages',
+        'model_id',
+        'model_settings',
+        'model_request_parameters',
+    } <= request_fields
     tool_fields = {f.name for f in dataclasses.fields(CallToolParams)}
     assert {_compat.RUN_CONTEXT_KEY, 'name'} <= tool_fields
     source = inspect.getsource(_compat.read_activity_args)
