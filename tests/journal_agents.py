@@ -26,6 +26,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio import activity
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 from temporalio.workflow import ActivityConfig
 
@@ -99,9 +100,10 @@ def payments_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespo
 
 @dataclass
 class PaymentDeps:
-    """Whether the `charge` tool gives `once` a reconcile callback."""
+    """Whether the `charge` tool gives `once` a reconcile callback, and fails for good after charging."""
 
     reconcile: bool = True
+    fail_after_charge: bool = False
 
 
 _quick: ActivityConfig = {
@@ -126,4 +128,6 @@ async def charge(ctx: RunContext[PaymentDeps], amount: int) -> str:
         lambda key: _charge(key, amount),
         reconcile=_lookup if ctx.deps.reconcile else None,
     )
+    if ctx.deps.fail_after_charge:
+        raise ApplicationError('the receipt printer is on fire', type='ReceiptError', non_retryable=True)
     return str(result['charge_id'])

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -73,14 +73,21 @@ async def worker(
         yield client
 
 
-async def start_payment(env: WorkflowEnvironment, ledger: Ledger, task_queue: str, *, reconcile: bool = True) -> str:
+async def start_payment(
+    env: WorkflowEnvironment,
+    ledger: Ledger,
+    task_queue: str,
+    *,
+    deps: PaymentDeps | None = None,
+    workflow_id: str | None = None,
+) -> str:
     """Start a `payments` run (the worker that serves it may be a subprocess); return its workflow id."""
     client = await Client.connect(
         env.client.service_client.config.target_host, plugins=[LedgerPlugin(ledger, agents=[payments_agent])]
     )
-    workflow_id = f'payments-{uuid.uuid4().hex[:8]}'
+    workflow_id = workflow_id or f'payments-{uuid.uuid4().hex[:8]}'
     await agentledger.start(
-        client, payments_agent, 'pay', task_queue=task_queue, workflow_id=workflow_id, deps=PaymentDeps(reconcile)
+        client, payments_agent, 'pay', task_queue=task_queue, workflow_id=workflow_id, deps=deps or PaymentDeps()
     )
     return workflow_id
 
@@ -166,7 +173,7 @@ async def test_once_effect_without_reconcile_waits_for_agentledger_resolve(
     task_queue = f'effects-{uuid.uuid4().hex[:8]}'
     async with SqliteLedger(path) as ledger:
         with doomed_worker(host, task_queue, url, f'inside_effect:{tmp_path / "fired"}'):
-            workflow_id = await start_payment(temporal_env, ledger, task_queue, reconcile=False)
+            workflow_id = await start_payment(temporal_env, ledger, task_queue, deps=PaymentDeps(reconcile=False))
         async with worker(temporal_env, ledger, task_queue) as client:
 
             async def unknown() -> str:
@@ -248,3 +255,34 @@ async def test_reset_to_the_first_workflow_task_repeats_no_effect(
             assert [e.temporal_run_id for e in replayed] == [description.run_id] * 2
         else:
             assert (provider_calls(), len(performed())) == (4, 2)
+
+
+@pytest.mark.parametrize('journal', [True, False], ids=['journal', 'no-journal'])
+async def test_restart_of_a_failed_workflow_id_replays_its_answers_and_repeats_no_effect(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool
+) -> None:
+    """The tool fails for good after charging; starting the workflow id again resumes from the snapshot before
+    the model response that made the call. With the journal that response is replayed (same tool_call_id), so
+    the charge is found done and the provider is not paid again; without it the charge is repeated."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'restart-{uuid.uuid4().hex[:8]}'
+        async with worker(temporal_env, ledger, task_queue, journal=journal) as client:
+            workflow_id = await start_payment(
+                temporal_env, ledger, task_queue, deps=PaymentDeps(fail_after_charge=True)
+            )
+            with pytest.raises(WorkflowFailureError):
+                await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 60)
+            assert (provider_calls(), len(performed())) == (1, 1)
+
+            await start_payment(temporal_env, ledger, task_queue, workflow_id=workflow_id)
+            await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 60)
+
+        resumed, failed = await ledger.runs(workflow_id=workflow_id)
+        assert resumed.forked_from is not None and resumed.forked_from.reason == 'restart'
+        assert resumed.forked_from.run_id == failed.run_id
+        if journal:
+            assert (provider_calls(), len(performed())) == (2, 1)
+            [replayed] = [s for s in await ledger.steps(resumed.run_id) if s.replayed]
+            assert replayed.step == 1
+        else:
+            assert (provider_calls(), len(performed())) == (3, 2)
