@@ -7,7 +7,8 @@ what must be counted lives in files named by environment variables:
 - `AGENTLEDGER_TEST_TARGET`: one JSON line per effect the fake payment system performed;
 - `AGENTLEDGER_TEST_CRASH`: `<point>:<marker file>`: `os._exit(1)` once at `point` (the marker
   file records that it fired, so the restarted worker does not fire it again). Points:
-  `after_model_request` (the model request returned, journal written, completion not reported)
+  `after_model_request` (the model request returned, journal written, completion not reported),
+  `raise_after_model_request` (the same place, but the attempt raises instead of the worker dying)
   and `inside_effect` (the target performed the charge, `once` has not recorded it).
 """
 
@@ -38,7 +39,7 @@ CRASH_ENV = 'AGENTLEDGER_TEST_CRASH'
 NO_JOURNAL_ENV = 'AGENTLEDGER_TEST_NO_JOURNAL'
 
 
-def _fire(point: str) -> None:
+def _fire(point: str, *, exit: bool = True) -> None:
     spec = os.environ.get(CRASH_ENV, '')
     if not spec.startswith(f'{point}:'):
         return
@@ -46,6 +47,8 @@ def _fire(point: str) -> None:
     if marker.exists():
         return
     marker.touch()
+    if not exit:
+        raise RuntimeError(f'fault point {point} fired')
     os._exit(1)
 
 
@@ -62,6 +65,7 @@ class _CrashAfterModelRequest(ActivityInboundInterceptor):
         result = await super().execute_activity(input)
         if activity.info().activity_type.endswith('__model_request'):
             _fire('after_model_request')
+            _fire('raise_after_model_request', exit=False)
         return result
 
 

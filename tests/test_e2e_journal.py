@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from agentledger.ledger._rules import total_usage
 
 from . import journal_agents
 from .journal_agents import PaymentDeps, payments_agent, performed, provider_calls
+from .s3_server import shared_s3_server
 
 ROOT = Path(__file__).parent.parent
 
@@ -39,10 +41,33 @@ def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(journal_agents.TARGET_ENV, str(tmp_path / 'target.jsonl'))
 
 
+@dataclass
+class Store:
+    """An open ledger, the URL a worker subprocess opens it by, and the environment that subprocess needs."""
+
+    ledger: Ledger
+    url: str
+    env: dict[str, str]
+
+
+@asynccontextmanager
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+    if backend == 'sqlite':
+        async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+            yield Store(ledger, f'sqlite:///{tmp_path / "runs.db"}', {})
+        return
+    server = shared_s3_server()
+    bucket = server.new_bucket()
+    async with server.ledger(bucket) as ledger:
+        yield Store(ledger, f's3://{bucket}/agentledger', server.environment())
+
+
 @contextmanager
-def doomed_worker(host: str, task_queue: str, ledger_url: str, crash: str, *, journal: bool = True) -> Iterator[None]:
+def doomed_worker(
+    host: str, task_queue: str, ledger_url: str, crash: str, *, journal: bool = True, env: dict[str, str] | None = None
+) -> Iterator[None]:
     """A worker subprocess that exits (`os._exit`) at fault point `crash`; it must have exited when the block ends."""
-    env = {**os.environ, journal_agents.CRASH_ENV: crash}
+    env = {**os.environ, **(env or {}), journal_agents.CRASH_ENV: crash}
     if not journal:
         env[journal_agents.NO_JOURNAL_ENV] = '1'
     process = subprocess.Popen(
@@ -69,7 +94,7 @@ async def worker(
 ) -> AsyncIterator[Client]:
     plugin = LedgerPlugin(ledger, agents=[payments_agent], model_journal=journal)
     client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
-    async with Worker(client, task_queue=task_queue):
+    async with Worker(client, task_queue=task_queue, interceptors=[journal_agents.CrashPoints()]):
         yield client
 
 
@@ -99,19 +124,21 @@ async def finished_run_id(client: Client, ledger: Ledger, workflow_id: str) -> s
     return run.run_id
 
 
-@pytest.mark.parametrize('journal', [True, False], ids=['journal', 'no-journal'])
+@pytest.mark.parametrize(
+    ('backend', 'journal'), [('sqlite', True), ('sqlite', False), ('s3', True)], ids=['sqlite', 'no-journal', 's3']
+)
 async def test_worker_killed_after_the_provider_answered_replays_the_journaled_response(
-    temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool, capsys: pytest.CaptureFixture[str]
+    temporal_env: WorkflowEnvironment, tmp_path: Path, backend: str, journal: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The worker dies after the provider answered and the journal holds the response, before Temporal
     hears of it: the retry replays the response (the provider is called once per step); without the
     journal it calls the provider again."""
-    path = tmp_path / 'runs.db'
     host = temporal_env.client.service_client.config.target_host
     task_queue = f'journal-{uuid.uuid4().hex[:8]}'
-    async with SqliteLedger(path) as ledger:
+    async with store(backend, tmp_path) as stored:
+        ledger = stored.ledger
         with doomed_worker(
-            host, task_queue, f'sqlite:///{path}', f'after_model_request:{tmp_path / "fired"}', journal=journal
+            host, task_queue, stored.url, f'after_model_request:{tmp_path / "fired"}', journal=journal, env=stored.env
         ):
             workflow_id = await start_payment(temporal_env, ledger, task_queue)
         assert provider_calls() == 1
@@ -131,7 +158,10 @@ async def test_worker_killed_after_the_provider_answered_replays_the_journaled_r
         calls = total_usage(await ledger.steps(run_id))
         assert (calls.requests, calls.replayed_requests, calls.billed_requests) == (2, 1, 1) if journal else (2, 0, 2)
 
-        assert await asyncio.to_thread(cli, ['show', run_id, '--ledger', f'sqlite:///{path}']) == 0
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in stored.env.items():
+                patch.setenv(name, value)
+            assert await asyncio.to_thread(cli, ['show', run_id, '--ledger', stored.url]) == 0
         shown = capsys.readouterr().out
         if journal:
             assert '1 billed' in shown and '1 replayed from the journal' in shown and 'tokens replayed' in shown
@@ -139,15 +169,30 @@ async def test_worker_killed_after_the_provider_answered_replays_the_journaled_r
             assert '2 billed' in shown and '0 replayed' in shown and 'tokens replayed' not in shown
 
 
+async def test_attempt_that_raised_after_the_answer_replays_it(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that fails after the provider answered (and the journal recorded it) is retried from the journal."""
+    monkeypatch.setenv(journal_agents.CRASH_ENV, f'raise_after_model_request:{tmp_path / "fired"}')
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'raise-{uuid.uuid4().hex[:8]}'
+        async with worker(temporal_env, ledger, task_queue) as client:
+            run_id = await finished_run_id(client, ledger, await start_payment(temporal_env, ledger, task_queue))
+        assert (provider_calls(), len(performed())) == (2, 1)
+        [step] = [s for s in await ledger.steps(run_id) if s.kind == 'model_request' and s.step == 1]
+        assert (step.attempts, step.accepted_attempt, step.replayed) == (2, 2, True)
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 's3'])
 async def test_once_effect_across_a_worker_killed_inside_it_reconciles_with_the_target(
-    temporal_env: WorkflowEnvironment, tmp_path: Path
+    temporal_env: WorkflowEnvironment, tmp_path: Path, backend: str
 ) -> None:
     """The worker dies right after the target charged: the retry asks the target and does not charge again."""
-    path = tmp_path / 'runs.db'
     host = temporal_env.client.service_client.config.target_host
     task_queue = f'effects-{uuid.uuid4().hex[:8]}'
-    async with SqliteLedger(path) as ledger:
-        with doomed_worker(host, task_queue, f'sqlite:///{path}', f'inside_effect:{tmp_path / "fired"}'):
+    async with store(backend, tmp_path) as stored:
+        ledger = stored.ledger
+        with doomed_worker(host, task_queue, stored.url, f'inside_effect:{tmp_path / "fired"}', env=stored.env):
             workflow_id = await start_payment(temporal_env, ledger, task_queue)
         [started] = await ledger.effects(workflow_id=workflow_id)
         assert started.status == 'started' and len(performed()) == 1
