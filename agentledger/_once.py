@@ -15,7 +15,7 @@ from ._errors import AgentLedgerError, EffectUnknownError, LedgerError
 from .activities._failures import ledger_failure
 from .activities._tool_context import ToolContext, current_tool_context
 from .ledger._base import Ledger
-from .ledger._effects import EffectRecord, effect_key
+from .ledger._effects import EffectRecord, EffectResolution, effect_key
 from .ledger._keyed import EFFECTS, KeyedRecord
 
 __all__ = ['once']
@@ -167,7 +167,7 @@ class _Once:
             ) from error
         return await self._settle(claimed, result, 'acted')
 
-    async def _settle(self, claimed: KeyedRecord, result: Any, resolution: str) -> Any:
+    async def _settle(self, claimed: KeyedRecord, result: Any, resolution: EffectResolution) -> Any:
         """Record `done` over the record we hold; if it changed meanwhile, record it over the new one."""
         current = claimed
         while True:
@@ -180,7 +180,7 @@ class _Once:
                 result=result,
                 error=None,
                 owner='',
-                resolution=resolution,  # type: ignore[arg-type]
+                resolution=resolution,
                 updated_at=datetime.now(UTC),
             )
             if await self.ledger.replace_record(current, done.to_value()) is not None:

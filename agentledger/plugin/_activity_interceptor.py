@@ -160,30 +160,20 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
             )
         started = time.monotonic()
-        journal: str | None = None
-        if kind == 'model_request' and self._model_journal and is_journaled_model_request(info.activity_type):
-            journal = await self._journal_key(header['run_id'], input)
-            recorded = await self._journaled(journal)
-            if recorded is not None:
-                replayed = recorded.model_response()
-                await self._write(
-                    event(
-                        'completed',
-                        duration_s=time.monotonic() - started,
-                        usage=_model_usage(replayed, replayed=True),
-                        model_name=replayed.model_name or shape.model_name,
-                        replayed=True,
-                        detail=f'replayed from the model-call journal (paid by attempt {recorded.attempt})',
-                    )
-                )
-                return replayed
+        journaled = kind == 'model_request' and self._model_journal and is_journaled_model_request(info.activity_type)
+        recorded: JournalEntry | None = None
         context = (
             tool_context.set(self._tool_context(header['run_id'], shape.tool_name)) if kind == 'tool_call' else None
         )
         try:
-            result = await super().execute_activity(input)
-            if journal is not None:
-                result = await self._journal(journal, header['run_id'], result)
+            journal = await self._journal_key(header['run_id'], input) if journaled else None
+            recorded = await self._journaled(journal) if journal is not None else None
+            if recorded is not None:
+                result: Any = recorded.model_response()
+            else:
+                result = await super().execute_activity(input)
+                if journal is not None:
+                    result = await self._journal(journal, header['run_id'], result)
         except BaseException as error:
             failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
             # Shielded: a cancelled attempt still owes the ledger its end.
@@ -197,8 +187,14 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             completed = event(
                 'completed',
                 duration_s=duration,
-                usage=_model_usage(result),
+                usage=_model_usage(result, replayed=recorded is not None),
                 model_name=getattr(result, 'model_name', None) or shape.model_name,
+                replayed=recorded is not None,
+                detail=(
+                    f'replayed from the model-call journal (paid by attempt {recorded.attempt})'
+                    if recorded is not None
+                    else None
+                ),
             )
         else:
             completed = event(
