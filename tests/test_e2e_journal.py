@@ -23,7 +23,15 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger import Ledger, LedgerPlugin, SqliteLedger
+from agentledger import (
+    KeyedRecord,
+    Ledger,
+    LedgerPlugin,
+    LedgerUnavailableError,
+    MemoryLedger,
+    RetryPolicy,
+    SqliteLedger,
+)
 from agentledger._devserver import find_temporal_cli
 from agentledger.cli import main as cli
 from agentledger.ledger._rules import total_usage
@@ -331,3 +339,51 @@ async def test_restart_of_a_failed_workflow_id_replays_its_answers_and_repeats_n
             assert replayed.step == 1
         else:
             assert (provider_calls(), len(performed())) == (3, 2)
+
+
+async def test_a_new_run_reusing_a_workflow_id_never_replays_an_older_runs_answers(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The same prompt under the same workflow id, after the first run completed, is a new run: it is answered
+    by the provider again (the journal keys on the execution chain's ledger run, not on the workflow id alone)."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'again-{uuid.uuid4().hex[:8]}'
+        async with worker(temporal_env, ledger, task_queue) as client:
+            workflow_id = await start_payment(temporal_env, ledger, task_queue)
+            await finished_run_id(client, ledger, workflow_id)
+            await start_payment(temporal_env, ledger, task_queue, workflow_id=workflow_id)
+            await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 60)
+        second, first = await ledger.runs(workflow_id=workflow_id)
+        assert second.forked_from is None and second.run_id != first.run_id
+        assert provider_calls() == 4
+        assert not any(s.replayed for s in await ledger.steps(second.run_id))
+
+
+class FlakyJournal(MemoryLedger):
+    """A ledger whose first journal writes fail as an unreachable backend's would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.retry = RetryPolicy(attempts=2, initial_backoff_s=0.01, max_backoff_s=0.01)
+
+    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
+        if record.namespace == 'journal' and self.failures > 0:
+            self.failures -= 1
+            raise LedgerUnavailableError('journal backend unreachable')
+        return await super()._put_record(record, expected_version)
+
+
+async def test_journal_write_that_fails_fails_the_attempt_retryably(temporal_env: WorkflowEnvironment) -> None:
+    """A journal write that fails after the ledger's own retries fails the attempt with the retryable
+    LedgerUnavailableError, like any other ledger write; Temporal's retry then succeeds (and pays again)."""
+    ledger = FlakyJournal(failures=2)
+    task_queue = f'flaky-{uuid.uuid4().hex[:8]}'
+    async with worker(temporal_env, ledger, task_queue) as client:
+        run_id = await finished_run_id(client, ledger, await start_payment(temporal_env, ledger, task_queue))
+    assert provider_calls() == 3
+    [failed] = [e for e in await ledger.events(run_id) if e.step == 1 and e.kind == 'model_request_failed']
+    assert failed.attempt == 1 and failed.error is not None
+    assert (failed.error.type, failed.error.retryable) == ('LedgerUnavailableError', True)
+    assert 'journal backend unreachable' in failed.error.message
+    assert len(await ledger.records('journal')) == 2

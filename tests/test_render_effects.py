@@ -7,6 +7,7 @@ import json
 
 from agentledger import EffectRecord, StepRecord, Usage
 from agentledger._render import RunView, effects_json, render_effects, render_timeline, run_json
+from agentledger.cli import _parser
 
 from .test_cli import RUN, T0, at, fact, line_with
 
@@ -75,3 +76,9 @@ def test_effects_listing_and_json() -> None:
     shown = run_json(RunView(RUN, [], STEPS, effects=[DONE]))
     assert shown['model_calls']['replayed_requests'] == 1 and shown['model_calls']['requests'] == 2
     assert [e['key'] for e in shown['effects']] == [DONE.key]
+
+
+def test_worker_takes_no_model_journal() -> None:
+    parse = _parser().parse_args
+    assert parse(['worker', '--agent', 'app:agent']).model_journal is True
+    assert parse(['worker', '--agent', 'app:agent', '--no-model-journal']).model_journal is False
