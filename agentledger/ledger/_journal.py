@@ -43,6 +43,7 @@ UNHASHED_PART_FIELDS = frozenset({'timestamp'})
 """Part fields left out of the request hash."""
 
 _PARAMETERS = TypeAdapter(ModelRequestParameters)
+_SETTINGS = TypeAdapter(dict[str, Any] | None)
 
 
 def _stable(message: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def request_hash(
     body = {
         'messages': [_stable(m) for m in ModelMessagesTypeAdapter.dump_python(list(messages), mode='json')],
         'model_id': model_id,
-        'settings': TypeAdapter(dict[str, Any] | None).dump_python(dict(settings) if settings else None, mode='json'),
+        'settings': _SETTINGS.dump_python(dict(settings) if settings else None, mode='json'),
         'parameters': _PARAMETERS.dump_python(parameters, mode='json'),
     }
     canonical = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
