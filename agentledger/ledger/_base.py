@@ -94,7 +94,7 @@ class RetryPolicy:
 
 
 class Ledger(ABC):
-    """A store of runs, step events and acceptances.
+    """A store of runs, step events, acceptances, snapshots and keyed records (model-call journal, once-only effects).
 
     Writes are idempotent (at-least-once delivery collapses onto each record's key) and are retried
     with backoff; a write that still fails raises `LedgerUnavailableError` naming what was not
