@@ -14,8 +14,10 @@ what must be counted lives in files named by environment variables:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -81,7 +83,28 @@ def performed() -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def _charge(key: str, amount: int) -> dict[str, Any]:
+ZOMBIE_S = 5.0
+"""How long the first charge of a `zombie` run takes: longer than the tool's 3 s timeout."""
+
+_slowed: set[str] = set()
+
+
+async def _outlive_the_timeout(key: str) -> None:
+    """The first attempt of a key ignores its cancellation (a zombie) and charges after its timeout."""
+    if key in _slowed:
+        return
+    _slowed.add(key)
+    deadline = time.monotonic() + ZOMBIE_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            continue
+
+
+async def _charge(key: str, amount: int, *, zombie: bool = False) -> dict[str, Any]:
+    if zombie:
+        await _outlive_the_timeout(key)
     with Path(os.environ[TARGET_ENV]).open('a') as target:
         target.write(json.dumps({'key': key, 'amount': amount}) + '\n')
     _fire('inside_effect')
@@ -108,6 +131,8 @@ class PaymentDeps:
 
     reconcile: bool = True
     fail_after_charge: bool = False
+    zombie: bool = False
+    """The first charge outlives its attempt's timeout (ignoring cancellation) and lands late."""
 
 
 _quick: ActivityConfig = {
@@ -129,7 +154,7 @@ async def charge(ctx: RunContext[PaymentDeps], amount: int) -> str:
     result = await agentledger.once(
         ctx,
         'charge',
-        lambda key: _charge(key, amount),
+        lambda key: _charge(key, amount, zombie=ctx.deps.zombie),
         reconcile=_lookup if ctx.deps.reconcile else None,
     )
     if ctx.deps.fail_after_charge:

@@ -387,3 +387,26 @@ async def test_journal_write_that_fails_fails_the_attempt_retryably(temporal_env
     assert (failed.error.type, failed.error.retryable) == ('LedgerUnavailableError', True)
     assert 'journal backend unreachable' in failed.error.message
     assert len(await ledger.records('journal')) == 2
+
+
+async def test_zombie_attempt_and_its_retry_do_not_both_act(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Attempt 1 outlives its timeout inside the effect; attempt 2 finds it started and does not act (unknown, no
+    reconcile); the zombie lands and records done, and a later attempt returns its result: one charge."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'zombie-{uuid.uuid4().hex[:8]}'
+        async with worker(temporal_env, ledger, task_queue) as client:
+            deps = PaymentDeps(reconcile=False, zombie=True)
+            workflow_id = await start_payment(temporal_env, ledger, task_queue, deps=deps)
+            run_id = await finished_run_id(client, ledger, workflow_id)
+        assert len(performed()) == 1
+        [effect] = await ledger.effects(workflow_id=workflow_id)
+        assert (effect.status, effect.resolution, effect.attempts) == ('done', 'acted', 1)
+        tool = [e for e in await ledger.events(run_id) if e.tool_name == 'charge']
+        # The zombie's own end lands late and is abandoned; the attempts in between fail without acting.
+        assert [(e.attempt, e.state) for e in tool if e.kind == 'tool_call_completed' and e.attempt == 1] == [
+            (1, 'abandoned')
+        ]
+        failures = {(e.attempt, e.error.type) for e in tool if e.kind == 'tool_call_failed' and e.error is not None}
+        assert (2, 'EffectUnknownError') in failures and {kind for _, kind in failures} == {'EffectUnknownError'}
+        [accepted] = [e for e in tool if e.kind == 'tool_call_completed' and e.state == 'accepted']
+        assert accepted.attempt > 2
