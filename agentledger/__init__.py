@@ -21,6 +21,9 @@ from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, run
 from ._errors import (
     AgentLedgerError,
     DelegateFailedError,
+    EffectNotFoundError,
+    EffectStateError,
+    EffectUnknownError,
     LedgerConfigError,
     LedgerCorruptionError,
     LedgerError,
@@ -28,11 +31,15 @@ from ._errors import (
     RunNotFoundError,
     UnresolvablePayloadReference,
 )
+from ._once import once
 from ._tools import idempotency_key
 from .ledger import (
     Acceptance,
+    EffectRecord,
     ErrorInfo,
     ForkRef,
+    JournalEntry,
+    KeyedRecord,
     Ledger,
     MemoryLedger,
     RetryPolicy,
@@ -64,8 +71,14 @@ __all__ = [
     'AgentRunWorkflow',
     'DelegateFailedError',
     'DelegateTool',
+    'EffectNotFoundError',
+    'EffectRecord',
+    'EffectStateError',
+    'EffectUnknownError',
     'ErrorInfo',
     'ForkRef',
+    'JournalEntry',
+    'KeyedRecord',
     'Ledger',
     'LedgerConfigError',
     'LedgerCorruptionError',
@@ -91,6 +104,7 @@ __all__ = [
     'delegate',
     'fork_run',
     'idempotency_key',
+    'once',
     'open_ledger',
     'run',
     'start',

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import ModelRequestParameters
 
 from .ledger._records import StepKind, ToolOutcome
 
@@ -28,8 +29,10 @@ __all__ = [
     'WORKER_SHUTDOWN_COMPLETE',
     'ActivityShape',
     'classify_activity',
+    'is_journaled_model_request',
     'mark_safe_at_runtime',
     'mark_worker_never_started',
+    'model_request_inputs',
     'model_request_messages',
     'read_activity_args',
     'tool_outcome',
@@ -136,6 +139,31 @@ def model_request_messages(args: Sequence[Any]) -> list[ModelMessage]:
     """The message history a model-request activity received (`_RequestParams.messages`)."""
     messages = getattr(args[0], 'messages', None) if args else None
     return list(messages) if isinstance(messages, list) else []
+
+
+def is_journaled_model_request(activity_type: str) -> bool:
+    """Whether the model-call journal covers this activity: the plain model request, not the streaming one.
+
+    The streaming activity runs the agent's `event_stream_handler` on the provider's live stream;
+    answering it from the journal would skip that handler's side (the events it forwards), so it is
+    always sent to the provider.
+    """
+    return activity_type.endswith(MODEL_REQUEST_SUFFIXES[0])
+
+
+def model_request_inputs(args: Sequence[Any]) -> tuple[str | None, Mapping[str, Any] | None, ModelRequestParameters]:
+    """The model id, settings and request parameters of a model-request activity (`_RequestParams`)."""
+    wire = args[0]
+    parameters = getattr(wire, 'model_request_parameters', None)
+    if not isinstance(parameters, ModelRequestParameters):
+        raise TypeError(f'not a pydantic-ai model request input: {type(wire).__name__}')
+    model_id = getattr(wire, 'model_id', None)
+    settings = getattr(wire, 'model_settings', None)
+    return (
+        model_id if isinstance(model_id, str) else None,
+        settings if isinstance(settings, Mapping) else None,
+        parameters,
+    )
 
 
 def with_model_request_messages(args: Sequence[Any], messages: list[ModelMessage]) -> list[Any]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 __all__ = [
     'AgentLedgerError',
     'DelegateFailedError',
+    'EffectNotFoundError',
+    'EffectStateError',
+    'EffectUnknownError',
     'LedgerConfigError',
     'LedgerCorruptionError',
     'LedgerError',
@@ -64,3 +67,31 @@ class DelegateFailedError(AgentLedgerError):
         self.child_run_id = child_run_id
         self.error_type = error_type
         self.error_message = error_message
+
+
+class EffectNotFoundError(AgentLedgerError, LookupError):
+    """No once-only effect has this key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f'no once-only effect with key {key!r} (list them with `agentledger effects`)')
+        self.key = key
+
+
+class EffectStateError(AgentLedgerError):
+    """The effect is not in a state that allows this (resolving an effect that is already done)."""
+
+
+class EffectUnknownError(AgentLedgerError):
+    """An attempt died in the middle of a once-only effect and nothing can tell whether it happened.
+
+    The tool attempt fails with this error (type `EffectUnknownError`, retryable) until an operator
+    resolves the effect with `agentledger resolve KEY --outcome done|not-done`; the attempt after that
+    returns the recorded result or acts. It never guesses.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f'once-only effect {key!r} was started by an attempt that did not finish and its outcome is unknown; '
+            f'resolve it with `agentledger resolve {key} --outcome done --result JSON` or `--outcome not-done`'
+        )
+        self.key = key

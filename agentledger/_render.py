@@ -7,7 +7,9 @@ terminal and survives copy-paste into an issue. The JSON shapes are built from t
 
 - `agentledger show --json`: `{"schema": "agentledger.show/1", "run": RunRecord, "steps": [StepRecord],
   "events": [StepEvent], "snapshots": [SnapshotRecord], "tool_effects": [ToolEffect],
-  "continuations": [run id], "children": [RunRecord]}`
+  "continuations": [run id], "children": [RunRecord], "model_calls": Usage (accepted model requests,
+  with the replayed ones counted apart), "effects": [EffectRecord]}`
+- `agentledger effects --json`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord]}`
 - `agentledger runs --json`: `{"schema": "agentledger.runs/1", "runs": [RunRecord]}`
 - `agentledger run --json`: `{"schema": "agentledger.run/1", "output": ..., "run_id": ..., "workflow_id": ...,
   "usage": Usage}` (plus `"forked_from": ForkRef` from `continue` / `fork` with `--wait`)
@@ -21,11 +23,13 @@ A new key may be added to a shape without changing its version; renaming or remo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .ledger._effects import EffectRecord
 from .ledger._records import (
     ForkReason,
     ForkRef,
@@ -37,17 +41,21 @@ from .ledger._records import (
     ToolEffect,
     Usage,
 )
+from .ledger._rules import total_usage
 
 if TYPE_CHECKING:
     from ._client import AgentRunResult
 
 __all__ = [
+    'EFFECTS_SCHEMA',
     'RESULT_SCHEMA',
     'RUNS_SCHEMA',
     'SHOW_SCHEMA',
     'SNAPSHOTS_SCHEMA',
     'START_SCHEMA',
     'RunView',
+    'effects_json',
+    'render_effects',
     'render_runs',
     'render_snapshots',
     'render_timeline',
@@ -69,6 +77,9 @@ RESULT_SCHEMA = 'agentledger.run/1'
 
 START_SCHEMA = 'agentledger.start/1'
 """The `schema` value of `start_json` (`agentledger continue --json` / `fork --json` without `--wait`)."""
+
+EFFECTS_SCHEMA = 'agentledger.effects/1'
+"""The `schema` value of `effects_json` (`agentledger effects --json`)."""
 
 SNAPSHOTS_SCHEMA = 'agentledger.snapshots/1'
 """The `schema` value of `snapshots_json` (`agentledger snapshots --json`)."""
@@ -102,6 +113,8 @@ class RunView:
     """The runs seeded from this one (continued, forked or restarted), oldest first."""
     delegates: RunTree | None = None
     """This run with the delegate runs it started below it, as deep as was read."""
+    effects: Sequence[EffectRecord] = ()
+    """The once-only effects (`agentledger.once`) this run's tool calls started."""
 
 
 def runs_json(runs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -124,7 +137,36 @@ def run_json(view: RunView) -> dict[str, Any]:
         'tool_effects': [effect.to_json() for effect in view.tool_effects],
         'continuations': [run.run_id for run in view.continuations],
         'children': [child.run.to_json() for child in view.delegates.children] if view.delegates is not None else [],
+        'model_calls': asdict(total_usage(view.steps)),
+        'effects': [effect.to_json() for effect in view.effects],
     }
+
+
+def effects_json(effects: Sequence[EffectRecord]) -> dict[str, Any]:
+    """The `agentledger effects --json` document: `{"schema": ..., "effects": [EffectRecord.to_json(), ...]}`."""
+    return {'schema': EFFECTS_SCHEMA, 'effects': [effect.to_json() for effect in effects]}
+
+
+def render_effects(effects: Sequence[EffectRecord]) -> str:
+    """Once-only effects, one per line: key, status, who decided it, attempts, result or error."""
+    if not effects:
+        return '(no once-only effects)'
+    return '\n'.join(_effects_table(effects, indent=0))
+
+
+def _effects_table(effects: Sequence[EffectRecord], *, indent: int) -> list[str]:
+    rows = [
+        [
+            effect.key,
+            effect.status,
+            effect.resolution or '',
+            str(effect.attempts),
+            effect.run_id,
+            _preview(json.dumps(effect.result)) if effect.status == 'done' else _preview(effect.error or ''),
+        ]
+        for effect in effects
+    ]
+    return _table(['KEY', 'STATUS', 'DECIDED BY', 'ATTEMPTS', 'RUN', 'RESULT / ERROR'], rows, right={3}, indent=indent)
 
 
 def result_json(result: AgentRunResult[Any], *, forked_from: ForkRef | None = None) -> dict[str, Any]:
@@ -213,6 +255,15 @@ def render_timeline(view: RunView, *, ledger_url: str | None = None) -> str:
     sections = [_header(view), 'Timeline', *_timeline(view), '', 'Steps', *_steps(view.events, view.steps)]
     if view.delegates is not None and view.delegates.children:
         sections += ['', 'Delegated runs', *_delegates(view.delegates)]
+    if view.effects:
+        sections += ['', 'Once-only effects', *_effects_table(view.effects, indent=2)]
+        unknown = [effect for effect in view.effects if effect.status == 'unknown']
+        suffix = f' --ledger {ledger_url}' if ledger_url is not None else ''
+        sections += [
+            f'  unknown: resolve with `agentledger resolve {effect.key} --outcome done --result JSON{suffix}` '
+            'or `--outcome not-done`'
+            for effect in unknown
+        ]
     doubtful = [effect for effect in view.tool_effects if _is_in_doubt(effect)]
     if doubtful:
         sections += ['', 'In doubt', *_in_doubt(view, doubtful, ledger_url)]
@@ -233,6 +284,15 @@ def _header(view: RunView) -> str:
     if run.ended_at is not None:
         facts.append(('ended', f'{_timestamp(run.ended_at)} UTC ({_duration(run.duration_s)})'))
     facts.append(('usage', _usage(run.usage)))
+    calls = total_usage(view.steps)
+    if calls.requests:
+        facts.append(
+            (
+                'model calls',
+                f'{calls.billed_requests} billed ({calls.billed_tokens} tokens), '
+                f'{calls.replayed_requests} replayed from the journal ({calls.replayed_tokens} tokens not paid again)',
+            )
+        )
     if run.conversation_id is not None:
         facts.append(('conversation', run.conversation_id))
     if run.parent_run_id is not None:
@@ -367,7 +427,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         error = f'{event.error.type}: {_preview(event.error.message)}'
         parts.append(error if event.error.retryable else f'{error} (not retryable)')
     if event.usage is not None and event.step_kind == 'model_request':
-        parts.append(f'{event.usage.input_tokens}+{event.usage.output_tokens} tokens')
+        paid = 'replayed' if event.replayed else 'billed'
+        parts.append(f'{event.usage.input_tokens}+{event.usage.output_tokens} tokens {paid}')
     if event.duration_s is not None and event.attempt > 0:
         parts.append(_duration(event.duration_s))
     details = ', '.join(parts)
@@ -414,7 +475,7 @@ def _step_result(step: StepRecord) -> str:
     if step.error is not None:
         parts.append(f'{step.error.type}: {_preview(step.error.message)}')
     if step.usage is not None and step.kind == 'model_request':
-        parts.append(f'{step.usage.total_tokens} tokens')
+        parts.append(f'{step.usage.total_tokens} tokens {"replayed" if step.replayed else "billed"}')
     return ', '.join(parts)
 
 

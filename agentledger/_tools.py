@@ -19,6 +19,7 @@ def idempotency_key(ctx: RunContext[Any]) -> str:
     retried attempt, after a worker died mid-call, does not act twice. It is
     `<workflow id>/<tool_call_id>`, the key `ledger.tool_effects()` reports for the call. Outside
     Temporal (tests, plain `agent.run`) the pydantic-ai run id stands in for the workflow id.
+    To have the ledger itself keep an effect to once (and replay its result), use `agentledger.once`.
     """
     if ctx.tool_call_id is None:
         raise ValueError('idempotency_key() is for tool bodies: this RunContext has no tool_call_id')

@@ -9,9 +9,10 @@ Commands::
         model, otherwise a scripted one. --ui keeps the server and its web UI up until Ctrl-C.
 
     agentledger worker --agent module:attr [--agent ...] [--ledger URL] [--address HOST:PORT]
-                       [--namespace NS] [--task-queue TQ]
+                       [--namespace NS] [--task-queue TQ] [--no-model-journal]
         Serve agents until Ctrl-C or SIGTERM. `attr` is an Agent, or a function with no arguments
         that returns one; each agent needs a name and the TemporalDurability capability.
+        --no-model-journal turns the model-call journal off: every attempt calls the provider.
 
     agentledger run AGENT PROMPT [--address] [--namespace] [--task-queue] [--workflow-id]
                     [--deps JSON] [--json]
@@ -26,7 +27,16 @@ Commands::
         Print one run: its facts and lineage (the run it was seeded from, the runs continued or forked
         from it), one line per event (every attempt, including failed, abandoned and in-doubt ones)
         with its snapshots in place, which attempt of each step the run used, the delegate runs it
-        started (5 levels deep), and the tool calls in doubt with what can be done about them.
+        started (5 levels deep), its model calls billed and replayed from the journal, its once-only
+        effects, and the tool calls in doubt with what can be done about them.
+
+    agentledger effects [--ledger URL] [--workflow-id ID] [--unknown] [--json]
+        List once-only effects (`agentledger.once`): all, those keyed on one workflow id, or only
+        those whose outcome is unknown and waits for `resolve`.
+
+    agentledger resolve KEY --outcome done|not-done [--result JSON] [--ledger URL]
+        Say what happened to a once-only effect whose attempt died mid-effect: `done` (with the
+        result every later call returns) or `not-done` (the next attempt acts).
 
     agentledger snapshots RUN_ID [--ledger URL] [--json] [--messages SNAPSHOT_ID]
         List a run's snapshots (where `continue` and `fork` can start from), or print one snapshot's
@@ -53,8 +63,11 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
 - `show`: `{"schema": "agentledger.show/1", "run": RunRecord.to_json(), "steps": [StepRecord.to_json(), ...],
   "events": [StepEvent.to_json(), ...], "snapshots": [SnapshotRecord.to_json(), ...],
   "tool_effects": [ToolEffect.to_json(), ...], "continuations": [run id, ...],
-  "children": [RunRecord.to_json(), ...]}` (events in ledger order, each with its derived `state`;
-  continuations: the runs seeded from this one, oldest first; children: the delegate runs it started)
+  "children": [RunRecord.to_json(), ...], "model_calls": Usage (accepted model requests, replayed ones
+  counted apart), "effects": [EffectRecord.to_json(), ...]}` (events in ledger order, each with its
+  derived `state`; continuations: the runs seeded from this one, oldest first; children: the delegate
+  runs it started)
+- `effects`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord.to_json(), ...]}`
 - `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
   "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
   plus `forked_from`. For `continue` the snapshot is the latest when the command ran.
@@ -100,6 +113,8 @@ from ._devserver import start_dev_server
 from ._errors import AgentLedgerError
 from ._render import (
     RunView,
+    effects_json,
+    render_effects,
     render_runs,
     render_snapshots,
     render_timeline,
@@ -109,7 +124,9 @@ from ._render import (
     snapshots_json,
     start_json,
 )
+from .activities._scopes import Scopes
 from .ledger import Ledger, open_ledger
+from .ledger._effects import ResolveOutcome
 from .ledger._lineage import resolve_seed
 from .ledger._records import ForkRef, RunRecord, RunStatus
 from .plugin import LedgerPlugin
@@ -203,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _ledger_option(worker)
     _temporal_options(worker)
+    worker.add_argument(
+        '--no-model-journal',
+        dest='model_journal',
+        action='store_false',
+        help='call the provider on every attempt instead of replaying journaled responses',
+    )
     worker.set_defaults(handler=_worker)
 
     run = commands.add_parser('run', help='run an agent on a worker and print its output')
@@ -230,6 +253,20 @@ def _parser() -> argparse.ArgumentParser:
     _ledger_option(show)
     show.add_argument('--json', action='store_true', help='print JSON (schema agentledger.show/1)')
     show.set_defaults(handler=_show)
+
+    effects = commands.add_parser('effects', help='list once-only effects (agentledger.once)')
+    _ledger_option(effects)
+    effects.add_argument('--workflow-id', metavar='ID', help='only effects keyed on this workflow id')
+    effects.add_argument('--unknown', action='store_true', help='only effects whose outcome waits for `resolve`')
+    effects.add_argument('--json', action='store_true', help='print JSON (schema agentledger.effects/1)')
+    effects.set_defaults(handler=_effects)
+
+    resolve = commands.add_parser('resolve', help='say whether a once-only effect in doubt happened')
+    resolve.add_argument('key', metavar='KEY', help='the effect key (see `agentledger effects --unknown`)')
+    resolve.add_argument('--outcome', required=True, choices=['done', 'not-done'])
+    resolve.add_argument('--result', type=_json_value, help='with --outcome done: the result as JSON')
+    _ledger_option(resolve)
+    resolve.set_defaults(handler=_resolve)
 
     snapshots = commands.add_parser('snapshots', help="list a run's snapshots, or print one snapshot's messages")
     snapshots.add_argument('run_id', metavar='RUN_ID')
@@ -352,7 +389,7 @@ async def _worker(args: argparse.Namespace) -> int:
     agents = [_import_agent(spec) for spec in args.agent]
     ledger = open_ledger(args.ledger)
     try:
-        plugin = LedgerPlugin(ledger, agents=agents)
+        plugin = LedgerPlugin(ledger, agents=agents, model_journal=args.model_journal)
     except ValueError as error:
         raise CliError(str(error)) from error
     await _check_ledger(args.ledger)
@@ -468,6 +505,23 @@ async def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _effects(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        found = await ledger.effects(workflow_id=args.workflow_id, status='unknown' if args.unknown else None)
+    print(json.dumps(effects_json(found), indent=2, ensure_ascii=False) if args.json else render_effects(found))
+    return 0
+
+
+async def _resolve(args: argparse.Namespace) -> int:
+    outcome: ResolveOutcome = args.outcome
+    if outcome == 'not-done' and args.result is not None:
+        raise CliError('--result goes with --outcome done: an effect that did not happen has no result')
+    async with _reading(args.ledger) as ledger:
+        effect = await ledger.resolve_effect(args.key, outcome, args.result)
+    print(f'{effect.key}: {effect.status} (resolved by an operator)')
+    return 0
+
+
 async def _snapshots(args: argparse.Namespace) -> int:
     async with _reading(args.ledger) as ledger:
         if args.messages is not None:
@@ -527,6 +581,7 @@ async def _read_view(ledger: Ledger, run_id: str) -> RunView:
         tool_effects=await ledger.tool_effects(run_id),
         continuations=await _continuations(ledger, run_id),
         delegates=await ledger.run_tree(run_id, max_depth=DELEGATE_DEPTH),
+        effects=await ledger.effects(workflow_id=await Scopes(ledger).effect_scope(run_id), run_id=run_id),
     )
 
 

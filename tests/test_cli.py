@@ -202,7 +202,13 @@ def test_render_timeline_facts_events_and_steps() -> None:
     assert line_with(text, 'tool call started', '+0.300s').endswith('[abandoned]')
     retried = line_with(text, 'tool call completed', '+1.310s')
     assert retried.split()[5] == '2' and retried.endswith('returned, 12ms')
-    assert line_with(text, 'model request completed').split()[-4:] == ['gpt-test', '50+10', 'tokens,', '100ms']
+    assert line_with(text, 'model request completed').split()[-5:] == [
+        'gpt-test',
+        '50+10',
+        'tokens',
+        'billed,',
+        '100ms',
+    ]
     assert line_with(text, '+1.400s').split()[-2:] == ['slow', '[provisional]']
     # Workflow-side events have no attempt; a validation error shows what is wrong, on one line.
     validation = line_with(text, '+1.500s')
@@ -212,7 +218,7 @@ def test_render_timeline_facts_events_and_steps() -> None:
 
     steps = text.split('\nSteps\n', 1)[1].splitlines()
     assert steps[0].split() == ['STEP', 'KIND', 'NAME', 'ATTEMPTS', 'ACCEPTED', 'STATUS', 'RESULT']
-    assert steps[1].split() == ['1', 'model', 'request', 'gpt-test', '1', '#1', 'completed', '60', 'tokens']
+    assert steps[1].split() == ['1', 'model', 'request', 'gpt-test', '1', '#1', 'completed', '60', 'tokens', 'billed']
     assert steps[2].split() == ['1', 'tool', 'call', 'place_order', '2', '#2', 'completed', 'returned']
     assert steps[3].split() == ['1', 'tool', 'call', 'slow', '1', 'none', 'running']
 
@@ -319,6 +325,8 @@ def test_json_shapes_round_trip() -> None:
         'tool_effects',
         'continuations',
         'children',
+        'model_calls',
+        'effects',
     ]
     assert shown['schema'] == 'agentledger.show/1'
     assert [shown[key] for key in ('snapshots', 'tool_effects', 'continuations', 'children')] == [[], [], [], []]

@@ -20,6 +20,7 @@ from pydantic_ai.durable_exec._toolset import CallToolResult
 from pydantic_ai.durable_exec.temporal import TemporalOperationNamer
 from pydantic_ai.durable_exec.temporal._toolset import CallToolParams
 from pydantic_ai.durable_exec.temporal._transports import _RequestParams
+from pydantic_ai.models import ModelRequestParameters
 
 from agentledger import _compat
 from agentledger.workflows._observer import LedgerObserver
@@ -48,7 +49,13 @@ def test_activity_names_end_with_the_classified_suffixes() -> None:
 
 def test_activity_inputs_carry_the_run_context_fields_read() -> None:
     request_fields = {f.name for f in dataclasses.fields(_RequestParams)}
-    assert {_compat.RUN_CONTEXT_KEY, 'messages', 'model_id'} <= request_fields
+    assert {
+        _compat.RUN_CONTEXT_KEY,
+        'messages',
+        'model_id',
+        'model_settings',
+        'model_request_parameters',
+    } <= request_fields
     tool_fields = {f.name for f in dataclasses.fields(CallToolParams)}
     assert {_compat.RUN_CONTEXT_KEY, 'name'} <= tool_fields
     source = inspect.getsource(_compat.read_activity_args)
@@ -88,3 +95,18 @@ def test_worker_shutdown_event_is_what_async_with_waits_on() -> None:
     assert _compat.WORKER_SHUTDOWN_COMPLETE in inspect.getsource(Worker.shutdown)
     # The SDK sets it itself when its own start-up validation fails, the case the plugin mirrors.
     assert _compat.WORKER_SHUTDOWN_COMPLETE in inspect.getsource(Worker._run)
+
+
+def test_only_the_plain_model_request_is_journaled() -> None:
+    """The streaming model request runs the agent's event stream handler, so it is never answered from the journal."""
+    namer = TemporalOperationNamer('a')
+    assert _compat.is_journaled_model_request(namer.operation_name(ModelRequestId(model_name='m')))
+    assert not _compat.is_journaled_model_request(namer.operation_name(ModelRequestId(model_name='m', streaming=True)))
+    params = _RequestParams(
+        messages=[],
+        model_settings={'temperature': 0.1},
+        model_request_parameters=ModelRequestParameters(),
+        serialized_run_context={},
+        model_id='test',
+    )
+    assert _compat.model_request_inputs([params]) == ('test', {'temperature': 0.1}, ModelRequestParameters())

@@ -341,8 +341,9 @@ async def test_reset_past_a_completed_delegate_reuses_its_result_c11(
         ).result()
         assert again.output == first.output
 
-        # The delegates' models were not asked again, and no second child execution exists.
-        assert agents.model_calls - before == Counter(boss=1)
+        # No model was asked again: the delegates' runs are found by id, and the boss's request after the
+        # reset point is answered from the model-call journal. No second child execution exists.
+        assert agents.model_calls - before == Counter()
         for child in children:
             executions = [e async for e in served.client.list_workflows(f'WorkflowId = "{child.workflow_id}"')]
             assert len(executions) == 1

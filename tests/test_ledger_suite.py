@@ -8,6 +8,7 @@ corruption, locking) is tested at the end against `SqliteLedger` directly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,15 +33,24 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.usage import RequestUsage
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.tools import RunContext
+from pydantic_ai.usage import RequestUsage, RunUsage
 
+from agentledger import once
 from agentledger._errors import (
+    AgentLedgerError,
+    EffectNotFoundError,
+    EffectStateError,
+    EffectUnknownError,
     LedgerConfigError,
     LedgerCorruptionError,
     LedgerError,
     LedgerUnavailableError,
     RunNotFoundError,
 )
+from agentledger.activities._scopes import Scopes
+from agentledger.activities._tool_context import ToolContext, tool_context
 from agentledger.ledger import (
     Acceptance,
     ErrorInfo,
@@ -54,6 +64,7 @@ from agentledger.ledger import (
 )
 from agentledger.ledger._chunks import Manifest, split
 from agentledger.ledger._content import content_hash, encode_messages
+from agentledger.ledger._journal import JournalEntry
 from agentledger.ledger._records import (
     AcceptanceOutcome,
     EventKind,
@@ -1159,6 +1170,246 @@ async def test_tool_effect_started_and_never_ended_is_unknown_after_the_run_ends
         await ledger.tool_effects('unknown-run')
 
 
+# --- keyed records, model-call journal, once-only effects ---------------------------------------------
+
+
+async def test_keyed_record_create_is_atomic_first_writer_wins(ledger: Ledger) -> None:
+    """Of writers racing to create one key, exactly one gets the record; the others get None."""
+    results = await asyncio.gather(
+        *(ledger.create_record('journal', 'k1', {'writer': i}, scope='wf-1') for i in range(12))
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    stored = await ledger.record('journal', 'k1')
+    assert stored is not None
+    assert (stored.value, stored.scope, stored.version) == (winners[0].value, 'wf-1', winners[0].version)
+    assert await ledger.record('journal', 'k2') is None
+    assert await ledger.record('effects', 'k1') is None
+
+
+async def test_keyed_record_replace_is_compare_and_swap(ledger: Ledger) -> None:
+    """A replace names the version it read: a stale version stores nothing; the scope never changes."""
+    created = await ledger.create_record('effects', 'wf-1/call-1/pay', {'status': 'started'}, scope='wf-1')
+    assert created is not None
+    first = await ledger.replace_record(created, {'status': 'done'})
+    assert first is not None and first.version != created.version
+    assert await ledger.replace_record(created, {'status': 'unknown'}) is None
+    stored = await ledger.record('effects', 'wf-1/call-1/pay')
+    assert stored is not None and stored.value == {'status': 'done'} and stored.scope == 'wf-1'
+    racing = await asyncio.gather(*(ledger.replace_record(first, {'n': i}) for i in range(8)))
+    assert sum(r is not None for r in racing) == 1
+    with pytest.raises(ValueError, match='never stored'):
+        await ledger.replace_record(dataclasses.replace(created, version=''), {})
+
+
+async def test_keyed_records_list_by_namespace_and_scope(ledger: Ledger) -> None:
+    for key, scope in [('a/1', 'a'), ('a/2', 'a'), ('a/delegate/x/1', 'a/delegate/x'), ('b/1', 'b')]:
+        assert await ledger.create_record('effects', key, {'key': key}, scope=scope) is not None
+    assert await ledger.create_record('journal', 'a|j', {}, scope='a') is not None
+    assert [r.key for r in await ledger.records('effects', scope='a')] == ['a/1', 'a/2']
+    assert [r.key for r in await ledger.records('effects')] == ['a/1', 'a/2', 'a/delegate/x/1', 'b/1']
+    assert await ledger.records('effects', scope='nobody') == []
+    with pytest.raises(ValueError, match='namespace'):
+        await ledger.records('../runs')
+
+
+def response(text: str) -> ModelResponse:
+    return ModelResponse(parts=[TextPart(text)], usage=RequestUsage(input_tokens=7, output_tokens=3), model_name='m')
+
+
+def journal_entry(key: str, text: str, attempt: int = 1) -> JournalEntry:
+    return JournalEntry.of(
+        response(text),
+        key=key,
+        workflow_id='wf-1',
+        run_id='r1',
+        activity_type='agent__model_request',
+        request_hash='h',
+        recorded_at=at(attempt),
+        temporal_run_id='t1',
+        activity_id='2',
+        attempt=attempt,
+    )
+
+
+async def test_journal_keeps_the_first_response_recorded(ledger: Ledger) -> None:
+    """The model-call journal: the first response recorded under a key is the one every attempt replays."""
+    assert await ledger.journal_entry('wf-1|r1|agent__model_request|h') is None
+    first = await ledger.record_journal(journal_entry('wf-1|r1|agent__model_request|h', 'first'))
+    late = await ledger.record_journal(journal_entry('wf-1|r1|agent__model_request|h', 'zombie', attempt=2))
+    assert late == first
+    stored = await ledger.journal_entry('wf-1|r1|agent__model_request|h')
+    assert stored is not None and stored.attempt == 1
+    replayed = stored.model_response()
+    assert replayed.parts == [TextPart('first')] and replayed.usage.input_tokens == 7
+
+
+class Target:
+    """A fake external system that counts the effects it performed, by idempotency key."""
+
+    def __init__(self) -> None:
+        self.performed: list[str] = []
+
+    async def charge(self, key: str) -> dict[str, Any]:
+        self.performed.append(key)
+        await asyncio.sleep(0.01)
+        return {'charge': f'ch-{len(self.performed)}', 'key': key}
+
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        return {'charge': 'found', 'key': key} if key in self.performed else None
+
+
+def tool_ctx(ledger: Ledger, tool_call_id: str = 'call-1', *, attempt: int = 1) -> RunContext[None]:
+    """Run `once` as the body of a tool-call attempt of run r1 would (the interceptor sets this context)."""
+    tool_context.set(
+        ToolContext(
+            ledger=ledger,
+            scopes=Scopes(ledger),
+            run_id='r1',
+            workflow_id='wf-r1',
+            temporal_run_id='t1',
+            activity_id='3',
+            attempt=attempt,
+            tool_name='charge',
+        )
+    )
+    return RunContext(deps=None, model=TestModel(), usage=RunUsage(), tool_call_id=tool_call_id)
+
+
+async def test_once_acts_once_and_replays_the_recorded_result(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+    first = await once(tool_ctx(ledger), 'charge', target.charge)
+    again = await once(tool_ctx(ledger, attempt=2), 'charge', target.charge)
+    assert first == again == {'charge': 'ch-1', 'key': 'wf-r1/call-1/charge'}
+    assert target.performed == ['wf-r1/call-1/charge']
+    other = await once(tool_ctx(ledger, 'call-2'), 'charge', target.charge)
+    assert other['charge'] == 'ch-2'
+    effect = await ledger.effect('wf-r1/call-1/charge')
+    assert (effect.status, effect.resolution, effect.attempts, effect.run_id) == ('done', 'acted', 1, 'r1')
+    assert [e.key for e in await ledger.effects(run_id='r1')] == ['wf-r1/call-1/charge', 'wf-r1/call-2/charge']
+
+
+async def test_racing_attempts_never_both_act(ledger: Ledger) -> None:
+    """A zombie attempt and its retry call `once` together: one acts; the other never acts on its own."""
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+    results = await asyncio.gather(
+        *(once(tool_ctx(ledger, attempt=i), 'charge', target.charge) for i in range(1, 6)), return_exceptions=True
+    )
+    assert len(target.performed) == 1
+    assert all(isinstance(r, dict | EffectUnknownError) for r in results)
+    assert (await ledger.effect('wf-r1/call-1/charge')).status == 'done'
+
+
+async def died_mid_effect(ledger: Ledger, target: Target, *, performed: bool) -> None:
+    """Leave the effect `started` as an attempt killed inside `act` does (before or after the target acted)."""
+
+    async def killed(key: str) -> None:
+        if performed:
+            target.performed.append(key)
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await once(tool_ctx(ledger), 'charge', killed)
+    assert (await ledger.effect('wf-r1/call-1/charge')).status == 'started'
+
+
+@pytest.mark.parametrize('performed', [True, False])
+async def test_started_effect_is_reconciled_with_the_target(ledger: Ledger, performed: bool) -> None:
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+    await died_mid_effect(ledger, target, performed=performed)
+    result = await once(tool_ctx(ledger, attempt=2), 'charge', target.charge, reconcile=target.lookup)
+    assert target.performed == ['wf-r1/call-1/charge']
+    effect = await ledger.effect('wf-r1/call-1/charge')
+    assert effect.status == 'done' and effect.result == result
+    assert effect.resolution == ('reconciled' if performed else 'acted')
+
+
+async def test_started_effect_without_reconcile_waits_for_an_operator(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+    await died_mid_effect(ledger, target, performed=True)
+    for attempt in (2, 3):
+        with pytest.raises(EffectUnknownError, match=r'agentledger resolve wf-r1/call-1/charge'):
+            await once(tool_ctx(ledger, attempt=attempt), 'charge', target.charge)
+    [unknown] = await ledger.effects(status='unknown')
+    assert unknown.key == 'wf-r1/call-1/charge' and unknown.error is not None
+    resolved = await ledger.resolve_effect(unknown.key, 'done', {'charge': 'by-hand'})
+    assert (resolved.status, resolved.resolution) == ('done', 'operator')
+    assert await once(tool_ctx(ledger, attempt=4), 'charge', target.charge) == {'charge': 'by-hand'}
+    assert target.performed == ['wf-r1/call-1/charge']
+    with pytest.raises(EffectStateError, match='already done'):
+        await ledger.resolve_effect(unknown.key, 'not-done')
+    with pytest.raises(EffectNotFoundError, match='nope'):
+        await ledger.resolve_effect('nope', 'done')
+
+
+async def test_effect_resolved_not_done_acts_on_the_next_attempt(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+    await died_mid_effect(ledger, target, performed=False)
+    with pytest.raises(EffectUnknownError):
+        await once(tool_ctx(ledger, attempt=2), 'charge', target.charge)
+    with pytest.raises(ValueError, match='only recorded with --outcome done'):
+        await ledger.resolve_effect('wf-r1/call-1/charge', 'not-done', {'x': 1})
+    assert (await ledger.resolve_effect('wf-r1/call-1/charge', 'not-done')).status == 'not_done'
+    assert (await once(tool_ctx(ledger, attempt=3), 'charge', target.charge))['charge'] == 'ch-1'
+    assert target.performed == ['wf-r1/call-1/charge']
+    assert (await ledger.effect('wf-r1/call-1/charge')).attempts == 2
+
+
+async def test_effect_that_raised_is_failed_and_acts_again(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+
+    async def declined(key: str) -> None:
+        raise RuntimeError('card declined')
+
+    with pytest.raises(RuntimeError, match='declined'):
+        await once(tool_ctx(ledger), 'charge', declined)
+    failed = await ledger.effect('wf-r1/call-1/charge')
+    assert (failed.status, failed.error) == ('failed', 'RuntimeError: card declined')
+    assert (await once(tool_ctx(ledger, attempt=2), 'charge', target.charge))['charge'] == 'ch-1'
+
+
+async def test_continuation_keys_effects_on_its_lineage_root(ledger: Ledger) -> None:
+    """A continuation (or fork) re-running an inherited call finds the effect its ancestor recorded."""
+    await ledger.start_run(run_start('r0', workflow_id='wf-root'))
+    seed = ForkRef(run_id='r0', snapshot_id='snapshot-of-r0', reason='continue')
+    await ledger.start_run(run_start('r1', workflow_id='wf-r1', forked_from=seed))
+    target = Target()
+    result = await once(tool_ctx(ledger), 'charge', target.charge)
+    assert result['key'] == 'wf-root/call-1/charge'
+    assert [e.key for e in await ledger.effects(workflow_id='wf-root')] == ['wf-root/call-1/charge']
+
+
+async def test_once_outside_a_tool_activity_is_an_error(ledger: Ledger) -> None:
+    tool_context.set(None)
+    with pytest.raises(AgentLedgerError, match='LedgerPlugin'):
+        await once(RunContext(deps=None, model=TestModel(), usage=RunUsage(), tool_call_id='c'), 'x', Target().charge)
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 's3'])
+async def test_two_workers_racing_on_one_effect_act_once(backend: str, tmp_path: Path) -> None:
+    """Two ledgers on one store (two worker processes): the atomic create lets exactly one attempt act."""
+    one, two = make_sharing_pair(backend, tmp_path)
+    async with one as first, two as second:
+        await first.start_run(run_start('r1'))
+        target = Target()
+        results = await asyncio.gather(
+            *(
+                once(tool_ctx(ledger, attempt=i), 'charge', target.charge)
+                for i, ledger in enumerate([first, second] * 3)
+            ),
+            return_exceptions=True,
+        )
+        assert len(target.performed) == 1
+        assert any(isinstance(r, dict) for r in results)
+        assert (await second.effect('wf-r1/call-1/charge')).status == 'done'
+
+
 # --- SQLite ---------------------------------------------------------------------------------------------
 
 
@@ -1396,7 +1647,7 @@ def create_v1_ledger(path: Path) -> None:
         )
 
 
-async def test_sqlite_version_1_file_migrates_to_version_2(tmp_path: Path) -> None:
+async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: Path) -> None:
     """A file written before snapshots opens, migrates in place, keeps its runs, and then takes snapshots and forks."""
     path = tmp_path / 'ledger.db'
     create_v1_ledger(path)
@@ -1413,9 +1664,9 @@ async def test_sqlite_version_1_file_migrates_to_version_2(tmp_path: Path) -> No
         assert ids(await ledger.runs(forked_from_run_id='run-old')) == ['run-new']
 
     with closing(sqlite3.connect(path)) as raw:
-        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(2,)]
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)]
         indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {'runs_forked_from', 'snapshots_run'} <= indexes
+        assert {'runs_forked_from', 'snapshots_run', 'records_scope'} <= indexes
 
     async with SqliteLedger(path) as reopened:
         assert (await reopened.run('run-new')).forked_from == fork

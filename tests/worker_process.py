@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from temporalio.client import Client
@@ -10,14 +11,15 @@ from temporalio.worker import Worker
 
 from agentledger import LedgerPlugin, open_ledger
 
-from . import agents
+from . import agents, journal_agents
 
 
-async def main(host: str, task_queue: str, ledger_url: str, agent_names: list[str]) -> None:
-    served = [getattr(agents, f'{name}_agent') for name in agent_names]
-    plugin = LedgerPlugin(open_ledger(ledger_url), agents=served)
+async def main(host: str, task_queue: str, ledger_url: str, names: list[str]) -> None:
+    served = [getattr(agents, f'{name}_agent', None) or getattr(journal_agents, f'{name}_agent') for name in names]
+    journal = journal_agents.NO_JOURNAL_ENV not in os.environ
+    plugin = LedgerPlugin(open_ledger(ledger_url), agents=served, model_journal=journal)
     client = await Client.connect(host, plugins=[plugin])
-    async with Worker(client, task_queue=task_queue):
+    async with Worker(client, task_queue=task_queue, interceptors=[journal_agents.CrashPoints()]):
         print('ready', flush=True)
         await asyncio.Event().wait()
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import Ledger, RetryPolicy, RunFilter, Snapshot
+from ._effects import EffectRecord, EffectStatus
+from ._journal import JournalEntry
+from ._keyed import KeyedRecord
 from ._records import (
     Acceptance,
     ErrorInfo,
@@ -32,8 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     'Acceptance',
+    'EffectRecord',
+    'EffectStatus',
     'ErrorInfo',
     'ForkRef',
+    'JournalEntry',
+    'KeyedRecord',
     'Ledger',
     'MemoryLedger',
     'RetryPolicy',

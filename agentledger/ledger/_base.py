@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic_ai.messages import ModelMessage
 
-from .._errors import LedgerCorruptionError, LedgerUnavailableError, RunNotFoundError
+from .._errors import EffectNotFoundError, LedgerCorruptionError, LedgerUnavailableError, RunNotFoundError
 from ._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
 from ._content import blob_refs, content_hash, decode_message, encode_messages
+from ._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
+from ._journal import JournalEntry
+from ._keyed import EFFECTS, JOURNAL, KeyedRecord, check_namespace
 from ._records import (
     Acceptance,
     RunRecord,
@@ -91,7 +95,7 @@ class RetryPolicy:
 
 
 class Ledger(ABC):
-    """A store of runs, step events and acceptances.
+    """A store of runs, step events, acceptances, snapshots and keyed records (model-call journal, once-only effects).
 
     Writes are idempotent (at-least-once delivery collapses onto each record's key) and are retried
     with backoff; a write that still fails raises `LedgerUnavailableError` naming what was not
@@ -213,6 +217,22 @@ class Ledger(ABC):
     async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         """Stored blob bytes by hash; hashes not stored are absent from the result."""
 
+    @abstractmethod
+    async def _read_record(self, namespace: str, key: str) -> KeyedRecord | None:
+        """The keyed record with its current version, or `None`."""
+
+    @abstractmethod
+    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
+        """Store `record` atomically if the condition holds; return its new version, or `None` if it did not.
+
+        `expected_version=None`: only if no record has its key (create). Otherwise: only if the stored
+        record's version is `expected_version` (compare-and-swap). The stored scope never changes.
+        """
+
+    @abstractmethod
+    async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
+        """Every record of `namespace` (of `scope` only, when given), in no particular order."""
+
     # --- writes --------------------------------------------------------------------------------------
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], *, action: str = 'write') -> T:
@@ -259,6 +279,96 @@ class Ledger(ABC):
     async def seal_run(self, seal: RunSeal) -> None:
         """Record how a run ended (and its terminal run event); activities never accepted become abandoned."""
         await self._retrying(f'seal of run {seal.run_id}', lambda: self._write_seal(seal, run_event_for_seal(seal)))
+
+    # --- keyed records -------------------------------------------------------------------------------
+
+    async def record(self, namespace: str, key: str) -> KeyedRecord | None:
+        """The keyed record stored under `(namespace, key)`, or `None`."""
+        check_namespace(namespace)
+        return await self._read_record(namespace, key)
+
+    async def create_record(self, namespace: str, key: str, value: dict[str, Any], *, scope: str) -> KeyedRecord | None:
+        """Store a new keyed record unless one with this key exists: the stored record, or `None` if one existed.
+
+        Atomic on every backend: of two writers creating the same key, exactly one gets the record.
+        """
+        check_namespace(namespace)
+        if not key:
+            raise ValueError('a keyed record needs a non-empty key')
+        record = KeyedRecord(namespace=namespace, key=key, scope=scope, value=value)
+        version = await self._retrying(f'{namespace} record {key!r}', lambda: self._put_record(record, None))
+        return dataclasses.replace(record, version=version) if version is not None else None
+
+    async def replace_record(self, record: KeyedRecord, value: dict[str, Any]) -> KeyedRecord | None:
+        """Replace a record read earlier with `value`, unless it changed since: the stored record, or `None`."""
+        check_namespace(record.namespace)
+        if not record.version:
+            raise ValueError(f'{record.namespace} record {record.key!r} was never stored: create it instead')
+        updated = dataclasses.replace(record, value=value)
+        version = await self._retrying(
+            f'{record.namespace} record {record.key!r}', lambda: self._put_record(updated, record.version)
+        )
+        return dataclasses.replace(updated, version=version) if version is not None else None
+
+    async def records(self, namespace: str, *, scope: str | None = None) -> list[KeyedRecord]:
+        """The keyed records of `namespace` (of one scope when given), ordered by key."""
+        check_namespace(namespace)
+        return sorted(await self._list_records(namespace, scope), key=lambda record: record.key)
+
+    # --- model-call journal ----------------------------------------------------------------------------
+
+    async def journal_entry(self, key: str) -> JournalEntry | None:
+        """The journal entry recorded under `key` (see `agentledger.ledger.journal_key`), or `None`."""
+        stored = await self.record(JOURNAL, key)
+        return JournalEntry.from_record(stored) if stored is not None else None
+
+    async def record_journal(self, entry: JournalEntry) -> JournalEntry:
+        """Record a provider response unless one is recorded under its key; return the one that is recorded.
+
+        The first response recorded wins, so every later attempt of the same request replays the same answer.
+        """
+        created = await self.create_record(JOURNAL, entry.key, entry.to_value(), scope=entry.workflow_id)
+        if created is not None:
+            return entry
+        existing = await self.journal_entry(entry.key)
+        if existing is None:
+            raise LedgerCorruptionError(f'journal entry {entry.key!r} exists and cannot be read')
+        return existing
+
+    # --- once-only effects -----------------------------------------------------------------------------
+
+    async def effect(self, key: str) -> EffectRecord:
+        """The once-only effect recorded under `key`; raises `EffectNotFoundError` for an unknown key."""
+        stored = await self.record(EFFECTS, key)
+        if stored is None:
+            raise EffectNotFoundError(key)
+        return EffectRecord.from_record(stored)
+
+    async def effects(
+        self, *, workflow_id: str | None = None, run_id: str | None = None, status: EffectStatus | None = None
+    ) -> list[EffectRecord]:
+        """Once-only effects, ordered by key: of one effect scope (workflow id), of one run, or with one status."""
+        found = [EffectRecord.from_record(r) for r in await self.records(EFFECTS, scope=workflow_id)]
+        return [
+            effect
+            for effect in found
+            if (run_id is None or effect.run_id == run_id) and (status is None or effect.status == status)
+        ]
+
+    async def resolve_effect(self, key: str, outcome: ResolveOutcome, result: Any = None) -> EffectRecord:
+        """An operator's answer for an effect in doubt: it happened (`done`, with its result) or it did not.
+
+        `done` makes every later call return `result`; `not-done` lets the next attempt act. Raises
+        `EffectNotFoundError` for an unknown key and `EffectStateError` for an effect that is already done.
+        """
+        while True:
+            stored = await self.record(EFFECTS, key)
+            if stored is None:
+                raise EffectNotFoundError(key)
+            updated = resolved_effect(EffectRecord.from_record(stored), outcome, result, datetime.now(UTC))
+            written = await self.replace_record(stored, updated.to_value())
+            if written is not None:
+                return EffectRecord.from_record(written)
 
     # --- reads ---------------------------------------------------------------------------------------
 

@@ -116,6 +116,12 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     tool_calls: int = 0
+    replayed_requests: int = 0
+    """Of `requests`: answered from the model-call journal, not by the provider (not billed again)."""
+    replayed_input_tokens: int = 0
+    """Of `input_tokens`: those of replayed requests."""
+    replayed_output_tokens: int = 0
+    """Of `output_tokens`: those of replayed requests."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -123,12 +129,30 @@ class Usage:
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             tool_calls=self.tool_calls + other.tool_calls,
+            replayed_requests=self.replayed_requests + other.replayed_requests,
+            replayed_input_tokens=self.replayed_input_tokens + other.replayed_input_tokens,
+            replayed_output_tokens=self.replayed_output_tokens + other.replayed_output_tokens,
         )
 
     @property
     def total_tokens(self) -> int:
         """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
+
+    @property
+    def billed_requests(self) -> int:
+        """Requests the provider answered (and billed): all requests but the replayed ones."""
+        return self.requests - self.replayed_requests
+
+    @property
+    def billed_tokens(self) -> int:
+        """Input plus output tokens of billed requests."""
+        return self.total_tokens - self.replayed_input_tokens - self.replayed_output_tokens
+
+    @property
+    def replayed_tokens(self) -> int:
+        """Input plus output tokens of replayed requests."""
+        return self.replayed_input_tokens + self.replayed_output_tokens
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Usage | None:
@@ -174,6 +198,8 @@ class StepEvent:
     """A short human-readable note (a retry prompt, the output preview, ...)."""
     child_run_id: str | None = None
     """For a delegate call (`agentledger.delegate`): the ledger run id of the child run it started."""
+    replayed: bool = False
+    """For `model_request_completed`: answered from the model-call journal instead of the provider (not billed)."""
     seq: int = 0
     """The ledger's causal order, assigned when stored."""
     state: EventState = 'provisional'
@@ -384,6 +410,8 @@ class StepRecord:
     duration_s: float | None = None
     child_run_id: str | None = None
     """For a delegate call: the ledger run id of the child run whose result the step used (its latest attempt)."""
+    replayed: bool = False
+    """For a model request: its result was answered from the model-call journal, not billed by the provider."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""

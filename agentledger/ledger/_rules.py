@@ -218,6 +218,7 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
                 error=described.error if described.is_terminal else None,
                 duration_s=described.duration_s,
                 child_run_id=child_run_id,
+                replayed=described.replayed and described.is_terminal,
             )
         )
     return steps

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping, Sequence
 
 from ._base import Ledger, RunFilter
+from ._keyed import KeyedRecord
 from ._records import Acceptance, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
 from ._rules import apply_run_start, apply_seal
 
@@ -31,6 +33,8 @@ class MemoryLedger(Ledger):
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, SnapshotRecord] = {}
         self._run_snapshots: dict[str, list[str]] = {}
+        self._records: dict[tuple[str, str], KeyedRecord] = {}
+        self._versions = 0
 
     async def _open(self) -> None:
         """Nothing to connect to."""
@@ -109,3 +113,24 @@ class MemoryLedger(Ledger):
 
     async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         return {digest: self._blobs[digest] for digest in hashes if digest in self._blobs}
+
+    async def _read_record(self, namespace: str, key: str) -> KeyedRecord | None:
+        return self._records.get((namespace, key))
+
+    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
+        async with self._lock:
+            stored = self._records.get((record.namespace, record.key))
+            if (stored is None) != (expected_version is None):
+                return None
+            if stored is not None and stored.version != expected_version:
+                return None
+            self._versions += 1
+            version = str(self._versions)
+            scope = stored.scope if stored is not None else record.scope
+            self._records[(record.namespace, record.key)] = KeyedRecord(
+                record.namespace, record.key, scope, copy.deepcopy(record.value), version
+            )
+            return version
+
+    async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
+        return [r for (ns, _), r in self._records.items() if ns == namespace and (scope is None or r.scope == scope)]

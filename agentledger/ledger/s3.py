@@ -27,6 +27,18 @@ Key layout, under `<prefix>/`::
                                              If-None-Match; content of 16 KiB or more is looked up (HEAD)
                                              first, so what is stored already is not sent again.
     blobs/<hash[:2]>/<hash>                  binary parts, likewise.
+    records/<namespace>/keys/<sha256(key)>.json
+                                             one keyed record (model-call journal entries under `journal`,
+                                             once-only effects under `effects`): {"namespace", "key", "scope",
+                                             "value"}. Created with If-None-Match (of two racing creators
+                                             exactly one gets a 2xx), replaced with If-Match the ETag read
+                                             (a 412 means another writer replaced it first); the ETag is the
+                                             record's version.
+    records/<namespace>/scopes/<sha256(scope)[:32]>/<sha256(key)>
+                                             empty objects: the records of one scope (a workflow id), written
+                                             before the record is created, so a record that exists is always
+                                             listed; an entry whose record is missing or of another scope is
+                                             skipped.
     index/runs/all/<inverted start time>-<run id>
     index/runs/<field>/<sha256(value)[:32]>/<inverted start time>-<run id>
                                              empty objects. The inverted start time (microseconds since the
@@ -118,6 +130,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from ._base import Ledger, RetryPolicy, RunFilter
+from ._keyed import KeyedRecord
 from ._records import Acceptance, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
 from ._rules import apply_run_start, apply_seal
 
@@ -679,6 +692,60 @@ class S3Ledger(Ledger):
                 raise LedgerConfigError(f'snapshot {snapshot.snapshot_id!r} does not belong to run {snapshot.run_id!r}')
             [seq] = await self._allocate(snapshot.run_id, 1)
             await self._run(self._put, key, _dumps({'seq': seq, 'snapshot': snapshot.to_json()}), _CREATE)
+
+    def _record_key(self, namespace: str, key: str) -> str:
+        return f'{self._prefix}records/{namespace}/keys/{_digest(key)}.json'
+
+    def _record_scope_prefix(self, namespace: str, scope: str) -> str:
+        return f'{self._prefix}records/{namespace}/scopes/{_digest(scope)[:32]}/'
+
+    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
+        async with self._operation():
+            body = _dumps(
+                {'namespace': record.namespace, 'key': record.key, 'scope': record.scope, 'value': record.value}
+            )
+            if expected_version is None:
+                entry = self._record_scope_prefix(record.namespace, record.scope) + _digest(record.key)
+                await self._run(self._put, entry, b'', _CREATE)
+                return await self._run(self._put, self._record_key(record.namespace, record.key), body, _CREATE)
+            return await self._run(self._put, self._record_key(record.namespace, record.key), body, expected_version)
+
+    async def _read_record(self, namespace: str, key: str) -> KeyedRecord | None:
+        async with self._operation():
+            object_key = self._record_key(namespace, key)
+            stored = await self._run(self._get, object_key)
+            if stored is None:
+                return None
+            record = self._decode_record(object_key, stored[0], stored[1])
+            if (record.namespace, record.key) != (namespace, key):
+                raise LedgerCorruptionError(
+                    f'object {object_key!r} in the S3 ledger {self.url} holds record {record.key!r}, not {key!r}'
+                )
+            return record
+
+    async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
+        async with self._operation():
+            if scope is None:
+                keys = await self._list(f'{self._prefix}records/{namespace}/keys/')
+            else:
+                entries = await self._list(self._record_scope_prefix(namespace, scope))
+                keys = [f'{self._prefix}records/{namespace}/keys/{entry.rsplit("/", 1)[1]}.json' for entry in entries]
+            stored = await _all(self._run(self._get, key) for key in keys)
+            records = [
+                self._decode_record(key, item[0], item[1])
+                for key, item in zip(keys, stored, strict=True)
+                if item is not None
+            ]
+            return [r for r in records if r.namespace == namespace and (scope is None or r.scope == scope)]
+
+    def _decode_record(self, key: str, data: bytes, etag: str) -> KeyedRecord:
+        def build(value: dict[str, Any]) -> KeyedRecord:
+            inner = value['value']
+            if not isinstance(inner, dict):
+                raise ValueError('the record value is not a JSON object')
+            return KeyedRecord(str(value['namespace']), str(value['key']), str(value['scope']), inner, etag)
+
+        return self._decode(key, data, build)
 
     async def _fold_run(self, key: str, fold: Callable[[RunRecord | None], RunRecord | None]) -> bool:
         """Compare-and-swap `fold` into the run record at `key` until it lands or changes nothing.

@@ -1,6 +1,6 @@
 """`SqliteLedger`: a ledger in one SQLite file, shared by the worker processes of one host.
 
-Schema (version 2, see `_MIGRATIONS`)::
+Schema (version 3, see `_MIGRATIONS`)::
 
     runs            one row per ledger run. The columns `Ledger.runs` filters and sorts on are real,
                     indexed columns (`agent_name`, `status`, `conversation_id`, `parent_run_id`,
@@ -22,9 +22,16 @@ Schema (version 2, see `_MIGRATIONS`)::
     snapshots       one row per snapshot: `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the order they
                     were stored in, `snapshot_id UNIQUE` with `INSERT OR IGNORE` makes the write
                     idempotent, `body` is `SnapshotRecord.to_json()` (its message hashes, not messages).
+    records         keyed records (model-call journal, once-only effects): `(namespace, key)` is the
+                    primary key, `scope` (a workflow id) is indexed for listing, `version` counts the
+                    record's writes and `body` is its JSON value. A create is `INSERT` after checking
+                    the key is free and a replace an `UPDATE ... WHERE version = ?`, both inside the
+                    writer's `BEGIN IMMEDIATE` transaction, so exactly one of two racing writers wins,
+                    across processes too.
     schema_version  one row: the version the file was migrated to.
 
-Version 1 files (no lineage columns, no snapshot tables) are migrated in place on `open()`.
+Version 1 files (no lineage columns, no snapshot tables) and version 2 files (no records table) are
+migrated in place on `open()`.
 
 Why WAL: readers (the CLI, the read connection of every worker) never block the writer and see
 only committed transactions; with `synchronous=NORMAL` a commit survives a crash of the process
@@ -56,6 +63,7 @@ import aiosqlite
 
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from ._base import Ledger, RetryPolicy, RunFilter
+from ._keyed import KeyedRecord
 from ._records import (
     Acceptance,
     ErrorInfo,
@@ -75,7 +83,7 @@ __all__ = ['SCHEMA_VERSION', 'SqliteLedger']
 
 logger = logging.getLogger('agentledger.ledger')
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes; `open()` migrates older files up to it."""
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -140,6 +148,19 @@ _MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         'CREATE INDEX snapshots_run ON snapshots (run_id, seq)',
+    ],
+    3: [
+        """
+        CREATE TABLE records (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (namespace, key)
+        )
+        """,
+        'CREATE INDEX records_scope ON records (namespace, scope)',
     ],
 }
 """Version -> the statements that migrate the previous version to it, applied in one transaction."""
@@ -490,6 +511,36 @@ class SqliteLedger(Ledger):
 
         await self._submit(write)
 
+    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
+        body = _dumps(record.value)
+        outcome: list[str | None] = [None]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            rows = list(
+                await connection.execute_fetchall(
+                    'SELECT version FROM records WHERE namespace = ? AND key = ?', (record.namespace, record.key)
+                )
+            )
+            stored = str(rows[0][0]) if rows else None
+            if stored != expected_version:
+                outcome[0] = None
+                return
+            if stored is None:
+                await connection.execute(
+                    'INSERT INTO records (namespace, key, scope, version, body) VALUES (?, ?, ?, 1, ?)',
+                    (record.namespace, record.key, record.scope, body),
+                )
+                outcome[0] = '1'
+            else:
+                await connection.execute(
+                    'UPDATE records SET version = version + 1, body = ? WHERE namespace = ? AND key = ?',
+                    (body, record.namespace, record.key),
+                )
+                outcome[0] = str(int(stored) + 1)
+
+        await self._submit(write)
+        return outcome[0]
+
     async def _select_run(self, connection: aiosqlite.Connection, run_id: str) -> RunRecord | None:
         rows = list(await connection.execute_fetchall(f'{_SELECT_RUN} WHERE run_id = ?', (run_id,)))
         return self._decode_run(rows[0]) if rows else None
@@ -586,7 +637,34 @@ class SqliteLedger(Ledger):
                 found[row['hash']] = data.encode() if isinstance(data, str) else bytes(data)
         return found
 
+    async def _read_record(self, namespace: str, key: str) -> KeyedRecord | None:
+        rows = await self._fetch(
+            'SELECT namespace, key, scope, version, body FROM records WHERE namespace = ? AND key = ?',
+            (namespace, key),
+        )
+        return self._decode_record(rows[0]) if rows else None
+
+    async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
+        if scope is None:
+            rows = await self._fetch(
+                'SELECT namespace, key, scope, version, body FROM records WHERE namespace = ?', (namespace,)
+            )
+        else:
+            rows = await self._fetch(
+                'SELECT namespace, key, scope, version, body FROM records WHERE namespace = ? AND scope = ?',
+                (namespace, scope),
+            )
+        return [self._decode_record(row) for row in rows]
+
     # --- decoding ----------------------------------------------------------------------------------
+
+    def _decode_record(self, row: sqlite3.Row) -> KeyedRecord:
+        try:
+            return KeyedRecord(
+                row['namespace'], row['key'], row['scope'], _loads_object(row['body']), str(row['version'])
+            )
+        except (ValueError, TypeError) as error:
+            raise self._corrupt('records', row['key'], error) from error
 
     def _decode_run(self, row: sqlite3.Row) -> RunRecord:
         try:

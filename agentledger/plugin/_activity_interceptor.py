@@ -10,6 +10,16 @@ of a pydantic-ai model-request or tool-call activity started by an `AgentRunWork
 3. writes `*_completed` (usage, tool outcome) or `*_failed` (error type, message, retryable)
    before the result is reported to Temporal.
 
+Model-call journal (on unless `LedgerPlugin(..., model_journal=False)`): for a plain model request
+(`__model_request`; the streaming one is not journaled, see `_compat.is_journaled_model_request`)
+it looks the request up in the journal first, keyed by workflow id, execution chain, activity type
+and request hash (`agentledger.ledger._journal`), after the history reference is resolved. A hit
+is returned without calling the provider and recorded `replayed`; a miss calls the provider and
+journals its response before the attempt returns, so a later attempt of the same request (after a
+worker crash, a `raise`, a reset or a restart) replays the response that was already paid for.
+
+For a tool call it sets the `ToolContext` that `agentledger.once` reads.
+
 A ledger write that fails even after the ledger's own retries fails the attempt with a retryable
 `LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded.
 """
@@ -31,6 +41,8 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from .._compat import (
     classify_activity,
+    is_journaled_model_request,
+    model_request_inputs,
     model_request_messages,
     read_activity_args,
     tool_outcome,
@@ -40,7 +52,10 @@ from .._compat import (
 from .._errors import LedgerError
 from ..activities._failures import ledger_failure
 from ..activities._history import HistoryResolver
+from ..activities._scopes import Scopes
+from ..activities._tool_context import ToolContext, tool_context
 from ..ledger._base import Ledger
+from ..ledger._journal import JournalEntry, journal_key, request_hash
 from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
 from ..workflows._state import HEADER
 
@@ -67,24 +82,39 @@ def _error(error: BaseException) -> ErrorInfo:
     return ErrorInfo(type=type(error).__name__, message=str(error), retryable=True)
 
 
-def _model_usage(result: object) -> Usage | None:
+def _model_usage(result: object, *, replayed: bool = False) -> Usage | None:
     usage = getattr(result, 'usage', None)
     if usage is None:
         return None
+    input_tokens = int(getattr(usage, 'input_tokens', 0) or 0)
+    output_tokens = int(getattr(usage, 'output_tokens', 0) or 0)
     return Usage(
         requests=1,
-        input_tokens=int(getattr(usage, 'input_tokens', 0) or 0),
-        output_tokens=int(getattr(usage, 'output_tokens', 0) or 0),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        replayed_requests=1 if replayed else 0,
+        replayed_input_tokens=input_tokens if replayed else 0,
+        replayed_output_tokens=output_tokens if replayed else 0,
     )
 
 
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
     """Records the attempts of pydantic-ai activities that an `AgentRunWorkflow` started."""
 
-    def __init__(self, next: ActivityInboundInterceptor, ledger: Ledger, histories: HistoryResolver) -> None:
+    def __init__(
+        self,
+        next: ActivityInboundInterceptor,
+        ledger: Ledger,
+        histories: HistoryResolver,
+        scopes: Scopes,
+        *,
+        model_journal: bool = True,
+    ) -> None:
         super().__init__(next)
         self._ledger = ledger
         self._histories = histories
+        self._scopes = scopes
+        self._model_journal = model_journal
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         """Write the header's records, then the attempt's started and terminal events around the body."""
@@ -134,20 +164,41 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
             )
         started = time.monotonic()
+        journaled = kind == 'model_request' and self._model_journal and is_journaled_model_request(info.activity_type)
+        recorded: JournalEntry | None = None
+        context = (
+            tool_context.set(self._tool_context(header['run_id'], shape.tool_name)) if kind == 'tool_call' else None
+        )
         try:
-            result = await super().execute_activity(input)
+            journal = await self._journal_key(header['run_id'], input) if journaled else None
+            recorded = await self._journaled(journal) if journal is not None else None
+            if recorded is not None:
+                result: Any = recorded.model_response()
+            else:
+                result = await super().execute_activity(input)
+                if journal is not None:
+                    result = await self._journal(journal, header['run_id'], result)
         except BaseException as error:
             failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
             # Shielded: a cancelled attempt still owes the ledger its end.
             await asyncio.shield(self._write(failed))
             raise
+        finally:
+            if context is not None:
+                tool_context.reset(context)
         duration = time.monotonic() - started
         if kind == 'model_request':
             completed = event(
                 'completed',
                 duration_s=duration,
-                usage=_model_usage(result),
+                usage=_model_usage(result, replayed=recorded is not None),
                 model_name=getattr(result, 'model_name', None) or shape.model_name,
+                replayed=recorded is not None,
+                detail=(
+                    f'replayed from the model-call journal (paid by attempt {recorded.attempt})'
+                    if recorded is not None
+                    else None
+                ),
             )
         else:
             completed = event(
@@ -155,6 +206,62 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             )
         await self._write(completed)
         return result
+
+    def _tool_context(self, run_id: str, tool_name: str | None) -> ToolContext:
+        info = activity.info()
+        return ToolContext(
+            ledger=self._ledger,
+            scopes=self._scopes,
+            run_id=run_id,
+            workflow_id=info.workflow_id or '',
+            temporal_run_id=info.workflow_run_id or '',
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+            tool_name=tool_name,
+        )
+
+    async def _journal_key(self, run_id: str, input: ExecuteActivityInput) -> str:
+        info = activity.info()
+        model_id, settings, parameters = model_request_inputs(input.args)
+        digest = request_hash(
+            model_request_messages(input.args), model_id=model_id, settings=settings, parameters=parameters
+        )
+        try:
+            lineage = await self._scopes.journal_run(run_id)
+        except LedgerError as error:
+            raise ledger_failure(error) from error
+        return journal_key(info.workflow_id or '', lineage, info.activity_type, digest)
+
+    async def _journaled(self, key: str) -> JournalEntry | None:
+        try:
+            return await self._ledger.journal_entry(key)
+        except LedgerError as error:
+            raise ledger_failure(error) from error
+
+    async def _journal(self, key: str, run_id: str, result: Any) -> Any:
+        """Journal the provider's response before it is returned; return the response the journal holds.
+
+        That is this one unless a racing attempt of the same request (a zombie) journaled first: the
+        first recorded answer wins, so every attempt returns the same response.
+        """
+        info = activity.info()
+        entry = JournalEntry.of(
+            result,
+            key=key,
+            workflow_id=info.workflow_id or '',
+            run_id=run_id,
+            activity_type=info.activity_type,
+            request_hash=key.rsplit('|', 1)[1],
+            recorded_at=datetime.now(UTC),
+            temporal_run_id=info.workflow_run_id or '',
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+        )
+        try:
+            stored = await self._ledger.record_journal(entry)
+        except LedgerError as error:
+            raise ledger_failure(error) from error
+        return result if stored is entry else stored.model_response()
 
     async def _resolve_history(
         self, run_id: str, reference: dict[str, Any], input: ExecuteActivityInput

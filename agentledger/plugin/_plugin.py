@@ -26,6 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from .._compat import mark_worker_never_started
 from ..activities import LedgerActivities, delegate_result
 from ..activities._history import HistoryResolver
+from ..activities._scopes import Scopes
 from ..ledger._base import Ledger
 from ..workflows import AgentRunWorkflow
 from ..workflows._delegate import delegated_agents
@@ -40,13 +41,17 @@ __all__ = ['LedgerInterceptor', 'LedgerPlugin']
 class LedgerInterceptor(Interceptor):
     """The worker interceptor pair: activity events on the worker, acceptances from workflow code."""
 
-    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None) -> None:
+    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None, *, model_journal: bool = True) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
+        self._scopes = Scopes(ledger)
+        self._model_journal = model_journal
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
-        return LedgerActivityInterceptor(next, self._ledger, self._histories)
+        return LedgerActivityInterceptor(
+            next, self._ledger, self._histories, self._scopes, model_journal=self._model_journal
+        )
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
         """Carry acceptances and deterministic activity ids out of workflow code."""
@@ -106,6 +111,9 @@ class LedgerPlugin(SimplePlugin):
         payload_threshold: Payloads of agent runs at least this large (bytes) are stored in the ledger,
             deduplicated, and Temporal's history keeps a reference (see `agentledger/plugin/_storage.py`).
             `None` keeps every payload inline. Clients, workers and replayers of one namespace must agree.
+        model_journal: Journal every provider response before the model-request activity returns, so
+            a later attempt of the same request replays it instead of calling (and paying) the
+            provider again (see the README, "Model-call journal"). On by default.
 
     """
 
@@ -115,8 +123,10 @@ class LedgerPlugin(SimplePlugin):
         agents: Sequence[AbstractAgent[Any, Any]] = (),
         *,
         payload_threshold: int | None = PAYLOAD_THRESHOLD,
+        model_journal: bool = True,
     ) -> None:
         self.ledger = ledger
+        self.model_journal = model_journal
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
@@ -125,7 +135,7 @@ class LedgerPlugin(SimplePlugin):
         histories = HistoryResolver(ledger)
         super().__init__(
             'agentledger.LedgerPlugin',
-            interceptors=[LedgerInterceptor(ledger, histories)],
+            interceptors=[LedgerInterceptor(ledger, histories, model_journal=model_journal)],
             activities=[*LedgerActivities(ledger, histories).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,

@@ -1,0 +1,136 @@
+"""The model-call journal's records and its request hash (pure: no I/O).
+
+What is hashed (`request_hash`), as canonical JSON (sorted keys, no whitespace), SHA-256:
+
+- the full message list the provider is about to see (after the worker resolved the history
+  reference), each message dumped by pydantic-ai's own `ModelMessagesTypeAdapter`, without the
+  fields that change when the same logical request is made again: `timestamp` (of every message
+  and part: they come from workflow time, which differs after a reset or a restart), `run_id` and
+  `conversation_id` of messages (pydantic-ai's per-run ids, new for every execution);
+- the model id the request names (`None` for the agent's default model);
+- the model settings;
+- the model request parameters (tool definitions, output mode and tools, native tools), as
+  pydantic-ai serialises them.
+
+Everything else (the serialized run context with its step and retry counters, deps, telemetry ids)
+is not part of the request a provider sees and is not hashed. A request that differs in any hashed
+byte (another prompt, tool result, instruction, setting or tool schema) has another hash and is
+never answered from the journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.models import ModelRequestParameters
+
+from .._errors import LedgerCorruptionError
+from ._keyed import JOURNAL, KeyedRecord
+
+__all__ = ['UNHASHED_MESSAGE_FIELDS', 'UNHASHED_PART_FIELDS', 'JournalEntry', 'journal_key', 'request_hash']
+
+UNHASHED_MESSAGE_FIELDS = frozenset({'timestamp', 'run_id', 'conversation_id'})
+"""Message fields left out of the request hash: they change between executions of the same request."""
+
+UNHASHED_PART_FIELDS = frozenset({'timestamp'})
+"""Part fields left out of the request hash."""
+
+_PARAMETERS = TypeAdapter(ModelRequestParameters)
+_SETTINGS = TypeAdapter(dict[str, Any] | None)
+
+
+def _stable(message: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in message.items() if k not in UNHASHED_MESSAGE_FIELDS}
+    kept['parts'] = [
+        {k: v for k, v in part.items() if k not in UNHASHED_PART_FIELDS} if isinstance(part, dict) else part
+        for part in message.get('parts', [])
+    ]
+    return kept
+
+
+def request_hash(
+    messages: Sequence[ModelMessage],
+    *,
+    model_id: str | None,
+    settings: Mapping[str, Any] | None,
+    parameters: ModelRequestParameters,
+) -> str:
+    """The SHA-256 (hex) of what a model request asks, without what changes between its executions."""
+    body = {
+        'messages': [_stable(m) for m in ModelMessagesTypeAdapter.dump_python(list(messages), mode='json')],
+        'model_id': model_id,
+        'settings': _SETTINGS.dump_python(dict(settings) if settings else None, mode='json'),
+        'parameters': _PARAMETERS.dump_python(parameters, mode='json'),
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def journal_key(workflow_id: str, lineage_run_id: str, activity_type: str, digest: str) -> str:
+    """`<workflow id>|<ledger run id>|<activity type>|<request hash>`: where a provider response is journaled.
+
+    `lineage_run_id` is the ledger run the workflow id's current execution chain began with (a
+    restart of a failed run keeps its run's; a new, unrelated run of the same workflow id starts a
+    new one), so a later run that reuses a workflow id never replays an older run's answers.
+    """
+    return f'{workflow_id}|{lineage_run_id}|{activity_type}|{digest}'
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A provider response as the model-call journal keeps it, with the attempt that paid for it."""
+
+    key: str
+    workflow_id: str
+    run_id: str
+    """The ledger run whose attempt called the provider."""
+    activity_type: str
+    request_hash: str
+    response: dict[str, Any]
+    """The `ModelResponse` as pydantic-ai's `ModelMessagesTypeAdapter` dumps it (JSON mode)."""
+    recorded_at: datetime
+    temporal_run_id: str
+    activity_id: str
+    attempt: int
+
+    @classmethod
+    def of(cls, response: ModelResponse, **fields: Any) -> JournalEntry:
+        """An entry for `response`; `fields` are the others."""
+        [dumped] = ModelMessagesTypeAdapter.dump_python([response], mode='json')
+        return cls(response=dumped, **fields)
+
+    def model_response(self) -> ModelResponse:
+        """The recorded response, rebuilt; a stored entry that is not a response is reported as corrupt."""
+        try:
+            [message] = ModelMessagesTypeAdapter.validate_python([self.response])
+        except ValueError as error:
+            raise LedgerCorruptionError(f'journal entry {self.key!r} does not decode: {error}') from error
+        if not isinstance(message, ModelResponse):
+            raise LedgerCorruptionError(f'journal entry {self.key!r} holds a {message.kind}, not a model response')
+        return message
+
+    def to_value(self) -> dict[str, Any]:
+        """The stored JSON value (everything but the key)."""
+        data = asdict(self)
+        del data['key']
+        data['recorded_at'] = self.recorded_at.isoformat()
+        return data
+
+    @classmethod
+    def from_record(cls, record: KeyedRecord) -> JournalEntry:
+        """Rebuild from a stored keyed record of the `journal` namespace."""
+        if record.namespace != JOURNAL:
+            raise ValueError(f'record {record.key!r} is a {record.namespace} record, not a journal entry')
+        try:
+            values = dict(record.value)
+            values['recorded_at'] = datetime.fromisoformat(values['recorded_at'])
+            return cls(key=record.key, **values)
+        except (KeyError, TypeError, ValueError) as error:
+            raise LedgerCorruptionError(f'journal entry {record.key!r} does not decode: {error}') from error

@@ -1,0 +1,162 @@
+"""Agents and fault points for the model-call journal and once-only effect tests.
+
+They work across processes (a worker subprocess that is killed, then a worker in the test), so
+what must be counted lives in files named by environment variables:
+
+- `AGENTLEDGER_TEST_MODEL_CALLS`: one line per call of the fake provider (a `FunctionModel`);
+- `AGENTLEDGER_TEST_TARGET`: one JSON line per effect the fake payment system performed;
+- `AGENTLEDGER_TEST_CRASH`: `<point>:<marker file>`: `os._exit(1)` once at `point` (the marker
+  file records that it fired, so the restarted worker does not fire it again). Points:
+  `after_model_request` (the model request returned, journal written, completion not reported),
+  `raise_after_model_request` (the same place, but the attempt raises instead of the worker dying)
+  and `inside_effect` (the target performed the charge, `once` has not recorded it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+from temporalio.workflow import ActivityConfig
+
+import agentledger
+
+CALLS_ENV = 'AGENTLEDGER_TEST_MODEL_CALLS'
+TARGET_ENV = 'AGENTLEDGER_TEST_TARGET'
+CRASH_ENV = 'AGENTLEDGER_TEST_CRASH'
+NO_JOURNAL_ENV = 'AGENTLEDGER_TEST_NO_JOURNAL'
+
+
+def _fire(point: str, *, exit: bool = True) -> None:
+    spec = os.environ.get(CRASH_ENV, '')
+    if not spec.startswith(f'{point}:'):
+        return
+    marker = Path(spec.split(':', 1)[1])
+    if marker.exists():
+        return
+    marker.touch()
+    if not exit:
+        raise RuntimeError(f'fault point {point} fired')
+    os._exit(1)
+
+
+class CrashPoints(Interceptor):
+    """Installed on the worker subprocess, outside the ledger's interceptor: it sees what the ledger returned."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Wrap activities with the `after_model_request` fault point."""
+        return _CrashAfterModelRequest(next)
+
+
+class _CrashAfterModelRequest(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        result = await super().execute_activity(input)
+        if activity.info().activity_type.endswith('__model_request'):
+            _fire('after_model_request')
+            _fire('raise_after_model_request', exit=False)
+        return result
+
+
+def provider_calls() -> int:
+    """How many times the fake provider was called (in every process)."""
+    path = Path(os.environ[CALLS_ENV])
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def performed() -> list[dict[str, Any]]:
+    """The charges the fake payment system performed (in every process)."""
+    path = Path(os.environ[TARGET_ENV])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+ZOMBIE_S = 5.0
+"""How long the first charge of a `zombie` run takes: longer than the tool's 3 s timeout."""
+
+_slowed: set[str] = set()
+
+
+async def _outlive_the_timeout(key: str) -> None:
+    """The first attempt of a key ignores its cancellation (a zombie) and charges after its timeout."""
+    if key in _slowed:
+        return
+    _slowed.add(key)
+    deadline = time.monotonic() + ZOMBIE_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            continue
+
+
+async def _charge(key: str, amount: int, *, zombie: bool = False) -> dict[str, Any]:
+    if zombie:
+        await _outlive_the_timeout(key)
+    with Path(os.environ[TARGET_ENV]).open('a') as target:
+        target.write(json.dumps({'key': key, 'amount': amount}) + '\n')
+    _fire('inside_effect')
+    return {'charge_id': f'ch-{len(performed())}', 'amount': amount}
+
+
+async def _lookup(key: str) -> dict[str, Any] | None:
+    found = [c for c in performed() if c['key'] == key]
+    return {'charge_id': 'ch-reconciled', 'amount': found[0]['amount']} if found else None
+
+
+def payments_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Charge 5 (a tool call whose id the provider makes up, as real providers do), then say so."""
+    with Path(os.environ[CALLS_ENV]).open('a') as calls:
+        calls.write(f'{len(messages)}\n')
+    if sum(isinstance(m, ModelResponse) for m in messages) == 0:
+        return ModelResponse(parts=[ToolCallPart('charge', {'amount': 5})])
+    return ModelResponse(parts=[TextPart('charged')])
+
+
+@dataclass
+class PaymentDeps:
+    """Whether the `charge` tool gives `once` a reconcile callback, and fails for good after charging."""
+
+    reconcile: bool = True
+    fail_after_charge: bool = False
+    zombie: bool = False
+    """The first charge outlives its attempt's timeout (ignoring cancellation) and lands late."""
+
+
+_quick: ActivityConfig = {
+    'start_to_close_timeout': timedelta(seconds=3),
+    'retry_policy': RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=1)),
+}
+
+payments_agent = Agent(
+    FunctionModel(payments_script),
+    name='payments',
+    deps_type=PaymentDeps,
+    capabilities=[TemporalDurability(activity_config=_quick)],
+)
+
+
+@payments_agent.tool(metadata={'temporal': _quick})
+async def charge(ctx: RunContext[PaymentDeps], amount: int) -> str:
+    """Charge `amount` once, whatever crashes, retries and resets happen."""
+    result = await agentledger.once(
+        ctx,
+        'charge',
+        lambda key: _charge(key, amount, zombie=ctx.deps.zombie),
+        reconcile=_lookup if ctx.deps.reconcile else None,
+    )
+    if ctx.deps.fail_after_charge:
+        raise ApplicationError('the receipt printer is on fire', type='ReceiptError', non_retryable=True)
+    return str(result['charge_id'])
