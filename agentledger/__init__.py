@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, run, start
+from ._codec import PayloadDecoder
+from ._codec_server import CodecServer
 from ._errors import (
     AgentLedgerError,
     DelegateFailedError,
@@ -61,6 +63,7 @@ __all__ = [
     'AgentRunOutput',
     'AgentRunResult',
     'AgentRunWorkflow',
+    'CodecServer',
     'DelegateFailedError',
     'DelegateTool',
     'ErrorInfo',
@@ -72,6 +75,7 @@ __all__ = [
     'LedgerPlugin',
     'LedgerUnavailableError',
     'MemoryLedger',
+    'PayloadDecoder',
     'RetryPolicy',
     'RunNotFoundError',
     'RunRecord',

@@ -41,6 +41,14 @@ Commands::
         source run's. Needs the ledger (to check the run and snapshot before starting anything) and a
         worker that serves the agent with the same ledger.
 
+    agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
+        Serve Temporal's remote codec protocol (POST /decode, /encode) until Ctrl-C or SIGTERM, so the
+        Temporal UI (`temporal server start-dev --ui-codec-endpoint URL`) and CLI (`temporal workflow
+        show --codec-endpoint URL`) show agent runs' payloads read back from the ledger: stored payloads
+        in place of their references, and a model request's history messages beside its header.
+        --ui-origin (repeatable, default http://localhost:8233 and http://127.0.0.1:8233, `*` for any)
+        is the browser origin of the Temporal UI that may call it. The port defaults to 8081.
+
 Defaults: --ledger is $AGENTLEDGER_LEDGER or sqlite:///agentledger.db (the demo's is
 sqlite:///agentledger-demo.db), --address is $TEMPORAL_ADDRESS or localhost:7233, --namespace is
 `default`, --task-queue is `agentledger` (for `continue` and `fork`: the source run's).
@@ -95,6 +103,7 @@ from temporalio.worker import Worker
 
 from . import __version__
 from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, start
+from ._codec_server import DEFAULT_UI_ORIGINS, CodecServer
 from ._demo import DEMO_PROMPT, demo_agent
 from ._devserver import start_dev_server
 from ._errors import AgentLedgerError
@@ -136,6 +145,9 @@ DEMO_TASK_QUEUE = 'agentledger-demo'
 
 _TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork'})
 """Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
+
+DEFAULT_CODEC_PORT = 8081
+"""The codec server's port when --port is not given."""
 
 DELEGATE_DEPTH = 5
 """How many levels of delegate runs `show` reads below a run."""
@@ -254,6 +266,20 @@ def _parser() -> argparse.ArgumentParser:
     fork.add_argument('--prompt', metavar='TEXT', help='a new user prompt (default: none)')
     _seeded_options(fork)
     fork.set_defaults(handler=_fork)
+
+    codec = commands.add_parser('codec-server', help='serve decoded payloads to the Temporal UI and CLI')
+    _ledger_option(codec)
+    codec.add_argument('--host', default='127.0.0.1', help='the address to listen on (default: 127.0.0.1)')
+    codec.add_argument(
+        '--port', type=int, default=DEFAULT_CODEC_PORT, metavar='N', help=f'(default: {DEFAULT_CODEC_PORT})'
+    )
+    codec.add_argument(
+        '--ui-origin',
+        action='append',
+        metavar='ORIGIN',
+        help=f'a Temporal UI origin that may call it, repeatable, * for any (default: {" ".join(DEFAULT_UI_ORIGINS)})',
+    )
+    codec.set_defaults(handler=_codec_server)
     return parser
 
 
@@ -489,6 +515,26 @@ async def _snapshots(args: argparse.Namespace) -> int:
             f'continue starts from the latest, {latest.snapshot_id}; fork --at-step K from the latest at or before K'
         )
         _status(f"agentledger snapshots {args.run_id} --messages SNAPSHOT_ID prints a snapshot's messages")
+    return 0
+
+
+async def _codec_server(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        server = CodecServer(ledger, host=args.host, port=args.port, ui_origins=args.ui_origin or DEFAULT_UI_ORIGINS)
+        try:
+            await server.start()
+        except OSError as error:
+            raise CliError(f'cannot listen on {args.host}:{args.port}: {error}') from error
+        try:
+            # The URL on stdout (one line) is what the Temporal UI and CLI are given.
+            print(server.url, flush=True)
+            await _until_stopped(
+                f'codec server: decoding payloads from {ledger.url} at {server.url}; '
+                f'temporal server start-dev --ui-codec-endpoint {server.url} (or temporal workflow show '
+                f'--codec-endpoint {server.url}); Ctrl-C to stop'
+            )
+        finally:
+            await server.close()
     return 0
 
 
