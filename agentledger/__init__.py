@@ -29,6 +29,7 @@ from ._errors import (
     LedgerUnavailableError,
     RunNotFoundError,
 )
+from ._gc import GcReport, KeptPayload, ReferrerStatus, collect_garbage
 from ._tools import idempotency_key
 from .ledger import (
     Acceptance,
@@ -36,6 +37,8 @@ from .ledger import (
     ForkRef,
     Ledger,
     MemoryLedger,
+    PayloadDeletion,
+    PayloadReference,
     RetryPolicy,
     RunRecord,
     RunTree,
@@ -68,6 +71,8 @@ __all__ = [
     'DelegateTool',
     'ErrorInfo',
     'ForkRef',
+    'GcReport',
+    'KeptPayload',
     'Ledger',
     'LedgerConfigError',
     'LedgerCorruptionError',
@@ -76,6 +81,9 @@ __all__ = [
     'LedgerUnavailableError',
     'MemoryLedger',
     'PayloadDecoder',
+    'PayloadDeletion',
+    'PayloadReference',
+    'ReferrerStatus',
     'RetryPolicy',
     'RunNotFoundError',
     'RunRecord',
@@ -89,6 +97,7 @@ __all__ = [
     'StepRecord',
     'ToolEffect',
     'Usage',
+    'collect_garbage',
     'continue_run',
     'delegate',
     'fork_run',

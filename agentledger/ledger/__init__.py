@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Ledger, RetryPolicy, RunFilter, Snapshot
+from ._base import Ledger, PayloadDeletion, RetryPolicy, RunFilter, Snapshot
 from ._records import (
     Acceptance,
     ErrorInfo,
     ForkRef,
+    PayloadReference,
     RunRecord,
     RunSeal,
     RunStart,
@@ -36,6 +37,8 @@ __all__ = [
     'ForkRef',
     'Ledger',
     'MemoryLedger',
+    'PayloadDeletion',
+    'PayloadReference',
     'RetryPolicy',
     'RunFilter',
     'RunRecord',

@@ -18,6 +18,7 @@ from ._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
 from ._content import blob_refs, content_hash, decode_message, encode_messages
 from ._records import (
     Acceptance,
+    PayloadReference,
     RunRecord,
     RunSeal,
     RunStart,
@@ -33,7 +34,7 @@ from ._rules import derive_event_states, derive_steps, derive_tool_effects, run_
 from ._snapshots import SnapshotNotFoundError, latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
 from ._validity import is_provider_valid
 
-__all__ = ['Ledger', 'RetryPolicy', 'RunFilter', 'Snapshot']
+__all__ = ['Ledger', 'PayloadDeletion', 'RetryPolicy', 'RunFilter', 'Snapshot']
 
 logger = logging.getLogger('agentledger.ledger')
 
@@ -79,6 +80,18 @@ class Snapshot:
     def snapshot_id(self) -> str:
         """The snapshot's id."""
         return self.record.snapshot_id
+
+
+@dataclass(frozen=True)
+class PayloadDeletion:
+    """What `Ledger.delete_payloads` removed."""
+
+    manifests: tuple[str, ...]
+    """The manifests deleted (with their references)."""
+    chunks: int
+    """How many chunks were deleted: those no remaining payload and no stored message uses."""
+    bytes: int
+    """The size of the deleted chunks."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,26 @@ class Ledger(ABC):
     @abstractmethod
     async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         """Stored blob bytes by hash; hashes not stored are absent from the result."""
+
+    @abstractmethod
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        """Store references by `key`; one already stored keeps the later of the two `stored_at`."""
+
+    @abstractmethod
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        """The stored references to `manifests`, or all of them for `None`."""
+
+    @abstractmethod
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        """Delete these references (by `key`); absent ones are ignored."""
+
+    @abstractmethod
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        """Delete blobs (chunks and manifests) by hash; absent ones are ignored."""
+
+    @abstractmethod
+    async def _read_message_hashes(self) -> list[str]:
+        """The hash of every stored message."""
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -497,14 +530,19 @@ class Ledger(ABC):
 
     # --- chunked payloads ----------------------------------------------------------------------------
 
-    async def store_chunked(self, data: bytes) -> str:
+    async def store_chunked(self, data: bytes, *, referrers: Sequence[tuple[str, str]] = ()) -> str:
         """Store `data` as deduplicated chunks plus a manifest; return the manifest's hash, its key.
 
-        Chunks already stored (by this or any other content) are not stored again.
+        Chunks already stored (by this or any other content) are not stored again. `referrers`
+        ((namespace, workflow id) pairs) are the workflows whose histories reference the payload;
+        they are recorded before the content is written, so `agentledger gc` never finds stored
+        content without them.
         """
         manifest, chunks = split(data)
         manifest_bytes = manifest.to_bytes()
         key = content_hash(manifest_bytes)
+        now = datetime.now(UTC)
+        await self.record_payload_references([PayloadReference(key, ns, wid, now) for ns, wid in referrers])
         await self._retrying(
             f'{len(chunks)} chunk(s) of a {len(data)}-byte payload',
             lambda: self._write_content({}, {**chunks, key: manifest_bytes}),
@@ -527,6 +565,64 @@ class Ledger(ABC):
         wanted = list(dict.fromkeys(chunk for chunk, _ in manifest.chunks))
         chunks = await self._retrying(where, lambda: self._read_blobs(wanted), action='read')
         return assemble(manifest, chunks, where)
+
+    async def record_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        """Record that workflows reference stored payloads (idempotent; the latest `stored_at` is kept)."""
+        if references:
+            await self._retrying(
+                f'{len(references)} payload reference(s)', lambda: self._write_payload_references(references)
+            )
+
+    async def payload_references(self, manifests: Sequence[str] | None = None) -> list[PayloadReference]:
+        """The recorded references to `manifests` (all of them when `None`)."""
+        if manifests is not None and not manifests:
+            return []
+        wanted = None if manifests is None else list(dict.fromkeys(manifests))
+        return await self._retrying('payload references', lambda: self._read_payload_references(wanted), action='read')
+
+    async def delete_payloads(self, manifests: Sequence[str], *, dry_run: bool = False) -> PayloadDeletion:
+        """Delete stored payloads: their references, their manifests, and each chunk nothing else uses.
+
+        A chunk is kept while a payload that still has a reference, or any stored message (a long
+        message is stored as chunks; binary parts are blobs), uses it. The caller decides which
+        payloads may go (see `agentledger.collect_garbage`); this only keeps shared content whole.
+        `dry_run` reports what would be deleted and deletes nothing.
+        """
+        doomed = list(dict.fromkeys(manifests))
+        if not doomed:
+            return PayloadDeletion(manifests=(), chunks=0, bytes=0)
+        gone = set(doomed)
+        found = await self._read_blobs(doomed)
+        candidates: dict[str, int] = {}
+        for key, data in found.items():
+            for digest, length in Manifest.parse(data, f'stored payload {key}').chunks:
+                candidates[digest] = length
+        remaining = list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))
+        kept: set[str] = set()
+        for start in range(0, len(remaining), 500):
+            for key, data in (await self._read_blobs(remaining[start : start + 500])).items():
+                kept.update(digest for digest, _ in Manifest.parse(data, f'stored payload {key}').chunks)
+        hashes = await self._read_message_hashes()
+        for start in range(0, len(hashes), 500):
+            for digest, data in (await self._read_messages(hashes[start : start + 500])).items():
+                if Manifest.is_manifest(data):
+                    kept.update(chunk for chunk, _ in Manifest.parse(data, f'message {digest}').chunks)
+                else:
+                    kept.update(blob_refs(data))
+        chunks = [digest for digest in candidates if digest not in kept and digest not in gone]
+        deletion = PayloadDeletion(
+            manifests=tuple(key for key in doomed if key in found),
+            chunks=len(chunks),
+            bytes=sum(candidates[digest] for digest in chunks),
+        )
+        if dry_run:
+            return deletion
+        references = await self.payload_references(doomed)
+        # Content first: if deleting the references then fails, the next collection finds them naming a
+        # missing manifest and deletes them; the other order would leave content nothing names any more.
+        await self._retrying(f'{len(doomed)} payload(s)', lambda: self._delete_blobs([*doomed, *chunks]))
+        await self._retrying('payload references', lambda: self._delete_payload_references(references))
+        return deletion
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from ._base import Ledger, RunFilter
-from ._records import Acceptance, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
+from ._records import Acceptance, PayloadReference, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
 from ._rules import apply_run_start, apply_seal
 
 __all__ = ['MemoryLedger']
@@ -31,6 +31,7 @@ class MemoryLedger(Ledger):
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, SnapshotRecord] = {}
         self._run_snapshots: dict[str, list[str]] = {}
+        self._payload_references: dict[str, PayloadReference] = {}
 
     async def _open(self) -> None:
         """Nothing to connect to."""
@@ -109,3 +110,24 @@ class MemoryLedger(Ledger):
 
     async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         return {digest: self._blobs[digest] for digest in hashes if digest in self._blobs}
+
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        for reference in references:
+            stored = self._payload_references.get(reference.key)
+            if stored is None or stored.stored_at < reference.stored_at:
+                self._payload_references[reference.key] = reference
+
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        wanted = None if manifests is None else set(manifests)
+        return [r for r in self._payload_references.values() if wanted is None or r.manifest in wanted]
+
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        for reference in references:
+            self._payload_references.pop(reference.key, None)
+
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        for digest in hashes:
+            self._blobs.pop(digest, None)
+
+    async def _read_message_hashes(self) -> list[str]:
+        return list(self._messages)

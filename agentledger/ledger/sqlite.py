@@ -1,6 +1,6 @@
 """`SqliteLedger`: a ledger in one SQLite file, shared by the worker processes of one host.
 
-Schema (version 2, see `_MIGRATIONS`)::
+Schema (version 3, see `_MIGRATIONS`)::
 
     runs            one row per ledger run. The columns `Ledger.runs` filters and sorts on are real,
                     indexed columns (`agent_name`, `status`, `conversation_id`, `parent_run_id`,
@@ -22,9 +22,15 @@ Schema (version 2, see `_MIGRATIONS`)::
     snapshots       one row per snapshot: `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the order they
                     were stored in, `snapshot_id UNIQUE` with `INSERT OR IGNORE` makes the write
                     idempotent, `body` is `SnapshotRecord.to_json()` (its message hashes, not messages).
+    payload_references
+                    one row per (manifest, namespace, workflow_id): a workflow whose Temporal history
+                    references a payload stored as chunks (its manifest is a `blobs` row), with the
+                    latest time it stored it (`stored_at` ISO text, `stored_at_us` to compare).
+                    Upserted; `agentledger gc` reads them all and deletes those of collected payloads.
     schema_version  one row: the version the file was migrated to.
 
-Version 1 files (no lineage columns, no snapshot tables) are migrated in place on `open()`.
+Version 1 files (no lineage columns, no snapshot tables) and version 2 files (no payload
+references) are migrated in place on `open()`.
 
 Why WAL: readers (the CLI, the read connection of every worker) never block the writer and see
 only committed transactions; with `synchronous=NORMAL` a commit survives a crash of the process
@@ -60,6 +66,7 @@ from ._records import (
     Acceptance,
     ErrorInfo,
     ForkRef,
+    PayloadReference,
     RunRecord,
     RunSeal,
     RunStart,
@@ -75,7 +82,7 @@ __all__ = ['SCHEMA_VERSION', 'SqliteLedger']
 
 logger = logging.getLogger('agentledger.ledger')
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes; `open()` migrates older files up to it."""
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -141,6 +148,18 @@ _MIGRATIONS: dict[int, list[str]] = {
         """,
         'CREATE INDEX snapshots_run ON snapshots (run_id, seq)',
     ],
+    3: [
+        """
+        CREATE TABLE payload_references (
+            manifest TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            workflow_id TEXT NOT NULL,
+            stored_at TEXT NOT NULL,
+            stored_at_us INTEGER NOT NULL,
+            PRIMARY KEY (manifest, namespace, workflow_id)
+        )
+        """,
+    ],
 }
 """Version -> the statements that migrate the previous version to it, applied in one transaction."""
 
@@ -175,6 +194,13 @@ _INSERT_ACCEPTANCE = 'INSERT OR IGNORE INTO acceptances (acceptance_key, run_id,
 _INSERT_MESSAGE = 'INSERT OR IGNORE INTO messages (hash, data) VALUES (?, ?)'
 _INSERT_BLOB = 'INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)'
 _INSERT_SNAPSHOT = 'INSERT OR IGNORE INTO snapshots (snapshot_id, run_id, body) VALUES (?, ?, ?)'
+_UPSERT_PAYLOAD_REFERENCE = (
+    'INSERT INTO payload_references (manifest, namespace, workflow_id, stored_at, stored_at_us) '
+    'VALUES (?, ?, ?, ?, ?) ON CONFLICT (manifest, namespace, workflow_id) DO UPDATE SET '
+    'stored_at = excluded.stored_at, stored_at_us = excluded.stored_at_us '
+    'WHERE excluded.stored_at_us > payload_references.stored_at_us'
+)
+_SELECT_PAYLOAD_REFERENCES = 'SELECT manifest, namespace, workflow_id, stored_at FROM payload_references'
 
 _IN_CHUNK = 500
 """Hashes per `IN (...)` query: below SQLite's bound-variable limit (999 before SQLite 3.32)."""
@@ -490,6 +516,35 @@ class SqliteLedger(Ledger):
 
         await self._submit(write)
 
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        rows = [
+            (r.manifest, r.namespace, r.workflow_id, r.stored_at.isoformat(), _epoch_us(r.stored_at))
+            for r in references
+        ]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany(_UPSERT_PAYLOAD_REFERENCE, rows)
+
+        await self._submit(write)
+
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        rows = [(r.manifest, r.namespace, r.workflow_id) for r in references]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany(
+                'DELETE FROM payload_references WHERE manifest = ? AND namespace = ? AND workflow_id = ?', rows
+            )
+
+        await self._submit(write)
+
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        rows = [(digest,) for digest in dict.fromkeys(hashes)]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany('DELETE FROM blobs WHERE hash = ?', rows)
+
+        await self._submit(write)
+
     async def _select_run(self, connection: aiosqlite.Connection, run_id: str) -> RunRecord | None:
         rows = list(await connection.execute_fetchall(f'{_SELECT_RUN} WHERE run_id = ?', (run_id,)))
         return self._decode_run(rows[0]) if rows else None
@@ -570,6 +625,31 @@ class SqliteLedger(Ledger):
 
     async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         return await self._read_content('blobs', hashes)
+
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        if manifests is None:
+            rows = await self._fetch(f'{_SELECT_PAYLOAD_REFERENCES} ORDER BY manifest', ())
+        else:
+            rows = []
+            for start in range(0, len(manifests), _IN_CHUNK):
+                chunk = list(manifests[start : start + _IN_CHUNK])
+                rows += await self._fetch(
+                    f'{_SELECT_PAYLOAD_REFERENCES} WHERE manifest IN ({", ".join("?" for _ in chunk)})', chunk
+                )
+        try:
+            return [
+                PayloadReference(
+                    row['manifest'], row['namespace'], row['workflow_id'], datetime.fromisoformat(row['stored_at'])
+                )
+                for row in rows
+            ]
+        except (ValueError, TypeError) as error:
+            raise LedgerCorruptionError(
+                f'a payload reference in the SQLite ledger {self._path} is malformed: {error}'
+            ) from error
+
+    async def _read_message_hashes(self) -> list[str]:
+        return [row['hash'] for row in await self._fetch('SELECT hash FROM messages', ())]
 
     async def _read_content(self, table: str, hashes: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
