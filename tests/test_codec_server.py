@@ -26,10 +26,10 @@ from temporalio.testing import WorkflowEnvironment
 
 import agentledger
 from agentledger import CodecServer, Ledger, SqliteLedger
-from agentledger._devserver import find_temporal_cli
+from agentledger._devserver import find_temporal_cli, start_dev_server
 
 from .conftest import serve
-from .s3_server import s3_ledger
+from .s3_server import free_port, s3_ledger
 
 STEPS = 3
 UI = 'http://localhost:8233'
@@ -268,3 +268,29 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         cwd=Path(__file__).parent.parent,
     )
     assert missing.returncode == 1 and 'does not exist' in missing.stderr
+
+
+async def test_dev_server_ui_points_the_browser_at_the_codec_server(tmp_path: Path) -> None:
+    """`start-dev --ui-codec-endpoint`: the UI tells the browser our URL, and we answer that UI origin's CORS."""
+    ui_port = free_port()
+    ui = f'http://localhost:{ui_port}'
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, CodecServer(ledger, ui_origins=[ui]) as server:
+        env = await start_dev_server(ui=True, ui_port=ui_port, extra_args=['--ui-codec-endpoint', server.url])
+        try:
+            status, _, body = await asyncio.to_thread(http, 'GET', f'{ui}/api/v1/settings')
+            assert status == 200
+            endpoint = json.loads(body)['Codec']['Endpoint']
+            assert endpoint == server.url
+            status, headers, _ = await asyncio.to_thread(
+                http,
+                'OPTIONS',
+                f'{endpoint}/decode',
+                Origin=ui,
+                **{'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-namespace'},
+            )
+            assert status == 204 and headers['Access-Control-Allow-Origin'] == ui
+            plain = Payload(metadata={'encoding': b'json/plain'}, data=b'{"a": 1}')
+            _, headers, (same,) = await post(f'{endpoint}/decode', [plain], Origin=ui)
+            assert same == plain and headers['Access-Control-Allow-Origin'] == ui
+        finally:
+            await env.shutdown()
