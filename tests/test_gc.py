@@ -172,6 +172,12 @@ async def test_gc_command(temporal_env: WorkflowEnvironment, tmp_path: Path) -> 
     [referrer] = planned['referrers']
     assert (referrer['namespace'], referrer['workflow_id'], referrer['state']) == ('default', 'wf-never-ran', 'gone')
 
+    text = subprocess.run(
+        [*command[:-1], '--address', address, '--dry-run'], capture_output=True, text=True, timeout=120, cwd=root
+    )
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith('would delete 1 stored payload(s)') and manifest in text.stdout
+
     done = subprocess.run([*command, '--address', address], capture_output=True, text=True, timeout=120, cwd=root)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)['deleted'] == [manifest]
