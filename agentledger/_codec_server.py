@@ -181,7 +181,7 @@ class CodecServer:
         payloads = Payloads()
         try:
             json_format.Parse(request.body or b'{}', payloads, ignore_unknown_fields=True)
-        except json_format.ParseError as error:
+        except (json_format.ParseError, ValueError) as error:
             return _error(400, f'the body is not a JSON object of payloads ({{"payloads": [...]}}): {error}')
         if operation == 'decode':
             try:

@@ -177,6 +177,8 @@ async def test_cors_preflight_and_bad_requests(tmp_path: Path) -> None:
 
         status, _, body = await asyncio.to_thread(http, 'POST', f'{server.url}/decode', b'{"payloads": 7}')
         assert status == 400 and 'payloads' in json.loads(body)['error']
+        status, _, body = await asyncio.to_thread(http, 'POST', f'{server.url}/decode', b'\xff\xfe not text')
+        assert status == 400 and 'error' in json.loads(body)
         status, _, body = await asyncio.to_thread(http, 'GET', f'{server.url}/decode')
         assert status == 405
         status, _, body = await asyncio.to_thread(http, 'POST', f'{server.url}/other', b'{}')
