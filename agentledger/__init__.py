@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, run, start
+from ._codec import PayloadDecoder
+from ._codec_server import CodecServer
 from ._errors import (
     AgentLedgerError,
     DelegateFailedError,
@@ -31,6 +33,7 @@ from ._errors import (
     RunNotFoundError,
     UnresolvablePayloadReference,
 )
+from ._gc import GcReport, KeptPayload, ReferrerStatus, collect_garbage
 from ._once import once
 from ._tools import idempotency_key
 from .ledger import (
@@ -42,6 +45,8 @@ from .ledger import (
     KeyedRecord,
     Ledger,
     MemoryLedger,
+    PayloadDeletion,
+    PayloadReference,
     RetryPolicy,
     RunRecord,
     RunTree,
@@ -69,6 +74,7 @@ __all__ = [
     'AgentRunOutput',
     'AgentRunResult',
     'AgentRunWorkflow',
+    'CodecServer',
     'DelegateFailedError',
     'DelegateTool',
     'EffectNotFoundError',
@@ -77,7 +83,9 @@ __all__ = [
     'EffectUnknownError',
     'ErrorInfo',
     'ForkRef',
+    'GcReport',
     'JournalEntry',
+    'KeptPayload',
     'KeyedRecord',
     'Ledger',
     'LedgerConfigError',
@@ -86,6 +94,10 @@ __all__ = [
     'LedgerPlugin',
     'LedgerUnavailableError',
     'MemoryLedger',
+    'PayloadDecoder',
+    'PayloadDeletion',
+    'PayloadReference',
+    'ReferrerStatus',
     'RetryPolicy',
     'RunNotFoundError',
     'RunRecord',
@@ -100,6 +112,7 @@ __all__ = [
     'ToolEffect',
     'UnresolvablePayloadReference',
     'Usage',
+    'collect_garbage',
     'continue_run',
     'delegate',
     'fork_run',

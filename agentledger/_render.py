@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._gc import GcReport
 from .ledger._effects import EffectRecord
 from .ledger._records import (
     ForkReason,
@@ -56,6 +57,7 @@ __all__ = [
     'RunView',
     'effects_json',
     'render_effects',
+    'render_gc',
     'render_runs',
     'render_snapshots',
     'render_timeline',
@@ -239,6 +241,23 @@ def render_snapshots(snapshots: Sequence[SnapshotRecord]) -> str:
     ]
     headers = ['SNAPSHOT ID', 'STEP', 'KIND', 'MESSAGES', 'CREATED (UTC)', 'PARENT']
     return '\n'.join(_table(headers, rows, right={1, 3}))
+
+
+def render_gc(report: GcReport) -> str:
+    """What `agentledger gc` deleted (or would delete), what it kept and why, and what it could not decide."""
+    verb = 'would delete' if report.dry_run else 'deleted'
+    lines = [
+        f'{verb} {len(report.deleted)} stored payload(s) and {report.chunks} chunk(s) ({report.bytes} bytes); '
+        f'kept {len(report.kept)}'
+    ]
+    lines += [f'  {verb}  {manifest}' for manifest in report.deleted]
+    for kept in report.kept:
+        lines.append(f'  kept     {kept.manifest}')
+        lines += [f'             {reason}' for reason in kept.reasons]
+    if report.undecided:
+        lines.append('Could not decide (their payloads were kept):')
+        lines += [f'  {r.namespace}/{r.workflow_id}: {r.detail}' for r in report.undecided]
+    return '\n'.join(lines)
 
 
 def render_timeline(view: RunView, *, ledger_url: str | None = None) -> str:

@@ -51,6 +51,21 @@ Commands::
         source run's. Needs the ledger (to check the run and snapshot before starting anything) and a
         worker that serves the agent with the same ledger.
 
+    agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
+        Serve Temporal's remote codec protocol (POST /decode, /encode) until Ctrl-C or SIGTERM, so the
+        Temporal UI (`temporal server start-dev --ui-codec-endpoint URL`) and CLI (`temporal workflow
+        show --codec-endpoint URL`) show agent runs' payloads read back from the ledger: stored payloads
+        in place of their references, and a model request's history messages beside its header.
+        --ui-origin (repeatable, default http://localhost:8233 and http://127.0.0.1:8233, `*` for any)
+        is the browser origin of the Temporal UI that may call it. The port defaults to 8081.
+
+    agentledger gc [--ledger URL] [--address HOST:PORT] [--grace-minutes N] [--dry-run] [--json]
+        Delete payloads stored in the ledger through Temporal's external storage that no workflow
+        inside its namespace's retention references any more (every referencing workflow is closed
+        for longer than the retention, or gone), then the chunks nothing else uses. Payloads whose
+        referrers Temporal cannot describe, or stored less than --grace-minutes ago (default 60), are
+        kept and listed. --dry-run decides and reports without deleting.
+
 Defaults: --ledger is $AGENTLEDGER_LEDGER or sqlite:///agentledger.db (the demo's is
 sqlite:///agentledger-demo.db), --address is $TEMPORAL_ADDRESS or localhost:7233, --namespace is
 `default`, --task-queue is `agentledger` (for `continue` and `fork`: the source run's).
@@ -71,6 +86,9 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
 - `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
   "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
   plus `forked_from`. For `continue` the snapshot is the latest when the command ran.
+- `gc`: `{"schema": "agentledger.gc/1", "dry_run": bool, "deleted": [manifest, ...], "chunks": int,
+  "bytes": int, "kept": [{"manifest", "reasons": [str, ...]}, ...], "referrers": [{"namespace",
+  "workflow_id", "state": "open|retained|expired|gone|unknown", "detail"}, ...]}`
 - `snapshots`: `{"schema": "agentledger.snapshots/1", "run_id": str, "latest": snapshot id or null,
   "snapshots": [SnapshotRecord.to_json(), ...]}`; `--messages` prints a JSON list of pydantic-ai
   messages instead (no `schema` key: it is pydantic-ai's own format)
@@ -93,6 +111,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -108,13 +127,16 @@ from temporalio.worker import Worker
 
 from . import __version__
 from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, start
+from ._codec_server import DEFAULT_UI_ORIGINS, CodecServer
 from ._demo import DEMO_PROMPT, demo_agent
 from ._devserver import start_dev_server
 from ._errors import AgentLedgerError
+from ._gc import DEFAULT_GRACE, collect_garbage
 from ._render import (
     RunView,
     effects_json,
     render_effects,
+    render_gc,
     render_runs,
     render_snapshots,
     render_timeline,
@@ -151,8 +173,11 @@ DEFAULT_TASK_QUEUE = 'agentledger'
 DEMO_TASK_QUEUE = 'agentledger-demo'
 """The task queue of the demo's worker."""
 
-_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork'})
+_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'gc'})
 """Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
+
+DEFAULT_CODEC_PORT = 8081
+"""The codec server's port when --port is not given."""
 
 DELEGATE_DEPTH = 5
 """How many levels of delegate runs `show` reads below a run."""
@@ -291,6 +316,39 @@ def _parser() -> argparse.ArgumentParser:
     fork.add_argument('--prompt', metavar='TEXT', help='a new user prompt (default: none)')
     _seeded_options(fork)
     fork.set_defaults(handler=_fork)
+
+    codec = commands.add_parser('codec-server', help='serve decoded payloads to the Temporal UI and CLI')
+    _ledger_option(codec)
+    codec.add_argument('--host', default='127.0.0.1', help='the address to listen on (default: 127.0.0.1)')
+    codec.add_argument(
+        '--port', type=int, default=DEFAULT_CODEC_PORT, metavar='N', help=f'(default: {DEFAULT_CODEC_PORT})'
+    )
+    codec.add_argument(
+        '--ui-origin',
+        action='append',
+        metavar='ORIGIN',
+        help=f'a Temporal UI origin that may call it, repeatable, * for any (default: {" ".join(DEFAULT_UI_ORIGINS)})',
+    )
+    codec.set_defaults(handler=_codec_server)
+
+    gc = commands.add_parser('gc', help='delete stored payloads no workflow inside its retention references')
+    _ledger_option(gc)
+    gc.add_argument(
+        '--address',
+        default=os.environ.get('TEMPORAL_ADDRESS', DEFAULT_ADDRESS),
+        metavar='HOST:PORT',
+        help=f'the Temporal server the workflows ran on (default: $TEMPORAL_ADDRESS or {DEFAULT_ADDRESS})',
+    )
+    gc.add_argument(
+        '--grace-minutes',
+        type=_non_negative_int,
+        default=int(DEFAULT_GRACE.total_seconds() // 60),
+        metavar='N',
+        help='keep payloads stored less than N minutes ago (default: %(default)s)',
+    )
+    gc.add_argument('--dry-run', action='store_true', help='report what would be deleted, delete nothing')
+    gc.add_argument('--json', action='store_true', help='print JSON (schema agentledger.gc/1)')
+    gc.set_defaults(handler=_gc)
     return parser
 
 
@@ -333,6 +391,16 @@ def _json_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(f'not valid JSON: {error}') from error
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected a whole number of at least 0, got {text!r}')
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -543,6 +611,42 @@ async def _snapshots(args: argparse.Namespace) -> int:
             f'continue starts from the latest, {latest.snapshot_id}; fork --at-step K from the latest at or before K'
         )
         _status(f"agentledger snapshots {args.run_id} --messages SNAPSHOT_ID prints a snapshot's messages")
+    return 0
+
+
+async def _codec_server(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        server = CodecServer(ledger, host=args.host, port=args.port, ui_origins=args.ui_origin or DEFAULT_UI_ORIGINS)
+        try:
+            await server.start()
+        except OSError as error:
+            raise CliError(f'cannot listen on {args.host}:{args.port}: {error}') from error
+        try:
+            # The URL on stdout (one line) is what the Temporal UI and CLI are given.
+            print(server.url, flush=True)
+            await _until_stopped(
+                f'codec server: decoding payloads from {ledger.url} at {server.url}; '
+                f'temporal server start-dev --ui-codec-endpoint {server.url} (or temporal workflow show '
+                f'--codec-endpoint {server.url}); Ctrl-C to stop'
+            )
+        finally:
+            await server.close()
+    return 0
+
+
+async def _gc(args: argparse.Namespace) -> int:
+    async with _reading(args.ledger) as ledger:
+        try:
+            client = await Client.connect(args.address)
+        except RuntimeError as error:
+            raise CliError(
+                f'cannot connect to Temporal at {args.address} ({error}); nothing was deleted: '
+                'whether a payload is still referenced is only known from Temporal'
+            ) from error
+        report = await collect_garbage(
+            ledger, client, dry_run=args.dry_run, grace=timedelta(minutes=args.grace_minutes)
+        )
+    print(json.dumps(report.to_json(), indent=2, ensure_ascii=False) if args.json else render_gc(report))
     return 0
 
 

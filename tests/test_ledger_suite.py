@@ -69,6 +69,7 @@ from agentledger.ledger._records import (
     AcceptanceOutcome,
     EventKind,
     ForkRef,
+    PayloadReference,
     RunStatus,
     SnapshotRecord,
     ToolEffect,
@@ -1119,6 +1120,95 @@ async def test_read_content_returns_only_stored_hashes(ledger: Ledger) -> None:
     assert await ledger._read_messages([]) == {}
 
 
+# --- stored payloads and their references ----------------------------------------------------------
+
+
+def payload_bytes(seed: int, size: int = 40_000) -> bytes:
+    """Incompressible payload content, different for every seed."""
+    return random.Random(seed).randbytes(size)
+
+
+async def test_payload_references_keep_the_latest_store_per_workflow(ledger: Ledger) -> None:
+    """One reference per (manifest, namespace, workflow); storing again moves `stored_at` forward, never back."""
+    manifest, other = content_hash(b'payload one'), content_hash(b'payload two')
+    await ledger.record_payload_references(
+        [
+            PayloadReference(manifest, 'default', 'wf-a', at(10)),
+            PayloadReference(manifest, 'default', 'wf-a', at(5)),
+            PayloadReference(manifest, 'default', 'wf-b', at(7)),
+            PayloadReference(other, 'other-ns', 'wf-a', at(1)),
+        ]
+    )
+    await ledger.record_payload_references([PayloadReference(manifest, 'default', 'wf-a', at(3))])
+
+    found = sorted(await ledger.payload_references(), key=lambda r: r.key)
+    assert [(r.manifest, r.namespace, r.workflow_id, r.stored_at) for r in found] == sorted(
+        [
+            (manifest, 'default', 'wf-a', at(10)),
+            (manifest, 'default', 'wf-b', at(7)),
+            (other, 'other-ns', 'wf-a', at(1)),
+        ]
+    )
+    assert {r.workflow_id for r in await ledger.payload_references([manifest])} == {'wf-a', 'wf-b'}
+    assert await ledger.payload_references([content_hash(b'never stored')]) == []
+    assert await ledger.payload_references([]) == []
+
+
+async def test_store_chunked_records_its_referrers_before_content(ledger: Ledger) -> None:
+    data = payload_bytes(1)
+    key = await ledger.store_chunked(data, referrers=[('default', 'wf-a'), ('default', 'wf-parent')])
+    assert await ledger.load_chunked(key) == data
+    assert {(r.namespace, r.workflow_id) for r in await ledger.payload_references([key])} == {
+        ('default', 'wf-a'),
+        ('default', 'wf-parent'),
+    }
+    unreferenced = await ledger.store_chunked(payload_bytes(2))
+    assert await ledger.payload_references([unreferenced]) == []
+
+
+async def test_delete_payloads_keeps_chunks_others_still_use(ledger: Ledger) -> None:
+    """Deleting a payload deletes its manifest, references and the chunks no other payload or message uses."""
+    shared = payload_bytes(3)
+    first = await ledger.store_chunked(shared + payload_bytes(4), referrers=[('default', 'wf-old')])
+    second = await ledger.store_chunked(shared + payload_bytes(5), referrers=[('default', 'wf-live')])
+    # A long message of a snapshot is stored as chunks too; a payload carrying exactly it shares them all.
+    long_return = ToolReturnPart('lookup', 'x' * 20_000, tool_call_id='call-long', timestamp=at(2))
+    history: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart('look it up', timestamp=at(0))], timestamp=at(0)),
+        ModelResponse(parts=[ToolCallPart('lookup', {}, tool_call_id='call-long')], timestamp=at(1)),
+        ModelRequest(parts=[long_return], timestamp=at(2)),
+    ]
+    await ledger.start_run(run_start('run-a'))
+    record = await ledger.write_snapshot(
+        run_id='run-a', temporal_run_id='t1', step=2, kind='model_request', messages=history
+    )
+    assert record is not None
+    third = await ledger.store_chunked(encode_messages(history)[2].data, referrers=[('default', 'wf-old')])
+    before = stored_content(ledger)
+
+    planned = await ledger.delete_payloads([first, third, content_hash(b'not stored')], dry_run=True)
+    assert stored_content(ledger) == before
+    assert await ledger.load_chunked(first)
+    done = await ledger.delete_payloads([first, third, content_hash(b'not stored')])
+
+    assert done == planned
+    assert set(done.manifests) == {first, third}
+    assert done.chunks > 0 and done.bytes >= 30_000  # the chunks only `first` had
+    assert stored_content(ledger) == (before[0], before[1] - 2 - done.chunks)
+    for gone in (first, third):
+        with pytest.raises(LedgerCorruptionError, match=gone):
+            await ledger.load_chunked(gone)
+        assert await ledger.payload_references([gone]) == []
+    assert await ledger.load_chunked(second) == shared + payload_bytes(5)
+    assert [r.workflow_id for r in await ledger.payload_references()] == ['wf-live']
+    assert dumped((await ledger.snapshot(record.snapshot_id)).messages) == dumped(history)
+
+    # Content stored again after a deletion is complete again.
+    again = await ledger.store_chunked(shared + payload_bytes(4), referrers=[('default', 'wf-new')])
+    assert again == first and await ledger.load_chunked(again) == shared + payload_bytes(4)
+    assert (await ledger.delete_payloads([])).manifests == ()
+
+
 # --- tool effects -----------------------------------------------------------------------------------
 
 
@@ -1648,7 +1738,7 @@ def create_v1_ledger(path: Path) -> None:
 
 
 async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: Path) -> None:
-    """A file written before snapshots opens, migrates in place, keeps its runs, and then takes snapshots and forks."""
+    """A file written before snapshots migrates in place, keeps its runs, then takes snapshots, forks and payloads."""
     path = tmp_path / 'ledger.db'
     create_v1_ledger(path)
 
@@ -1662,9 +1752,11 @@ async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: P
         fork = ForkRef(run_id='run-old', snapshot_id=seed.snapshot_id, reason='continue')
         await ledger.start_run(run_start('run-new', started=100, forked_from=fork))
         assert ids(await ledger.runs(forked_from_run_id='run-old')) == ['run-new']
+        key = await ledger.store_chunked(b'payload' * 1000, referrers=[('default', 'wf-a')])
+        assert [r.workflow_id for r in await ledger.payload_references([key])] == ['wf-a']
 
     with closing(sqlite3.connect(path)) as raw:
-        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)]
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
         indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {'runs_forked_from', 'snapshots_run', 'records_scope'} <= indexes
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Ledger, RetryPolicy, RunFilter, Snapshot
+from ._base import Ledger, PayloadDeletion, RetryPolicy, RunFilter, Snapshot
 from ._effects import EffectRecord, EffectStatus
 from ._journal import JournalEntry
 from ._keyed import KeyedRecord
@@ -16,6 +16,7 @@ from ._records import (
     Acceptance,
     ErrorInfo,
     ForkRef,
+    PayloadReference,
     RunRecord,
     RunSeal,
     RunStart,
@@ -43,6 +44,8 @@ __all__ = [
     'KeyedRecord',
     'Ledger',
     'MemoryLedger',
+    'PayloadDeletion',
+    'PayloadReference',
     'RetryPolicy',
     'RunFilter',
     'RunRecord',

@@ -22,6 +22,7 @@ from ._journal import JournalEntry
 from ._keyed import EFFECTS, JOURNAL, KeyedRecord, check_namespace
 from ._records import (
     Acceptance,
+    PayloadReference,
     RunRecord,
     RunSeal,
     RunStart,
@@ -37,7 +38,7 @@ from ._rules import derive_event_states, derive_steps, derive_tool_effects, run_
 from ._snapshots import SnapshotNotFoundError, latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
 from ._validity import is_provider_valid
 
-__all__ = ['Ledger', 'RetryPolicy', 'RunFilter', 'Snapshot']
+__all__ = ['Ledger', 'PayloadDeletion', 'RetryPolicy', 'RunFilter', 'Snapshot']
 
 logger = logging.getLogger('agentledger.ledger')
 
@@ -83,6 +84,18 @@ class Snapshot:
     def snapshot_id(self) -> str:
         """The snapshot's id."""
         return self.record.snapshot_id
+
+
+@dataclass(frozen=True)
+class PayloadDeletion:
+    """What `Ledger.delete_payloads` removed."""
+
+    manifests: tuple[str, ...]
+    """The manifests deleted (with their references)."""
+    chunks: int
+    """How many chunks were deleted: those no remaining payload and no stored message uses."""
+    bytes: int
+    """The size of the deleted chunks."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +245,26 @@ class Ledger(ABC):
     @abstractmethod
     async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
         """Every record of `namespace` (of `scope` only, when given), in no particular order."""
+
+    @abstractmethod
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        """Store references by `key`; one already stored keeps the later of the two `stored_at`."""
+
+    @abstractmethod
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        """The stored references to `manifests`, or all of them for `None`."""
+
+    @abstractmethod
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        """Delete these references (by `key`); absent ones are ignored."""
+
+    @abstractmethod
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        """Delete blobs (chunks and manifests) by hash; absent ones are ignored."""
+
+    @abstractmethod
+    async def _read_message_hashes(self) -> list[str]:
+        """The hash of every stored message."""
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -619,15 +652,21 @@ class Ledger(ABC):
 
     # --- chunked payloads ----------------------------------------------------------------------------
 
-    async def store_chunked(self, data: bytes, *, json_text: bool = False) -> str:
+    async def store_chunked(
+        self, data: bytes, *, json_text: bool = False, referrers: Sequence[tuple[str, str]] = ()
+    ) -> str:
         """Store `data` as deduplicated chunks plus a manifest; return the manifest's hash, its key.
 
         Chunks and manifests already stored (by this or any other content) are not stored again.
         `json_text` marks `data` as JSON, whose long string literals are then stored as pieces of
-        their own (see `agentledger/ledger/_chunks.py`).
+        their own (see `agentledger/ledger/_chunks.py`). `referrers` ((namespace, workflow id) pairs)
+        are the workflows whose histories reference the payload; they are recorded before the content
+        is written, so `agentledger gc` never finds stored content without them.
         """
         manifest, blobs = split(data, json_text=json_text)
         key = manifest.key
+        now = datetime.now(UTC)
+        await self.record_payload_references([PayloadReference(key, ns, wid, now) for ns, wid in referrers])
         await self._retrying(
             f'{len(blobs)} chunk(s) of a {len(data)}-byte payload',
             lambda: self._write_content({}, {**blobs, key: manifest.to_bytes()}),
@@ -647,6 +686,75 @@ class Ledger(ABC):
         if content_hash(data) != key:
             raise LedgerCorruptionError(f'the manifest of {where} does not match its hash')
         return (await self._assemble({key: Manifest.parse(data, where)}, 'stored payload'))[key]
+
+    async def record_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        """Record that workflows reference stored payloads (idempotent; the latest `stored_at` is kept)."""
+        if references:
+            await self._retrying(
+                f'{len(references)} payload reference(s)', lambda: self._write_payload_references(references)
+            )
+
+    async def payload_references(self, manifests: Sequence[str] | None = None) -> list[PayloadReference]:
+        """The recorded references to `manifests` (all of them when `None`)."""
+        if manifests is not None and not manifests:
+            return []
+        wanted = None if manifests is None else list(dict.fromkeys(manifests))
+        return await self._retrying('payload references', lambda: self._read_payload_references(wanted), action='read')
+
+    async def delete_payloads(self, manifests: Sequence[str], *, dry_run: bool = False) -> PayloadDeletion:
+        """Delete stored payloads: their references, their manifests, and each chunk nothing else uses.
+
+        A chunk is kept while a payload that still has a reference, or any stored message (a long
+        message is stored as chunks; binary parts are blobs), uses it. The caller decides which
+        payloads may go (see `agentledger.collect_garbage`); this only keeps shared content whole.
+        `dry_run` reports what would be deleted and deletes nothing.
+        """
+        doomed = list(dict.fromkeys(manifests))
+        if not doomed:
+            return PayloadDeletion(manifests=(), chunks=0, bytes=0)
+        gone = set(doomed)
+        found = await self._read_blobs(doomed)
+        candidates = await self._blobs_of(
+            {key: Manifest.parse(data, f'stored payload {key}') for key, data in found.items()}
+        )
+        remaining = list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))
+        kept: set[str] = set()
+        for start in range(0, len(remaining), 500):
+            batch = await self._read_blobs(remaining[start : start + 500])
+            kept.update(await self._blobs_of({k: Manifest.parse(d, f'stored payload {k}') for k, d in batch.items()}))
+        hashes = await self._read_message_hashes()
+        for start in range(0, len(hashes), 500):
+            rows = await self._read_messages(hashes[start : start + 500])
+            chunked = {
+                d: Manifest.parse(data, f'message {d}') for d, data in rows.items() if Manifest.is_manifest(data)
+            }
+            kept.update(await self._blobs_of(chunked))
+            kept.update(ref for d, data in rows.items() if d not in chunked for ref in blob_refs(data))
+        chunks = [digest for digest in candidates if digest not in kept and digest not in gone]
+        deletion = PayloadDeletion(
+            manifests=tuple(key for key in doomed if key in found),
+            chunks=len(chunks),
+            bytes=sum(candidates[digest] for digest in chunks),
+        )
+        if dry_run:
+            return deletion
+        references = await self.payload_references(doomed)
+        # Content first: if deleting the references then fails, the next collection finds them naming a
+        # missing manifest and deletes them; the other order would leave content nothing names any more.
+        await self._retrying(f'{len(doomed)} payload(s)', lambda: self._delete_blobs([*doomed, *chunks]))
+        await self._retrying('payload references', lambda: self._delete_payload_references(references))
+        return deletion
+
+    async def _blobs_of(self, manifests: Mapping[str, Manifest]) -> dict[str, int]:
+        """Every blob the manifests use (their chunks, nested manifests and those manifests' chunks), with its size."""
+        used = {digest: length for m in manifests.values() for digest, length, nested in m.pieces if not nested}
+        nested_keys = list(dict.fromkeys(key for m in manifests.values() for key in m.nested()))
+        for start in range(0, len(nested_keys), 500):
+            for key, data in (await self._read_blobs(nested_keys[start : start + 500])).items():
+                used[key] = len(data)
+                inner = Manifest.parse(data, f'manifest {key}')
+                used.update({digest: length for digest, length, nested in inner.pieces if not nested})
+        return used
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""

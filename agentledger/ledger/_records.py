@@ -24,6 +24,7 @@ __all__ = [
     'EventState',
     'ForkReason',
     'ForkRef',
+    'PayloadReference',
     'RunRecord',
     'RunSeal',
     'RunStart',
@@ -282,6 +283,41 @@ class Acceptance:
     def from_json(cls, data: dict[str, Any]) -> Acceptance:
         """Rebuild from `to_json()` output."""
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class PayloadReference:
+    """A workflow's Temporal history references a payload stored in the ledger (by its manifest hash).
+
+    Recorded by the storage driver before the payload's content is written, so a stored payload
+    always has a referrer; `agentledger gc` deletes a payload only when every referrer is past the
+    namespace's retention. One record per (manifest, namespace, workflow id); `stored_at` is the
+    latest time that workflow stored it.
+    """
+
+    manifest: str
+    namespace: str
+    workflow_id: str
+    stored_at: datetime
+
+    @property
+    def key(self) -> str:
+        """The record's identity: a later store by the same workflow replaces `stored_at` only."""
+        return f'{self.manifest}|{self.namespace}|{self.workflow_id}'
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        return {**asdict(self), 'stored_at': self.stored_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PayloadReference:
+        """Rebuild from `to_json()` output."""
+        return cls(
+            manifest=str(data['manifest']),
+            namespace=str(data['namespace']),
+            workflow_id=str(data['workflow_id']),
+            stored_at=datetime.fromisoformat(data['stored_at']),
+        )
 
 
 ForkReason: TypeAlias = Literal['continue', 'fork', 'restart']

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from ._base import Ledger, RunFilter
 from ._keyed import KeyedRecord
-from ._records import Acceptance, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
+from ._records import Acceptance, PayloadReference, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
 from ._rules import apply_run_start, apply_seal
 
 __all__ = ['MemoryLedger']
@@ -35,6 +35,7 @@ class MemoryLedger(Ledger):
         self._run_snapshots: dict[str, list[str]] = {}
         self._records: dict[tuple[str, str], KeyedRecord] = {}
         self._versions = 0
+        self._payload_references: dict[str, PayloadReference] = {}
 
     async def _open(self) -> None:
         """Nothing to connect to."""
@@ -134,3 +135,24 @@ class MemoryLedger(Ledger):
 
     async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
         return [r for (ns, _), r in self._records.items() if ns == namespace and (scope is None or r.scope == scope)]
+
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        for reference in references:
+            stored = self._payload_references.get(reference.key)
+            if stored is None or stored.stored_at < reference.stored_at:
+                self._payload_references[reference.key] = reference
+
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        wanted = None if manifests is None else set(manifests)
+        return [r for r in self._payload_references.values() if wanted is None or r.manifest in wanted]
+
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        for reference in references:
+            self._payload_references.pop(reference.key, None)
+
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        for digest in hashes:
+            self._blobs.pop(digest, None)
+
+    async def _read_message_hashes(self) -> list[str]:
+        return list(self._messages)

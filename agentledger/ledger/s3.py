@@ -26,7 +26,13 @@ Key layout, under `<prefix>/`::
     messages/<hash[:2]>/<hash>               message content, addressed by its SHA-256 and created with
                                              If-None-Match; content of 16 KiB or more is looked up (HEAD)
                                              first, so what is stored already is not sent again.
-    blobs/<hash[:2]>/<hash>                  binary parts, likewise.
+    blobs/<hash[:2]>/<hash>                  binary parts, likewise; also the FastCDC chunks and manifests of
+                                             payloads stored through Temporal's external storage.
+    payload-refs/<manifest>/<sha256(namespace + "|" + workflow id)>.json
+                                             `PayloadReference.to_json()`: that workflow's history references
+                                             the payload stored under that manifest hash. A later store replaces
+                                             it by compare-and-swap (`stored_at` only moves forward); deleted by
+                                             `agentledger gc` together with the payload.
     records/<namespace>/keys/<sha256(key)>.json
                                              one keyed record (model-call journal entries under `journal`,
                                              once-only effects under `effects`): {"namespace", "key", "scope",
@@ -131,7 +137,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from ._base import Ledger, RetryPolicy, RunFilter
 from ._keyed import KeyedRecord
-from ._records import Acceptance, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
+from ._records import Acceptance, PayloadReference, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
 from ._rules import apply_run_start, apply_seal
 
 if TYPE_CHECKING:
@@ -539,6 +545,12 @@ class S3Ledger(Ledger):
         except BotoCoreError as error:
             raise self._translate(error, f'reading {key!r} from') from None
 
+    def _delete(self, key: str) -> None:
+        try:
+            self._s3().delete_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as error:
+            raise self._translate(error, f'deleting {key!r} from') from None
+
     def _exists(self, key: str) -> bool:
         try:
             self._s3().head_object(Bucket=self._bucket, Key=key)
@@ -631,6 +643,17 @@ class S3Ledger(Ledger):
             raise LedgerConfigError(f'{digest!r} is not a SHA-256 hex digest and cannot name stored content')
         return f'{self._prefix}{kind}/{digest[:2]}/{digest}'
 
+    def _reference_key(self, reference: PayloadReference) -> str:
+        referrer = _digest(f'{reference.namespace}|{reference.workflow_id}')
+        return f'{self._reference_prefix(reference.manifest)}{referrer}.json'
+
+    def _reference_prefix(self, manifest: str | None = None) -> str:
+        if manifest is None:
+            return f'{self._prefix}payload-refs/'
+        if not _HASH.fullmatch(manifest):
+            raise LedgerConfigError(f'{manifest!r} is not a SHA-256 hex digest and cannot name a stored payload')
+        return f'{self._prefix}payload-refs/{manifest}/'
+
     def _index_prefix(self, name: str, value: str | None = None) -> str:
         if value is None:
             return f'{self._prefix}index/runs/{name}/'
@@ -683,6 +706,42 @@ class S3Ledger(Ledger):
             items = [(self._content_key('messages', d), data) for d, data in messages.items()]
             items += [(self._content_key('blobs', d), data) for d, data in blobs.items()]
             await _all(self._put_content(key, data) for key, data in items if key not in self._stored_content)
+
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        async with self._operation():
+            await _all(
+                self._upsert_reference(r)
+                for r in {r.key: r for r in sorted(references, key=lambda r: r.stored_at)}.values()
+            )
+
+    async def _upsert_reference(self, reference: PayloadReference) -> None:
+        """Compare-and-swap the reference in, unless the stored one is as recent."""
+        key = self._reference_key(reference)
+        for attempt in range(_CAS_ATTEMPTS):
+            stored = await self._run(self._get, key)
+            if stored is not None and self._decode(key, stored[0], PayloadReference.from_json).stored_at >= (
+                reference.stored_at
+            ):
+                return
+            condition = stored[1] if stored is not None else _CREATE
+            if await self._run(self._put, key, _dumps(reference.to_json()), condition) is not None:
+                return
+            await _contention_pause(attempt)
+        raise LedgerUnavailableError(
+            f'the payload reference {key!r} in the S3 ledger {self.url} changed under {_CAS_ATTEMPTS} updates in a row'
+        )
+
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        async with self._operation():
+            await _all(self._run(self._delete, key) for key in dict.fromkeys(map(self._reference_key, references)))
+
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        async with self._operation():
+            keys = [self._content_key('blobs', digest) for digest in dict.fromkeys(hashes)]
+            for key in keys:
+                # Content this process wrote is not written again while cached as stored: forget it first.
+                self._stored_content.pop(key, None)
+            await _all(self._run(self._delete, key) for key in keys)
 
     async def _write_snapshot(self, snapshot: SnapshotRecord) -> None:
         async with self._operation():
@@ -972,6 +1031,20 @@ class S3Ledger(Ledger):
             # Not cached: content is verified against its hash on every read, so damage is always reported.
             objects = await self._get_many([self._content_key(kind, digest) for digest in wanted])
             return {digest: data for digest, (_, data) in zip(wanted, objects, strict=True) if data is not None}
+
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        async with self._operation():
+            if manifests is None:
+                keys = await self._list(self._reference_prefix())
+            else:
+                listed = await _all(self._list(self._reference_prefix(m)) for m in manifests if _HASH.fullmatch(m))
+                keys = [key for page in listed for key in page]
+            objects = await self._get_many(keys)
+            return [self._decode(key, data, PayloadReference.from_json) for key, data in objects if data is not None]
+
+    async def _read_message_hashes(self) -> list[str]:
+        async with self._operation():
+            return [key.rsplit('/', 1)[-1] for key in await self._list(f'{self._prefix}messages/')]
 
     async def _list(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -28,10 +28,15 @@ Schema (version 3, see `_MIGRATIONS`)::
                     the key is free and a replace an `UPDATE ... WHERE version = ?`, both inside the
                     writer's `BEGIN IMMEDIATE` transaction, so exactly one of two racing writers wins,
                     across processes too.
+    payload_references
+                    one row per (manifest, namespace, workflow_id): a workflow whose Temporal history
+                    references a payload stored as chunks (its manifest is a `blobs` row), with the
+                    latest time it stored it (`stored_at` ISO text, `stored_at_us` to compare).
+                    Upserted; `agentledger gc` reads them all and deletes those of collected payloads.
     schema_version  one row: the version the file was migrated to.
 
-Version 1 files (no lineage columns, no snapshot tables) and version 2 files (no records table) are
-migrated in place on `open()`.
+Version 1 files (no lineage columns, no snapshot tables) and version 2 files (no records, no
+payload references) are migrated in place on `open()`.
 
 Why WAL: readers (the CLI, the read connection of every worker) never block the writer and see
 only committed transactions; with `synchronous=NORMAL` a commit survives a crash of the process
@@ -68,6 +73,7 @@ from ._records import (
     Acceptance,
     ErrorInfo,
     ForkRef,
+    PayloadReference,
     RunRecord,
     RunSeal,
     RunStart,
@@ -161,6 +167,16 @@ _MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         'CREATE INDEX records_scope ON records (namespace, scope)',
+        """
+        CREATE TABLE payload_references (
+            manifest TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            workflow_id TEXT NOT NULL,
+            stored_at TEXT NOT NULL,
+            stored_at_us INTEGER NOT NULL,
+            PRIMARY KEY (manifest, namespace, workflow_id)
+        )
+        """,
     ],
 }
 """Version -> the statements that migrate the previous version to it, applied in one transaction."""
@@ -196,6 +212,13 @@ _INSERT_ACCEPTANCE = 'INSERT OR IGNORE INTO acceptances (acceptance_key, run_id,
 _INSERT_MESSAGE = 'INSERT OR IGNORE INTO messages (hash, data) VALUES (?, ?)'
 _INSERT_BLOB = 'INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)'
 _INSERT_SNAPSHOT = 'INSERT OR IGNORE INTO snapshots (snapshot_id, run_id, body) VALUES (?, ?, ?)'
+_UPSERT_PAYLOAD_REFERENCE = (
+    'INSERT INTO payload_references (manifest, namespace, workflow_id, stored_at, stored_at_us) '
+    'VALUES (?, ?, ?, ?, ?) ON CONFLICT (manifest, namespace, workflow_id) DO UPDATE SET '
+    'stored_at = excluded.stored_at, stored_at_us = excluded.stored_at_us '
+    'WHERE excluded.stored_at_us > payload_references.stored_at_us'
+)
+_SELECT_PAYLOAD_REFERENCES = 'SELECT manifest, namespace, workflow_id, stored_at FROM payload_references'
 
 _IN_CHUNK = 500
 """Hashes per `IN (...)` query: below SQLite's bound-variable limit (999 before SQLite 3.32)."""
@@ -541,6 +564,35 @@ class SqliteLedger(Ledger):
         await self._submit(write)
         return outcome[0]
 
+    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        rows = [
+            (r.manifest, r.namespace, r.workflow_id, r.stored_at.isoformat(), _epoch_us(r.stored_at))
+            for r in references
+        ]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany(_UPSERT_PAYLOAD_REFERENCE, rows)
+
+        await self._submit(write)
+
+    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
+        rows = [(r.manifest, r.namespace, r.workflow_id) for r in references]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany(
+                'DELETE FROM payload_references WHERE manifest = ? AND namespace = ? AND workflow_id = ?', rows
+            )
+
+        await self._submit(write)
+
+    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
+        rows = [(digest,) for digest in dict.fromkeys(hashes)]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany('DELETE FROM blobs WHERE hash = ?', rows)
+
+        await self._submit(write)
+
     async def _select_run(self, connection: aiosqlite.Connection, run_id: str) -> RunRecord | None:
         rows = list(await connection.execute_fetchall(f'{_SELECT_RUN} WHERE run_id = ?', (run_id,)))
         return self._decode_run(rows[0]) if rows else None
@@ -621,6 +673,31 @@ class SqliteLedger(Ledger):
 
     async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         return await self._read_content('blobs', hashes)
+
+    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
+        if manifests is None:
+            rows = await self._fetch(f'{_SELECT_PAYLOAD_REFERENCES} ORDER BY manifest', ())
+        else:
+            rows = []
+            for start in range(0, len(manifests), _IN_CHUNK):
+                chunk = list(manifests[start : start + _IN_CHUNK])
+                rows += await self._fetch(
+                    f'{_SELECT_PAYLOAD_REFERENCES} WHERE manifest IN ({", ".join("?" for _ in chunk)})', chunk
+                )
+        try:
+            return [
+                PayloadReference(
+                    row['manifest'], row['namespace'], row['workflow_id'], datetime.fromisoformat(row['stored_at'])
+                )
+                for row in rows
+            ]
+        except (ValueError, TypeError) as error:
+            raise LedgerCorruptionError(
+                f'a payload reference in the SQLite ledger {self._path} is malformed: {error}'
+            ) from error
+
+    async def _read_message_hashes(self) -> list[str]:
+        return [row['hash'] for row in await self._fetch('SELECT hash FROM messages', ())]
 
     async def _read_content(self, table: str, hashes: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}

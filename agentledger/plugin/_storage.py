@@ -29,6 +29,7 @@ from temporalio.converter import (
     DataConverter,
     ExternalStorage,
     StorageDriver,
+    StorageDriverActivityInfo,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverSelectContext,
@@ -39,7 +40,7 @@ from temporalio.converter import (
 from .._errors import LedgerCorruptionError, UnresolvablePayloadReference
 from ..ledger._base import Ledger
 
-__all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'with_ledger_storage']
+__all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'referrers', 'with_ledger_storage']
 
 DRIVER_NAME = 'agentledger'
 """The driver name Temporal records in each external-storage reference."""
@@ -48,6 +49,7 @@ PAYLOAD_THRESHOLD = 4096
 """Payloads of `AgentRunWorkflow` at least this large (in bytes) are stored in the ledger by default."""
 
 _WORKFLOW_TYPE = 'AgentRunWorkflow'
+_DELEGATE_SEPARATOR = '/delegate/'
 
 
 class LedgerStorageDriver(StorageDriver):
@@ -65,11 +67,17 @@ class LedgerStorageDriver(StorageDriver):
         return 'agentledger.LedgerStorageDriver'
 
     async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
-        """Store each payload's bytes as chunks; the claim names its manifest."""
+        """Store each payload's bytes as chunks; the claim names its manifest.
+
+        The workflows whose histories will hold the reference are recorded with it, for `agentledger gc`.
+        """
+        found = referrers(context.target)
         # The ledger is open while a worker runs; a client or replayer opens it for the call.
         await self._ledger.open()
         try:
-            keys = await asyncio.gather(*(self._ledger.store_chunked(p.data, json_text=_is_json(p)) for p in payloads))
+            keys = await asyncio.gather(
+                *(self._ledger.store_chunked(p.data, json_text=_is_json(p), referrers=found) for p in payloads)
+            )
         finally:
             await self._ledger.close()
         return [
@@ -111,6 +119,22 @@ class LedgerStorageDriver(StorageDriver):
 
 def _is_json(payload: Payload) -> bool:
     return payload.metadata.get('encoding', b'').startswith(b'json/')
+
+
+def referrers(target: StorageDriverWorkflowInfo | StorageDriverActivityInfo | None) -> list[tuple[str, str]]:
+    """The (namespace, workflow id) of each workflow whose history holds a payload stored for `target`.
+
+    Temporal stores a payload for its target: the workflow itself, or the child workflow it starts.
+    A delegate child's input is also in its parent's history (the child-start event); delegate
+    workflow ids are `<parent id>/delegate/<tool call id>`, so the parent is named too.
+    """
+    if not isinstance(target, StorageDriverWorkflowInfo) or not target.id:
+        return []
+    found = [(target.namespace, target.id)]
+    parent, separator, _ = target.id.rpartition(_DELEGATE_SEPARATOR)
+    if separator and parent:
+        found.append((target.namespace, parent))
+    return found
 
 
 def _agent_runs_only(
