@@ -27,6 +27,7 @@ from ._errors import (
     LedgerUnavailableError,
     RunNotFoundError,
 )
+from ._reconcile import Finding, ReconcileReport, reconcile_ledger, reconcile_run
 from ._tools import idempotency_key
 from .ledger import (
     Acceptance,
@@ -64,6 +65,7 @@ __all__ = [
     'DelegateFailedError',
     'DelegateTool',
     'ErrorInfo',
+    'Finding',
     'ForkRef',
     'Ledger',
     'LedgerConfigError',
@@ -72,6 +74,7 @@ __all__ = [
     'LedgerPlugin',
     'LedgerUnavailableError',
     'MemoryLedger',
+    'ReconcileReport',
     'RetryPolicy',
     'RunNotFoundError',
     'RunRecord',
@@ -90,6 +93,8 @@ __all__ = [
     'fork_run',
     'idempotency_key',
     'open_ledger',
+    'reconcile_ledger',
+    'reconcile_run',
     'run',
     'start',
 ]

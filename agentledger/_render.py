@@ -15,6 +15,7 @@ terminal and survives copy-paste into an issue. The JSON shapes are built from t
   "forked_from": ForkRef}`
 - `agentledger snapshots --json`: `{"schema": "agentledger.snapshots/1", "run_id": ..., "latest": snapshot id
   or null, "snapshots": [SnapshotRecord]}`
+- `agentledger reconcile --json`: `{"schema": "agentledger.reconcile/1", "runs": [ReconcileReport]}`
 
 A new key may be added to a shape without changing its version; renaming or removing one bumps it.
 """
@@ -40,14 +41,18 @@ from .ledger._records import (
 
 if TYPE_CHECKING:
     from ._client import AgentRunResult
+    from ._reconcile import ReconcileReport
 
 __all__ = [
+    'RECONCILE_SCHEMA',
     'RESULT_SCHEMA',
     'RUNS_SCHEMA',
     'SHOW_SCHEMA',
     'SNAPSHOTS_SCHEMA',
     'START_SCHEMA',
     'RunView',
+    'reconcile_json',
+    'render_reconcile',
     'render_runs',
     'render_snapshots',
     'render_timeline',
@@ -73,10 +78,13 @@ START_SCHEMA = 'agentledger.start/1'
 SNAPSHOTS_SCHEMA = 'agentledger.snapshots/1'
 """The `schema` value of `snapshots_json` (`agentledger snapshots --json`)."""
 
+RECONCILE_SCHEMA = 'agentledger.reconcile/1'
+"""The `schema` value of `reconcile_json` (`agentledger reconcile --json`)."""
+
 _PREVIEW_CHARS = 50
 """How much of a free-form value (prompt, output, error message) one line shows."""
 
-_RUN_END_KINDS = frozenset({'run_completed', 'run_failed', 'run_cancelled'})
+_RUN_END_KINDS = frozenset({'run_completed', 'run_failed', 'run_cancelled', 'run_terminated'})
 
 _LINEAGE_LABELS: dict[ForkReason, str] = {
     'continue': 'continued by',
@@ -157,6 +165,35 @@ def snapshots_json(run_id: str, snapshots: Sequence[SnapshotRecord], latest: Sna
         'latest': latest.snapshot_id if latest is not None else None,
         'snapshots': [snapshot.to_json() for snapshot in snapshots],
     }
+
+
+def reconcile_json(reports: Sequence[ReconcileReport]) -> dict[str, Any]:
+    """The `agentledger reconcile --json` document: one `ReconcileReport.to_json()` per run."""
+    return {'schema': RECONCILE_SCHEMA, 'runs': [report.to_json() for report in reports]}
+
+
+def render_reconcile(reports: Sequence[ReconcileReport]) -> str:
+    """One line per run (its counts and what was done), then each finding under its run."""
+    if not reports:
+        return 'No runs.'
+    lines: list[str] = []
+    for report in reports:
+        counts = report.counts
+        if report.repaired:
+            done = 'repaired'
+        elif report.clean:
+            done = 'agrees with history'
+        elif report.open:
+            done = 'the workflow is still running: reported only (--repair-open repairs it)'
+        else:
+            done = 'reported only (dry run)'
+        figures = ', '.join(f'{counts[name]} {name}' for name in ('ok', 'missing', 'divergent', 'orphan', 'duplicate'))
+        lines.append(f'{report.run_id}  {report.status}  {figures}: {done}')
+        for finding in report.findings:
+            lines.append(f'  {finding.category:<9}  {finding.row:<10}  {finding.key}  {finding.reason}')
+        if report.unknown_temporal_runs:
+            lines.append(f'  Temporal does not know: {", ".join(report.unknown_temporal_runs)}')
+    return '\n'.join(lines)
 
 
 def render_runs(runs: Sequence[RunRecord]) -> str:

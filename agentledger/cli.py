@@ -32,6 +32,15 @@ Commands::
         List a run's snapshots (where `continue` and `fork` can start from), or print one snapshot's
         messages as pydantic-ai message JSON (`ModelMessagesTypeAdapter`).
 
+    agentledger reconcile (RUN_ID | --all) [--ledger URL] [--address] [--namespace] [--dry-run]
+                          [--repair-open] [--json]
+        Compare runs with Temporal's history (fetched and decoded with the plugin's converter), row by
+        row: ok, missing (in history, not in the ledger), divergent (the ledger disagrees with history),
+        orphan (not in history), duplicate. Closed runs are repaired (each repair recorded as a
+        `ledger_repaired` event with the row before and after) and sealed with how the workflow ended;
+        runs whose workflow still runs are only reported unless --repair-open; --dry-run only reports.
+        Exits 0 when the ledger agrees with history afterwards, 3 when findings remain unrepaired.
+
     agentledger continue RUN_ID [PROMPT] [--ledger URL] [--address] [--namespace] [--task-queue]
                          [--workflow-id] [--deps JSON] [--wait] [--json]
     agentledger fork RUN_ID (--at-step K | --snapshot ID) [--prompt TEXT] [same options]
@@ -58,13 +67,16 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
 - `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
   "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
   plus `forked_from`. For `continue` the snapshot is the latest when the command ran.
+- `reconcile`: `{"schema": "agentledger.reconcile/1", "runs": [{"run_id", "workflow_id", "status", "open",
+  "repaired", "counts": {"ok", "missing", "divergent", "orphan", "duplicate"}, "findings": [{"category", "row",
+  "key", "reason", "before", "after", "stored_seqs"}, ...], "unknown_temporal_runs": [...]}, ...]}`
 - `snapshots`: `{"schema": "agentledger.snapshots/1", "run_id": str, "latest": snapshot id or null,
   "snapshots": [SnapshotRecord.to_json(), ...]}`; `--messages` prints a JSON list of pydantic-ai
   messages instead (no `schema` key: it is pydantic-ai's own format)
 
 Exit codes: 0 on success, 1 for an error the message explains (an unknown run id, snapshot id or
 step, a bad ledger URL, Temporal unreachable, a failed run), printed as one `agentledger: <message>`
-line on stderr, and 2 for a usage error.
+line on stderr, 2 for a usage error, and 3 from `reconcile` when findings remain unrepaired.
 """
 
 from __future__ import annotations
@@ -98,8 +110,11 @@ from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, sta
 from ._demo import DEMO_PROMPT, demo_agent
 from ._devserver import start_dev_server
 from ._errors import AgentLedgerError
+from ._reconcile import reconcile_ledger, reconcile_run
 from ._render import (
     RunView,
+    reconcile_json,
+    render_reconcile,
     render_runs,
     render_snapshots,
     render_timeline,
@@ -134,7 +149,7 @@ DEFAULT_TASK_QUEUE = 'agentledger'
 DEMO_TASK_QUEUE = 'agentledger-demo'
 """The task queue of the demo's worker."""
 
-_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork'})
+_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'reconcile'})
 """Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
 
 DELEGATE_DEPTH = 5
@@ -240,6 +255,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     snapshots.set_defaults(handler=_snapshots)
 
+    reconcile = commands.add_parser(
+        'reconcile', help="compare runs with Temporal's history and repair what is lost or wrong (audited)"
+    )
+    reconcile.add_argument('run_id', metavar='RUN_ID', nargs='?', help='the run to reconcile')
+    reconcile.add_argument('--all', action='store_true', help='every run of the ledger, newest first')
+    _ledger_option(reconcile)
+    _temporal_options(reconcile, task_queue=None, with_task_queue=False)
+    reconcile.add_argument('--dry-run', action='store_true', help='only report, repair nothing')
+    reconcile.add_argument(
+        '--repair-open', action='store_true', help='repair runs whose workflow is still running too (default: report)'
+    )
+    reconcile.add_argument('--json', action='store_true', help='print JSON (schema agentledger.reconcile/1)')
+    reconcile.set_defaults(handler=_reconcile)
+
     continuing = commands.add_parser('continue', help="start a new run from a run's latest valid snapshot")
     continuing.add_argument('run_id', metavar='RUN_ID', help='the run to continue')
     continuing.add_argument('prompt', metavar='PROMPT', nargs='?', help='a new user prompt (default: none)')
@@ -266,7 +295,9 @@ def _ledger_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _temporal_options(parser: argparse.ArgumentParser, *, task_queue: str | None = DEFAULT_TASK_QUEUE) -> None:
+def _temporal_options(
+    parser: argparse.ArgumentParser, *, task_queue: str | None = DEFAULT_TASK_QUEUE, with_task_queue: bool = True
+) -> None:
     parser.add_argument(
         '--address',
         default=os.environ.get('TEMPORAL_ADDRESS', DEFAULT_ADDRESS),
@@ -274,6 +305,8 @@ def _temporal_options(parser: argparse.ArgumentParser, *, task_queue: str | None
         help=f'the Temporal server (default: $TEMPORAL_ADDRESS or {DEFAULT_ADDRESS})',
     )
     parser.add_argument('--namespace', default=DEFAULT_NAMESPACE, help=f'(default: {DEFAULT_NAMESPACE})')
+    if not with_task_queue:
+        return
     # A continued or forked run goes to its source run's task queue unless told otherwise.
     shown = task_queue if task_queue is not None else "the source run's"
     parser.add_argument('--task-queue', default=task_queue, help=f'(default: {shown})')
@@ -466,6 +499,26 @@ async def _show(args: argparse.Namespace) -> int:
     else:
         print(render_timeline(view, ledger_url=ledger.url))
     return 0
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    if (args.run_id is None) == (not args.all):
+        raise CliError('give a RUN_ID or --all (not both)')
+    if args.dry_run and args.repair_open:
+        raise CliError('--dry-run repairs nothing; it cannot be combined with --repair-open')
+    repair = False if args.dry_run else True if args.repair_open else None
+    async with _reading(args.ledger) as ledger:
+        # No agents: this client only reads histories, decoded with the converter the workers use.
+        client = await _connect(args.address, args.namespace, LedgerPlugin(ledger))
+        try:
+            if args.all:
+                reports = await reconcile_ledger(client, ledger, repair=repair)
+            else:
+                reports = [await reconcile_run(client, ledger, args.run_id, repair=repair)]
+        except RPCError as error:
+            raise CliError(f'cannot read histories from Temporal at {args.address}: {error.message}') from error
+    print(json.dumps(reconcile_json(reports), indent=2, ensure_ascii=False) if args.json else render_reconcile(reports))
+    return 0 if all(report.clean or report.repaired for report in reports) else 3
 
 
 async def _snapshots(args: argparse.Namespace) -> int:
