@@ -60,6 +60,13 @@ async def check_served_ledgers(which: Callable[[Ledger], bool] = lambda ledger: 
         async with checked.ledger:
             reports = await reconcile_ledger(checked.client, checked.ledger, repair=False)
         found = {(report.run_id, finding.category) for report in reports for finding in report.findings}
+        print(
+            'CHECK',
+            checked.ledger.url,
+            len(reports),
+            sum(r.ok for r in reports),
+            [r.counts for r in reports if r.findings],
+        )
         for report in reports:
             for finding in report.findings:
                 if (report.run_id, finding.category) not in checked.expected:
