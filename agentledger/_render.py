@@ -22,6 +22,7 @@ A new key may be added to a shape without changing its version; renaming or remo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -204,7 +205,7 @@ def render_runs(runs: Sequence[RunRecord]) -> str:
         [
             run.run_id,
             run.agent_name,
-            run.status,
+            f'{run.status} (degraded)' if run.degraded else run.status,
             _timestamp(run.started_at),
             _duration(run.duration_s),
             str(run.usage.requests),
@@ -297,6 +298,15 @@ def _header(view: RunView) -> str:
         facts.append(('output', _preview(run.output_preview)))
     if run.error is not None:
         facts.append(('error', _preview(f'{run.error.type}: {run.error.message}')))
+    if run.degraded:
+        facts.append(
+            (
+                'degraded',
+                f'{_count(len(run.degraded), "write")} missed a ledger outage; '
+                f'`agentledger reconcile {run.run_id}` checks them against history and clears this',
+            )
+        )
+        facts += [('', line) for line in run.degraded]
     width = max(len(label) for label, _ in facts)
     return '\n'.join(f'{label:<{width}}  {value}' for label, value in facts) + '\n'
 
@@ -397,6 +407,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'prompt: {_preview(event.detail)}')
     elif event.kind == 'run_completed' and event.detail is not None:
         parts.append(f'output: {_preview(event.detail)}')
+    elif event.kind == 'ledger_repaired' and event.detail is not None:
+        parts.append(_repair_details(event.detail))
     elif event.outcome is not None:
         # A tool's retry prompt or validation error says why the model is asked again.
         parts.append(f'{event.outcome}: {_preview(event.detail)}' if event.detail else event.outcome)
@@ -413,6 +425,15 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
     if in_doubt:
         details = f'{details} [in doubt]'.lstrip()
     return details
+
+
+def _repair_details(detail: str) -> str:
+    """What a `ledger_repaired` event repaired: its finding's category, row and reason."""
+    try:
+        finding = json.loads(detail)
+        return f'{finding["category"]} {finding["row"]}: {finding["reason"]}'
+    except (ValueError, KeyError, TypeError):
+        return _preview(detail)
 
 
 def _steps(events: Sequence[StepEvent], steps: Sequence[StepRecord]) -> list[str]:

@@ -9,9 +9,11 @@ Commands::
         model, otherwise a scripted one. --ui keeps the server and its web UI up until Ctrl-C.
 
     agentledger worker --agent module:attr [--agent ...] [--ledger URL] [--address HOST:PORT]
-                       [--namespace NS] [--task-queue TQ]
+                       [--namespace NS] [--task-queue TQ] [--outage fail|warn]
         Serve agents until Ctrl-C or SIGTERM. `attr` is an Agent, or a function with no arguments
-        that returns one; each agent needs a name and the TemporalDurability capability.
+        that returns one; each agent needs a name and the TemporalDurability capability. --outage
+        warn lets runs go on while the ledger is down (written late, marked degraded; `reconcile`
+        repairs them); the default, fail, pauses them until it is back.
 
     agentledger run AGENT PROMPT [--address] [--namespace] [--task-queue] [--workflow-id]
                     [--deps JSON] [--json]
@@ -218,6 +220,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _ledger_option(worker)
     _temporal_options(worker)
+    worker.add_argument(
+        '--outage',
+        choices=('fail', 'warn'),
+        default='fail',
+        help='when the ledger cannot be written: pause runs until it is back (fail, default), or go on, '
+        'write late and mark the runs degraded (warn)',
+    )
     worker.set_defaults(handler=_worker)
 
     run = commands.add_parser('run', help='run an agent on a worker and print its output')
@@ -385,7 +394,7 @@ async def _worker(args: argparse.Namespace) -> int:
     agents = [_import_agent(spec) for spec in args.agent]
     ledger = open_ledger(args.ledger)
     try:
-        plugin = LedgerPlugin(ledger, agents=agents)
+        plugin = LedgerPlugin(ledger, agents=agents, outage=args.outage)
     except ValueError as error:
         raise CliError(str(error)) from error
     await _check_ledger(args.ledger)

@@ -11,7 +11,9 @@ of a pydantic-ai model-request or tool-call activity started by an `AgentRunWork
    before the result is reported to Temporal.
 
 A ledger write that fails even after the ledger's own retries fails the attempt with a retryable
-`LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded.
+`LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded
+(outage policy `fail`). Under the `warn` policy the attempt goes on and the write is kept for
+later instead (see `_outage.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..activities._history import HistoryResolver
 from ..ledger._base import Ledger
 from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
 from ..workflows._state import HEADER
+from ._outage import OutageBuffer
 
 __all__ = ['LedgerActivityInterceptor']
 
@@ -81,21 +84,38 @@ def _model_usage(result: object) -> Usage | None:
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
     """Records the attempts of pydantic-ai activities that an `AgentRunWorkflow` started."""
 
-    def __init__(self, next: ActivityInboundInterceptor, ledger: Ledger, histories: HistoryResolver) -> None:
+    def __init__(
+        self,
+        next: ActivityInboundInterceptor,
+        ledger: Ledger,
+        histories: HistoryResolver,
+        outage: OutageBuffer | None = None,
+    ) -> None:
         super().__init__(next)
         self._ledger = ledger
         self._histories = histories
+        self._outage = outage
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         """Write the header's records, then the attempt's started and terminal events around the body."""
         header = _read_header(input.headers)
         if header is None:
             return await super().execute_activity(input)
-        try:
-            await self._ledger.accept([Acceptance.from_json(a) for a in header.get('accepted', [])])
-            await self._ledger.record_events([StepEvent.from_json(e) for e in header.get('events', [])])
-        except LedgerError as error:
-            raise ledger_failure(error) from error
+        accepted = [Acceptance.from_json(a) for a in header.get('accepted', [])]
+        observed = [StepEvent.from_json(e) for e in header.get('events', [])]
+        if self._outage is not None:
+            run_id = header['run_id']
+            if accepted:
+                what = f'acceptance of activities {", ".join(a.activity_id for a in accepted)}'
+                await self._outage.write(run_id, what, self._outage.acceptances(accepted))
+            if observed:
+                await self._outage.write(run_id, ', '.join(map(_describe, observed)), self._outage.events(observed))
+        else:
+            try:
+                await self._ledger.accept(accepted)
+                await self._ledger.record_events(observed)
+            except LedgerError as error:
+                raise ledger_failure(error) from error
 
         info = activity.info()
         kind = classify_activity(info.activity_type)
@@ -180,14 +200,35 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 base=base,
             )
         except LedgerError as error:
-            raise ledger_failure(error) from error
+            if self._outage is None:
+                raise ledger_failure(error) from error
+            # The next request names this history as its base: keep it at hand until the ledger has it.
+            self._histories.remember_unstored(run_id, temporal_run_id, step, messages)
+
+            async def store(ledger: Ledger) -> None:
+                await ledger.write_snapshot(
+                    run_id=run_id, temporal_run_id=temporal_run_id, step=step, kind='model_request', messages=messages
+                )
+
+            self._outage.keep(run_id, f'snapshot of step {step}', store, error)
+            return
         if record is None:
             return
         # The next model request of this run names this snapshot as its base: keep it at hand.
         self._histories.remember(record, messages, base)
 
     async def _write(self, event: StepEvent) -> None:
+        if self._outage is not None:
+            await self._outage.write(event.run_id, _describe(event), self._outage.events([event]))
+            return
         try:
             await self._ledger.record_events([event])
         except LedgerError as error:
             raise ledger_failure(error) from error
+
+
+def _describe(event: StepEvent) -> str:
+    """One line naming an event, for the degraded mark of a run whose ledger was down."""
+    what = f' of {event.tool_name}' if event.tool_name else ''
+    step = f'step {event.step} ' if event.step is not None else ''
+    return f'{step}{event.kind}{what} (activity {event.activity_id}, attempt {event.attempt})'

@@ -30,6 +30,7 @@ from ..workflows import AgentRunWorkflow
 from ..workflows._delegate import delegated_agents
 from ..workflows._registry import register_agent
 from ._activity_interceptor import LedgerActivityInterceptor
+from ._outage import OutageBuffer, OutagePolicy
 from ._workflow_interceptor import workflow_interceptor_class
 
 __all__ = ['LedgerInterceptor', 'LedgerPlugin']
@@ -38,13 +39,16 @@ __all__ = ['LedgerInterceptor', 'LedgerPlugin']
 class LedgerInterceptor(Interceptor):
     """The worker interceptor pair: activity events on the worker, acceptances from workflow code."""
 
-    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None) -> None:
+    def __init__(
+        self, ledger: Ledger, histories: HistoryResolver | None = None, outage: OutageBuffer | None = None
+    ) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
+        self._outage = outage
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
-        return LedgerActivityInterceptor(next, self._ledger, self._histories)
+        return LedgerActivityInterceptor(next, self._ledger, self._histories, self._outage)
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
         """Carry acceptances and deterministic activity ids out of workflow code."""
@@ -101,11 +105,23 @@ class LedgerPlugin(SimplePlugin):
         ledger: Where runs are recorded.
         agents: The agents this worker serves, each named and carrying `TemporalDurability`. The
             agents they delegate to (`agentledger.delegate`) are served too, without being listed.
+        outage: What a worker does when the ledger cannot be written (after the ledger's own
+            retries). `fail` (default): the activity attempt fails with a retryable
+            `LedgerUnavailableError` and Temporal retries it, so the run pauses until the ledger is
+            back and nothing goes unrecorded. `warn`: the run goes on; what could not be written is
+            kept in the worker's memory and written when the ledger is back, and the run is marked
+            degraded (`RunRecord.degraded`) until `reconcile` has checked it against history.
 
     """
 
-    def __init__(self, ledger: Ledger, agents: Sequence[AbstractAgent[Any, Any]] = ()) -> None:
+    def __init__(
+        self, ledger: Ledger, agents: Sequence[AbstractAgent[Any, Any]] = (), *, outage: OutagePolicy = 'fail'
+    ) -> None:
+        if outage not in ('fail', 'warn'):
+            raise ValueError(f"outage must be 'fail' or 'warn', not {outage!r}")
         self.ledger = ledger
+        self.outage: OutagePolicy = outage
+        self._buffer = OutageBuffer(ledger) if outage == 'warn' else None
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
@@ -114,8 +130,8 @@ class LedgerPlugin(SimplePlugin):
         histories = HistoryResolver(ledger)
         super().__init__(
             'agentledger.LedgerPlugin',
-            interceptors=[LedgerInterceptor(ledger, histories)],
-            activities=[*LedgerActivities(ledger, histories).activities, delegate_result],
+            interceptors=[LedgerInterceptor(ledger, histories, self._buffer)],
+            activities=[*LedgerActivities(ledger, histories, self._buffer).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
         )
@@ -131,7 +147,11 @@ class LedgerPlugin(SimplePlugin):
         try:
             await next(worker)
         finally:
-            await self.ledger.close()
+            try:
+                if self._buffer is not None:
+                    await self._buffer.close()
+            finally:
+                await self.ledger.close()
 
     def configure_client(self, config: ClientConfig) -> ClientConfig:
         """pydantic-ai's converter first, then the ledger's client configuration."""
