@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.mark.parametrize('example', ['quickstart.py', 'delegates.py'])
+@pytest.mark.parametrize('example', ['quickstart.py', 'delegates.py', 'reconcile.py'])
 def test_example_runs(example: str) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / 'examples' / example)], capture_output=True, text=True, timeout=300, cwd=ROOT

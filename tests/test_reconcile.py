@@ -75,6 +75,25 @@ def overwrite_event(ledger: Ledger, event: StepEvent) -> None:
         )
 
 
+def duplicate_event(ledger: Ledger, event: StepEvent, seq: int) -> None:
+    """Store a second copy of an event under another storage key, as a broken writer or a restore could."""
+    copy = event.with_seq(seq).to_json()
+    del copy['state']
+    if isinstance(ledger, MemoryLedger):
+        ledger._events[event.run_id].append(event.with_seq(seq).with_state('provisional'))
+    elif isinstance(ledger, SqliteLedger):
+        del copy['seq']
+        query = 'INSERT INTO events (seq, event_key, run_id, body) VALUES (?, ?, ?, ?)'
+        raw_sql(_sqlite_path(ledger), query, (seq, f'{event.key}#copy', event.run_id, json.dumps(copy)))
+    else:
+        assert isinstance(ledger, S3Ledger)
+        admin_client(ledger.endpoint).put_object(
+            Bucket=ledger.bucket,
+            Key=_s3_key(ledger, event.run_id, 'events', f'{event.key}#copy'),
+            Body=json.dumps(copy),
+        )
+
+
 def delete_acceptance(ledger: Ledger, acceptance: Acceptance) -> None:
     if isinstance(ledger, MemoryLedger):
         del ledger._acceptances[acceptance.run_id][acceptance.key]
@@ -141,12 +160,14 @@ async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
     shout_end = next(e for e in before if e.tool_name == 'shout' and e.outcome == 'returned')
     rejected = next(e for e in before if e.outcome == 'validation_error')
     run_end = next(e for e in before if e.kind == 'run_completed')
+    twice = next(e for e in before if e.kind == 'model_request_started' and e.step == 3)
     [acceptance, *_] = await ledger.acceptances(run_id)
     delete_event(ledger, add_end)
     delete_event(ledger, rejected)
     delete_event(ledger, run_end)
     overwrite_event(ledger, replace(shout_end, outcome='denied'))
     delete_acceptance(ledger, acceptance)
+    duplicate_event(ledger, twice, 10_000)
     unseal(ledger, record)
     orphan = replace(add_end, activity_id='999', kind='tool_call_started', seq=0, state='provisional')
     await ledger.record_events([orphan])
@@ -160,7 +181,7 @@ async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
             'missing': 5,
             'divergent': 1,
             'orphan': 1,
-            'duplicate': 0,
+            'duplicate': 1,
         }, [(f.category, f.key, f.reason) for f in dry.findings]
         assert {(f.category, f.row, f.key) for f in dry.findings} >= {
             ('missing', 'event', add_end.key),
@@ -170,6 +191,7 @@ async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
             ('missing', 'run', run_id),
             ('divergent', 'event', shout_end.key),
             ('orphan', 'event', orphan.key),
+            ('duplicate', 'event', twice.key),
         }
         assert await other.events(run_id) == broken  # a dry run writes nothing
 
@@ -182,6 +204,7 @@ async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
         assert stored[shout_end.key].seq == shout_end.seq  # repaired in place
         assert replace(stored[rejected.key], seq=0) == replace(rejected, seq=0, state='accepted')
         assert stored[run_end.key].kind == 'run_completed'
+        assert [e.seq for e in after if e.key == twice.key] == [twice.seq]  # one copy, in its place
         assert acceptance in await other.acceptances(run_id)
         sealed = await other.run(run_id)
         assert (sealed.status, sealed.ended_at, sealed.usage) == ('completed', record.ended_at, record.usage)
@@ -191,7 +214,7 @@ async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
 
         # Audited: one record per repair, with the row before and after and why.
         records = audits(after)
-        assert len(records) == 6
+        assert len(records) == 7
         divergent = next(r for r in records if r['category'] == 'divergent')
         assert divergent['before']['outcome'] == 'denied' and divergent['after']['outcome'] == 'returned'  # type: ignore[index]
         assert 'outcome' in str(divergent['reason'])
@@ -200,7 +223,7 @@ async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
         again = await reconcile_run(client, other, run_id)
         assert [(f.category, f.key) for f in again.findings] == [('orphan', orphan.key)]
         assert not again.repaired
-        assert len(audits(await other.events(run_id))) == 6
+        assert len(audits(await other.events(run_id))) == 7
 
 
 async def test_reconcile_seals_a_terminated_run_and_leaves_an_open_one_alone(
