@@ -202,3 +202,9 @@ def test_duplicate_and_divergent_acceptances() -> None:
     right = replace(wrong, outcome='completed')
     [twice] = compare(RECORD, [run_end()], [right, right], chain).findings
     assert (twice.category, twice.row) == ('duplicate', 'acceptance')
+
+
+def test_a_run_that_continued_as_new_into_a_run_not_found_is_only_reported_as_open() -> None:
+    continued = replace(facts(), activities=(), close='continued_as_new', continued_as='t9')
+    comparison = compare(replace(RECORD, status='running', ended_at=None), [], [], [continued], unknown_runs=['t9'])
+    assert comparison.open and comparison.findings == ()

@@ -326,7 +326,8 @@ def compare(
     facts_by_run = {facts.temporal_run_id: facts for facts in chain}
     activities = {(a.temporal_run_id, a.activity_id): a for facts in chain for a in facts.activities if not a.inherited}
     latest = chain[-1] if chain else None
-    is_open = latest is None or latest.close == 'running'
+    # A run that continued as new goes on in a run Temporal did not show us: still open, as far as we know.
+    is_open = latest is None or latest.close in ('running', 'continued_as_new')
 
     # The run record and its terminal event: a closed run is sealed with how Temporal says it ended.
     target: RunRecord | None = None
@@ -521,7 +522,7 @@ def _unproven(
             None,
         )
         if proven is None:
-            if latest is not None and latest.close == 'running':
+            if latest is not None and latest.close in ('running', 'continued_as_new'):
                 return None
             return _Unproven(
                 Finding(
