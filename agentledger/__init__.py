@@ -47,7 +47,7 @@ from .ledger import (
     open_ledger,
 )
 from .ledger._snapshots import SnapshotNotFoundError
-from .plugin import LedgerPlugin
+from .plugin import LedgerPlugin, OutagePolicy
 from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow, DelegateTool, delegate
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ __all__ = [
     'LedgerPlugin',
     'LedgerUnavailableError',
     'MemoryLedger',
+    'OutagePolicy',
     'ReconcileReport',
     'RetryPolicy',
     'RunNotFoundError',

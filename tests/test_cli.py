@@ -661,6 +661,8 @@ async def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'one of the arguments --at-step --snapshot is required' in capsys.readouterr().err
     assert await invoke('fork', 'run-x', '--at-step', '1', '--snapshot', 'run-x.s1.0') == 2
     assert await invoke('fork', 'run-x', '--at-step', 'two') == 2
+    assert await invoke('worker', '--agent', 'tests.agents:calc_agent', '--outage', 'ignore') == 2
+    assert "invalid choice: 'ignore'" in capsys.readouterr().err
     assert await invoke('--version') == 0
     assert capsys.readouterr().out.strip() == f'agentledger {agentledger.__version__}'
 

@@ -39,7 +39,7 @@ from .._compat import (
     tool_result_detail,
     with_model_request_messages,
 )
-from .._errors import LedgerError
+from .._errors import LedgerError, LedgerUnavailableError
 from ..activities._failures import ledger_failure
 from ..activities._history import HistoryResolver
 from ..ledger._base import Ledger
@@ -103,19 +103,20 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             return await super().execute_activity(input)
         accepted = [Acceptance.from_json(a) for a in header.get('accepted', [])]
         observed = [StepEvent.from_json(e) for e in header.get('events', [])]
-        if self._outage is not None:
-            run_id = header['run_id']
-            if accepted:
-                what = f'acceptance of activities {", ".join(a.activity_id for a in accepted)}'
-                await self._outage.write(run_id, what, self._outage.acceptances(accepted))
-            if observed:
-                await self._outage.write(run_id, ', '.join(map(_describe, observed)), self._outage.events(observed))
-        else:
-            try:
+        try:
+            if self._outage is not None:
+                run_id = header['run_id']
+                if accepted:
+                    what = f'acceptance of activities {", ".join(a.activity_id for a in accepted)}'
+                    await self._outage.write(run_id, what, self._outage.acceptances(accepted))
+                if observed:
+                    what = ', '.join(map(_describe, observed))
+                    await self._outage.write(run_id, what, self._outage.events(observed))
+            else:
                 await self._ledger.accept(accepted)
                 await self._ledger.record_events(observed)
-            except LedgerError as error:
-                raise ledger_failure(error) from error
+        except LedgerError as error:
+            raise ledger_failure(error) from error
 
         info = activity.info()
         kind = classify_activity(info.activity_type)
@@ -200,7 +201,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 base=base,
             )
         except LedgerError as error:
-            if self._outage is None:
+            if self._outage is None or not isinstance(error, LedgerUnavailableError):
                 raise ledger_failure(error) from error
             # The next request names this history as its base: keep it at hand until the ledger has it.
             self._histories.remember_unstored(run_id, temporal_run_id, step, messages)
@@ -218,11 +219,11 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         self._histories.remember(record, messages, base)
 
     async def _write(self, event: StepEvent) -> None:
-        if self._outage is not None:
-            await self._outage.write(event.run_id, _describe(event), self._outage.events([event]))
-            return
         try:
-            await self._ledger.record_events([event])
+            if self._outage is not None:
+                await self._outage.write(event.run_id, _describe(event), self._outage.events([event]))
+            else:
+                await self._ledger.record_events([event])
         except LedgerError as error:
             raise ledger_failure(error) from error
 

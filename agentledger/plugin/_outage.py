@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
-from .._errors import LedgerError
+from .._errors import LedgerError, LedgerUnavailableError
 from ..ledger._base import Ledger
 from ..ledger._records import Acceptance, RunRecord, RunSeal, StepEvent
 
@@ -77,13 +77,16 @@ class OutageBuffer:
         self._start()
 
     async def write(self, run_id: str, what: str, write: _Write) -> None:
-        """Write now, or keep it when the ledger refuses (or when earlier writes of the run are still kept)."""
+        """Write now, or keep it when the ledger is unavailable (or when earlier writes of the run are still kept).
+
+        Other ledger errors (corruption, configuration) are raised: waiting would not fix them.
+        """
         if self.pending(run_id):
             self.keep(run_id, what, write)
             return
         try:
             await write(self._ledger)
-        except LedgerError as error:
+        except LedgerUnavailableError as error:
             self.keep(run_id, what, write, error)
 
     def events(self, events: Sequence[StepEvent]) -> _Write:
@@ -120,7 +123,8 @@ class OutageBuffer:
                     kept = run.kept[0]
                     try:
                         await kept.write(self._ledger)
-                    except LedgerError:
+                    except LedgerError as error:
+                        logger.info('ledger still refuses %s of run %s: %s', kept.what, run_id, error)
                         break
                     written.append(kept.what)
                     run.kept.pop(0)
