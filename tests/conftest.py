@@ -41,6 +41,11 @@ class _Checked:
 _served: dict[int, _Checked] = {}
 
 
+def check_at_session_end(ledger: Ledger, client: Client) -> None:
+    """Check a ledger that workers outside `serve()` wrote (worker processes) at the end of the session too."""
+    _served.setdefault(id(ledger), _Checked(ledger, client))
+
+
 def expect_discrepancy(ledger: Ledger, run_id: str, category: str, why: str) -> None:
     """Declare that `run_id` of `ledger` ends the session with `category` findings on purpose (and say why).
 
@@ -119,4 +124,4 @@ async def serve(
     async with Worker(client, task_queue=task_queue, **worker_options):
         yield Served(client, task_queue, ledger)
     # Only a worker that ran (its ledger opened) and a test that got through are checked.
-    _served.setdefault(id(ledger), _Checked(ledger, client))
+    check_at_session_end(ledger, client)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -42,7 +43,7 @@ from agentledger.workflows import AgentRunWorkflow
 
 from . import agents
 from .agents import calc_agent, notes_agent
-from .conftest import serve
+from .conftest import check_at_session_end, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -937,6 +938,10 @@ async def test_worker_serves_until_sigterm(
 
     assert await invoke('show', run_id, '--ledger', ledger_url) == 0
     assert fact(capsys.readouterr().out, 'status') == 'completed'
+    worker_ledger = SqliteLedger(tmp_path / 'worker.db')
+    check_at_session_end(
+        worker_ledger, await Client.connect(address, plugins=[agentledger.LedgerPlugin(worker_ledger)])
+    )
 
 
 # --- the demo --------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from agentledger.ledger.s3 import FORMAT_VERSION, S3Ledger
 
 from .agents import calc_agent
 from .checks import check_calc_run, check_complete_calc_run, retried_failures
-from .conftest import check_served_ledgers, serve
+from .conftest import check_at_session_end, check_served_ledgers, serve
 from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
 from .test_ledger_suite import acceptance, conversation, event, run_seal, run_start, snapshot_steps
 
@@ -717,7 +717,9 @@ async def test_two_worker_processes_share_one_bucket(
             worker.wait(timeout=30)
     assert all(worker.returncode == 0 for worker in workers), [log.read_text() for log in logs]
 
-    async with s3_server.ledger(s3_bucket, prefix='fleet') as ledger:
+    fleet_ledger = s3_server.ledger(s3_bucket, prefix='fleet')
+    check_at_session_end(fleet_ledger, client)
+    async with fleet_ledger as ledger:
         runs = await ledger.runs(agent='calc')
         assert sorted(r.run_id for r in runs) == sorted(h.run_id for h in handles)
         for handle in handles:

@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from .._ids import ledger_run_id
 from ..ledger._base import Ledger
-from ..ledger._records import RUN_ACTIVITY_ID, Acceptance, RunRecord, RunStatus, StepEvent
+from ..ledger._records import Acceptance, RunRecord, RunStatus, StepEvent
 from ._compare import Category, Comparison, Finding, audit_detail, compare
 from ._facts import RunFacts, fetch_run_facts
 
@@ -190,8 +190,8 @@ async def _repair(ledger: Ledger, record: RunRecord, comparison: Comparison) -> 
     for finding in repairs:
         if finding.row == 'event' and finding.stored_seqs and finding.after is not None:
             # The repaired row takes the place of the one it replaces when the key is the same.
-            seq = finding.stored_seqs[0] if finding.key == _event_key(finding.after) else 0
-            event = StepEvent.from_json({**finding.after, 'seq': seq})
+            event = StepEvent.from_json(finding.after)
+            event = event.with_seq(finding.stored_seqs[0] if finding.key == event.key else 0)
             await ledger.replace_events(record.run_id, finding.stored_seqs, [event])
     missing_events = [
         StepEvent.from_json(f.after) for f in repairs if f.row == 'event' and not f.stored_seqs and f.after is not None
@@ -240,10 +240,3 @@ async def _repair(ledger: Ledger, record: RunRecord, comparison: Comparison) -> 
             )
         )
     await ledger.record_events(audits)
-
-
-def _event_key(data: dict[str, Any]) -> str:
-    return (
-        f'{data["workflow_id"]}|{data["temporal_run_id"]}|{data.get("activity_id", RUN_ACTIVITY_ID)}|'
-        f'{data["attempt"]}|{data["kind"]}'
-    )
