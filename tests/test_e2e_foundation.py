@@ -253,3 +253,39 @@ async def test_ledger_outage_under_warn_lets_the_run_go_on_and_marks_it_degraded
         assert report.clean and report.repaired
         assert (await ledger.run(result.run_id)).degraded == ()
         assert [e.kind for e in await ledger.events(result.run_id)][-1] == 'ledger_repaired'
+
+
+async def test_writes_a_stopped_worker_kept_during_an_outage_are_rebuilt_by_reconcile_c16(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C16, `warn`: the worker stops while the ledger is still locked, losing what it kept in memory. It says so,
+    and `reconcile` rebuilds every lost row and the seal from Temporal's history."""
+    path = tmp_path / 'runs.db'
+    ledger = SqliteLedger(path, retry=agentledger.RetryPolicy(attempts=2, initial_backoff_s=0.05), busy_timeout_s=0.1)
+    async with ledger:
+        async with serve(temporal_env, ledger, [outage_agent], plugin_options={'outage': 'warn'}) as served:
+            handle = await agentledger.start(
+                served.client,
+                outage_agent,
+                'go',
+                task_queue=served.task_queue,
+                deps=LockTarget(path=str(path), hold_s=3.0),
+            )
+            result = await handle.result()
+            client = served.client
+        assert 'rebuilds them from Temporal history' in caplog.text
+        lost = await ledger.events(result.run_id)
+        assert not any(e.tool_name == 'lock_ledger' and e.kind == 'tool_call_completed' for e in lost)
+        assert (await ledger.run(result.run_id)).status == 'running'
+
+        await asyncio.sleep(3.5)  # the lock is gone; nobody is left to write what was kept
+        report = await agentledger.reconcile_run(client, ledger, result.run_id)
+        assert report.repaired and report.status == 'completed'
+        assert report.counts['missing'] >= 5, report.counts  # the tool's end, request 2, acceptances, the seal
+        events = await ledger.events(result.run_id)
+        accepted = kinds(events)
+        assert accepted['model_request_started'] == accepted['model_request_completed'] == 2
+        assert accepted['tool_call_started'] == accepted['tool_call_completed'] == 1
+        assert accepted['run_completed'] == 1
+        assert all(s.status == 'completed' for s in await ledger.steps(result.run_id))
+        assert (await agentledger.reconcile_run(client, ledger, result.run_id)).clean
