@@ -49,6 +49,8 @@ def check_at_session_end(ledger: Ledger, client: Client) -> None:
 def expect_discrepancy(ledger: Ledger, run_id: str, category: str, why: str) -> None:
     """Declare that `run_id` of `ledger` ends the session with `category` findings on purpose (and say why).
 
+    Call it once the `serve()` that recorded the run has ended (that is when the ledger is remembered).
+
     The final check then requires exactly the declared categories for that run: a declared discrepancy
     that does not happen fails the session too, so a declaration cannot hide anything else.
     """
@@ -65,13 +67,6 @@ async def check_served_ledgers(which: Callable[[Ledger], bool] = lambda ledger: 
         async with checked.ledger:
             reports = await reconcile_ledger(checked.client, checked.ledger, repair=False)
         found = {(report.run_id, finding.category) for report in reports for finding in report.findings}
-        print(
-            'CHECK',
-            checked.ledger.url,
-            len(reports),
-            sum(r.ok for r in reports),
-            [r.counts for r in reports if r.findings],
-        )
         for report in reports:
             for finding in report.findings:
                 if (report.run_id, finding.category) not in checked.expected:
