@@ -530,6 +530,18 @@ async def test_seal_of_a_temporal_run_reset_past_its_start_is_recorded(ledger: L
     assert await ledger.run('r1') == run
 
 
+async def test_rows_of_a_temporal_run_the_record_does_not_name_are_abandoned_once_the_run_ended(
+    ledger: Ledger,
+) -> None:
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.record_events([event('1', 1, 'tool_call_started', temporal_run_id='t0')])
+    assert [e.state for e in await ledger.events('r1')][-1] == 'provisional'
+    await ledger.seal_run(run_seal('r1', 't1'))
+    assert [(e.temporal_run_id, e.state) for e in await ledger.events('r1')][1] == ('t0', 'abandoned')
+    [step] = await ledger.steps('r1')
+    assert step.status == 'abandoned'
+
+
 # --- repairs (reconcile) --------------------------------------------------------------------------------
 
 

@@ -355,7 +355,7 @@ class Ledger(ABC):
         record = await self.run(run_id)
         events = await self._read_events(run_id)
         acceptances = await self._read_acceptances(run_id)
-        return derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record))
+        return derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
 
     async def acceptances(self, run_id: str) -> list[Acceptance]:
         """The activities whose results the run's workflow observed (what `reconcile` checks against history)."""
@@ -367,7 +367,7 @@ class Ledger(ABC):
         record = await self.run(run_id)
         events = await self._read_events(run_id)
         acceptances = await self._read_acceptances(run_id)
-        states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record))
+        states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
         return derive_steps(states, acceptances)
 
     async def tool_effects(self, run_id: str) -> list[ToolEffect]:
@@ -518,8 +518,12 @@ class Ledger(ABC):
         return snapshot_at_step(record, await self._read_snapshots(run_id), step)
 
 
-def _sealed(record: RunRecord) -> tuple[str, ...]:
-    """Temporal runs that can accept nothing more: all of them once the run ended, else all but the latest."""
+def _sealed(record: RunRecord, events: Sequence[StepEvent]) -> tuple[str, ...]:
+    """Temporal runs that can accept nothing more: all of them once the run ended, else all but the latest.
+
+    Once the run ended that includes Temporal runs only its events name (an orphan row of a run
+    Temporal never had): whatever they did, the run can no longer use it.
+    """
     if record.status == 'running':
         return record.temporal_run_ids[:-1]
-    return record.temporal_run_ids
+    return tuple(dict.fromkeys([*record.temporal_run_ids, *(event.temporal_run_id for event in events)]))
