@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentledger._reconcile import ActivityFact, RunFacts, compare
-from agentledger.ledger import Acceptance, RunRecord, StepEvent, Usage
+from agentledger.ledger import Acceptance, ErrorInfo, RunRecord, StepEvent, Usage
 from agentledger.ledger._records import EventKind
 from agentledger.workflows._types import SEAL_RUN_ACTIVITY
 
@@ -208,3 +208,21 @@ def test_a_run_that_continued_as_new_into_a_run_not_found_is_only_reported_as_op
     continued = replace(facts(), activities=(), close='continued_as_new', continued_as='t9')
     comparison = compare(replace(RECORD, status='running', ended_at=None), [], [], [continued], unknown_runs=['t9'])
     assert comparison.open and comparison.findings == ()
+
+
+def test_a_run_that_closed_without_a_seal_is_sealed_with_how_temporal_says_it_ended() -> None:
+    open_record = replace(RECORD, status='running', ended_at=None)
+    for close, status, error_type, kind in [
+        ('timed_out', 'failed', 'TimeoutError', 'run_failed'),
+        ('terminated', 'terminated', 'WorkflowTerminated', 'run_terminated'),
+        ('cancelled', 'cancelled', None, 'run_cancelled'),
+    ]:
+        failure = None if error_type is None else ErrorInfo(error_type, 'why', False)
+        closed = replace(facts(), activities=(), close=close, failure=failure)
+        findings = {(f.category, f.row): f for f in compare(open_record, [], [], [closed]).findings}
+        assert set(findings) == {('missing', 'run'), ('missing', 'event')}, close
+        after = findings['missing', 'run'].after
+        assert after is not None and after['status'] == status and after['ended_at'] == at(10).isoformat()
+        assert (after['error'] or {}).get('type') == error_type
+        end = findings['missing', 'event'].after
+        assert end is not None and end['kind'] == kind
