@@ -191,6 +191,10 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
     ) -> None:
         # The history a model is about to see is the boundary snapshot: provider-valid by construction
         # (the ledger checks, and skips an invalid one rather than offering it as a continuation point).
+        if self._outage is not None and self._outage.pending(run_id):
+            # Its parent may be among the writes still kept: it waits behind them.
+            self._keep_snapshot(self._outage, run_id, temporal_run_id, step, messages, None)
+            return
         try:
             record = await self._ledger.write_snapshot(
                 run_id=run_id,
@@ -203,20 +207,31 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         except LedgerError as error:
             if self._outage is None or not isinstance(error, LedgerUnavailableError):
                 raise ledger_failure(error) from error
-            # The next request names this history as its base: keep it at hand until the ledger has it.
-            self._histories.remember_unstored(run_id, temporal_run_id, step, messages)
-
-            async def store(ledger: Ledger) -> None:
-                await ledger.write_snapshot(
-                    run_id=run_id, temporal_run_id=temporal_run_id, step=step, kind='model_request', messages=messages
-                )
-
-            self._outage.keep(run_id, f'snapshot of step {step}', store, error)
+            self._keep_snapshot(self._outage, run_id, temporal_run_id, step, messages, error)
             return
         if record is None:
             return
         # The next model request of this run names this snapshot as its base: keep it at hand.
         self._histories.remember(record, messages, base)
+
+    def _keep_snapshot(
+        self,
+        outage: OutageBuffer,
+        run_id: str,
+        temporal_run_id: str,
+        step: int,
+        messages: list[ModelMessage],
+        error: LedgerError | None,
+    ) -> None:
+        """Outage policy `warn`: store the snapshot later, and keep its history at hand for the next request."""
+        self._histories.remember_unstored(run_id, temporal_run_id, step, messages)
+
+        async def store(ledger: Ledger) -> None:
+            await ledger.write_snapshot(
+                run_id=run_id, temporal_run_id=temporal_run_id, step=step, kind='model_request', messages=messages
+            )
+
+        outage.keep(run_id, f'snapshot of step {step}', store, error)
 
     async def _write(self, event: StepEvent) -> None:
         try:
