@@ -42,8 +42,8 @@ async def test_writes_missed_during_an_outage_land_in_order_and_mark_the_run_deg
     assert await buffer.flush()
     assert [e.kind for e in await ledger.events('r1')] == ['run_started', 'tool_call_started', 'tool_call_completed']
     assert (await ledger.run('r1')).degraded == (
-        'first: written late, after a ledger outage',
-        'second: written late, after a ledger outage',
+        'first: missed a ledger outage',
+        'second: missed a ledger outage',
     )
     # Another run never waited: its writes go straight in.
     await ledger.start_run(run_start('r2'))

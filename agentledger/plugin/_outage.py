@@ -5,9 +5,9 @@ activity attempt with a retryable `LedgerUnavailableError`: the run pauses until
 Under `warn` the run goes on: what could not be written (events, acceptances, snapshots, the seal)
 is kept in the worker's memory, in order per run, and written as soon as the ledger takes writes
 again (a background task retries; every later write of the same run waits behind it, so the causal
-order holds). The run is then marked *degraded* with one line per write that missed the outage, so
-an operator sees that its rows were written late; `reconcile` checks them against Temporal's
-history, repairs what is still missing and clears the mark.
+order holds). Before those writes land, the run is marked *degraded* with one line per write that
+missed the outage, so an operator sees that its rows were written late; `reconcile` checks them
+against Temporal's history, repairs what is still missing and clears the mark.
 
 What is kept lives only in the worker's memory: a worker that dies during the outage loses it. Its
 runs are not marked degraded then, but Temporal's history still holds what the ledger missed, and
@@ -39,10 +39,11 @@ _Write = Callable[[Ledger], Awaitable[object]]
 
 @dataclass
 class _Kept:
-    """One write that missed the outage: how to do it, and how to say what it was."""
+    """One write that missed the outage: how to do it, how to say what it was, and whether the run says so yet."""
 
     write: _Write
     what: str
+    marked: bool = False
 
 
 @dataclass
@@ -114,11 +115,23 @@ class OutageBuffer:
                 await asyncio.sleep(self._interval_s)
 
     async def flush(self) -> bool:
-        """Write what is kept, oldest first, and mark each run whose writes landed degraded; whether all landed."""
+        """Mark each run degraded with what it missed, then write what is kept, oldest first; whether all landed.
+
+        The mark goes first, so a run the ledger shows as sealed already says that it was written late.
+        """
         async with self._lock:
             for run_id in list(self._runs):
                 run = self._runs[run_id]
-                written: list[str] = []
+                unmarked = [kept for kept in run.kept if not kept.marked]
+                if unmarked:
+                    try:
+                        await self._mark_degraded(run_id, [kept.what for kept in unmarked])
+                    except LedgerError as error:
+                        logger.info('ledger still refuses the degraded mark of run %s: %s', run_id, error)
+                        continue
+                    for kept in unmarked:
+                        kept.marked = True
+                written = 0
                 while run.kept:
                     kept = run.kept[0]
                     try:
@@ -126,26 +139,23 @@ class OutageBuffer:
                     except LedgerError as error:
                         logger.info('ledger still refuses %s of run %s: %s', kept.what, run_id, error)
                         break
-                    written.append(kept.what)
+                    written += 1
                     run.kept.pop(0)
                 if written:
-                    await self._mark_degraded(run_id, written)
+                    logger.warning(
+                        'ledger back: wrote %d delayed write(s) of run %s (marked degraded)', written, run_id
+                    )
                 if not run.kept:
                     del self._runs[run_id]
             return not self._runs
 
-    async def _mark_degraded(self, run_id: str, written: list[str]) -> None:
-        lines = tuple(f'{what}: written late, after a ledger outage' for what in written)
+    async def _mark_degraded(self, run_id: str, missed: list[str]) -> None:
+        lines = tuple(f'{what}: missed a ledger outage' for what in missed)
 
         def mark(run: RunRecord) -> RunRecord:
             return replace(run, degraded=(*run.degraded, *(line for line in lines if line not in run.degraded)))
 
-        try:
-            await self._ledger.update_run(run_id, mark)
-        except LedgerError as error:
-            # The rows are written; only the mark is missing, and reconcile still checks the run.
-            logger.warning('could not mark run %s degraded after the outage: %s', run_id, error)
-        logger.warning('ledger back: wrote %d delayed write(s) of run %s, marked degraded', len(written), run_id)
+        await self._ledger.update_run(run_id, mark)
 
     async def close(self) -> None:
         """Stop retrying in the background after one last flush; say loudly what is still not written."""
