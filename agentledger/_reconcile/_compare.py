@@ -105,10 +105,6 @@ class Comparison:
     open: bool
     """Whether the run's latest Temporal run is still running (reconcile then only reports)."""
 
-    def count(self, category: Category) -> int:
-        """How many findings of `category`."""
-        return sum(1 for finding in self.findings if finding.category == category)
-
 
 def _parse_start(data: dict[str, Any]) -> RunStart:
     values = dict(data)
