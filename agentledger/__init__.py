@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._gc import GcReport, KeptPayload, ReferrerStatus, collect_garbage
 from ._once import once
+from ._reconcile import Finding, ReconcileReport, reconcile_ledger, reconcile_run
 from ._tools import idempotency_key
 from .ledger import (
     Acceptance,
@@ -59,7 +60,7 @@ from .ledger import (
     open_ledger,
 )
 from .ledger._snapshots import SnapshotNotFoundError
-from .plugin import LedgerPlugin
+from .plugin import LedgerPlugin, OutagePolicy
 from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow, DelegateTool, delegate
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ __all__ = [
     'EffectStateError',
     'EffectUnknownError',
     'ErrorInfo',
+    'Finding',
     'ForkRef',
     'GcReport',
     'JournalEntry',
@@ -94,9 +96,11 @@ __all__ = [
     'LedgerPlugin',
     'LedgerUnavailableError',
     'MemoryLedger',
+    'OutagePolicy',
     'PayloadDecoder',
     'PayloadDeletion',
     'PayloadReference',
+    'ReconcileReport',
     'ReferrerStatus',
     'RetryPolicy',
     'RunNotFoundError',
@@ -119,6 +123,8 @@ __all__ = [
     'idempotency_key',
     'once',
     'open_ledger',
+    'reconcile_ledger',
+    'reconcile_run',
     'run',
     'start',
 ]

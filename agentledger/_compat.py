@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import ModelRequestParameters
@@ -118,19 +118,28 @@ def classify_activity(activity_type: str) -> StepKind | None:
     return None
 
 
+def _field(value: object, name: str) -> Any:
+    """An attribute of a private input or result, or the same key of its JSON form (as read back from history)."""
+    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+
+
 def read_activity_args(kind: StepKind, args: Sequence[Any]) -> ActivityShape:
-    """Read step index, tool call id and tool name from a pydantic-ai activity's decoded arguments."""
+    """Read step index, tool call id and tool name from a pydantic-ai activity's arguments.
+
+    The arguments may be the private input dataclasses (on the worker) or their JSON form (decoded
+    from Temporal's history without type hints, as `reconcile` reads them).
+    """
     wire = args[0] if args else None
-    context: Any = getattr(wire, RUN_CONTEXT_KEY, None)
+    context: Any = _field(wire, RUN_CONTEXT_KEY)
     if not isinstance(context, Mapping):
         context = {}
     step = context.get('run_step')
-    model_name = getattr(wire, 'model_id', None) if kind == 'model_request' else None
+    model_name = _field(wire, 'model_id') if kind == 'model_request' else None
     return ActivityShape(
         kind=kind,
         step=step if isinstance(step, int) else None,
         tool_call_id=context.get('tool_call_id') if kind == 'tool_call' else None,
-        tool_name=(context.get('tool_name') or getattr(wire, 'name', None)) if kind == 'tool_call' else None,
+        tool_name=(context.get('tool_name') or _field(wire, 'name')) if kind == 'tool_call' else None,
         model_name=model_name if isinstance(model_name, str) else None,
     )
 
@@ -173,11 +182,11 @@ def with_model_request_messages(args: Sequence[Any], messages: list[ModelMessage
 
 def tool_outcome(result: object) -> ToolOutcome:
     """The ledger outcome of a tool activity's result (the private `CallToolResult` union)."""
-    kind: Literal[''] | str = getattr(result, 'kind', '')
-    return TOOL_RESULT_OUTCOMES.get(kind, 'returned')
+    kind = _field(result, 'kind')
+    return TOOL_RESULT_OUTCOMES.get(kind, 'returned') if isinstance(kind, str) else 'returned'
 
 
 def tool_result_detail(result: object) -> str | None:
     """A short note for outcomes that carry a message (a retry prompt)."""
-    message = getattr(result, 'message', None)
+    message = _field(result, 'message')
     return message[:500] if isinstance(message, str) else None

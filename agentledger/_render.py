@@ -17,6 +17,7 @@ terminal and survives copy-paste into an issue. The JSON shapes are built from t
   "forked_from": ForkRef}`
 - `agentledger snapshots --json`: `{"schema": "agentledger.snapshots/1", "run_id": ..., "latest": snapshot id
   or null, "snapshots": [SnapshotRecord]}`
+- `agentledger reconcile --json`: `{"schema": "agentledger.reconcile/1", "runs": [ReconcileReport]}`
 
 A new key may be added to a shape without changing its version; renaming or removing one bumps it.
 """
@@ -46,9 +47,11 @@ from .ledger._rules import total_usage
 
 if TYPE_CHECKING:
     from ._client import AgentRunResult
+    from ._reconcile import ReconcileReport
 
 __all__ = [
     'EFFECTS_SCHEMA',
+    'RECONCILE_SCHEMA',
     'RESULT_SCHEMA',
     'RUNS_SCHEMA',
     'SHOW_SCHEMA',
@@ -56,8 +59,10 @@ __all__ = [
     'START_SCHEMA',
     'RunView',
     'effects_json',
+    'reconcile_json',
     'render_effects',
     'render_gc',
+    'render_reconcile',
     'render_runs',
     'render_snapshots',
     'render_timeline',
@@ -86,10 +91,13 @@ EFFECTS_SCHEMA = 'agentledger.effects/1'
 SNAPSHOTS_SCHEMA = 'agentledger.snapshots/1'
 """The `schema` value of `snapshots_json` (`agentledger snapshots --json`)."""
 
+RECONCILE_SCHEMA = 'agentledger.reconcile/1'
+"""The `schema` value of `reconcile_json` (`agentledger reconcile --json`)."""
+
 _PREVIEW_CHARS = 50
 """How much of a free-form value (prompt, output, error message) one line shows."""
 
-_RUN_END_KINDS = frozenset({'run_completed', 'run_failed', 'run_cancelled'})
+_RUN_END_KINDS = frozenset({'run_completed', 'run_failed', 'run_cancelled', 'run_terminated'})
 
 _LINEAGE_LABELS: dict[ForkReason, str] = {
     'continue': 'continued by',
@@ -203,6 +211,35 @@ def snapshots_json(run_id: str, snapshots: Sequence[SnapshotRecord], latest: Sna
     }
 
 
+def reconcile_json(reports: Sequence[ReconcileReport]) -> dict[str, Any]:
+    """The `agentledger reconcile --json` document: one `ReconcileReport.to_json()` per run."""
+    return {'schema': RECONCILE_SCHEMA, 'runs': [report.to_json() for report in reports]}
+
+
+def render_reconcile(reports: Sequence[ReconcileReport]) -> str:
+    """One line per run (its counts and what was done), then each finding under its run."""
+    if not reports:
+        return 'No runs.'
+    lines: list[str] = []
+    for report in reports:
+        counts = report.counts
+        if report.repaired:
+            done = 'repaired'
+        elif report.clean:
+            done = 'agrees with history'
+        elif report.open:
+            done = 'the workflow is still running: reported only (--repair-open repairs it)'
+        else:
+            done = 'reported only (dry run)'
+        figures = ', '.join(f'{counts[name]} {name}' for name in ('ok', 'missing', 'divergent', 'orphan', 'duplicate'))
+        lines.append(f'{report.run_id}  {report.status}  {figures}: {done}')
+        for finding in report.findings:
+            lines.append(f'  {finding.category:<9}  {finding.row:<10}  {finding.key}  {finding.reason}')
+        if report.unknown_temporal_runs:
+            lines.append(f'  Temporal does not know: {", ".join(report.unknown_temporal_runs)}')
+    return '\n'.join(lines)
+
+
 def render_runs(runs: Sequence[RunRecord]) -> str:
     """A table of runs, one per line, in the order given (the ledger lists newest first)."""
     if not runs:
@@ -211,7 +248,7 @@ def render_runs(runs: Sequence[RunRecord]) -> str:
         [
             run.run_id,
             run.agent_name,
-            run.status,
+            f'{run.status} (degraded)' if run.degraded else run.status,
             _timestamp(run.started_at),
             _duration(run.duration_s),
             str(run.usage.requests),
@@ -339,6 +376,15 @@ def _header(view: RunView) -> str:
         facts.append(('output', _preview(run.output_preview)))
     if run.error is not None:
         facts.append(('error', _preview(f'{run.error.type}: {run.error.message}')))
+    if run.degraded:
+        facts.append(
+            (
+                'degraded',
+                f'{_count(len(run.degraded), "write")} missed a ledger outage; '
+                f'`agentledger reconcile {run.run_id}` checks them against history and clears this',
+            )
+        )
+        facts += [('', line) for line in run.degraded]
     width = max(len(label) for label, _ in facts)
     return '\n'.join(f'{label:<{width}}  {value}' for label, value in facts) + '\n'
 
@@ -439,6 +485,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'prompt: {_preview(event.detail)}')
     elif event.kind == 'run_completed' and event.detail is not None:
         parts.append(f'output: {_preview(event.detail)}')
+    elif event.kind == 'ledger_repaired' and event.detail is not None:
+        parts.append(_repair_details(event.detail))
     elif event.outcome is not None:
         # A tool's retry prompt or validation error says why the model is asked again.
         parts.append(f'{event.outcome}: {_preview(event.detail)}' if event.detail else event.outcome)
@@ -456,6 +504,15 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
     if in_doubt:
         details = f'{details} [in doubt]'.lstrip()
     return details
+
+
+def _repair_details(detail: str) -> str:
+    """What a `ledger_repaired` event repaired: its finding's category, row and reason."""
+    try:
+        finding = json.loads(detail)
+        return f'{finding["category"]} {finding["row"]}: {finding["reason"]}'
+    except (ValueError, KeyError, TypeError):
+        return _preview(detail)
 
 
 def _steps(events: Sequence[StepEvent], steps: Sequence[StepRecord]) -> list[str]:

@@ -9,10 +9,12 @@ Commands::
         model, otherwise a scripted one. --ui keeps the server and its web UI up until Ctrl-C.
 
     agentledger worker --agent module:attr [--agent ...] [--ledger URL] [--address HOST:PORT]
-                       [--namespace NS] [--task-queue TQ] [--no-model-journal]
+                       [--namespace NS] [--task-queue TQ] [--no-model-journal] [--outage fail|warn]
         Serve agents until Ctrl-C or SIGTERM. `attr` is an Agent, or a function with no arguments
         that returns one; each agent needs a name and the TemporalDurability capability.
-        --no-model-journal turns the model-call journal off: every attempt calls the provider.
+        --no-model-journal turns the model-call journal off: every attempt calls the provider. --outage
+        warn lets runs go on while the ledger is down (written late, marked degraded; `reconcile`
+        repairs them); the default, fail, pauses them until it is back.
 
     agentledger run AGENT PROMPT [--address] [--namespace] [--task-queue] [--workflow-id]
                     [--deps JSON] [--json]
@@ -41,6 +43,15 @@ Commands::
     agentledger snapshots RUN_ID [--ledger URL] [--json] [--messages SNAPSHOT_ID]
         List a run's snapshots (where `continue` and `fork` can start from), or print one snapshot's
         messages as pydantic-ai message JSON (`ModelMessagesTypeAdapter`).
+
+    agentledger reconcile (RUN_ID | --all) [--ledger URL] [--address] [--namespace] [--dry-run]
+                          [--repair-open] [--json]
+        Compare runs with Temporal's history (fetched and decoded with the plugin's converter), row by
+        row: ok, missing (in history, not in the ledger), divergent (the ledger disagrees with history),
+        orphan (not in history), duplicate. Closed runs are repaired (each repair recorded as a
+        `ledger_repaired` event with the row before and after) and sealed with how the workflow ended;
+        runs whose workflow still runs are only reported unless --repair-open; --dry-run only reports.
+        Exits 0 when the ledger agrees with history afterwards, 3 when findings remain unrepaired.
 
     agentledger continue RUN_ID [PROMPT] [--ledger URL] [--address] [--namespace] [--task-queue]
                          [--workflow-id] [--deps JSON] [--wait] [--json]
@@ -89,13 +100,16 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
 - `gc`: `{"schema": "agentledger.gc/1", "dry_run": bool, "deleted": [manifest, ...], "chunks": int,
   "bytes": int, "kept": [{"manifest", "reasons": [str, ...]}, ...], "referrers": [{"namespace",
   "workflow_id", "state": "open|retained|expired|gone|unknown", "detail"}, ...]}`
+- `reconcile`: `{"schema": "agentledger.reconcile/1", "runs": [{"run_id", "workflow_id", "status", "open",
+  "repaired", "counts": {"ok", "missing", "divergent", "orphan", "duplicate"}, "findings": [{"category", "row",
+  "key", "reason", "before", "after", "stored_seqs"}, ...], "unknown_temporal_runs": [...]}, ...]}`
 - `snapshots`: `{"schema": "agentledger.snapshots/1", "run_id": str, "latest": snapshot id or null,
   "snapshots": [SnapshotRecord.to_json(), ...]}`; `--messages` prints a JSON list of pydantic-ai
   messages instead (no `schema` key: it is pydantic-ai's own format)
 
 Exit codes: 0 on success, 1 for an error the message explains (an unknown run id, snapshot id or
 step, a bad ledger URL, Temporal unreachable, a failed run), printed as one `agentledger: <message>`
-line on stderr, and 2 for a usage error.
+line on stderr, 2 for a usage error, and 3 from `reconcile` when findings remain unrepaired.
 """
 
 from __future__ import annotations
@@ -132,11 +146,14 @@ from ._demo import DEMO_PROMPT, demo_agent
 from ._devserver import start_dev_server
 from ._errors import AgentLedgerError
 from ._gc import DEFAULT_GRACE, collect_garbage
+from ._reconcile import reconcile_ledger, reconcile_run
 from ._render import (
     RunView,
     effects_json,
+    reconcile_json,
     render_effects,
     render_gc,
+    render_reconcile,
     render_runs,
     render_snapshots,
     render_timeline,
@@ -173,7 +190,7 @@ DEFAULT_TASK_QUEUE = 'agentledger'
 DEMO_TASK_QUEUE = 'agentledger-demo'
 """The task queue of the demo's worker."""
 
-_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'gc'})
+_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'gc', 'reconcile'})
 """Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
 
 DEFAULT_CODEC_PORT = 8081
@@ -251,6 +268,13 @@ def _parser() -> argparse.ArgumentParser:
         action='store_false',
         help='call the provider on every attempt instead of replaying journaled responses',
     )
+    worker.add_argument(
+        '--outage',
+        choices=('fail', 'warn'),
+        default='fail',
+        help='when the ledger cannot be written: pause runs until it is back (fail, default), or go on, '
+        'write late and mark the runs degraded (warn)',
+    )
     worker.set_defaults(handler=_worker)
 
     run = commands.add_parser('run', help='run an agent on a worker and print its output')
@@ -301,6 +325,20 @@ def _parser() -> argparse.ArgumentParser:
         '--messages', metavar='SNAPSHOT_ID', help="print this snapshot's messages as pydantic-ai message JSON"
     )
     snapshots.set_defaults(handler=_snapshots)
+
+    reconcile = commands.add_parser(
+        'reconcile', help="compare runs with Temporal's history and repair what is lost or wrong (audited)"
+    )
+    reconcile.add_argument('run_id', metavar='RUN_ID', nargs='?', help='the run to reconcile')
+    reconcile.add_argument('--all', action='store_true', help='every run of the ledger, newest first')
+    _ledger_option(reconcile)
+    _temporal_options(reconcile, task_queue=None, with_task_queue=False)
+    reconcile.add_argument('--dry-run', action='store_true', help='only report, repair nothing')
+    reconcile.add_argument(
+        '--repair-open', action='store_true', help='repair runs whose workflow is still running too (default: report)'
+    )
+    reconcile.add_argument('--json', action='store_true', help='print JSON (schema agentledger.reconcile/1)')
+    reconcile.set_defaults(handler=_reconcile)
 
     continuing = commands.add_parser('continue', help="start a new run from a run's latest valid snapshot")
     continuing.add_argument('run_id', metavar='RUN_ID', help='the run to continue')
@@ -361,7 +399,9 @@ def _ledger_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _temporal_options(parser: argparse.ArgumentParser, *, task_queue: str | None = DEFAULT_TASK_QUEUE) -> None:
+def _temporal_options(
+    parser: argparse.ArgumentParser, *, task_queue: str | None = DEFAULT_TASK_QUEUE, with_task_queue: bool = True
+) -> None:
     parser.add_argument(
         '--address',
         default=os.environ.get('TEMPORAL_ADDRESS', DEFAULT_ADDRESS),
@@ -369,6 +409,8 @@ def _temporal_options(parser: argparse.ArgumentParser, *, task_queue: str | None
         help=f'the Temporal server (default: $TEMPORAL_ADDRESS or {DEFAULT_ADDRESS})',
     )
     parser.add_argument('--namespace', default=DEFAULT_NAMESPACE, help=f'(default: {DEFAULT_NAMESPACE})')
+    if not with_task_queue:
+        return
     # A continued or forked run goes to its source run's task queue unless told otherwise.
     shown = task_queue if task_queue is not None else "the source run's"
     parser.add_argument('--task-queue', default=task_queue, help=f'(default: {shown})')
@@ -457,7 +499,7 @@ async def _worker(args: argparse.Namespace) -> int:
     agents = [_import_agent(spec) for spec in args.agent]
     ledger = open_ledger(args.ledger)
     try:
-        plugin = LedgerPlugin(ledger, agents=agents, model_journal=args.model_journal)
+        plugin = LedgerPlugin(ledger, agents=agents, model_journal=args.model_journal, outage=args.outage)
     except ValueError as error:
         raise CliError(str(error)) from error
     await _check_ledger(args.ledger)
@@ -588,6 +630,26 @@ async def _resolve(args: argparse.Namespace) -> int:
         effect = await ledger.resolve_effect(args.key, outcome, args.result)
     print(f'{effect.key}: {effect.status} (resolved by an operator)')
     return 0
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    if (args.run_id is None) == (not args.all):
+        raise CliError('give a RUN_ID or --all (not both)')
+    if args.dry_run and args.repair_open:
+        raise CliError('--dry-run repairs nothing; it cannot be combined with --repair-open')
+    repair = False if args.dry_run else True if args.repair_open else None
+    async with _reading(args.ledger) as ledger:
+        # No agents: this client only reads histories, decoded with the converter the workers use.
+        client = await _connect(args.address, args.namespace, LedgerPlugin(ledger))
+        try:
+            if args.all:
+                reports = await reconcile_ledger(client, ledger, repair=repair)
+            else:
+                reports = [await reconcile_run(client, ledger, args.run_id, repair=repair)]
+        except RPCError as error:
+            raise CliError(f'cannot read histories from Temporal at {args.address}: {error.message}') from error
+    print(json.dumps(reconcile_json(reports), indent=2, ensure_ascii=False) if args.json else render_reconcile(reports))
+    return 0 if all(report.clean or report.repaired for report in reports) else 3
 
 
 async def _snapshots(args: argparse.Namespace) -> int:

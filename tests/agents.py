@@ -327,3 +327,43 @@ def read_bulk(part: int, size: int) -> str:
         block = hashlib.sha256(block.encode()).hexdigest()
         text += block
     return text[:size]
+
+
+released: set[str] = set()
+"""Workflow ids whose `hold` tool may return."""
+
+
+def holder_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Step 1 adds two numbers, step 2 holds until released, then text."""
+    match _responses(messages):
+        case 0:
+            return ModelResponse(parts=[ToolCallPart('add_up', {'a': 2, 'b': 3})])
+        case 1:
+            return ModelResponse(parts=[ToolCallPart('hold', {})])
+        case _:
+            return ModelResponse(parts=[TextPart('released')])
+
+
+holder_agent = Agent(FunctionModel(holder_script), name='holder', capabilities=[TemporalDurability()])
+
+
+@holder_agent.tool_plain
+def add_up(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@holder_agent.tool(
+    metadata={
+        'temporal': ActivityConfig(
+            start_to_close_timeout=timedelta(seconds=60), retry_policy=RetryPolicy(maximum_attempts=1)
+        )
+    }
+)
+async def hold(ctx: RunContext[None]) -> str:
+    """Keeps the run open until the test releases its workflow id (or 30 seconds pass)."""
+    workflow_id = activity.info().workflow_id
+    deadline = time.monotonic() + 30
+    while workflow_id not in released and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return 'let go'

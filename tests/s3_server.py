@@ -26,7 +26,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,12 +196,10 @@ def s3_ledger(**options: Any) -> S3Ledger:
 
 
 @pytest.fixture(scope='session')
-def s3_server() -> Iterator[S3Server]:
-    server = shared_s3_server()
-    try:
-        yield server
-    finally:
-        server.stop()
+def s3_server() -> S3Server:
+    # Stopped at exit (see shared_s3_server), not when this fixture is torn down: the end-of-session
+    # check against Temporal's history (tests/conftest.py) still reads the ledgers tests served on it.
+    return shared_s3_server()
 
 
 @pytest.fixture

@@ -7,16 +7,19 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -40,7 +43,7 @@ from agentledger.workflows import AgentRunWorkflow
 
 from . import agents
 from .agents import calc_agent, notes_agent
-from .conftest import serve
+from .conftest import check_at_session_end, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -667,6 +670,8 @@ async def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'one of the arguments --at-step --snapshot is required' in capsys.readouterr().err
     assert await invoke('fork', 'run-x', '--at-step', '1', '--snapshot', 'run-x.s1.0') == 2
     assert await invoke('fork', 'run-x', '--at-step', 'two') == 2
+    assert await invoke('worker', '--agent', 'tests.agents:calc_agent', '--outage', 'ignore') == 2
+    assert "invalid choice: 'ignore'" in capsys.readouterr().err
     assert await invoke('--version') == 0
     assert capsys.readouterr().out.strip() == f'agentledger {agentledger.__version__}'
 
@@ -819,6 +824,56 @@ async def test_fork_from_the_command_line_and_bad_seeds_start_nothing(
         assert f'does not belong to run {output.run_id!r}' in capsys.readouterr().err
 
 
+async def test_reconcile_from_the_command_line(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reconcile`: a dry run reports (exit 3), a plain one repairs (exit 0); `show` and `runs` mark a degraded run."""
+    path = tmp_path / 'runs.db'
+    address = temporal_env.client.service_client.config.target_host
+    async with SqliteLedger(path) as ledger, serve(temporal_env, ledger, [calc_agent]) as served:
+        result = await agentledger.run(served.client, calc_agent, 'compute', task_queue=served.task_queue)
+        events = await ledger.events(result.run_id)
+    lost = next(e for e in events if e.kind == 'model_request_completed' and e.step == 2)
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        raw.execute('DELETE FROM events WHERE event_key = ?', (lost.key,))
+    common = ['--ledger', f'sqlite:///{path}', '--address', address]
+
+    assert await invoke('reconcile', result.run_id, *common, '--dry-run', '--json') == 3
+    document = json.loads(capsys.readouterr().out)
+    assert document['schema'] == 'agentledger.reconcile/1'
+    [report] = document['runs']
+    assert (report['run_id'], report['open'], report['repaired']) == (result.run_id, False, False)
+    assert report['counts']['missing'] == 1 and report['counts']['ok'] > 20
+    assert [(f['category'], f['row'], f['key']) for f in report['findings']] == [('missing', 'event', lost.key)]
+
+    assert await invoke('reconcile', result.run_id, *common) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f'{result.run_id}  completed') and out.splitlines()[0].endswith('repaired')
+    assert f'missing    event       {lost.key}  in history, not in the ledger' in out
+    assert await invoke('reconcile', '--all', *common) == 0
+    assert 'agrees with history' in capsys.readouterr().out
+
+    assert await invoke('show', result.run_id, '--ledger', f'sqlite:///{path}') == 0
+    assert 'ledger repaired' in line_with(capsys.readouterr().out, 'missing event: in history, not in the ledger')
+
+    async with SqliteLedger(path) as ledger:
+        await ledger.update_run(result.run_id, lambda run: replace(run, degraded=('step 2 tool_call_started',)))
+    assert await invoke('runs', '--ledger', f'sqlite:///{path}') == 0
+    assert 'completed (degraded)' in line_with(capsys.readouterr().out, result.run_id)
+    assert await invoke('show', result.run_id, '--ledger', f'sqlite:///{path}') == 0
+    shown = capsys.readouterr().out
+    assert fact(shown, 'degraded').startswith('1 write missed a ledger outage')
+    assert 'step 2 tool_call_started' in shown
+    assert await invoke('reconcile', result.run_id, *common) == 0
+    async with SqliteLedger(path) as ledger:
+        assert (await ledger.run(result.run_id)).degraded == ()
+
+    assert await invoke('reconcile', *common) == 1
+    assert 'give a RUN_ID or --all' in capsys.readouterr().err
+    assert await invoke('reconcile', 'run-nope', *common) == 1
+    assert "no ledger run with id 'run-nope'" in capsys.readouterr().err
+
+
 async def test_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert await invoke('run', 'calc', 'hi', '--address', 'localhost:1') == 1
     err = capsys.readouterr().err
@@ -891,6 +946,10 @@ async def test_worker_serves_until_sigterm(
 
     assert await invoke('show', run_id, '--ledger', ledger_url) == 0
     assert fact(capsys.readouterr().out, 'status') == 'completed'
+    worker_ledger = SqliteLedger(tmp_path / 'worker.db')
+    check_at_session_end(
+        worker_ledger, await Client.connect(address, plugins=[agentledger.LedgerPlugin(worker_ledger)])
+    )
 
 
 # --- the demo --------------------------------------------------------------------------------------------

@@ -110,3 +110,21 @@ def test_only_the_plain_model_request_is_journaled() -> None:
         model_id='test',
     )
     assert _compat.model_request_inputs([params]) == ('test', {'temperature': 0.1}, ModelRequestParameters())
+
+
+def test_history_json_of_a_tool_activity_reads_like_the_object() -> None:
+    """reconcile reads activity inputs and results decoded from history without type hints: their JSON form."""
+    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+    from temporalio.converter import DataConverter
+
+    converter: DataConverter = PydanticAIPlugin().configure_client({})['data_converter']  # type: ignore[typeddict-item]
+    context = {'run_step': 2, 'tool_call_id': 'c7', 'tool_name': 'add', 'retry': 0}
+    params = CallToolParams(name='add', tool_args={'a': 1}, serialized_run_context=context, tool_def=None)
+    [payload] = converter.payload_converter.to_payloads([params])
+    [as_json] = converter.payload_converter.from_payloads([payload])
+    assert isinstance(as_json, dict)
+    assert _compat.read_activity_args('tool_call', [as_json]) == _compat.read_activity_args('tool_call', [params])
+    union = typing.get_args(typing.get_args(CallToolResult)[0])
+    for member in union:
+        (kind,) = [f.default for f in dataclasses.fields(member) if f.name == 'kind']
+        assert _compat.tool_outcome({'kind': kind}) == _compat.TOOL_RESULT_OUTCOMES[kind]

@@ -210,3 +210,82 @@ async def test_deferred_and_approval_required_tools_end_in_a_recorded_state(
         ]
         effects = {e.tool_name: (e.status, e.outcome) for e in await ledger.tool_effects(result.run_id)}
         assert effects == {'ask_human': ('completed', 'deferred'), 'wire_money': ('completed', 'approval_required')}
+
+
+async def test_ledger_outage_under_warn_lets_the_run_go_on_and_marks_it_degraded_c16(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """C16, outage policy `warn`: the SQLite file is locked mid-run. The run goes on and completes while the
+    ledger refuses writes; what it missed is written once the lock is gone and the run is marked degraded;
+    `reconcile` checks it against history and clears the mark."""
+    path = tmp_path / 'runs.db'
+    ledger = SqliteLedger(path, retry=agentledger.RetryPolicy(attempts=2, initial_backoff_s=0.05), busy_timeout_s=0.1)
+    async with ledger, serve(temporal_env, ledger, [outage_agent], plugin_options={'outage': 'warn'}) as served:
+        handle = await agentledger.start(
+            served.client, outage_agent, 'go', task_queue=served.task_queue, deps=LockTarget(path=str(path), hold_s=4.0)
+        )
+        result = await handle.result()
+        assert result.output == 'survived'
+        # The run finished while the file was still locked: its seal is not in the ledger yet.
+        assert (await ledger.run(result.run_id)).status == 'running'
+
+        async def caught_up() -> agentledger.RunRecord:
+            while (record := await ledger.run(result.run_id)).status == 'running':
+                await asyncio.sleep(0.1)
+            return record
+
+        record = await asyncio.wait_for(caught_up(), timeout=30)
+        assert record.status == 'completed'
+        assert any('tool_call_completed of lock_ledger' in line for line in record.degraded), record.degraded
+        assert any('seal (completed)' in line for line in record.degraded)
+
+        events = await ledger.events(result.run_id)
+        accepted = kinds(events)
+        assert accepted['model_request_started'] == accepted['model_request_completed'] == 2
+        assert accepted['tool_call_started'] == accepted['tool_call_completed'] == 1
+        # Nothing was retried: under `warn` the attempt that ran the tool is the one the run used.
+        tool = next(s for s in await ledger.steps(result.run_id) if s.tool_name == 'lock_ledger')
+        assert tool.accepted_attempt == 1
+        assert await retried_failures(handle.workflow_handle) == []
+        assert len(await ledger.snapshots(result.run_id)) == 3  # both requests and the final history
+
+        report = await agentledger.reconcile_run(served.client, ledger, result.run_id)
+        assert report.clean and report.repaired
+        assert (await ledger.run(result.run_id)).degraded == ()
+        assert [e.kind for e in await ledger.events(result.run_id)][-1] == 'ledger_repaired'
+
+
+async def test_writes_a_stopped_worker_kept_during_an_outage_are_rebuilt_by_reconcile_c16(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C16, `warn`: the worker stops while the ledger is still locked, losing what it kept in memory. It says so,
+    and `reconcile` rebuilds every lost row and the seal from Temporal's history."""
+    path = tmp_path / 'runs.db'
+    ledger = SqliteLedger(path, retry=agentledger.RetryPolicy(attempts=2, initial_backoff_s=0.05), busy_timeout_s=0.1)
+    async with ledger:
+        async with serve(temporal_env, ledger, [outage_agent], plugin_options={'outage': 'warn'}) as served:
+            handle = await agentledger.start(
+                served.client,
+                outage_agent,
+                'go',
+                task_queue=served.task_queue,
+                deps=LockTarget(path=str(path), hold_s=3.0),
+            )
+            result = await handle.result()
+            client = served.client
+        assert 'rebuilds them from Temporal history' in caplog.text
+        lost = await ledger.events(result.run_id)
+        assert not any(e.tool_name == 'lock_ledger' and e.kind == 'tool_call_completed' for e in lost)
+        assert (await ledger.run(result.run_id)).status == 'running'
+
+        await asyncio.sleep(3.5)  # the lock is gone; nobody is left to write what was kept
+        report = await agentledger.reconcile_run(client, ledger, result.run_id)
+        assert report.repaired and report.status == 'completed'
+        assert report.counts['missing'] >= 5, report.counts  # the tool's end, request 2, acceptances, the seal
+        events = await ledger.events(result.run_id)
+        accepted = kinds(events)
+        assert accepted['model_request_started'] == accepted['model_request_completed'] == 2
+        assert accepted['tool_call_started'] == accepted['tool_call_completed'] == 1
+        assert accepted['run_completed'] == 1
+        assert all(s.status == 'completed' for s in await ledger.steps(result.run_id))
+        assert (await agentledger.reconcile_run(client, ledger, result.run_id)).clean

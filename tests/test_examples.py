@@ -11,7 +11,9 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.mark.parametrize('example', ['quickstart.py', 'delegates.py', 'once.py', 'codec_server.py', 'gc.py'])
+@pytest.mark.parametrize(
+    'example', ['quickstart.py', 'delegates.py', 'once.py', 'codec_server.py', 'gc.py', 'reconcile.py']
+)
 def test_example_runs(example: str) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / 'examples' / example)], capture_output=True, text=True, timeout=300, cwd=ROOT

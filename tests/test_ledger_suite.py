@@ -16,6 +16,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -529,6 +530,78 @@ async def test_seal_from_an_older_temporal_run_does_not_overwrite_the_latest(led
     await ledger.seal_run(run_seal('r1', 't1', status='cancelled', ended=70))
     run = await ledger.run('r1')
     assert (run.status, run.ended_at, run.temporal_run_id) == ('completed', at(60), 't2')
+
+
+async def test_seal_of_a_temporal_run_reset_past_its_start_is_recorded(ledger: Ledger) -> None:
+    """C14: a reset past `run_started` replays the start from history; the new Temporal run's seal still lands."""
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.seal_run(run_seal('r1', 't1', ended=60))
+    await ledger.seal_run(run_seal('r1', 't2', status='failed', ended=90, error=ErrorInfo('X', 'after reset', False)))
+
+    run = await ledger.run('r1')
+    assert (run.temporal_run_ids, run.status, run.ended_at) == (('t1', 't2'), 'failed', at(90))
+    # A seal of a run the record does not know that ended before the recorded end is a late one: ignored.
+    await ledger.seal_run(run_seal('r1', 't0', status='cancelled', ended=70))
+    assert await ledger.run('r1') == run
+
+
+async def test_rows_of_a_temporal_run_the_record_does_not_name_are_abandoned_once_the_run_ended(
+    ledger: Ledger,
+) -> None:
+    await ledger.start_run(run_start('r1', 't1'))
+    await ledger.record_events([event('1', 1, 'tool_call_started', temporal_run_id='t0')])
+    assert [e.state for e in await ledger.events('r1')][-1] == 'provisional'
+    await ledger.seal_run(run_seal('r1', 't1'))
+    assert [(e.temporal_run_id, e.state) for e in await ledger.events('r1')][1] == ('t0', 'abandoned')
+    [step] = await ledger.steps('r1')
+    assert step.status == 'abandoned'
+
+
+# --- repairs (reconcile) --------------------------------------------------------------------------------
+
+
+async def test_replace_events_overwrites_by_key_and_keeps_the_place(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    await ledger.record_events([event('1', 1, 'tool_call_started'), event('1', 1, 'tool_call_failed')])
+    await ledger.record_events([event('2', 1, 'tool_call_started')])
+    stored = await ledger.events('r1')
+    failed = next(e for e in stored if e.kind == 'tool_call_failed')
+
+    # A divergent row: its key changes (failed -> completed), its place in the causal order stays.
+    fixed = event('1', 1, 'tool_call_completed', outcome='returned').with_seq(failed.seq)
+    await ledger.replace_events('r1', [failed.seq], [fixed])
+    # A row whose key is kept gets the new content (no second row).
+    await ledger.replace_events('r1', [], [event('2', 1, 'tool_call_started', tool_name='again')])
+
+    after = await ledger.events('r1')
+    assert [(e.activity_id, e.kind) for e in after] == [
+        ('-', 'run_started'),
+        ('1', 'tool_call_started'),
+        ('1', 'tool_call_completed'),
+        ('2', 'tool_call_started'),
+    ]
+    assert next(e for e in after if e.kind == 'tool_call_completed').seq == failed.seq
+    assert after[-1].tool_name == 'again'
+    assert len({e.key for e in after}) == len(after)
+    # A replaced row is as idempotent as any other: the original write delivered again changes nothing.
+    await ledger.record_events([event('1', 1, 'tool_call_completed', outcome='returned')])
+    assert len(await ledger.events('r1')) == 4
+
+
+async def test_replace_acceptances_and_update_run(ledger: Ledger) -> None:
+    await ledger.start_run(run_start('r1'))
+    await ledger.accept([acceptance('1', 'failed')])
+    await ledger.replace_acceptances([acceptance('1', 'completed')])
+    assert await ledger.acceptances('r1') == [acceptance('1', 'completed')]
+
+    await ledger.update_run('r1', lambda run: replace(run, degraded=('step 1: tool_call_started',)))
+    assert (await ledger.run('r1')).degraded == ('step 1: tool_call_started',)
+    await ledger.update_run('r1', lambda run: None)
+    assert (await ledger.run('r1')).degraded == ('step 1: tool_call_started',)
+    await ledger.update_run('r1', lambda run: replace(run, degraded=()))
+    assert (await ledger.run('r1')).degraded == ()
+    with pytest.raises(RunNotFoundError):
+        await ledger.acceptances('nope')
 
 
 # --- accepted-attempt derivation --------------------------------------------------------------------
@@ -1763,6 +1836,23 @@ async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: P
     async with SqliteLedger(path) as reopened:
         assert (await reopened.run('run-new')).forked_from == fork
         assert (await reopened.snapshot(seed.snapshot_id)).record == seed
+
+
+async def test_sqlite_version_2_file_migrates_to_version_3(tmp_path: Path) -> None:
+    """Version 3 adds the `degraded` mark of runs recorded under the `warn` outage policy; older runs have none."""
+    path = tmp_path / 'ledger.db'
+    create_v1_ledger(path)
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        for statement in _MIGRATIONS[2]:
+            raw.execute(statement)
+        raw.execute('UPDATE schema_version SET version = 2')
+    async with SqliteLedger(path) as ledger:
+        assert (await ledger.run('run-old')).degraded == ()
+        await ledger.update_run('run-old', lambda run: replace(run, degraded=('lost',)))
+    async with SqliteLedger(path) as reopened:
+        assert (await reopened.run('run-old')).degraded == ('lost',)
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(3,)]
 
 
 async def test_sqlite_snapshot_row_that_does_not_decode_is_corruption(tmp_path: Path) -> None:

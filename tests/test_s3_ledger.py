@@ -42,7 +42,7 @@ from agentledger.ledger.s3 import FORMAT_VERSION, S3Ledger
 
 from .agents import calc_agent
 from .checks import check_calc_run, check_complete_calc_run, retried_failures
-from .conftest import serve
+from .conftest import check_at_session_end, check_served_ledgers, serve
 from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
 from .test_ledger_suite import acceptance, conversation, event, run_seal, run_start, snapshot_steps
 
@@ -56,12 +56,18 @@ async def ledger(s3_server: S3Server, s3_bucket: str) -> AsyncIterator[S3Ledger]
 
 
 @pytest.fixture
-def own_server() -> Iterator[S3Server]:
-    """An in-process server this test may stop and start again (on the same port, with its data)."""
+async def own_server() -> AsyncIterator[S3Server]:
+    """An in-process server this test may stop and start again (on the same port, with its data).
+
+    The ledgers a test served on it are checked against Temporal's history before it stops for good
+    (the end-of-session check could not reach them any more).
+    """
     server = S3Server(in_process=True)
     server.start()
     try:
         yield server
+        server.start()
+        await check_served_ledgers(lambda ledger: isinstance(ledger, S3Ledger) and ledger.endpoint == server.endpoint)
     finally:
         server.stop()
 
@@ -610,6 +616,49 @@ async def test_s3_outage_mid_run_pauses_the_run_and_loses_nothing_c16(
         ), [(f.application_failure_info.type, f.message) for f in failures]
 
 
+async def test_s3_outage_under_warn_lets_the_run_finish_and_catches_up_c16(
+    temporal_env: WorkflowEnvironment, own_server: S3Server
+) -> None:
+    """C16, outage policy `warn`: the S3 endpoint goes away mid-run and the run completes anyway; once S3 is
+    back the worker writes what the ledger missed and marks the run degraded; `reconcile` clears the mark."""
+    retry = RetryPolicy(attempts=2, initial_backoff_s=0.05)
+    ledger = own_server.ledger(own_server.new_bucket(), retry=retry, request_attempts=1, connect_timeout_s=0.5)
+    async with ledger, serve(temporal_env, ledger, [calc_agent], plugin_options={'outage': 'warn'}) as served:
+        handle = await agentledger.start(served.client, calc_agent, 'compute', task_queue=served.task_queue)
+        while not any(e.kind == 'model_request_completed' for e in await ledger._read_events(handle.run_id)):
+            await asyncio.sleep(0.02)
+        own_server.stop()
+        result = await asyncio.wait_for(handle.result(), timeout=90)
+        assert result.output == 'done'
+        own_server.start()
+
+        async def caught_up() -> agentledger.RunRecord:
+            while (record := await ledger.run(result.run_id)).status == 'running':
+                await asyncio.sleep(0.1)
+            return record
+
+        record = await asyncio.wait_for(caught_up(), timeout=60)
+        assert record.status == 'completed' and record.degraded
+        events = await ledger.events(result.run_id)
+        accepted = [e for e in events if e.state == 'accepted']
+        assert Counter(e.kind for e in accepted) == {
+            'run_started': 1,
+            'model_request_started': 5,
+            'model_request_completed': 5,
+            'tool_call_started': 5,
+            'tool_call_completed': 5,
+            'run_completed': 1,
+        }
+        assert len({e.key for e in events}) == len(events)
+        # No attempt failed for the ledger's sake: the only retried activity is the tool that fails once.
+        failures = await retried_failures(handle.workflow_handle)
+        assert [f.application_failure_info.type for f in failures] == ['RuntimeError']
+
+        report = await agentledger.reconcile_run(served.client, ledger, result.run_id)
+        assert report.clean and report.repaired
+        assert (await ledger.run(result.run_id)).degraded == ()
+
+
 def start_worker(
     address: str,
     task_queue: str,
@@ -675,7 +724,9 @@ async def test_two_worker_processes_share_one_bucket(
             worker.wait(timeout=30)
     assert all(worker.returncode == 0 for worker in workers), [log.read_text() for log in logs]
 
-    async with s3_server.ledger(s3_bucket, prefix='fleet') as ledger:
+    fleet_ledger = s3_server.ledger(s3_bucket, prefix='fleet')
+    check_at_session_end(fleet_ledger, client)
+    async with fleet_ledger as ledger:
         runs = await ledger.runs(agent='calc')
         assert sorted(r.run_id for r in runs) == sorted(h.run_id for h in handles)
         for handle in handles:

@@ -17,8 +17,10 @@ from temporalio.exceptions import ApplicationError
 
 from .._errors import LedgerError, LedgerUnavailableError
 from ..ledger._base import Ledger
+from ..ledger._content import encode_messages
 from ..ledger._records import SnapshotRecord
-from ..ledger._snapshots import SnapshotNotFoundError
+from ..ledger._snapshots import SnapshotNotFoundError, snapshot_id
+from ..ledger._validity import is_provider_valid
 from ._failures import ledger_failure
 
 __all__ = ['HistoryResolver']
@@ -33,6 +35,8 @@ class HistoryResolver:
         self._ledger = ledger
         self._size = size
         self._recent: OrderedDict[str, _History] = OrderedDict()
+        self._steps: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
+        """(run, Temporal run, step, message count) -> the id of the model-request snapshot kept at hand."""
 
     def remember(
         self, record: SnapshotRecord, messages: Sequence[ModelMessage], base: tuple[str, Sequence[str]] | None
@@ -44,10 +48,33 @@ class HistoryResolver:
             hashes = list(record.new_hashes)
         else:
             return
-        self._recent[record.snapshot_id] = (list(messages), hashes)
-        self._recent.move_to_end(record.snapshot_id)
+        self._keep(record.snapshot_id, list(messages), hashes)
+        if record.kind == 'model_request':
+            self._index(record.run_id, record.temporal_run_id, record.step, len(hashes), record.snapshot_id)
+
+    def remember_unstored(self, run_id: str, temporal_run_id: str, step: int, messages: Sequence[ModelMessage]) -> None:
+        """Keep a model request's history the ledger could not store (outage policy `warn`).
+
+        The next request of the run names it as its base; this worker resolves it from memory under
+        the id the ledger will give it once the snapshot is written.
+        """
+        if not is_provider_valid(messages):
+            return
+        hashes = [message.hash for message in encode_messages(messages)]
+        stored_id = snapshot_id(run_id, step, 'model_request', hashes)
+        self._keep(stored_id, list(messages), hashes)
+        self._index(run_id, temporal_run_id, step, len(hashes), stored_id)
+
+    def _keep(self, key: str, messages: list[ModelMessage], hashes: list[str]) -> None:
+        self._recent[key] = (messages, hashes)
+        self._recent.move_to_end(key)
         while len(self._recent) > self._size:
             self._recent.popitem(last=False)
+
+    def _index(self, run_id: str, temporal_run_id: str, step: int, count: int, stored_id: str) -> None:
+        self._steps[(run_id, temporal_run_id, step, count)] = stored_id
+        while len(self._steps) > self._size:
+            self._steps.popitem(last=False)
 
     async def resolve(self, run_id: str, reference: dict[str, Any]) -> tuple[str, list[ModelMessage], list[str]]:
         """The referenced snapshot's id, messages and hashes.
@@ -58,15 +85,22 @@ class HistoryResolver:
         that is down fails the attempt (retryable); a reference that cannot be resolved fails it for
         good, naming the reference.
         """
-        count = reference.get('count')
         try:
-            snapshot_id = reference.get('snapshot_id') or await self._stored_request(run_id, reference)
-            cached = self._recent.get(snapshot_id)
-            if cached is None:
-                snapshot = await self._ledger.snapshot(snapshot_id)
-                cached = (snapshot.messages, snapshot.hashes)
+            return await self.lookup(run_id, reference)
         except LedgerUnavailableError as error:
             raise ledger_failure(error) from error
+
+    async def lookup(self, run_id: str, reference: dict[str, Any]) -> tuple[str, list[ModelMessage], list[str]]:
+        """`resolve`, except that a ledger that is down raises `LedgerUnavailableError` itself."""
+        count = reference.get('count')
+        try:
+            found = reference.get('snapshot_id') or await self._stored_request(run_id, reference)
+            cached = self._recent.get(found)
+            if cached is None:
+                snapshot = await self._ledger.snapshot(found)
+                cached = (snapshot.messages, snapshot.hashes)
+        except LedgerUnavailableError:
+            raise
         except LedgerError as error:
             raise ApplicationError(
                 f'agentledger: history reference {reference} of run {run_id} cannot be resolved: {error}',
@@ -81,10 +115,13 @@ class HistoryResolver:
                 type='UnresolvableHistoryReference',
                 non_retryable=True,
             )
-        return snapshot_id, messages, hashes
+        return found, messages, hashes
 
     async def _stored_request(self, run_id: str, reference: dict[str, Any]) -> str:
         step, temporal_run_id, count = reference.get('step'), reference.get('temporal_run_id'), reference.get('count')
+        at_hand = self._steps.get((run_id, str(temporal_run_id), int(step or 0), int(count or 0)))
+        if at_hand is not None and at_hand in self._recent:
+            return at_hand
         candidates = [
             s
             for s in await self._ledger.snapshots(run_id)

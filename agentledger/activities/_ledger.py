@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, RunNotFoundError
+from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError, RunNotFoundError
 from ..ledger._base import Ledger
 from ..ledger._lineage import resolve_seed
 from ..ledger._records import ForkRef, RunStart
@@ -24,6 +24,9 @@ from ..workflows._types import (
 from ._failures import ledger_failure
 from ._history import HistoryResolver
 
+if TYPE_CHECKING:
+    from ..plugin._outage import OutageBuffer
+
 __all__ = ['LedgerActivities']
 
 _RESTARTABLE = ('failed', 'running')
@@ -37,9 +40,12 @@ worker died for good): Temporal allows one open execution per workflow id, so it
 class LedgerActivities:
     """The `run_started` and `seal_run` activities, bound to one ledger."""
 
-    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None) -> None:
+    def __init__(
+        self, ledger: Ledger, histories: HistoryResolver | None = None, outage: OutageBuffer | None = None
+    ) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
+        self._outage = outage
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -106,25 +112,36 @@ class LedgerActivities:
         """Record the final snapshot, then the run's outcome.
 
         The workflow's last acceptances and workflow-side events arrive in this activity's header,
-        which the activity interceptor writes before this runs.
+        which the activity interceptor writes before this runs. Under the `warn` outage policy a
+        seal the ledger cannot take now is kept and written once it can (the run completes
+        meanwhile); under `fail` the attempt fails and Temporal retries it.
         """
         seal = input.seal
+        if self._outage is not None and self._outage.pending(seal.run_id):
+            self._outage.keep(seal.run_id, f'seal ({seal.status})', lambda ledger: self._seal(ledger, input))
+            return
         try:
-            if input.final_messages is not None:
-                messages, base = input.final_messages, None
-                if input.final_history is not None:
-                    base_id, held, hashes = await self._histories.resolve(seal.run_id, input.final_history)
-                    messages, base = [*held, *messages], (base_id, hashes)
-                await self._ledger.write_snapshot(
-                    run_id=seal.run_id,
-                    temporal_run_id=seal.temporal_run_id,
-                    step=input.final_step,
-                    kind='final',
-                    messages=messages,
-                    base=base,
-                )
-            await self._ledger.seal_run(seal)
+            await self._seal(self._ledger, input)
         except (LedgerCorruptionError, LedgerConfigError):
             raise
         except LedgerError as error:
-            raise ledger_failure(error) from error
+            if self._outage is None or not isinstance(error, LedgerUnavailableError):
+                raise ledger_failure(error) from error
+            self._outage.keep(seal.run_id, f'seal ({seal.status})', lambda ledger: self._seal(ledger, input), error)
+
+    async def _seal(self, ledger: Ledger, input: SealInput) -> None:
+        seal = input.seal
+        if input.final_messages is not None:
+            messages, base = input.final_messages, None
+            if input.final_history is not None:
+                base_id, held, hashes = await self._histories.lookup(seal.run_id, input.final_history)
+                messages, base = [*held, *messages], (base_id, hashes)
+            await ledger.write_snapshot(
+                run_id=seal.run_id,
+                temporal_run_id=seal.temporal_run_id,
+                step=input.final_step,
+                kind='final',
+                messages=messages,
+                base=base,
+            )
+        await ledger.seal_run(seal)

@@ -191,6 +191,21 @@ class Ledger(ABC):
         """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
 
     @abstractmethod
+    async def _rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
+        """Remove the run's stored events with these `seq`s, then store `events`, each in place of any row of its key.
+
+        An event with a non-zero `seq` keeps it (its place in the causal order); one with `seq` 0 gets a new one.
+        """
+
+    @abstractmethod
+    async def _rewrite_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
+        """Store each acceptance in place of whatever is stored under its key."""
+
+    @abstractmethod
+    async def _update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
+        """Fold into the stored run record atomically; `None` from `fold` (or no record) changes nothing."""
+
+    @abstractmethod
     async def _read_run(self, run_id: str) -> RunRecord | None:
         """Return the run record, or `None`."""
 
@@ -403,6 +418,33 @@ class Ledger(ABC):
             if written is not None:
                 return EffectRecord.from_record(written)
 
+    # --- repairs (reconcile) --------------------------------------------------------------------------
+
+    async def replace_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
+        """Replace stored events: the only write that changes a stored event, for `reconcile`'s audited repairs.
+
+        Removes the run's rows with `remove_seqs` (a divergent row, the copies of a duplicated one) and stores
+        `events` in place of any row with the same key; an event with a non-zero `seq` keeps that place
+        in the causal order. Record the repair itself (a `ledger_repaired` event) alongside.
+        """
+        if remove_seqs or events:
+            await self._retrying(
+                f'a repair of stored events of run {run_id}', lambda: self._rewrite_events(run_id, remove_seqs, events)
+            )
+
+    async def replace_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
+        """Store acceptances in place of what is stored under their keys (`reconcile`'s audited repairs)."""
+        if acceptances:
+            await self._retrying('a repair of stored acceptances', lambda: self._rewrite_acceptances(acceptances))
+
+    async def update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
+        """Fold a change into the run record atomically (a transaction, or compare-and-swap on S3).
+
+        `fold` gets the stored record and returns the new one, or `None` to change nothing; it may run
+        more than once when another writer changes the record meanwhile.
+        """
+        await self._retrying(f'an update of run {run_id}', lambda: self._update_run(run_id, fold))
+
     # --- reads ---------------------------------------------------------------------------------------
 
     async def run(self, run_id: str) -> RunRecord:
@@ -468,14 +510,19 @@ class Ledger(ABC):
         record = await self.run(run_id)
         events = await self._read_events(run_id)
         acceptances = await self._read_acceptances(run_id)
-        return derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record))
+        return derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
+
+    async def acceptances(self, run_id: str) -> list[Acceptance]:
+        """The activities whose results the run's workflow observed (what `reconcile` checks against history)."""
+        await self.run(run_id)
+        return await self._read_acceptances(run_id)
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """One record per activity: its attempts and which attempt's result the run used."""
         record = await self.run(run_id)
         events = await self._read_events(run_id)
         acceptances = await self._read_acceptances(run_id)
-        states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record))
+        states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
         return derive_steps(states, acceptances)
 
     async def tool_effects(self, run_id: str) -> list[ToolEffect]:
@@ -767,8 +814,12 @@ class Ledger(ABC):
         return snapshot_at_step(record, await self._read_snapshots(run_id), step)
 
 
-def _sealed(record: RunRecord) -> tuple[str, ...]:
-    """Temporal runs that can accept nothing more: all of them once the run ended, else all but the latest."""
+def _sealed(record: RunRecord, events: Sequence[StepEvent]) -> tuple[str, ...]:
+    """Temporal runs that can accept nothing more: all of them once the run ended, else all but the latest.
+
+    Once the run ended that includes Temporal runs only its events name (an orphan row of a run
+    Temporal never had): whatever they did, the run can no longer use it.
+    """
     if record.status == 'running':
         return record.temporal_run_ids[:-1]
-    return record.temporal_run_ids
+    return tuple(dict.fromkeys([*record.temporal_run_ids, *(event.temporal_run_id for event in events)]))

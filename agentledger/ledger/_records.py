@@ -50,6 +50,8 @@ EventKind: TypeAlias = Literal[
     'run_completed',
     'run_failed',
     'run_cancelled',
+    'run_terminated',
+    'ledger_repaired',
     'model_request_started',
     'model_request_completed',
     'model_request_failed',
@@ -57,7 +59,11 @@ EventKind: TypeAlias = Literal[
     'tool_call_completed',
     'tool_call_failed',
 ]
-"""What a `StepEvent` records. `*_started` opens an attempt; `*_completed` / `*_failed` end it."""
+"""What a `StepEvent` records. `*_started` opens an attempt; `*_completed` / `*_failed` end it.
+
+`ledger_repaired` is the audit record of one repair `reconcile` made: its `detail` is a JSON document
+with the finding, the reason, and the row before and after.
+"""
 
 StepKind: TypeAlias = Literal['model_request', 'tool_call']
 """The kind of activity a step is."""
@@ -390,6 +396,11 @@ class RunRecord:
     prompt_preview: str | None = None
     output_preview: str | None = None
     forked_from: ForkRef | None = None
+    degraded: tuple[str, ...] = ()
+    """What the ledger missed during an outage under the `warn` policy (one line per missing step).
+
+    The run went on without them; `reconcile` rebuilds them from Temporal's history and clears this.
+    """
 
     @property
     def temporal_run_id(self) -> str:
@@ -405,6 +416,7 @@ class RunRecord:
         """Return a JSON-compatible dict; the stable shape of `agentledger runs --json`."""
         data = asdict(self)
         data['temporal_run_ids'] = list(self.temporal_run_ids)
+        data['degraded'] = list(self.degraded)
         for name in ('started_at', 'updated_at', 'ended_at'):
             value = cast(datetime | None, data[name])
             data[name] = value.isoformat() if value else None
@@ -415,6 +427,7 @@ class RunRecord:
         """Rebuild from `to_json()` output."""
         values = dict(data)
         values['temporal_run_ids'] = tuple(values['temporal_run_ids'])
+        values['degraded'] = tuple(values.get('degraded') or ())
         values['started_at'] = datetime.fromisoformat(values['started_at'])
         values['updated_at'] = datetime.fromisoformat(values['updated_at'])
         values['ended_at'] = _dt(values.get('ended_at'))

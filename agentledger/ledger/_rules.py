@@ -77,9 +77,15 @@ def apply_seal(existing: RunRecord, seal: RunSeal) -> RunRecord | None:
     """Fold a `RunSeal` into the run record; `None` when the seal is stale or already applied.
 
     Only the latest Temporal run may seal: a seal delivered late by a run that was since reset
-    must not overwrite the live run's status.
+    must not overwrite the live run's status. A Temporal run the record does not list is a reset
+    past the `run_started` activity (the new run replays that start from history and never records
+    it): it is added, unless it ended before the run's recorded end (a late seal of an older run).
     """
-    if seal.temporal_run_id != existing.temporal_run_id:
+    if seal.temporal_run_id not in existing.temporal_run_ids:
+        if existing.ended_at is not None and seal.ended_at < existing.ended_at:
+            return None
+        existing = replace(existing, temporal_run_ids=(*existing.temporal_run_ids, seal.temporal_run_id))
+    elif seal.temporal_run_id != existing.temporal_run_id:
         return None
     if existing.status == seal.status and existing.ended_at == seal.ended_at:
         return None
@@ -110,8 +116,10 @@ def run_event_for_start(start: RunStart) -> StepEvent:
 
 
 def run_event_for_seal(seal: RunSeal) -> StepEvent:
-    """Return the terminal run event (`run_completed`, `run_failed`, `run_cancelled`) a `RunSeal` records."""
-    kind = {'completed': 'run_completed', 'cancelled': 'run_cancelled'}.get(seal.status, 'run_failed')
+    """The terminal run event of a `RunSeal`: `run_completed`, `run_failed`, `run_cancelled` or `run_terminated`."""
+    kind = {'completed': 'run_completed', 'cancelled': 'run_cancelled', 'terminated': 'run_terminated'}.get(
+        seal.status, 'run_failed'
+    )
     return StepEvent(
         run_id=seal.run_id,
         workflow_id=seal.workflow_id,

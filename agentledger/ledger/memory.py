@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ._base import Ledger, RunFilter
 from ._keyed import KeyedRecord
@@ -75,6 +75,34 @@ class MemoryLedger(Ledger):
                 if updated is not None:
                     self._runs[seal.run_id] = updated
             self._append([event])
+
+    async def _rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
+        async with self._lock:
+            keys = {event.key for event in events}
+            removed = set(remove_seqs)
+            stored = self._events.get(run_id, [])
+            self._event_keys.difference_update(e.key for e in stored if e.seq in removed or e.key in keys)
+            self._events[run_id] = [e for e in stored if e.seq not in removed and e.key not in keys]
+            for event in events:
+                if event.seq == 0:
+                    self._append([event])
+                    continue
+                self._event_keys.add(event.key)
+                stored = self._events.setdefault(event.run_id, [])
+                stored.append(event.with_state('provisional'))
+                stored.sort(key=lambda e: e.seq)
+
+    async def _rewrite_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
+        async with self._lock:
+            for acceptance in acceptances:
+                self._acceptances.setdefault(acceptance.run_id, {})[acceptance.key] = acceptance
+
+    async def _update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
+        async with self._lock:
+            existing = self._runs.get(run_id)
+            updated = fold(existing) if existing is not None else None
+            if updated is not None:
+                self._runs[run_id] = updated
 
     async def _read_run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)

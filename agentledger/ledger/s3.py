@@ -233,6 +233,11 @@ class _ObjectCache:
             self._items.move_to_end(key)
         return data
 
+    def drop(self, key: str) -> None:
+        data = self._items.pop(key, None)
+        if data is not None:
+            self._bytes -= len(data)
+
     def put(self, key: str, data: bytes) -> None:
         # One large blob must not flush everything else.
         if len(data) > self._max_bytes // 8 or key in self._items:
@@ -509,12 +514,12 @@ class S3Ledger(Ledger):
             raise LedgerError(f'the S3 ledger {self.url} is not open')
         return self._client
 
-    def _put(self, key: str, body: bytes, condition: str) -> str | None:
-        """PUT `body` at `key` if `condition` (`_CREATE` or an ETag) holds; the new ETag, or `None` if it did not."""
+    def _put(self, key: str, body: bytes, condition: str | None) -> str | None:
+        """PUT `body` at `key` if `condition` (`_CREATE`, an ETag, `None`: always) holds; the new ETag, or `None`."""
         request: PutObjectRequestTypeDef = {'Bucket': self._bucket, 'Key': key, 'Body': body}
         if condition == _CREATE:
             request['IfNoneMatch'] = _CREATE
-        else:
+        elif condition is not None:
             request['IfMatch'] = condition
         if key.endswith('.json'):
             request['ContentType'] = 'application/json'
@@ -527,7 +532,7 @@ class S3Ledger(Ledger):
         except ClientError as error:
             code, status = _code(error), _status(error)
             # 412: the condition failed. S3 answers If-Match on a key that is gone with 404 NoSuchKey.
-            if status == 412 or (condition != _CREATE and code == 'NoSuchKey'):
+            if status == 412 or (condition not in (_CREATE, None) and code == 'NoSuchKey'):
                 return None
             raise self._translate(error, f'writing {key!r} to') from None
         except BotoCoreError as error:
@@ -700,6 +705,36 @@ class S3Ledger(Ledger):
                 )
                 for (run_id, key), acceptance in unique.items()
             )
+
+    async def _rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
+        # Repairs only: events are otherwise immutable objects, so the cache of what was read is dropped.
+        async with self._operation():
+            removed = set(remove_seqs)
+            if removed:
+                keys = await self._list(self._run_prefix(run_id) + 'events/')
+                for key, data in await self._get_many(keys, immutable=True):
+                    if data is not None and self._decode(key, data, StepEvent.from_json).seq in removed:
+                        await self._run(self._delete, key)
+                        self._cache.drop(key)
+            for event in events:
+                seq = event.seq or (await self._allocate(event.run_id, 1))[0]
+                body = event.with_seq(seq).to_json()
+                del body['state']
+                key = f'{self._run_prefix(event.run_id)}events/{_digest(event.key)}.json'
+                await self._run(self._put, key, _dumps(body), None)
+                self._cache.drop(key)
+
+    async def _rewrite_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
+        async with self._operation():
+            for acceptance in acceptances:
+                key = f'{self._run_prefix(acceptance.run_id)}acceptances/{_digest(acceptance.key)}.json'
+                await self._run(self._put, key, _dumps(acceptance.to_json()), None)
+                self._cache.drop(key)
+
+    async def _update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
+        async with self._operation():
+            key = self._run_prefix(run_id) + 'run.json'
+            await self._fold_run(key, lambda existing: fold(existing) if existing is not None else None)
 
     async def _write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
         async with self._operation():

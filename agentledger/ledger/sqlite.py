@@ -6,7 +6,8 @@ Schema (version 3, see `_MIGRATIONS`)::
                     indexed columns (`agent_name`, `status`, `conversation_id`, `parent_run_id`,
                     `workflow_id`, `forked_from_run_id`, and `started_at_us, run_id` for newest-first
                     paging); the nested values (`temporal_run_ids`, `usage`, `error`, `forked_from`)
-                    are JSON text. Datetimes are stored as ISO 8601 text exactly as given, plus
+                    are JSON text, and so is `degraded` (what a ledger outage under the `warn`
+                    policy left out, added in version 3). Datetimes are stored as ISO 8601 text exactly as given, plus
                     `started_at_us` (UTC microseconds since the epoch) because ISO text with different
                     UTC offsets does not sort by instant. `forked_from_run_id` repeats
                     `forked_from.run_id` so that the lineage filter is an index lookup.
@@ -35,8 +36,8 @@ Schema (version 3, see `_MIGRATIONS`)::
                     Upserted; `agentledger gc` reads them all and deletes those of collected payloads.
     schema_version  one row: the version the file was migrated to.
 
-Version 1 files (no lineage columns, no snapshot tables) and version 2 files (no records, no
-payload references) are migrated in place on `open()`.
+Older files (version 1: no lineage columns, no snapshot tables; version 2: no `degraded`, no records,
+no payload references) are migrated in place on `open()`.
 
 Why WAL: readers (the CLI, the read connection of every worker) never block the writer and see
 only committed transactions; with `synchronous=NORMAL` a commit survives a crash of the process
@@ -156,6 +157,7 @@ _MIGRATIONS: dict[int, list[str]] = {
         'CREATE INDEX snapshots_run ON snapshots (run_id, seq)',
     ],
     3: [
+        "ALTER TABLE runs ADD COLUMN degraded TEXT NOT NULL DEFAULT '[]'",
         """
         CREATE TABLE records (
             namespace TEXT NOT NULL,
@@ -201,6 +203,7 @@ _RUN_COLUMNS = (
     'output_preview',
     'forked_from',
     'forked_from_run_id',
+    'degraded',
 )
 _SELECT_RUN = f'SELECT {", ".join(_RUN_COLUMNS)} FROM runs'
 _UPSERT_RUN = (
@@ -514,6 +517,41 @@ class SqliteLedger(Ledger):
 
         await self._submit(write)
 
+    async def _rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
+        rows = _event_rows(events)
+        removed = [(seq, run_id) for seq in remove_seqs]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany('DELETE FROM events WHERE seq = ? AND run_id = ?', removed)
+            await connection.executemany('DELETE FROM events WHERE event_key = ?', [(row[0],) for row in rows])
+            await connection.executemany(
+                'INSERT INTO events (seq, event_key, run_id, body) VALUES (?, ?, ?, ?)',
+                [(event.seq or None, *row) for event, row in zip(events, rows, strict=True)],
+            )
+
+        await self._submit(write)
+
+    async def _rewrite_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
+        rows = [(a.key, a.run_id, _dumps(a.to_json())) for a in acceptances]
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.executemany(
+                'INSERT INTO acceptances (acceptance_key, run_id, body) VALUES (?, ?, ?) '
+                'ON CONFLICT (acceptance_key) DO UPDATE SET run_id = excluded.run_id, body = excluded.body',
+                rows,
+            )
+
+        await self._submit(write)
+
+    async def _update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
+        async def write(connection: aiosqlite.Connection) -> None:
+            existing = await self._select_run(connection, run_id)
+            updated = fold(existing) if existing is not None else None
+            if updated is not None:
+                await connection.execute(_UPSERT_RUN, _run_row(updated))
+
+        await self._submit(write)
+
     async def _write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
         if not messages and not blobs:
             return
@@ -775,6 +813,7 @@ class SqliteLedger(Ledger):
                 forked_from=(
                     ForkRef.from_json(_loads_object(row['forked_from'])) if row['forked_from'] is not None else None
                 ),
+                degraded=_degraded(row['degraded']),
             )
         except (ValueError, TypeError, KeyError) as error:
             raise self._corrupt('runs', row['run_id'], error) from error
@@ -813,6 +852,13 @@ def _loads_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _degraded(text: str) -> tuple[str, ...]:
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
+        raise ValueError(f'degraded is not a list of strings: {value!r}')
+    return tuple(value)
+
+
 def _epoch_us(moment: datetime) -> int:
     # astimezone() reads a naive datetime as local time, the same reading datetime comparison gives it.
     return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
@@ -839,6 +885,7 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         run.output_preview,
         _dumps(asdict(run.forked_from)) if run.forked_from is not None else None,
         run.forked_from.run_id if run.forked_from is not None else None,
+        _dumps(list(run.degraded)),
     )
 
 

@@ -21,7 +21,9 @@ worker crash, a `raise`, a reset or a restart) replays the response that was alr
 For a tool call it sets the `ToolContext` that `agentledger.once` reads.
 
 A ledger write that fails even after the ledger's own retries fails the attempt with a retryable
-`LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded.
+`LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded
+(outage policy `fail`). Under the `warn` policy the attempt goes on and the write is kept for
+later instead (see `_outage.py`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from .._compat import (
     tool_result_detail,
     with_model_request_messages,
 )
-from .._errors import LedgerError
+from .._errors import LedgerError, LedgerUnavailableError
 from ..activities._failures import ledger_failure
 from ..activities._history import HistoryResolver
 from ..activities._scopes import Scopes
@@ -58,6 +60,7 @@ from ..ledger._base import Ledger
 from ..ledger._journal import JournalEntry, journal_key, request_hash
 from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
 from ..workflows._state import HEADER
+from ._outage import OutageBuffer
 
 __all__ = ['LedgerActivityInterceptor']
 
@@ -107,6 +110,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         ledger: Ledger,
         histories: HistoryResolver,
         scopes: Scopes,
+        outage: OutageBuffer | None = None,
         *,
         model_journal: bool = True,
     ) -> None:
@@ -114,6 +118,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         self._ledger = ledger
         self._histories = histories
         self._scopes = scopes
+        self._outage = outage
         self._model_journal = model_journal
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
@@ -121,9 +126,20 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         header = _read_header(input.headers)
         if header is None:
             return await super().execute_activity(input)
+        accepted = [Acceptance.from_json(a) for a in header.get('accepted', [])]
+        observed = [StepEvent.from_json(e) for e in header.get('events', [])]
         try:
-            await self._ledger.accept([Acceptance.from_json(a) for a in header.get('accepted', [])])
-            await self._ledger.record_events([StepEvent.from_json(e) for e in header.get('events', [])])
+            if self._outage is not None:
+                run_id = header['run_id']
+                if accepted:
+                    what = f'acceptance of activities {", ".join(a.activity_id for a in accepted)}'
+                    await self._outage.write(run_id, what, self._outage.acceptances(accepted))
+                if observed:
+                    what = ', '.join(map(_describe, observed))
+                    await self._outage.write(run_id, what, self._outage.events(observed))
+            else:
+                await self._ledger.accept(accepted)
+                await self._ledger.record_events(observed)
         except LedgerError as error:
             raise ledger_failure(error) from error
 
@@ -281,6 +297,10 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
     ) -> None:
         # The history a model is about to see is the boundary snapshot: provider-valid by construction
         # (the ledger checks, and skips an invalid one rather than offering it as a continuation point).
+        if self._outage is not None and self._outage.pending(run_id):
+            # Its parent may be among the writes still kept: it waits behind them.
+            self._keep_snapshot(self._outage, run_id, temporal_run_id, step, messages, None)
+            return
         try:
             record = await self._ledger.write_snapshot(
                 run_id=run_id,
@@ -291,14 +311,46 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 base=base,
             )
         except LedgerError as error:
-            raise ledger_failure(error) from error
+            if self._outage is None or not isinstance(error, LedgerUnavailableError):
+                raise ledger_failure(error) from error
+            self._keep_snapshot(self._outage, run_id, temporal_run_id, step, messages, error)
+            return
         if record is None:
             return
         # The next model request of this run names this snapshot as its base: keep it at hand.
         self._histories.remember(record, messages, base)
 
+    def _keep_snapshot(
+        self,
+        outage: OutageBuffer,
+        run_id: str,
+        temporal_run_id: str,
+        step: int,
+        messages: list[ModelMessage],
+        error: LedgerError | None,
+    ) -> None:
+        """Outage policy `warn`: store the snapshot later, and keep its history at hand for the next request."""
+        self._histories.remember_unstored(run_id, temporal_run_id, step, messages)
+
+        async def store(ledger: Ledger) -> None:
+            await ledger.write_snapshot(
+                run_id=run_id, temporal_run_id=temporal_run_id, step=step, kind='model_request', messages=messages
+            )
+
+        outage.keep(run_id, f'snapshot of step {step}', store, error)
+
     async def _write(self, event: StepEvent) -> None:
         try:
-            await self._ledger.record_events([event])
+            if self._outage is not None:
+                await self._outage.write(event.run_id, _describe(event), self._outage.events([event]))
+            else:
+                await self._ledger.record_events([event])
         except LedgerError as error:
             raise ledger_failure(error) from error
+
+
+def _describe(event: StepEvent) -> str:
+    """One line naming an event, for the degraded mark of a run whose ledger was down."""
+    what = f' of {event.tool_name}' if event.tool_name else ''
+    step = f'step {event.step} ' if event.step is not None else ''
+    return f'{step}{event.kind}{what} (activity {event.activity_id}, attempt {event.attempt})'

@@ -32,6 +32,7 @@ from ..workflows import AgentRunWorkflow
 from ..workflows._delegate import delegated_agents
 from ..workflows._registry import register_agent
 from ._activity_interceptor import LedgerActivityInterceptor
+from ._outage import OutageBuffer, OutagePolicy
 from ._storage import PAYLOAD_THRESHOLD, with_ledger_storage
 from ._workflow_interceptor import workflow_interceptor_class
 
@@ -41,16 +42,24 @@ __all__ = ['LedgerInterceptor', 'LedgerPlugin']
 class LedgerInterceptor(Interceptor):
     """The worker interceptor pair: activity events on the worker, acceptances from workflow code."""
 
-    def __init__(self, ledger: Ledger, histories: HistoryResolver | None = None, *, model_journal: bool = True) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        histories: HistoryResolver | None = None,
+        outage: OutageBuffer | None = None,
+        *,
+        model_journal: bool = True,
+    ) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
         self._scopes = Scopes(ledger)
+        self._outage = outage
         self._model_journal = model_journal
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
         return LedgerActivityInterceptor(
-            next, self._ledger, self._histories, self._scopes, model_journal=self._model_journal
+            next, self._ledger, self._histories, self._scopes, self._outage, model_journal=self._model_journal
         )
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
@@ -114,6 +123,12 @@ class LedgerPlugin(SimplePlugin):
         model_journal: Journal every provider response before the model-request activity returns, so
             a later attempt of the same request replays it instead of calling (and paying) the
             provider again (see the README, "Model-call journal"). On by default.
+        outage: What a worker does when the ledger cannot be written (after the ledger's own
+            retries). `fail` (default): the activity attempt fails with a retryable
+            `LedgerUnavailableError` and Temporal retries it, so the run pauses until the ledger is
+            back and nothing goes unrecorded. `warn`: the run goes on; what could not be written is
+            kept in the worker's memory and written when the ledger is back, and the run is marked
+            degraded (`RunRecord.degraded`) until `reconcile` has checked it against history.
 
     """
 
@@ -124,9 +139,14 @@ class LedgerPlugin(SimplePlugin):
         *,
         payload_threshold: int | None = PAYLOAD_THRESHOLD,
         model_journal: bool = True,
+        outage: OutagePolicy = 'fail',
     ) -> None:
+        if outage not in ('fail', 'warn'):
+            raise ValueError(f"outage must be 'fail' or 'warn', not {outage!r}")
         self.ledger = ledger
         self.model_journal = model_journal
+        self.outage: OutagePolicy = outage
+        self._buffer = OutageBuffer(ledger) if outage == 'warn' else None
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
@@ -135,8 +155,8 @@ class LedgerPlugin(SimplePlugin):
         histories = HistoryResolver(ledger)
         super().__init__(
             'agentledger.LedgerPlugin',
-            interceptors=[LedgerInterceptor(ledger, histories, model_journal=model_journal)],
-            activities=[*LedgerActivities(ledger, histories).activities, delegate_result],
+            interceptors=[LedgerInterceptor(ledger, histories, self._buffer, model_journal=model_journal)],
+            activities=[*LedgerActivities(ledger, histories, self._buffer).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
             data_converter=None
@@ -155,7 +175,11 @@ class LedgerPlugin(SimplePlugin):
         try:
             await next(worker)
         finally:
-            await self.ledger.close()
+            try:
+                if self._buffer is not None:
+                    await self._buffer.close()
+            finally:
+                await self.ledger.close()
 
     def configure_client(self, config: ClientConfig) -> ClientConfig:
         """pydantic-ai's converter first, then the ledger's client configuration."""

@@ -1,0 +1,242 @@
+"""`reconcile_run` / `reconcile_ledger`: compare ledger runs with Temporal's history and repair them, audited.
+
+The I/O edges only: read the ledger, fetch and decode the history of every Temporal run of the ledger
+run, hand both to the pure `compare`, and (for closed runs, unless told not to) write what it found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from .._ids import ledger_run_id
+from ..ledger._base import Ledger
+from ..ledger._records import Acceptance, RunRecord, RunStatus, StepEvent
+from ._compare import Category, Comparison, Finding, audit_detail, compare
+from ._facts import RunFacts, fetch_run_facts
+
+__all__ = ['RECONCILE_SCHEMA', 'ReconcileReport', 'reconcile_ledger', 'reconcile_run']
+
+RECONCILE_SCHEMA = 'agentledger.reconcile/1'
+"""The `schema` value of `agentledger reconcile --json`."""
+
+_CATEGORIES: tuple[Category, ...] = ('missing', 'divergent', 'orphan', 'duplicate')
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What `reconcile_run` found for one ledger run, and whether it repaired it."""
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    """The run's status in the ledger after reconcile (repaired, or as it was in report mode)."""
+    open: bool
+    """Whether the run's workflow is still running; open runs are only reported unless `repair=True`."""
+    repaired: bool
+    """Whether the findings were written to the ledger (each with a `ledger_repaired` audit event)."""
+    ok: int
+    """How many rows history confirms."""
+    findings: tuple[Finding, ...]
+    unknown_temporal_runs: tuple[str, ...] = ()
+    """Temporal run ids the ledger names that Temporal does not know (never existed, or past retention)."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows per category: `ok`, `missing`, `divergent`, `orphan`, `duplicate`."""
+        counts = {'ok': self.ok} | {category: 0 for category in _CATEGORIES}
+        for finding in self.findings:
+            counts[finding.category] += 1
+        return counts
+
+    @property
+    def clean(self) -> bool:
+        """Whether history confirms every row: nothing missing, divergent, orphan or duplicate."""
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict (one run of `agentledger reconcile --json`)."""
+        return {
+            'run_id': self.run_id,
+            'workflow_id': self.workflow_id,
+            'status': self.status,
+            'open': self.open,
+            'repaired': self.repaired,
+            'counts': self.counts,
+            'findings': [finding.to_json() for finding in self.findings],
+            'unknown_temporal_runs': list(self.unknown_temporal_runs),
+        }
+
+
+async def _latest_run_id(client: Client, workflow_id: str) -> str | None:
+    try:
+        return (await client.get_workflow_handle(workflow_id).describe()).run_id
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+def _belongs(facts: RunFacts, record: RunRecord) -> bool:
+    """Whether a Temporal run of the workflow id is one of this ledger run's (same execution chain)."""
+    explicit = facts.input.get('ledger_run_id') if isinstance(facts.input, dict) else None
+    if explicit is not None:
+        return bool(explicit == record.run_id)
+    return ledger_run_id(facts.workflow_id, facts.first_execution_run_id) == record.run_id
+
+
+async def _chain(client: Client, record: RunRecord, events: Sequence[StepEvent]) -> tuple[list[RunFacts], list[str]]:
+    """Every Temporal run of the ledger run that Temporal has, oldest first, and the ids it does not know.
+
+    The ledger names some (its record, its events); resets and continue-as-new past what the ledger
+    saw are found from the workflow's latest run and the links between runs.
+    """
+    wanted = list(dict.fromkeys([*record.temporal_run_ids, *(e.temporal_run_id for e in events)]))
+    latest = await _latest_run_id(client, record.workflow_id)
+    if latest is not None and latest not in wanted:
+        wanted.append(latest)
+    found: dict[str, RunFacts] = {}
+    unknown: list[str] = []
+    while wanted:
+        temporal_run_id = wanted.pop(0)
+        if temporal_run_id in found or temporal_run_id in unknown:
+            continue
+        facts = await fetch_run_facts(client, record.workflow_id, temporal_run_id)
+        if facts is None:
+            unknown.append(temporal_run_id)
+            continue
+        if temporal_run_id not in record.temporal_run_ids and not _belongs(facts, record):
+            continue
+        found[temporal_run_id] = facts
+        wanted += [link for link in (facts.reset_from, facts.continued_as) if link]
+    chain = sorted(found.values(), key=lambda facts: facts.started_at)
+    return chain, unknown
+
+
+async def reconcile_run(client: Client, ledger: Ledger, run_id: str, *, repair: bool | None = None) -> ReconcileReport:
+    """Compare one ledger run with Temporal's history; repair it when it is closed (or `repair=True`).
+
+    `client` reads the history and decodes it with its data converter: connect it with the same
+    `LedgerPlugin` (or at least pydantic-ai's plugin) the workers use. `repair=None` repairs closed runs
+    and only reports open ones; `False` only reports; `True` repairs open runs too. Every repair is
+    recorded as a `ledger_repaired` event holding the finding (row before, row after, why), and a run
+    marked degraded by a ledger outage is cleared once its rows match history again.
+    Raises `RunNotFoundError` for an unknown run id.
+    """
+    record = await ledger.run(run_id)
+    # The ledger first: a row written after the history was read would otherwise look like an orphan.
+    events = await ledger.events(run_id)
+    acceptances = await ledger.acceptances(run_id)
+    chain, unknown = await _chain(client, record, events)
+    comparison = compare(record, events, acceptances, chain, unknown_runs=unknown)
+    do_repair = (not comparison.open) if repair is None else repair
+    repaired = False
+    if do_repair and (any(f.repairable for f in comparison.findings) or record.degraded):
+        await _repair(ledger, record, comparison)
+        repaired = True
+        record = await ledger.run(run_id)
+    return ReconcileReport(
+        run_id=run_id,
+        workflow_id=record.workflow_id,
+        status=record.status,
+        open=comparison.open,
+        repaired=repaired,
+        ok=comparison.ok,
+        findings=comparison.findings,
+        unknown_temporal_runs=tuple(unknown),
+    )
+
+
+async def reconcile_ledger(
+    client: Client, ledger: Ledger, *, repair: bool | None = None, page_size: int = 100
+) -> list[ReconcileReport]:
+    """`reconcile_run` for every run of the ledger, newest first."""
+    reports: list[ReconcileReport] = []
+    before: str | None = None
+    while True:
+        page = await ledger.runs(limit=page_size, before=before)
+        for record in page:
+            reports.append(await reconcile_run(client, ledger, record.run_id, repair=repair))
+        if len(page) < page_size:
+            return reports
+        before = page[-1].run_id
+
+
+def _audit(record: RunRecord, finding: Finding, now: datetime) -> StepEvent:
+    """The `ledger_repaired` event of one repair; its key is the finding's, so repeating a repair records it once."""
+    digest = hashlib.sha256(audit_detail(finding).encode()).hexdigest()[:20]
+    return StepEvent(
+        run_id=record.run_id,
+        workflow_id=record.workflow_id,
+        temporal_run_id=record.temporal_run_id,
+        activity_id=f'reconcile:{digest}',
+        attempt=0,
+        kind='ledger_repaired',
+        timestamp=now,
+        detail=audit_detail(finding),
+    )
+
+
+async def _repair(ledger: Ledger, record: RunRecord, comparison: Comparison) -> None:
+    """Write what the comparison found: replacements first, then what is missing, the record, and the audit."""
+    now = datetime.now(UTC)
+    repairs = [f for f in comparison.findings if f.repairable]
+    for finding in repairs:
+        if finding.row == 'event' and finding.stored_seqs and finding.after is not None:
+            # The repaired row takes the place of the one it replaces when the key is the same.
+            event = StepEvent.from_json(finding.after)
+            event = event.with_seq(finding.stored_seqs[0] if finding.key == event.key else 0)
+            await ledger.replace_events(record.run_id, finding.stored_seqs, [event])
+    missing_events = [
+        StepEvent.from_json(f.after) for f in repairs if f.row == 'event' and not f.stored_seqs and f.after is not None
+    ]
+    await ledger.record_events(missing_events)
+    await ledger.accept(
+        [
+            Acceptance.from_json(f.after)
+            for f in repairs
+            if f.row == 'acceptance' and f.category == 'missing' and f.after
+        ]
+    )
+    await ledger.replace_acceptances(
+        [
+            Acceptance.from_json(f.after)
+            for f in repairs
+            if f.row == 'acceptance' and f.category != 'missing' and f.after
+        ]
+    )
+    target = next((f.after for f in repairs if f.row == 'run'), None)
+    expected = record
+
+    def fold(stored: RunRecord) -> RunRecord | None:
+        if stored != expected:
+            # Changed since it was read (a live seal, another reconcile): leave it to the next reconcile.
+            return None
+        updated = RunRecord.from_json(target) if target is not None else stored
+        return replace(updated, degraded=())
+
+    if target is not None or record.degraded:
+        await ledger.update_run(record.run_id, fold)
+    audits = [_audit(record, finding, now) for finding in repairs]
+    if record.degraded and not any(f.row == 'run' for f in repairs):
+        audits.append(
+            _audit(
+                record,
+                Finding(
+                    'missing',
+                    'run',
+                    record.run_id,
+                    'the ledger outage is repaired from history: the run is no longer degraded',
+                    before={'degraded': list(record.degraded)},
+                    after={'degraded': []},
+                ),
+                now,
+            )
+        )
+    await ledger.record_events(audits)

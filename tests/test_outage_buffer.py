@@ -1,0 +1,68 @@
+"""The `warn` outage policy's buffer on its own: order per run, catching up, the degraded mark, what it refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentledger import LedgerCorruptionError, LedgerUnavailableError, MemoryLedger
+from agentledger.plugin._outage import OutageBuffer
+
+from .test_ledger_suite import FAST_RETRY, event, run_start
+
+
+class DownLedger(MemoryLedger):
+    """A memory ledger whose event writes fail while `down` (as an unreachable backend's would), or are corrupt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retry = FAST_RETRY
+        self.down = False
+        self.corrupt = False
+
+    async def _write_events(self, events: Any) -> None:
+        if self.corrupt:
+            raise LedgerCorruptionError('a row does not decode')
+        if self.down:
+            raise LedgerUnavailableError('backend unreachable')
+        await super()._write_events(events)
+
+
+async def test_writes_missed_during_an_outage_land_in_order_and_mark_the_run_degraded() -> None:
+    ledger = DownLedger()
+    buffer = OutageBuffer(ledger, interval_s=0.01)
+    await ledger.start_run(run_start('r1'))
+    ledger.down = True
+    await buffer.write('r1', 'first', buffer.events([event('1', 1, 'tool_call_started')]))
+    ledger.down = False
+    # The ledger is back, but a later write of the same run waits behind the kept one: the order holds.
+    await buffer.write('r1', 'second', buffer.events([event('1', 1, 'tool_call_completed')]))
+    assert buffer.pending('r1') == 2
+    assert await buffer.flush()
+    assert [e.kind for e in await ledger.events('r1')] == ['run_started', 'tool_call_started', 'tool_call_completed']
+    assert (await ledger.run('r1')).degraded == (
+        'first: missed a ledger outage',
+        'second: missed a ledger outage',
+    )
+    # Another run never waited: its writes go straight in.
+    await ledger.start_run(run_start('r2'))
+    await buffer.write('r2', 'other', buffer.events([event('1', 1, 'tool_call_started', run_id='r2')]))
+    assert buffer.pending() == 0 and (await ledger.run('r2')).degraded == ()
+    await buffer.close()
+
+
+async def test_a_ledger_that_stays_down_keeps_the_writes_and_a_corrupt_one_is_not_waited_for() -> None:
+    ledger = DownLedger()
+    buffer = OutageBuffer(ledger, interval_s=0.01)
+    await ledger.start_run(run_start('r1'))
+    ledger.down = True
+    await buffer.write('r1', 'kept', buffer.events([event('1', 1, 'tool_call_started')]))
+    assert not await buffer.flush() and buffer.pending('r1') == 1
+    await buffer.close()  # says what is still not written; nothing is dropped silently
+    assert buffer.pending('r1') == 1
+
+    ledger.down, ledger.corrupt = False, True
+    with pytest.raises(LedgerCorruptionError):
+        await buffer.write('r2', 'refused', buffer.events([event('1', 1, 'tool_call_started', run_id='r2')]))
+    assert buffer.pending('r2') == 0

@@ -1,0 +1,270 @@
+"""`reconcile`: the ledger compared with Temporal's history, on every backend, against a real dev server.
+
+The rows are broken behind the ledger's back, the way a lost write, a bad disk or a hand edit would:
+with the backend's own storage (the memory ledger's dicts, SQL on the SQLite file, objects in the
+bucket), and read back through a fresh ledger on the same storage, as an operator's process would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+import agentledger
+from agentledger import Acceptance, Ledger, MemoryLedger, RunNotFoundError, RunRecord, StepEvent, reconcile_run
+from agentledger.ledger.s3 import S3Ledger
+from agentledger.ledger.sqlite import SqliteLedger
+
+from . import agents
+from .agents import calc_agent, holder_agent
+from .conftest import expect_discrepancy, serve
+from .s3_server import admin_client
+from .test_ledger_suite import BACKENDS, make_ledger, raw_sql
+
+
+@pytest.fixture(params=BACKENDS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    async with make_ledger(request.param, tmp_path) as opened:
+        yield opened
+
+
+def _sqlite_path(ledger: SqliteLedger) -> Path:
+    return Path(ledger.url.removeprefix('sqlite:///'))
+
+
+def _s3_key(ledger: S3Ledger, run_id: str, table: str, key: str) -> str:
+    return f'{ledger.prefix}runs/{run_id}/{table}/{hashlib.sha256(key.encode()).hexdigest()}.json'
+
+
+def delete_event(ledger: Ledger, event: StepEvent) -> None:
+    """Lose one stored event."""
+    if isinstance(ledger, MemoryLedger):
+        ledger._events[event.run_id] = [e for e in ledger._events[event.run_id] if e.key != event.key]
+        ledger._event_keys.discard(event.key)
+    elif isinstance(ledger, SqliteLedger):
+        assert raw_sql(_sqlite_path(ledger), 'DELETE FROM events WHERE event_key = ?', (event.key,)) == 1
+    else:
+        assert isinstance(ledger, S3Ledger)
+        admin_client(ledger.endpoint).delete_object(
+            Bucket=ledger.bucket, Key=_s3_key(ledger, event.run_id, 'events', event.key)
+        )
+
+
+def overwrite_event(ledger: Ledger, event: StepEvent) -> None:
+    """Change a stored event's content in place (same key, same place in the order)."""
+    body = event.to_json()
+    del body['state']
+    if isinstance(ledger, MemoryLedger):
+        ledger._events[event.run_id] = [event if e.key == event.key else e for e in ledger._events[event.run_id]]
+    elif isinstance(ledger, SqliteLedger):
+        del body['seq']
+        query = 'UPDATE events SET body = ? WHERE event_key = ?'
+        assert raw_sql(_sqlite_path(ledger), query, (json.dumps(body), event.key)) == 1
+    else:
+        assert isinstance(ledger, S3Ledger)
+        admin_client(ledger.endpoint).put_object(
+            Bucket=ledger.bucket, Key=_s3_key(ledger, event.run_id, 'events', event.key), Body=json.dumps(body)
+        )
+
+
+def duplicate_event(ledger: Ledger, event: StepEvent, seq: int) -> None:
+    """Store a second copy of an event under another storage key, as a broken writer or a restore could."""
+    copy = event.with_seq(seq).to_json()
+    del copy['state']
+    if isinstance(ledger, MemoryLedger):
+        ledger._events[event.run_id].append(event.with_seq(seq).with_state('provisional'))
+    elif isinstance(ledger, SqliteLedger):
+        del copy['seq']
+        query = 'INSERT INTO events (seq, event_key, run_id, body) VALUES (?, ?, ?, ?)'
+        raw_sql(_sqlite_path(ledger), query, (seq, f'{event.key}#copy', event.run_id, json.dumps(copy)))
+    else:
+        assert isinstance(ledger, S3Ledger)
+        admin_client(ledger.endpoint).put_object(
+            Bucket=ledger.bucket,
+            Key=_s3_key(ledger, event.run_id, 'events', f'{event.key}#copy'),
+            Body=json.dumps(copy),
+        )
+
+
+def delete_acceptance(ledger: Ledger, acceptance: Acceptance) -> None:
+    if isinstance(ledger, MemoryLedger):
+        del ledger._acceptances[acceptance.run_id][acceptance.key]
+    elif isinstance(ledger, SqliteLedger):
+        query = 'DELETE FROM acceptances WHERE acceptance_key = ?'
+        assert raw_sql(_sqlite_path(ledger), query, (acceptance.key,)) == 1
+    else:
+        assert isinstance(ledger, S3Ledger)
+        admin_client(ledger.endpoint).delete_object(
+            Bucket=ledger.bucket, Key=_s3_key(ledger, acceptance.run_id, 'acceptances', acceptance.key)
+        )
+
+
+def unseal(ledger: Ledger, record: RunRecord) -> None:
+    """Make the stored run record say `running`, as if its seal never landed."""
+    if isinstance(ledger, MemoryLedger):
+        ledger._runs[record.run_id] = replace(record, status='running', ended_at=None)
+    elif isinstance(ledger, SqliteLedger):
+        query = "UPDATE runs SET status = 'running', ended_at = NULL WHERE run_id = ?"
+        assert raw_sql(_sqlite_path(ledger), query, (record.run_id,)) == 1
+    else:
+        assert isinstance(ledger, S3Ledger)
+        admin_client(ledger.endpoint).put_object(
+            Bucket=ledger.bucket,
+            Key=f'{ledger.prefix}runs/{record.run_id}/run.json',
+            Body=json.dumps(replace(record, status='running', ended_at=None).to_json()),
+        )
+
+
+def reader(ledger: Ledger) -> Ledger:
+    """Another process's view of the same storage (the memory ledger has no other view)."""
+    if isinstance(ledger, SqliteLedger):
+        return SqliteLedger(_sqlite_path(ledger))
+    if isinstance(ledger, S3Ledger):
+        return S3Ledger(
+            ledger.url,
+            aws_access_key_id=ledger._credentials.access_key_id,
+            aws_secret_access_key=ledger._credentials.secret_access_key,
+        )
+    return ledger
+
+
+def audits(events: list[StepEvent]) -> list[dict[str, object]]:
+    return [json.loads(e.detail or '{}') for e in events if e.kind == 'ledger_repaired']
+
+
+async def test_reconcile_restores_lost_and_corrupted_rows_of_a_finished_run(
+    temporal_env: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    """Lost, divergent and orphan rows of a closed run: reported by a dry run, repaired (audited) by default."""
+    async with serve(temporal_env, ledger, [calc_agent]) as served:
+        result = await agentledger.run(served.client, calc_agent, 'compute', task_queue=served.task_queue)
+        client = served.client
+    clean = await reconcile_run(client, ledger, result.run_id)
+    assert clean.clean and not clean.repaired and not clean.open
+    # Every row history proves is confirmed: 2 run events, 5 model requests and 4 tool activities
+    # (last attempts, started and ended), 2 workflow-side events, the acceptances, the record.
+    assert clean.ok >= 2 + 10 + 8 + 2 + 9 + 1, clean.counts
+
+    run_id = result.run_id
+    record = await ledger.run(run_id)
+    before = await ledger.events(run_id)
+    add_end = next(e for e in before if e.tool_name == 'add' and e.outcome == 'returned')
+    shout_end = next(e for e in before if e.tool_name == 'shout' and e.outcome == 'returned')
+    rejected = next(e for e in before if e.outcome == 'validation_error')
+    run_end = next(e for e in before if e.kind == 'run_completed')
+    twice = next(e for e in before if e.kind == 'model_request_started' and e.step == 3)
+    [acceptance, *_] = await ledger.acceptances(run_id)
+    delete_event(ledger, add_end)
+    delete_event(ledger, rejected)
+    delete_event(ledger, run_end)
+    overwrite_event(ledger, replace(shout_end, outcome='denied'))
+    delete_acceptance(ledger, acceptance)
+    duplicate_event(ledger, twice, 10_000)
+    unseal(ledger, record)
+    orphan = replace(add_end, activity_id='999', kind='tool_call_started', seq=0, state='provisional')
+    await ledger.record_events([orphan])
+    expect_discrepancy(ledger, run_id, 'orphan', 'the test adds a row of an activity Temporal never scheduled')
+
+    async with reader(ledger) as other:
+        broken = await other.events(run_id)
+        dry = await reconcile_run(client, other, run_id, repair=False)
+        assert not dry.repaired and not dry.open
+        assert {k: v for k, v in dry.counts.items() if k != 'ok'} == {
+            'missing': 5,
+            'divergent': 1,
+            'orphan': 1,
+            'duplicate': 1,
+        }, [(f.category, f.key, f.reason) for f in dry.findings]
+        assert {(f.category, f.row, f.key) for f in dry.findings} >= {
+            ('missing', 'event', add_end.key),
+            ('missing', 'event', rejected.key),
+            ('missing', 'event', run_end.key),
+            ('missing', 'acceptance', acceptance.key),
+            ('missing', 'run', run_id),
+            ('divergent', 'event', shout_end.key),
+            ('orphan', 'event', orphan.key),
+            ('duplicate', 'event', twice.key),
+        }
+        assert await other.events(run_id) == broken  # a dry run writes nothing
+
+        repaired = await reconcile_run(client, other, run_id)
+        assert repaired.repaired and repaired.status == 'completed'
+        after = await other.events(run_id)
+        stored = {e.key: e for e in after}
+        assert stored[add_end.key].outcome == 'returned' and stored[add_end.key].attempt == add_end.attempt
+        assert stored[shout_end.key].outcome == 'returned'
+        assert stored[shout_end.key].seq == shout_end.seq  # repaired in place
+        assert replace(stored[rejected.key], seq=0) == replace(rejected, seq=0, state='accepted')
+        assert stored[run_end.key].kind == 'run_completed'
+        assert [e.seq for e in after if e.key == twice.key] == [twice.seq]  # one copy, in its place
+        assert acceptance in await other.acceptances(run_id)
+        sealed = await other.run(run_id)
+        assert (sealed.status, sealed.ended_at, sealed.usage) == ('completed', record.ended_at, record.usage)
+        steps = await other.steps(run_id)
+        assert all(s.status == 'completed' for s in steps if s.activity_id != '999')
+        assert next(s for s in steps if s.activity_id == '999').status == 'abandoned'
+
+        # Audited: one record per repair, with the row before and after and why.
+        records = audits(after)
+        assert len(records) == 7
+        divergent = next(r for r in records if r['category'] == 'divergent')
+        assert divergent['before']['outcome'] == 'denied' and divergent['after']['outcome'] == 'returned'  # type: ignore[index]
+        assert 'outcome' in str(divergent['reason'])
+
+        # Reconciled: only the orphan (kept for audit, abandoned) remains, and nothing is repaired twice.
+        again = await reconcile_run(client, other, run_id)
+        assert [(f.category, f.key) for f in again.findings] == [('orphan', orphan.key)]
+        assert not again.repaired
+        assert len(audits(await other.events(run_id))) == 7
+
+
+async def test_reconcile_seals_a_terminated_run_and_leaves_an_open_one_alone(
+    temporal_env: WorkflowEnvironment, ledger: Ledger
+) -> None:
+    """An open run is only reported; once its workflow is terminated, reconcile seals it `terminated`."""
+    async with serve(temporal_env, ledger, [holder_agent]) as served:
+        handle = await agentledger.start(served.client, holder_agent, 'go', task_queue=served.task_queue)
+
+        async def holding() -> list[StepEvent]:
+            while True:
+                with contextlib.suppress(RunNotFoundError):
+                    events = await ledger.events(handle.run_id)
+                    if any(e.tool_name == 'hold' and e.kind == 'tool_call_started' for e in events):
+                        return events
+                await asyncio.sleep(0.05)
+
+        events = await asyncio.wait_for(holding(), timeout=30)
+        first_answer = next(e for e in events if e.kind == 'model_request_completed' and e.step == 1)
+        delete_event(ledger, first_answer)
+        async with reader(ledger) as other:
+            report = await reconcile_run(served.client, other, handle.run_id)
+            assert report.open and not report.repaired and report.status == 'running'
+            assert [(f.category, f.key) for f in report.findings] == [('missing', first_answer.key)]
+            assert len(await other.events(handle.run_id)) == len(events) - 1  # untouched
+
+            await handle.workflow_handle.terminate(reason='test: an operator stops the run')
+            agents.released.add(handle.workflow_id)
+            sealed = await reconcile_run(served.client, other, handle.run_id)
+            assert sealed.repaired and not sealed.open and sealed.status == 'terminated'
+            assert {(f.category, f.row) for f in sealed.findings} == {('missing', 'event'), ('missing', 'run')}
+            record = await other.run(handle.run_id)
+            assert record.error is not None and record.error.type == 'WorkflowTerminated'
+            assert 'an operator stops the run' in record.error.message
+            assert record.usage.requests == 2  # both model requests, the restored one included
+            stored = await other.events(handle.run_id)
+            assert any(e.key == first_answer.key for e in stored)
+            assert [e.kind for e in stored if e.step_kind is None and e.kind != 'ledger_repaired'] == [
+                'run_started',
+                'run_terminated',
+            ]
+            hold = next(s for s in await other.steps(handle.run_id) if s.tool_name == 'hold')
+            assert hold.status == 'abandoned'
+            assert (await reconcile_run(served.client, other, handle.run_id)).clean

@@ -1,0 +1,228 @@
+"""The pure comparison of `reconcile`, on hand-built history facts: the cases a live run rarely produces."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agentledger._reconcile import ActivityFact, RunFacts, compare
+from agentledger.ledger import Acceptance, ErrorInfo, RunRecord, StepEvent, Usage
+from agentledger.ledger._records import EventKind
+from agentledger.workflows._types import SEAL_RUN_ACTIVITY
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+TOOL = 'agent__toolset__call_tool'
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+RECORD = RunRecord(
+    run_id='run-1',
+    workflow_id='wf',
+    temporal_run_ids=('t1',),
+    agent_name='a',
+    status='completed',
+    started_at=T0,
+    updated_at=at(9),
+    task_queue='q',
+    ended_at=at(9),
+)
+
+
+def tool_fact(activity_id: str, *, attempt: int, close: Any = 'completed', **fields: Any) -> ActivityFact:
+    return ActivityFact(
+        temporal_run_id=fields.pop('temporal_run_id', 't1'),
+        activity_id=activity_id,
+        activity_type=TOOL,
+        scheduled_at=at(1),
+        header={'run_id': 'run-1', 'accepted': [], 'events': []},
+        args=({'name': 'add', 'serialized_run_context': {'run_step': 1, 'tool_call_id': 'c1', 'tool_name': 'add'}},),
+        last_attempt=attempt,
+        started_at=at(2),
+        close=close,
+        closed_at=at(3),
+        result={'kind': 'tool_return', 'return_value': 3},
+        **fields,
+    )
+
+
+def seal_fact(temporal_run_id: str = 't1') -> ActivityFact:
+    seal = {
+        'run_id': 'run-1',
+        'workflow_id': 'wf',
+        'temporal_run_id': temporal_run_id,
+        'status': 'completed',
+        'ended_at': at(9).isoformat(),
+        'usage': {'requests': 0, 'input_tokens': 0, 'output_tokens': 0, 'tool_calls': 0},
+        'error': None,
+        'output_preview': 'ok',
+    }
+    return ActivityFact(
+        temporal_run_id=temporal_run_id,
+        activity_id='9',
+        activity_type=SEAL_RUN_ACTIVITY,
+        scheduled_at=at(8),
+        header={'run_id': 'run-1', 'accepted': [], 'events': []},
+        args=({'seal': seal, 'acceptances': [], 'workflow_events': []},),
+        last_attempt=1,
+        close='completed',
+    )
+
+
+def facts(*activities: ActivityFact, temporal_run_id: str = 't1', **fields: Any) -> RunFacts:
+    return RunFacts(
+        workflow_id='wf',
+        temporal_run_id=temporal_run_id,
+        first_execution_run_id='t1',
+        started_at=fields.pop('started_at', T0),
+        input={'agent': 'a'},
+        activities=(*activities, seal_fact(temporal_run_id)),
+        close='completed',
+        closed_at=at(10),
+        **fields,
+    )
+
+
+def stored(activity_id: str, attempt: int, kind: EventKind, seq: int, **fields: Any) -> StepEvent:
+    return StepEvent(
+        run_id='run-1',
+        workflow_id='wf',
+        temporal_run_id=fields.pop('temporal_run_id', 't1'),
+        activity_id=activity_id,
+        attempt=attempt,
+        kind=kind,
+        timestamp=at(2),
+        seq=seq,
+        **fields,
+    )
+
+
+def run_end(temporal_run_id: str = 't1') -> StepEvent:
+    end = stored('-', 0, 'run_completed', 99, temporal_run_id=temporal_run_id)
+    return replace(end, timestamp=at(9), detail='ok', usage=Usage())
+
+
+TOOL_FIELDS: dict[str, Any] = {'step': 1, 'tool_call_id': 'c1', 'tool_name': 'add', 'activity_type': TOOL}
+
+
+def categories(comparison: Any) -> list[tuple[str, str]]:
+    return sorted((f.category, f.key.split('|', 2)[-1]) for f in comparison.findings)
+
+
+def test_the_last_attempt_is_proven_and_earlier_ones_are_left_alone() -> None:
+    events = [
+        stored('2', 1, 'tool_call_started', 1, **TOOL_FIELDS),
+        stored('2', 1, 'tool_call_failed', 2, **TOOL_FIELDS),
+        stored('2', 2, 'tool_call_started', 3, **TOOL_FIELDS),
+        stored('2', 2, 'tool_call_completed', 4, outcome='returned', **TOOL_FIELDS),
+        run_end(),
+    ]
+    comparison = compare(RECORD, events, [], [facts(tool_fact('2', attempt=2))])
+    assert comparison.findings == () and not comparison.open
+    assert comparison.ok == len(events) + 1  # every row, and the run record
+
+
+def test_an_attempt_beyond_the_last_is_an_orphan_and_a_contradicted_end_is_divergent() -> None:
+    events = [
+        stored('2', 1, 'tool_call_started', 1, **TOOL_FIELDS),
+        stored('2', 1, 'tool_call_failed', 2, **TOOL_FIELDS),
+        stored('2', 2, 'tool_call_started', 3, **TOOL_FIELDS),
+        run_end(),
+    ]
+    comparison = compare(RECORD, events, [], [facts(tool_fact('2', attempt=1))])
+    assert categories(comparison) == [('divergent', '2|1|tool_call_failed'), ('orphan', '2|2|tool_call_started')]
+    divergent = next(f for f in comparison.findings if f.category == 'divergent')
+    assert divergent.after is not None and divergent.after['kind'] == 'tool_call_completed'
+    assert divergent.after['outcome'] == 'returned' and divergent.stored_seqs == (2,)
+
+
+def test_a_timed_out_attempt_stays_in_doubt_instead_of_being_given_an_end() -> None:
+    events = [stored('2', 1, 'tool_call_started', 1, **TOOL_FIELDS), run_end()]
+    comparison = compare(RECORD, events, [], [facts(tool_fact('2', attempt=1, close='timed_out'))])
+    assert comparison.findings == ()
+
+
+def test_activities_inherited_by_a_reset_run_are_proven_by_the_run_that_ran_them() -> None:
+    """After a reset the new run's history repeats the base run's closed activities; their rows stay the base run's."""
+    base = facts(tool_fact('2', attempt=1))
+    reset = facts(
+        tool_fact('2', attempt=1, temporal_run_id='t2', inherited=True),
+        temporal_run_id='t2',
+        started_at=at(20),
+        reset_from='t1',
+    )
+    record = replace(RECORD, temporal_run_ids=('t1', 't2'))
+    events = [
+        stored('2', 1, 'tool_call_started', 1, **TOOL_FIELDS),
+        stored('2', 1, 'tool_call_completed', 2, outcome='returned', **TOOL_FIELDS),
+        run_end(),
+        run_end('t2'),
+    ]
+    assert compare(record, events, [], [base, reset]).findings == ()
+    # The record must list the reset run: history says it is the run's latest.
+    unlisted = compare(RECORD, events, [], [base, reset])
+    [finding] = unlisted.findings
+    assert (finding.category, finding.row) == ('divergent', 'run')
+    assert finding.after is not None and finding.after['temporal_run_ids'] == ['t1', 't2']
+
+
+def test_rows_of_a_temporal_run_that_temporal_does_not_know_are_orphans() -> None:
+    ghost = stored('2', 1, 'tool_call_started', 1, temporal_run_id='t0', **TOOL_FIELDS)
+    comparison = compare(RECORD, [ghost, run_end()], [], [facts()], unknown_runs=['t0'])
+    assert categories(comparison) == [('orphan', '2|1|tool_call_started')]
+    assert comparison.findings[0].after is None  # kept for audit: nothing to write
+
+
+def test_duplicate_and_divergent_acceptances() -> None:
+    header = {
+        'run_id': 'run-1',
+        'accepted': [
+            {
+                'run_id': 'run-1',
+                'workflow_id': 'wf',
+                'temporal_run_id': 't1',
+                'activity_id': '2',
+                'outcome': 'completed',
+            }
+        ],
+        'events': [],
+    }
+    seal = replace(seal_fact(), header=header)
+    chain = [replace(facts(), activities=(seal,))]
+    wrong = Acceptance('run-1', 'wf', 't1', '2', 'failed')
+    [finding] = compare(RECORD, [run_end()], [wrong], chain).findings
+    assert (finding.category, finding.row, finding.after) == (
+        'divergent',
+        'acceptance',
+        replace(wrong, outcome='completed').to_json(),
+    )
+    right = replace(wrong, outcome='completed')
+    [twice] = compare(RECORD, [run_end()], [right, right], chain).findings
+    assert (twice.category, twice.row) == ('duplicate', 'acceptance')
+
+
+def test_a_run_that_continued_as_new_into_a_run_not_found_is_only_reported_as_open() -> None:
+    continued = replace(facts(), activities=(), close='continued_as_new', continued_as='t9')
+    comparison = compare(replace(RECORD, status='running', ended_at=None), [], [], [continued], unknown_runs=['t9'])
+    assert comparison.open and comparison.findings == ()
+
+
+def test_a_run_that_closed_without_a_seal_is_sealed_with_how_temporal_says_it_ended() -> None:
+    open_record = replace(RECORD, status='running', ended_at=None)
+    for close, status, error_type, kind in [
+        ('timed_out', 'failed', 'TimeoutError', 'run_failed'),
+        ('terminated', 'terminated', 'WorkflowTerminated', 'run_terminated'),
+        ('cancelled', 'cancelled', None, 'run_cancelled'),
+    ]:
+        failure = None if error_type is None else ErrorInfo(error_type, 'why', False)
+        closed = replace(facts(), activities=(), close=close, failure=failure)
+        findings = {(f.category, f.row): f for f in compare(open_record, [], [], [closed]).findings}
+        assert set(findings) == {('missing', 'run'), ('missing', 'event')}, close
+        after = findings['missing', 'run'].after
+        assert after is not None and after['status'] == status and after['ended_at'] == at(10).isoformat()
+        assert (after['error'] or {}).get('type') == error_type
+        end = findings['missing', 'event'].after
+        assert end is not None and end['kind'] == kind
