@@ -23,13 +23,15 @@ For a tool call it sets the `ToolContext` that `agentledger.once` reads.
 A ledger write that fails even after the ledger's own retries fails the attempt with a retryable
 `LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded
 (outage policy `fail`). Under the `warn` policy the attempt goes on and the write is kept for
-later instead (see `_outage.py`).
+later instead (see `_outage.py`), and a journal the ledger cannot serve is skipped: the run goes on
+at the price of paying a provider twice if the attempt is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -63,6 +65,8 @@ from ..workflows._state import HEADER
 from ._outage import OutageBuffer
 
 __all__ = ['LedgerActivityInterceptor']
+
+logger = logging.getLogger('agentledger.worker')
 
 
 def _read_header(headers: Mapping[str, Payload]) -> dict[str, Any] | None:
@@ -236,7 +240,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             tool_name=tool_name,
         )
 
-    async def _journal_key(self, run_id: str, input: ExecuteActivityInput) -> str:
+    async def _journal_key(self, run_id: str, input: ExecuteActivityInput) -> str | None:
         info = activity.info()
         model_id, settings, parameters = model_request_inputs(input.args)
         digest = request_hash(
@@ -245,14 +249,24 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         try:
             lineage = await self._scopes.journal_run(run_id)
         except LedgerError as error:
-            raise ledger_failure(error) from error
+            self._journal_unavailable(error, 'look up the run of')
+            return None
         return journal_key(info.workflow_id or '', lineage, info.activity_type, digest)
 
     async def _journaled(self, key: str) -> JournalEntry | None:
         try:
             return await self._ledger.journal_entry(key)
         except LedgerError as error:
+            self._journal_unavailable(error, 'read')
+            return None
+
+    def _journal_unavailable(self, error: LedgerError, action: str) -> None:
+        """Under `warn`, a journal the ledger cannot serve is skipped (the provider may be paid twice); else fail."""
+        if self._outage is None or not isinstance(error, LedgerUnavailableError):
             raise ledger_failure(error) from error
+        logger.warning(
+            'agentledger: cannot %s the model-call journal, going on without it (warn policy): %s', action, error
+        )
 
     async def _journal(self, key: str, run_id: str, result: Any) -> Any:
         """Journal the provider's response before it is returned; return the response the journal holds.
@@ -276,7 +290,8 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         try:
             stored = await self._ledger.record_journal(entry)
         except LedgerError as error:
-            raise ledger_failure(error) from error
+            self._journal_unavailable(error, 'write')
+            return result
         return result if stored is entry else stored.model_response()
 
     async def _resolve_history(
