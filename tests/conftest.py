@@ -65,7 +65,13 @@ async def check_served_ledgers(which: Callable[[Ledger], bool] = lambda ledger: 
             continue
         checked.done = True
         async with checked.ledger:
-            reports = await reconcile_ledger(checked.client, checked.ledger, repair=False)
+            # Histories are decoded with this ledger's payload storage, whatever client served the runs.
+            client = await Client.connect(
+                checked.client.service_client.config.target_host,
+                namespace=checked.client.namespace,
+                plugins=[LedgerPlugin(checked.ledger)],
+            )
+            reports = await reconcile_ledger(client, checked.ledger, repair=False)
         found = {(report.run_id, finding.category) for report in reports for finding in report.findings}
         for report in reports:
             for finding in report.findings:

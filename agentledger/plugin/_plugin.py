@@ -161,7 +161,9 @@ class LedgerPlugin(SimplePlugin):
             workflow_runner=_passthrough_agentledger,
             data_converter=None
             if payload_threshold is None
-            else lambda converter: with_ledger_storage(converter or DataConverter.default, ledger, payload_threshold),
+            else lambda converter: with_ledger_storage(
+                converter or DataConverter.default, ledger, payload_threshold, inline_while_down=outage == 'warn'
+            ),
         )
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:

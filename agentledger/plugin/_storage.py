@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 from temporalio.api.common.v1 import Payload
@@ -37,7 +38,7 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from .._errors import LedgerCorruptionError, UnresolvablePayloadReference
+from .._errors import LedgerCorruptionError, LedgerUnavailableError, UnresolvablePayloadReference
 from ..ledger._base import Ledger
 
 __all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'referrers', 'with_ledger_storage']
@@ -49,14 +50,22 @@ PAYLOAD_THRESHOLD = 4096
 """Payloads of `AgentRunWorkflow` at least this large (in bytes) are stored in the ledger by default."""
 
 _WORKFLOW_TYPE = 'AgentRunWorkflow'
+_INLINE_FOR_S = 60.0
 _DELEGATE_SEPARATOR = '/delegate/'
 
 
 class LedgerStorageDriver(StorageDriver):
     """A Temporal `StorageDriver` that keeps payloads in a ledger, deduplicated by content."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, inline_while_down: bool = False) -> None:
         self._ledger = ledger
+        self._inline_while_down = inline_while_down
+        self._down_until = 0.0
+
+    @property
+    def storing(self) -> bool:
+        """Whether payloads go to the ledger now: not for a while after it failed, when inline while down."""
+        return time.monotonic() >= self._down_until
 
     def name(self) -> str:
         """The driver's name in references."""
@@ -78,6 +87,11 @@ class LedgerStorageDriver(StorageDriver):
             keys = await asyncio.gather(
                 *(self._ledger.store_chunked(p.data, json_text=_is_json(p), referrers=found) for p in payloads)
             )
+        except LedgerUnavailableError:
+            if self._inline_while_down:
+                # The task fails and is retried; its retry keeps the payloads inline (see `with_ledger_storage`).
+                self._down_until = time.monotonic() + _INLINE_FOR_S
+            raise
         finally:
             await self._ledger.close()
         return [
@@ -143,16 +157,23 @@ def _agent_runs_only(
     def select(context: StorageDriverSelectContext, payload: Payload) -> StorageDriver | None:
         # Other workflows on the same client or worker keep their payloads inline, as they were.
         target = context.target
-        if isinstance(target, StorageDriverWorkflowInfo) and target.type == _WORKFLOW_TYPE:
+        if isinstance(target, StorageDriverWorkflowInfo) and target.type == _WORKFLOW_TYPE and driver.storing:
             return driver
         return None
 
     return select
 
 
-def with_ledger_storage(converter: DataConverter, ledger: Ledger, threshold: int) -> DataConverter:
-    """`converter` with the payloads of agent runs of at least `threshold` bytes stored in `ledger`."""
-    driver = LedgerStorageDriver(ledger)
+def with_ledger_storage(
+    converter: DataConverter, ledger: Ledger, threshold: int, *, inline_while_down: bool = False
+) -> DataConverter:
+    """`converter` with the payloads of agent runs of at least `threshold` bytes stored in `ledger`.
+
+    With `inline_while_down` (the `warn` outage policy), a ledger that cannot store a payload makes
+    the payloads of the next minute stay inline in Temporal's history (up to Temporal's own payload
+    limit), so runs go on; under `fail` the task is retried until the ledger is back.
+    """
+    driver = LedgerStorageDriver(ledger, inline_while_down=inline_while_down)
     storage = ExternalStorage(
         drivers=[driver],
         driver_selector=_agent_runs_only(driver),
