@@ -54,8 +54,9 @@ wasted spend = (billed - accepted) x price, with and without the journal.
 Targets: 0/0/0/0 rows and 0 duplicate effects for agentledger on every backend; 0 duplicate effects
 across resets; wasted spend with the journal <= 10% of the waste without it. Parts the agentledger
 in use lacks (`agentledger.once`, `model_journal`) are detected and the modes needing them skipped
-with the reason printed; `--quick` leaves out the baselines. Exit status 1 when a checked target is
-missed, a run did not complete or a planned fault never fired.
+with the reason printed; `--quick` runs a 6-request agent, all runs at once, without the
+baselines. Exit status 1 when a checked target is missed, a run did not complete or a planned
+fault never fired.
 """
 
 from __future__ import annotations
@@ -620,15 +621,16 @@ def plan_variants(args: argparse.Namespace, features: Features) -> tuple[list[Va
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description='chaos harness: crash-injected runs checked against Temporal history')
     parser.add_argument('--runs', type=int, default=100)
-    parser.add_argument('--steps', type=int, default=None, help='model requests per run (default 30, --quick 8)')
+    parser.add_argument('--steps', type=int, default=None, help='model requests per run (default 30, --quick 6)')
     parser.add_argument('--backends', nargs='+', choices=['sqlite', 's3'], default=None)
     parser.add_argument('--quick', action='store_true', help='reduced run for CI: short agent, no baselines')
     parser.add_argument('--seed', type=int, default=7)
-    parser.add_argument('--concurrency', type=int, default=8)
+    parser.add_argument('--concurrency', type=int, default=None, help='runs at once (default 8, --quick all)')
     parser.add_argument('--resets', type=int, default=None, help='runs reset per variant (default 10, --quick 3)')
     parser.add_argument('--out', type=Path, default=None, help=f'results file (default {RESULTS.relative_to(ROOT)})')
     args = parser.parse_args(argv)
-    args.steps = args.steps or (8 if args.quick else 30)
+    args.steps = args.steps or (6 if args.quick else 30)
+    args.concurrency = args.concurrency or (args.runs if args.quick else 8)
     args.backends = args.backends or ['sqlite', 's3']
     args.resets = min(args.runs, args.resets if args.resets is not None else (3 if args.quick else 10))
     if args.runs < 1 or args.steps < 2:
