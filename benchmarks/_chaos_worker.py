@@ -64,6 +64,11 @@ HANG_S = ACTIVITY_TIMEOUT_S + 2.0
 """How long `hang` stalls, and how long a zombie outlives its attempt's start (both past the timeout)."""
 PRICE_PER_CALL_USD = 0.005
 """What the fake provider bills per model call."""
+PROVIDER_LATENCY_S = 0.2
+"""How long the fake provider takes to answer (real ones take seconds); the call is billed when it answers.
+
+Without it, a worker killed anywhere during a model request would almost always kill it after the
+answer, which overstates what a crash costs next to a real provider."""
 AGENT_NAME = 'chaos'
 
 
@@ -209,9 +214,10 @@ class Targets:
 def make_agent(steps: int, faults: Faults, targets: Targets) -> Agent[None, str]:
     """A `steps`-request agent: each request but the last calls the `effect` tool once, then it answers."""
 
-    def provider(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    async def provider(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(PROVIDER_LATENCY_S)
         current = activity.info()
-        targets.bill(current.workflow_id or '', current.activity_id, current.attempt)
+        await asyncio.to_thread(targets.bill, current.workflow_id or '', current.activity_id, current.attempt)
         done = sum(1 for m in messages if isinstance(m, ModelResponse))
         usage = RequestUsage(input_tokens=100 + 10 * done, output_tokens=20)
         if done + 1 >= steps:

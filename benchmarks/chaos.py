@@ -5,11 +5,12 @@
 
 **Setup.** One Temporal dev server. Per variant, a supervised worker SUBPROCESS
 (`benchmarks/_chaos_worker.py`) serving a ~30-step agent (`--steps`) with `LedgerPlugin`; the
-supervisor restarts it whenever it dies. The agent's model is a deterministic `FunctionModel` that
-bills USD 0.005 per call at a fake provider; each of its requests but the last calls the `effect`
-tool, which performs one side effect at a fake target (a SQLite table in a file of its own, one row
-per execution, named by its logical identity `<workflow id>#<op>`) through `agentledger.once` with a
-`reconcile` callback that asks the target. N runs (`--runs`) go `--concurrency` at a time.
+supervisor restarts it whenever it dies. The agent's model is a deterministic `FunctionModel`: a
+fake provider that answers after 200 ms and bills USD 0.005 per answer. Each of its requests but
+the last calls the `effect` tool, which performs one side effect at a fake target (a SQLite table
+in a file of its own, one row per execution, named by its logical identity `<workflow id>#<op>`)
+through `agentledger.once` with a `reconcile` callback that asks the target. N runs (`--runs`) go
+`--concurrency` at a time.
 
 **Fault points** (where each fires is detailed in `_chaos_worker.py`): `before_tool` (an activity
 interceptor inside the plugin's, before the tool body); `after_provider` (an interceptor outside the
@@ -628,6 +629,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--concurrency', type=int, default=None, help='runs at once (default 8, --quick all)')
     parser.add_argument('--resets', type=int, default=None, help='runs reset per variant (default 10, --quick 3)')
     parser.add_argument('--out', type=Path, default=None, help=f'results file (default {RESULTS.relative_to(ROOT)})')
+    parser.add_argument('--keep', type=Path, default=None, help='keep the work files (ledgers, targets, logs) here')
     args = parser.parse_args(argv)
     args.steps = args.steps or (6 if args.quick else 30)
     args.concurrency = args.concurrency or (args.runs if args.quick else 8)
@@ -649,13 +651,15 @@ async def main(argv: Sequence[str] | None = None) -> int:
     try:
         async with AsyncExitStack() as stack:
             moto = await stack.enter_async_context(MotoServer()) if 's3' in args.backends else None
-            with tempfile.TemporaryDirectory(prefix='chaos-') as workdir:
+            with tempfile.TemporaryDirectory(prefix='chaos-') as scratch:
+                workdir = args.keep or Path(scratch)
+                workdir.mkdir(parents=True, exist_ok=True)
                 host = env.client.service_client.config.target_host
                 client = await Client.connect(host, plugins=[PydanticAIPlugin()])
                 ctx = Context(
                     host=host,
                     client=client,
-                    workdir=Path(workdir),
+                    workdir=workdir,
                     runs=args.runs,
                     steps=args.steps,
                     concurrency=args.concurrency,
