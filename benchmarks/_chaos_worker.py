@@ -1,7 +1,8 @@
 """The worker process of the chaos harness (`benchmarks/chaos.py`): `python benchmarks/_chaos_worker.py CONFIG.json`.
 
 It serves the chaos agent with `LedgerPlugin` and fires the plan's faults where the plan says.
-The supervisor in `chaos.py` restarts it whenever it dies. Where each fault point fires is
+The supervisor in `chaos.py` restarts it whenever it dies: it keeps a spare process that has
+imported and built everything and waits for `go` on stdin before it connects. Where each fault point fires is
 described in `chaos.py`'s docstring; this module implements them:
 
 - `before_tool`: `InnerFaults`, an activity interceptor *inside* the plugin's (after it in the
@@ -467,6 +468,9 @@ async def main(config_path: str) -> None:
     # Client plugins configure the worker in order, each appending its interceptors: this one comes
     # after LedgerPlugin's, so it runs inside it (closer to the activity body).
     inner = SimplePlugin('chaos.inner', interceptors=[_FaultInterceptor(faults, outer=False)])
+    # A warm spare: imported and built, it waits for the supervisor's word before it takes any work.
+    if await asyncio.to_thread(sys.stdin.readline) != 'go\n':
+        return
     client = await Client.connect(config['host'], plugins=[plugin, inner])
     # Interceptors given to the worker come before the plugins' in the list: they run outside them.
     outer: list[Interceptor] = [_FaultInterceptor(faults, outer=True)]
