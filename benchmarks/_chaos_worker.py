@@ -65,7 +65,7 @@ HANG_S = ACTIVITY_TIMEOUT_S + 2.0
 """How long `hang` stalls, and how long a zombie outlives its attempt's start (both past the timeout)."""
 PRICE_PER_CALL_USD = 0.005
 """What the fake provider bills per model call."""
-PROVIDER_LATENCY_S = 0.2
+PROVIDER_LATENCY_S = 0.5
 """How long the fake provider takes to answer (real ones take seconds); the call is billed when it answers.
 
 Without it, a worker killed anywhere during a model request would almost always kill it after the

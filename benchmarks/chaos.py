@@ -6,7 +6,7 @@
 **Setup.** One Temporal dev server. Per variant, a supervised worker SUBPROCESS
 (`benchmarks/_chaos_worker.py`) serving a ~30-step agent (`--steps`) with `LedgerPlugin`; the
 supervisor restarts it whenever it dies. The agent's model is a deterministic `FunctionModel`: a
-fake provider that answers after 200 ms and bills USD 0.005 per answer. Each of its requests but
+fake provider that answers after 500 ms and bills USD 0.005 per answer. Each of its requests but
 the last calls the `effect` tool, which performs one side effect at a fake target (a SQLite table
 in a file of its own, one row per execution, named by its logical identity `<workflow id>#<op>`)
 through `agentledger.once` with a `reconcile` callback that asks the target. N runs (`--runs`) go
@@ -185,6 +185,10 @@ class Supervisor:
                 env=environment,
             )
 
+    def _note(self, message: str) -> None:
+        with self._log.open('a') as log:
+            log.write(f'supervisor: {message}\n')
+
     async def _loop(self) -> None:
         self._spare = await self._spawn()
         while True:
@@ -193,19 +197,29 @@ class Supervisor:
             self._process.stdin.write(b'go\n')
             await self._process.stdin.drain()
             self.starts += 1
+            self._note(f'worker {self.starts} is pid {self._process.pid}')
             self._spare = await self._spawn()
-            line = await self._process.stdout.readline()
-            if line.strip() == b'ready':
-                self._ready.set()
-                self._unready = 0
-            else:
-                self._unready += 1
-            await self._process.wait()
+            ready = False
+            # A worker's stdout closes when it dies, whatever reaps it: the death is seen here.
+            async for line in self._process.stdout:
+                if line.strip() == b'ready' and not ready:
+                    ready = True
+                    self._ready.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._process.wait(), timeout=10)
+            self._note(f'pid {self._process.pid} ended (exit status {self._process.returncode}, ready={ready})')
+            self._unready = 0 if ready else self._unready + 1
             if self._unready >= 3:
                 tail = self._log.read_text(errors='replace')[:3000]
                 self.failure = RuntimeError(f'the chaos worker died 3 times before it was ready:\n{tail}')
                 self._ready.set()
                 return
+
+    async def watch(self) -> None:
+        """Return never; raise when the supervisor stops supervising (so a run does not wait for a worker forever)."""
+        assert self._task is not None
+        await asyncio.shield(self._task)
+        raise self.failure or RuntimeError(f'the supervisor of {self._config} stopped')
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -317,7 +331,14 @@ async def run_variant(ctx: Context, variant: Variant) -> VariantResult:
     started = time.monotonic()
     await supervisor.start()
     try:
-        handles = await _run_all(ctx, config['task_queue'], label)
+        runs = asyncio.create_task(_run_all(ctx, config['task_queue'], label))
+        watch = asyncio.create_task(supervisor.watch())
+        await asyncio.wait([runs, watch], return_when=asyncio.FIRST_COMPLETED)
+        if not runs.done():
+            runs.cancel()
+            await watch
+        watch.cancel()
+        handles = runs.result()
         # Hung and zombie attempts finish late: let their writes land before anything is read.
         await asyncio.sleep(HANG_S + 3)
         seconds = time.monotonic() - started
