@@ -117,7 +117,7 @@ def chaos(data: dict[str, Any]) -> str:
     mix = ', '.join(f'{count} {action}' for action, count in sorted(actions.items()))
     intro = (
         f'{data["runs"]} runs of {data["steps"]} model requests per ledger, seed {data["seed"]}, '
-        f'{len(data["faults"])} faults ({mix}), each fired once.\n\n'
+        f'{len(data["faults"])} faults ({mix}); a fault fires once per plan, whatever the restarts.\n\n'
     )
     rows = [
         [
@@ -180,7 +180,8 @@ def chaos(data: dict[str, Any]) -> str:
         ],
     )
     price = data['price_per_call_usd']
-    return f'{intro}{table}\n\nReset attack:\n\n{reset_table}\n\nCost (USD {price} per call):\n\n{cost_table}'
+    resets_part = f'Reset attack:\n\n{reset_table}' if resets else 'Reset attack: not run.'
+    return f'{intro}{table}\n\n{resets_part}\n\nCost (USD {price} per call):\n\n{cost_table}'
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
