@@ -212,8 +212,12 @@ class Targets:
 # --- the agent --------------------------------------------------------------------------------------
 
 
-def make_agent(steps: int, faults: Faults, targets: Targets) -> Agent[None, str]:
-    """A `steps`-request agent: each request but the last calls the `effect` tool once, then it answers."""
+def make_agent(steps: int, faults: Faults, targets: Targets, *, use_once: bool) -> Agent[None, str]:
+    """A `steps`-request agent: each request but the last calls the `effect` tool once, then it answers.
+
+    With `use_once` (and an agentledger that has it) the tool acts through `agentledger.once`;
+    otherwise it acts directly, as a tool without agentledger's protection does.
+    """
 
     async def provider(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         await asyncio.sleep(PROVIDER_LATENCY_S)
@@ -233,7 +237,7 @@ def make_agent(steps: int, faults: Faults, targets: Targets) -> Agent[None, str]
         ),
     }
     agent = Agent(FunctionModel(provider), name=AGENT_NAME, capabilities=[TemporalDurability(activity_config=config)])
-    once = getattr(agentledger, 'once', None)
+    once = getattr(agentledger, 'once', None) if use_once else None
 
     @agent.tool
     async def effect(ctx: RunContext[None], op: int) -> str:
@@ -258,7 +262,8 @@ def make_agent(steps: int, faults: Faults, targets: Targets) -> Agent[None, str]
         if once is not None:
             result: str = await once(ctx, 'effect', act, reconcile=reconcile)
             return result
-        # Without agentledger.once (or in the baselines) the effect is performed as it is: at least once.
+        # Without agentledger.once (the baselines, or an agentledger without it) the effect is performed
+        # as it is: at least once.
         return await act(agentledger.idempotency_key(ctx))
 
     return agent
@@ -462,7 +467,7 @@ async def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     faults = Faults([Fault(**f) for f in config['plan']], config['fired_db'])
     targets = Targets(config['targets_db'])
-    agent = make_agent(config['steps'], faults, targets)
+    agent = make_agent(config['steps'], faults, targets, use_once=config['variant'] == 'agentledger')
     ledger = build_ledger(config, faults)
     plugin = agentledger.LedgerPlugin(ledger, agents=[agent], **config['plugin_options'])
     # Client plugins configure the worker in order, each appending its interceptors: this one comes

@@ -29,7 +29,8 @@ model request, and one run in ten a fault in its seal.
 **Variants**, all under the same plan: `agentledger` (SQLite and/or S3; the model-call journal on),
 `agentledger-no-journal` (SQLite, `LedgerPlugin(..., model_journal=False)`), and two baselines
 written by plain activity interceptors into a SQLite table: `naive` inserts one row per attempt
-end, `upsert` keeps one row per (workflow id, activity id), last write wins. (The workflow keeps
+end, `upsert` keeps one row per (workflow id, activity id), last write wins. Their effect tool acts
+directly (no `agentledger.once`) and they run without the journal. (The workflow keeps
 `LedgerPlugin` there too, on an unchecked SQLite ledger, as its model requests carry snapshot
 references.)
 
