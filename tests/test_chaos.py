@@ -115,10 +115,14 @@ def test_a_tiny_plan_end_to_end(tmp_path: Path) -> None:
     [result, *others] = data['results']
     assert (result['variant'], result['backend']) == ('agentledger', 'sqlite')
     assert result['completed'] == result['runs'] == 2
-    assert result['faults_fired'] == result['faults_planned'] == len(data['faults']) >= 4
-    assert result['unfired'] == []
+    # Every fault fired, except one inside an effect that an earlier killed attempt already performed.
+    points = {f['id']: f['point'] for f in data['faults']}
+    assert all(points[unfired] == 'in_effect' for unfired in result['unfired'])
+    assert result['faults_fired'] == result['faults_planned'] - len(result['unfired'])
+    assert result['faults_planned'] == len(data['faults']) >= 4
     assert result['rows'] == {'duplicate': 0, 'divergent': 0, 'lost': 0, 'orphan': 0, 'steps': 14}
-    assert result['worker_restarts'] == sum(1 for f in data['faults'] if f['action'] == 'exit')
+    exits = [f for f in data['faults'] if f['action'] == 'exit' and f['id'] not in result['unfired']]
+    assert result['worker_restarts'] == len(exits)
     assert result['accepted_calls'] == 8
     assert result['billed_calls'] >= result['accepted_calls']
     assert all(r['variant'] == 'agentledger-no-journal' for r in others)
