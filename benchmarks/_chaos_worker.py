@@ -2,12 +2,11 @@
 
 It serves the chaos agent with `LedgerPlugin` and fires the plan's faults where the plan says.
 The supervisor in `chaos.py` restarts it whenever it dies: it keeps a spare process that has
-imported and built everything and waits for `go` on stdin before it connects. Where each fault point fires is
-described in `chaos.py`'s docstring; this module implements them:
+imported and built everything and waits for `go` on stdin before it connects. The fault points:
 
-- `before_tool`: `InnerFaults`, an activity interceptor *inside* the plugin's (after it in the
+- `before_tool`: `_Inner`, an activity interceptor *inside* the plugin's (after it in the
   worker's interceptor list), just before pydantic-ai's tool activity body runs;
-- `after_provider`: `OuterFaults`, an activity interceptor *outside* the plugin's, when a
+- `after_provider`: `_Outer`, an activity interceptor *outside* the plugin's, when a
   model-request activity has returned the provider's answer through every interceptor inside it
   (ledger events, journal) and the worker has not yet reported it to Temporal;
 - `after_ledger_write`: `FaultyLedger._write_events` (a subclass of the real backend), right
