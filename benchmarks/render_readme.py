@@ -139,7 +139,83 @@ def _stepledger(figures: dict[str, Any]) -> str:
     return f'stored {figures["stored_bytes"] / 1e6:.2f} MB ({figures["stored_ratio"]}x the new content)'
 
 
+def chaos(data: dict[str, Any]) -> str:
+    results = data['results']
+    actions: dict[str, int] = {}
+    for fault in data['faults']:
+        actions[fault['action']] = actions.get(fault['action'], 0) + 1
+    mix = ', '.join(f'{count} {action}' for action, count in sorted(actions.items()))
+    intro = (
+        f'{data["runs"]} runs of {data["steps"]} model requests per ledger, seed {data["seed"]}, '
+        f'{len(data["faults"])} faults ({mix}); a fault fires once per plan, whatever the restarts.\n\n'
+    )
+    rows = [
+        [
+            f'{r["variant"]}',
+            r['backend'],
+            f'{r["completed"]}/{r["runs"]}',
+            str(r['rows']['duplicate']),
+            str(r['rows']['divergent']),
+            str(r['rows']['lost']),
+            str(r['rows']['orphan']),
+            str(r['duplicate_effects']),
+            f'{r["faults_fired"]}/{r["faults_planned"]}',
+            str(r['worker_restarts']),
+        ]
+        for r in results
+    ]
+    table = _table(
+        [
+            'ledger',
+            'backend',
+            'runs completed',
+            'duplicate rows',
+            'divergent rows',
+            'lost rows',
+            'orphan rows',
+            'duplicate effects',
+            'faults fired',
+            'worker restarts',
+        ],
+        rows,
+    )
+    resets = [r for r in results if r['reset_runs']]
+    reset_table = _table(
+        ['ledger', 'backend', 'runs reset to their first workflow task', 'duplicate effects'],
+        [
+            [r['variant'], r['backend'], f'{r["reset_completed"]}/{r["reset_runs"]}', str(r['reset_duplicate_effects'])]
+            for r in resets
+        ],
+    )
+    baseline = next((r for r in results if r['variant'] == 'agentledger-no-journal'), None)
+
+    def share(r: dict[str, Any]) -> str:
+        if baseline is None or not baseline['wasted_calls']:
+            return '-'
+        return f'{r["wasted_calls"] / baseline["wasted_calls"]:.0%}'
+
+    cost_table = _table(
+        ['ledger', 'backend', 'billed calls', 'accepted calls', 'wasted calls', 'wasted spend', 'of no-journal waste'],
+        [
+            [
+                r['variant'],
+                r['backend'],
+                str(r['billed_calls']),
+                str(r['accepted_calls']),
+                str(r['wasted_calls']),
+                f'USD {r["wasted_usd"]:.3f}',
+                share(r),
+            ]
+            for r in results
+        ],
+    )
+    price = data['price_per_call_usd']
+    resets_part = f'Reset attack:\n\n{reset_table}' if resets else 'Reset attack: not run.'
+    return f'{intro}{table}\n\n{resets_part}\n\nCost (USD {price} per call):\n\n{cost_table}'
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    'chaos': chaos,
     'history': history,
     'overhead': overhead,
     'snapshots': snapshots,
