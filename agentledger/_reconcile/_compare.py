@@ -37,6 +37,7 @@ from ..ledger._records import (
     Usage,
 )
 from ..ledger._rules import run_event_for_seal, run_event_for_start
+from ..workflows._state import ledger_step
 from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
 from ._facts import ActivityFact, RunFacts
 
@@ -154,7 +155,7 @@ def _activity_events(activity: ActivityFact, run_id: str, workflow_id: str) -> l
         attempt=activity.last_attempt,
         kind=f'{kind}_started',  # type: ignore[arg-type]
         timestamp=started_at,
-        step=shape.step,
+        step=ledger_step(shape.step, activity.header),
         activity_type=activity.activity_type,
         # History keeps when the last attempt started, not when it was scheduled: later than the real
         # fence, never earlier, so the attempt Temporal accepted keeps the highest fence.

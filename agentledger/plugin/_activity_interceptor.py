@@ -61,7 +61,7 @@ from ..activities._tool_context import ToolContext, tool_context
 from ..ledger._base import Ledger
 from ..ledger._journal import JournalEntry, journal_key, request_hash
 from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
-from ..workflows._state import HEADER
+from ..workflows._state import HEADER, ledger_step
 from ._outage import OutageBuffer
 
 __all__ = ['LedgerActivityInterceptor']
@@ -152,10 +152,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         if kind is None:
             return await super().execute_activity(input)
         shape = read_activity_args(kind, input.args)
-        offset = header.get('step_offset', 0)
-        if shape.step is not None and isinstance(offset, int) and offset:
-            # After continue-as-new pydantic-ai counts steps from 1 again; the ledger run goes on counting.
-            shape = dataclasses.replace(shape, step=shape.step + offset)
+        shape = dataclasses.replace(shape, step=ledger_step(shape.step, header))
 
         def event(kind_suffix: str, **fields: Any) -> StepEvent:
             base = StepEvent(

@@ -11,6 +11,7 @@ state: replay rebuilds it identically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from temporalio import workflow
 from ..ledger._records import Acceptance, StepEvent
 from ._history import HistoryReferences
 
-__all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state']
+__all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
 
 HEADER = 'agentledger'
 """The activity header carrying the ledger run id, new acceptances and workflow-side events."""
@@ -78,6 +79,18 @@ class LedgerRunState:
         self.acceptances.clear()
         self.workflow_events.clear()
         return header
+
+
+def ledger_step(step: int | None, header: Mapping[str, Any] | None) -> int | None:
+    """The ledger's step number of an activity whose pydantic-ai run step is `step`, given its header.
+
+    After continue-as-new pydantic-ai counts steps from 1 again; the header's `step_offset` (the steps
+    the earlier Temporal runs made) keeps the ledger run counting on.
+    """
+    offset = header.get('step_offset', 0) if header is not None else 0
+    if step is None or not isinstance(offset, int):
+        return step
+    return step + offset
 
 
 def current_state() -> LedgerRunState | None:
