@@ -596,18 +596,7 @@ async def test_s3_outage_mid_run_pauses_the_run_and_loses_nothing_c16(
         result = await handle.result()
         assert result.output == 'done'
 
-        events = await ledger.events(result.run_id)
-        accepted = [e for e in events if e.state == 'accepted']
-        assert Counter(e.kind for e in accepted) == {
-            'run_started': 1,
-            'model_request_started': 5,
-            'model_request_completed': 5,
-            'tool_call_started': 5,
-            'tool_call_completed': 5,
-            'run_completed': 1,
-        }
-        assert len({e.key for e in events}) == len(events)
-        assert (await ledger.run(result.run_id)).status == 'completed'
+        await check_complete_calc_run(ledger, result.run_id)
 
         failures = await retried_failures(handle.workflow_handle)
         assert any(
@@ -638,18 +627,8 @@ async def test_s3_outage_under_warn_lets_the_run_finish_and_catches_up_c16(
             return record
 
         record = await asyncio.wait_for(caught_up(), timeout=60)
-        assert record.status == 'completed' and record.degraded
-        events = await ledger.events(result.run_id)
-        accepted = [e for e in events if e.state == 'accepted']
-        assert Counter(e.kind for e in accepted) == {
-            'run_started': 1,
-            'model_request_started': 5,
-            'model_request_completed': 5,
-            'tool_call_started': 5,
-            'tool_call_completed': 5,
-            'run_completed': 1,
-        }
-        assert len({e.key for e in events}) == len(events)
+        assert record.degraded
+        await check_complete_calc_run(ledger, result.run_id)
         # No attempt failed for the ledger's sake: the only retried activity is the tool that fails once.
         failures = await retried_failures(handle.workflow_handle)
         assert [f.application_failure_info.type for f in failures] == ['RuntimeError']
