@@ -211,7 +211,9 @@ def chaos(data: dict[str, Any]) -> str:
     )
     price = data['price_per_call_usd']
     resets_part = f'Reset attack:\n\n{reset_table}' if resets else 'Reset attack: not run.'
-    return f'{intro}{table}\n\n{resets_part}\n\nCost (USD {price} per call):\n\n{cost_table}'
+    missed = ''.join(f'\n- {line}' for line in data.get('missed', []))
+    verdict = f'\n\nTargets missed in this run:{missed}' if missed else '\n\nEvery target was met in this run.'
+    return f'{intro}{table}\n\n{resets_part}\n\nCost (USD {price} per call):\n\n{cost_table}{verdict}'
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
