@@ -27,7 +27,7 @@ from agentledger import Ledger, PayloadReference, SqliteLedger, collect_garbage
 from agentledger._errors import LedgerCorruptionError
 from agentledger._gc import ReferrerStatus, referrer_state, verdicts
 
-from .conftest import serve
+from .conftest import expect_discrepancy, serve
 from .s3_server import free_port, s3_ledger
 
 gate = asyncio.Event()
@@ -144,6 +144,7 @@ async def test_gc_collects_a_deleted_workflows_payloads_and_keeps_a_live_runs(
         after = await collect_garbage(ledger, client, grace=timedelta(0))
         assert after.deleted == ()
         assert {r.workflow_id: r.state for r in after.referrers}[live.workflow_id] == 'retained'
+    expect_discrepancy(ledger, done.run_id, 'orphan', 'the test deleted its workflow from Temporal to collect it')
 
 
 async def test_gc_command(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
