@@ -169,9 +169,18 @@ async def test_ledger_outage_pauses_the_run_and_loses_nothing_c16(
         steps = await ledger.steps(result.run_id)
         tool = next(s for s in steps if s.tool_name == 'lock_ledger')
         assert tool.accepted_attempt is not None and tool.accepted_attempt > 1
-        # Attempt 1 ran the tool but could not record its end: it stays visibly unfinished, not accepted.
+        # Attempt 1 ran the tool but could not record its end, so Temporal saw it fail: the worker kept that
+        # end and wrote it once the ledger was back, before the attempt that followed started.
         first = [e for e in events if e.tool_name == 'lock_ledger' and e.attempt == 1]
-        assert [(e.kind, e.state) for e in first] == [('tool_call_started', 'abandoned')]
+        assert [(e.kind, e.state) for e in first] == [
+            ('tool_call_started', 'abandoned'),
+            ('tool_call_failed', 'abandoned'),
+        ]
+        end = first[1]
+        assert end.error is not None and end.error.type == 'LedgerUnavailableError'
+        assert end.detail == 'the tool call finished, but the ledger could not record it'
+        later = next(e for e in events if e.tool_name == 'lock_ledger' and e.attempt > 1)
+        assert end.seq < later.seq
 
         # Temporal saw the specific failure: the ledger error, naming what could not be written.
         failures = await retried_failures(handle.workflow_handle)

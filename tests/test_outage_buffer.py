@@ -66,3 +66,24 @@ async def test_a_ledger_that_stays_down_keeps_the_writes_and_a_corrupt_one_is_no
     with pytest.raises(LedgerCorruptionError):
         await buffer.write('r2', 'refused', buffer.events([event('1', 1, 'tool_call_started', run_id='r2')]))
     assert buffer.pending('r2') == 0
+
+
+async def test_under_fail_an_owed_end_is_written_before_the_next_write_of_its_run_and_marks_nothing() -> None:
+    """Policy `fail` keeps only the ends of attempts the outage failed; the run's next write waits for them."""
+    ledger = DownLedger()
+    owed = OutageBuffer(ledger, interval_s=3600, mark_degraded=False)
+    await ledger.start_run(run_start('r1'))
+    await ledger.record_events([event('1', 1, 'tool_call_started')])
+    ledger.down = True
+    owed.keep(
+        'r1', 'the end of attempt 1', owed.events([event('1', 1, 'tool_call_failed')]), LedgerUnavailableError('x')
+    )
+    with pytest.raises(LedgerUnavailableError, match='could not write the end of attempt 1 of run r1.*backend unreachable'):
+        await owed.write_owed('r1')
+    await owed.write_owed('r2')  # another run owes nothing: it never waits
+    ledger.down = False
+    await owed.write_owed('r1')
+    assert owed.pending() == 0
+    assert [e.kind for e in await ledger.events('r1')] == ['run_started', 'tool_call_started', 'tool_call_failed']
+    assert (await ledger.run('r1')).degraded == ()
+    await owed.close()

@@ -41,11 +41,17 @@ class LedgerActivities:
     """The `run_started` and `seal_run` activities, bound to one ledger."""
 
     def __init__(
-        self, ledger: Ledger, histories: HistoryResolver | None = None, outage: OutageBuffer | None = None
+        self,
+        ledger: Ledger,
+        histories: HistoryResolver | None = None,
+        outage: OutageBuffer | None = None,
+        *,
+        owed: OutageBuffer | None = None,
     ) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
         self._outage = outage
+        self._owed = owed
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -121,6 +127,8 @@ class LedgerActivities:
             self._outage.keep(seal.run_id, f'seal ({seal.status})', lambda ledger: self._seal(ledger, input))
             return
         try:
+            if self._owed is not None:
+                await self._owed.write_owed(seal.run_id)
             await self._seal(self._ledger, input)
         except (LedgerCorruptionError, LedgerConfigError):
             raise

@@ -33,7 +33,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,6 +116,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         scopes: Scopes,
         outage: OutageBuffer | None = None,
         *,
+        owed: OutageBuffer | None = None,
         model_journal: bool = True,
     ) -> None:
         super().__init__(next)
@@ -123,6 +124,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         self._histories = histories
         self._scopes = scopes
         self._outage = outage
+        self._owed = owed
         self._model_journal = model_journal
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
@@ -142,6 +144,8 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                     what = ', '.join(map(_describe, observed))
                     await self._outage.write(run_id, what, self._outage.events(observed))
             else:
+                if self._owed is not None:
+                    await self._owed.write_owed(header['run_id'])
                 await self._ledger.accept(accepted)
                 await self._ledger.record_events(observed)
         except LedgerError as error:
@@ -176,10 +180,6 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         if kind == 'model_request' and isinstance(header.get('history'), dict):
             base = await self._resolve_history(header['run_id'], header['history'], input)
         await self._write(event('started'))
-        if kind == 'model_request' and shape.step is not None:
-            await self._snapshot(
-                header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
-            )
         started = time.monotonic()
         journaled = kind == 'model_request' and self._model_journal and is_journaled_model_request(info.activity_type)
         recorded: JournalEntry | None = None
@@ -187,6 +187,10 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             tool_context.set(self._tool_context(header['run_id'], shape.tool_name)) if kind == 'tool_call' else None
         )
         try:
+            if kind == 'model_request' and shape.step is not None:
+                await self._snapshot(
+                    header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
+                )
             journal = await self._journal_key(header['run_id'], input) if journaled else None
             recorded = await self._journaled(journal) if journal is not None else None
             if recorded is not None:
@@ -198,7 +202,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         except BaseException as error:
             failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
             # Shielded: a cancelled attempt still owes the ledger its end.
-            await asyncio.shield(self._write(failed))
+            await asyncio.shield(self._write(failed, owe=lambda _: failed))
             raise
         finally:
             if context is not None:
@@ -221,7 +225,18 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             completed = event(
                 'completed', duration_s=duration, outcome=tool_outcome(result), detail=tool_result_detail(result)
             )
-        await self._write(completed)
+
+        def failed_instead(error: ErrorInfo) -> StepEvent:
+            # Temporal sees this attempt fail (its end could not be written): the end it owes says so.
+            return event(
+                'failed',
+                error=error,
+                duration_s=duration,
+                usage=completed.usage,
+                detail=f'the {kind.replace("_", " ")} finished, but the ledger could not record it',
+            )
+
+        await self._write(completed, owe=failed_instead)
         return result
 
     def _tool_context(self, run_id: str, tool_name: str | None) -> ToolContext:
@@ -351,12 +366,26 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
 
         outage.keep(run_id, f'snapshot of step {step}', store, error)
 
-    async def _write(self, event: StepEvent) -> None:
+    async def _write(self, event: StepEvent, *, owe: Callable[[ErrorInfo], StepEvent] | None = None) -> None:
+        """Write one event; `owe` builds the attempt's end to keep if the ledger refuses this one (policy `fail`).
+
+        The attempt's start is in the ledger already and Temporal sees the attempt fail: without the
+        kept end the ledger would show an attempt that never ended. It is written once the ledger is
+        back, before any later write of the run on this worker.
+        """
         try:
             if self._outage is not None:
                 await self._outage.write(event.run_id, _describe(event), self._outage.events([event]))
-            else:
-                await self._ledger.record_events([event])
+                return
+            if self._owed is not None:
+                await self._owed.write_owed(event.run_id)
+            await self._ledger.record_events([event])
+        except LedgerUnavailableError as error:
+            failure = ledger_failure(error)
+            if owe is not None and self._owed is not None:
+                end = owe(_error(failure))
+                self._owed.keep(end.run_id, _describe(end), self._owed.events([end]), error)
+            raise failure from error
         except LedgerError as error:
             raise ledger_failure(error) from error
 

@@ -12,6 +12,11 @@ against Temporal's history, repairs what is still missing and clears the mark.
 What is kept lives only in the worker's memory: a worker that dies during the outage loses it. Its
 runs are not marked degraded then, but Temporal's history still holds what the ledger missed, and
 `agentledger reconcile` rebuilds it.
+
+Under `fail` the same buffer, built with `mark_degraded=False`, holds only the ends of attempts that
+the outage failed: the attempt's start is in the ledger, the attempt failed in Temporal because its
+end could not be written, and that end is still owed. It is written as soon as the ledger is back,
+before any later write of the run on this worker, so every recorded start gets its end.
 """
 
 from __future__ import annotations
@@ -49,14 +54,17 @@ class _Kept:
 @dataclass
 class _Run:
     kept: list[_Kept] = field(default_factory=list)
+    error: LedgerError | None = None
+    """Why the ledger refused the oldest kept write, the last time it was tried."""
 
 
 class OutageBuffer:
     """What a worker under the `warn` policy could not write yet, per run, in the order it happened."""
 
-    def __init__(self, ledger: Ledger, *, interval_s: float = 0.5) -> None:
+    def __init__(self, ledger: Ledger, *, interval_s: float = 0.5, mark_degraded: bool = True) -> None:
         self._ledger = ledger
         self._interval_s = interval_s
+        self._mark = mark_degraded
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -70,10 +78,12 @@ class OutageBuffer:
 
     def keep(self, run_id: str, what: str, write: _Write, error: BaseException | None = None) -> None:
         """Keep a write for later; `error` is why it failed now (`None`: it waits behind earlier ones)."""
-        if error is not None:
+        if error is not None and self._mark:
             logger.warning(
                 'ledger unavailable (outage policy warn): run %s continues without %s for now: %s', run_id, what, error
             )
+        elif error is not None:
+            logger.warning('ledger unavailable: %s of run %s is kept until the ledger is back: %s', what, run_id, error)
         self._runs.setdefault(run_id, _Run()).kept.append(_Kept(write, what))
         self._start()
 
@@ -89,6 +99,18 @@ class OutageBuffer:
             await write(self._ledger)
         except LedgerUnavailableError as error:
             self.keep(run_id, what, write, error)
+
+    async def write_owed(self, run_id: str) -> None:
+        """Write what is kept for `run_id` before a later write of the run; raise while the ledger still refuses it."""
+        if not self.pending(run_id):
+            return
+        await self.flush()
+        run = self._runs.get(run_id)
+        if run is not None:
+            raise LedgerUnavailableError(
+                f'could not write {run.kept[0].what} of run {run_id}, kept since the ledger refused it '
+                f'({len(run.kept)} write(s) waiting): {run.error}'
+            )
 
     def events(self, events: Sequence[StepEvent]) -> _Write:
         """The write of `events`."""
@@ -123,7 +145,7 @@ class OutageBuffer:
             for run_id in list(self._runs):
                 run = self._runs[run_id]
                 unmarked = [kept for kept in run.kept if not kept.marked]
-                if unmarked:
+                if unmarked and self._mark:
                     try:
                         await self._mark_degraded(run_id, [kept.what for kept in unmarked])
                     except LedgerError as error:
@@ -138,12 +160,16 @@ class OutageBuffer:
                         await kept.write(self._ledger)
                     except LedgerError as error:
                         logger.info('ledger still refuses %s of run %s: %s', kept.what, run_id, error)
+                        run.error = error
                         break
                     written += 1
                     run.kept.pop(0)
                 if written:
                     logger.warning(
-                        'ledger back: wrote %d delayed write(s) of run %s (marked degraded)', written, run_id
+                        'ledger back: wrote %d delayed write(s) of run %s%s',
+                        written,
+                        run_id,
+                        ' (marked degraded)' if self._mark else '',
                     )
                 if not run.kept:
                     del self._runs[run_id]

@@ -48,18 +48,26 @@ class LedgerInterceptor(Interceptor):
         histories: HistoryResolver | None = None,
         outage: OutageBuffer | None = None,
         *,
+        owed: OutageBuffer | None = None,
         model_journal: bool = True,
     ) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
         self._scopes = Scopes(ledger)
         self._outage = outage
+        self._owed = owed
         self._model_journal = model_journal
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
         return LedgerActivityInterceptor(
-            next, self._ledger, self._histories, self._scopes, self._outage, model_journal=self._model_journal
+            next,
+            self._ledger,
+            self._histories,
+            self._scopes,
+            self._outage,
+            owed=self._owed,
+            model_journal=self._model_journal,
         )
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
@@ -146,7 +154,10 @@ class LedgerPlugin(SimplePlugin):
         self.ledger = ledger
         self.model_journal = model_journal
         self.outage: OutagePolicy = outage
-        self._buffer = OutageBuffer(ledger) if outage == 'warn' else None
+        # Under `warn` it keeps every write the ledger refused; under `fail` only the ends of failed attempts.
+        self._buffer = OutageBuffer(ledger, mark_degraded=outage == 'warn')
+        warn = self._buffer if outage == 'warn' else None
+        owed = None if outage == 'warn' else self._buffer
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
@@ -155,8 +166,8 @@ class LedgerPlugin(SimplePlugin):
         histories = HistoryResolver(ledger)
         super().__init__(
             'agentledger.LedgerPlugin',
-            interceptors=[LedgerInterceptor(ledger, histories, self._buffer, model_journal=model_journal)],
-            activities=[*LedgerActivities(ledger, histories, self._buffer).activities, delegate_result],
+            interceptors=[LedgerInterceptor(ledger, histories, warn, owed=owed, model_journal=model_journal)],
+            activities=[*LedgerActivities(ledger, histories, warn, owed=owed).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
             data_converter=None
@@ -178,8 +189,7 @@ class LedgerPlugin(SimplePlugin):
             await next(worker)
         finally:
             try:
-                if self._buffer is not None:
-                    await self._buffer.close()
+                await self._buffer.close()
             finally:
                 await self.ledger.close()
 
