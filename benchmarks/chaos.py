@@ -679,6 +679,11 @@ def plan_variants(args: argparse.Namespace, features: Features) -> tuple[list[Va
     else:
         variants.append(Variant('naive', 'sqlite', False, args.resets))
         variants.append(Variant('upsert', 'sqlite', False))
+    if args.variants is not None:
+        left_out = sorted({v.name for v in variants} - set(args.variants))
+        if left_out:
+            skipped.append(f'variants {", ".join(left_out)}: left out by --variants')
+        variants = [v for v in variants if v.name in args.variants]
     return variants, skipped
 
 
@@ -689,6 +694,13 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--backends', nargs='+', choices=['sqlite', 's3'], default=None)
     parser.add_argument('--quick', action='store_true', help='reduced run for CI: short agent, no baselines')
     parser.add_argument('--seed', type=int, default=7)
+    parser.add_argument(
+        '--variants',
+        nargs='+',
+        choices=['agentledger', 'agentledger-no-journal', 'naive', 'upsert'],
+        default=None,
+        help='run only these ledgers (default: all that apply)',
+    )
     parser.add_argument(
         '--concurrency', type=int, default=None, help='runs at once per ledger (default 4, --quick all)'
     )
