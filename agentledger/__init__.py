@@ -23,6 +23,7 @@ from ._codec_server import CodecServer
 from ._errors import (
     AgentLedgerError,
     DelegateFailedError,
+    EffectBusyError,
     EffectNotFoundError,
     EffectStateError,
     EffectUnknownError,
@@ -78,6 +79,7 @@ __all__ = [
     'CodecServer',
     'DelegateFailedError',
     'DelegateTool',
+    'EffectBusyError',
     'EffectNotFoundError',
     'EffectRecord',
     'EffectStateError',

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     'AgentLedgerError',
     'DelegateFailedError',
+    'EffectBusyError',
     'EffectNotFoundError',
     'EffectStateError',
     'EffectUnknownError',
@@ -79,6 +82,22 @@ class EffectNotFoundError(AgentLedgerError, LookupError):
 
 class EffectStateError(AgentLedgerError):
     """The effect is not in a state that allows this (resolving an effect that is already done)."""
+
+
+class EffectBusyError(AgentLedgerError):
+    """Another attempt holds a once-only effect and is still acting: its lease is live.
+
+    An attempt that finds the effect held waits for the holder (it renews its lease while it acts)
+    until its own start-to-close deadline; then it fails with this error (retryable) and Temporal
+    retries it later, when the holder has finished or its lease has run out.
+    """
+
+    def __init__(self, key: str, owner: str, lease_until: datetime) -> None:
+        super().__init__(
+            f'once-only effect {key!r} is held by attempt {owner} that is still acting '
+            f'(its lease runs until {lease_until.isoformat()}); retry after it'
+        )
+        self.key = key
 
 
 class EffectUnknownError(AgentLedgerError):

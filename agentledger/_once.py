@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from pydantic_ai.tools import RunContext
 from pydantic_core import PydanticSerializationError, to_jsonable_python
+from temporalio import activity
 
-from ._errors import AgentLedgerError, EffectUnknownError, LedgerError
+from ._errors import AgentLedgerError, EffectBusyError, EffectUnknownError, LedgerError
 from .activities._failures import ledger_failure
 from .activities._tool_context import ToolContext, current_tool_context
 from .ledger._base import Ledger
-from .ledger._effects import EffectRecord, EffectResolution, effect_key
+from .ledger._effects import EffectRecord, EffectResolution, effect_key, lease_is_live
 from .ledger._keyed import EFFECTS, KeyedRecord
 
 __all__ = ['once']
 
 T = TypeVar('T')
+
+logger = logging.getLogger('agentledger.once')
+
+LEASE_S = 6.0
+"""How long a `started` effect stays its holder's without a renewal; the holder renews it every third of that."""
+_POLL_S = 0.5
+"""How often an attempt waiting for a live holder looks again."""
 
 
 async def once(
@@ -40,17 +51,24 @@ async def once(
 
     - The first call records `started`, awaits `act(key)`, records `done` with the result, returns it.
     - A later call (any attempt, any worker) of a `done` effect returns the recorded result without acting.
-    - A call that finds `started` without `done` (an attempt died mid-effect) asks `reconcile(key)`:
-      a result means it happened (recorded, returned), `None` that it did not (`act` runs). Without
-      `reconcile` the effect is marked `unknown` and the attempt fails with `EffectUnknownError` until
-      an operator runs `agentledger resolve KEY --outcome done|not-done` (or `Ledger.resolve_effect`).
+    - A call that finds `started` by an attempt whose lease is live (it is still acting: the holder
+      renews its lease every few seconds) waits for it, up to its own start-to-close deadline; then it
+      fails with `EffectBusyError` (retryable) and Temporal retries it.
+    - A call that finds `started` without `done` and its lease run out (an attempt died mid-effect)
+      asks `reconcile(key)`: a result means it happened (recorded, returned), `None` that it did not
+      (`act` runs). Without `reconcile` the effect is marked `unknown` and the attempt fails with
+      `EffectUnknownError` until an operator runs `agentledger resolve KEY --outcome done|not-done`
+      (or `Ledger.resolve_effect`).
     - An exception from `act` records `failed` and propagates; the next call acts again (after asking
       `reconcile`, when there is one).
 
     Results are stored as JSON (`pydantic_core.to_jsonable_python`) and every call returns that JSON
     form, the first one too, so a replayed result is indistinguishable from a fresh one: return plain
     JSON data (or a model you rebuild from it). Two attempts racing (a zombie and its retry) never both
-    act on their own: `started` is taken with the ledger's atomic create / compare-and-swap.
+    act on their own: `started` is taken with the ledger's atomic create / compare-and-swap, and a
+    holder that is alive keeps it. A holder stalled for longer than the lease (`LEASE_S`) between
+    taking the effect and acting can still race a successor: that is what the key, passed to the
+    target as its idempotency key, is for.
 
     Runs only inside a tool body on a worker with `LedgerPlugin`; elsewhere it raises `AgentLedgerError`.
     """
@@ -84,6 +102,7 @@ class _Once:
         return self.tool.ledger
 
     async def run(self, act: Callable[[str], Awaitable[Any]], reconcile: Callable[[str], Awaitable[Any]] | None) -> Any:
+        deadline = _attempt_deadline()
         while True:
             stored = await self.ledger.record(EFFECTS, self.key)
             now = datetime.now(UTC)
@@ -97,6 +116,12 @@ class _Once:
             effect = EffectRecord.from_record(stored)
             if effect.status == 'done':
                 return effect.result
+            if lease_is_live(effect, self.owner, now):
+                # Its holder is alive and acting (or asking): wait for it rather than guess.
+                if deadline is not None and now + timedelta(seconds=_POLL_S) >= deadline:
+                    raise EffectBusyError(self.key, effect.owner, cast(datetime, effect.lease_until))
+                await asyncio.sleep(_POLL_S)
+                continue
             if effect.status == 'started' and effect.owner == self.owner:
                 # Our own `started` (a create whose answer was lost and retried): we have not acted yet.
                 return await self._act(stored, act)
@@ -107,6 +132,7 @@ class _Once:
                         effect,
                         status='unknown',
                         owner='',
+                        lease_until=None,
                         error=f'attempt {effect.owner or "?"} started the effect and recorded no end',
                         updated_at=now,
                     )
@@ -119,10 +145,11 @@ class _Once:
                 continue
             if may_act or reconcile is None:
                 return await self._act(claimed, act)
-            found = await reconcile(self.key)
+            async with self._leased(claimed) as lease:
+                found = await reconcile(self.key)
             if found is None:
-                return await self._act(claimed, act)
-            return await self._settle(claimed, to_jsonable_python(found), 'reconciled')
+                return await self._act(lease.record, act)
+            return await self._settle(lease.record, to_jsonable_python(found), 'reconciled')
 
     def _new(self, now: datetime) -> EffectRecord:
         return EffectRecord(
@@ -136,28 +163,55 @@ class _Once:
             updated_at=now,
             tool_name=self.tool.tool_name,
             owner=self.owner,
+            lease_until=now + timedelta(seconds=LEASE_S),
             attempts=1,
         )
 
     def _claim(self, effect: EffectRecord, now: datetime) -> EffectRecord:
         return dataclasses.replace(
-            effect, status='started', owner=self.owner, attempts=effect.attempts + 1, error=None, updated_at=now
+            effect,
+            status='started',
+            owner=self.owner,
+            lease_until=now + timedelta(seconds=LEASE_S),
+            attempts=effect.attempts + 1,
+            error=None,
+            updated_at=now,
         )
 
-    async def _act(self, claimed: KeyedRecord, act: Callable[[str], Awaitable[Any]]) -> Any:
+    @asynccontextmanager
+    async def _leased(self, held: KeyedRecord) -> AsyncIterator[_Lease]:
+        """Renew the lease on `held` while the body runs; `lease.record` is the latest stored version."""
+        lease = _Lease(self.ledger, held, self.owner)
         try:
-            value = await act(self.key)
-        except Exception as error:
-            failed = dataclasses.replace(
-                EffectRecord.from_record(claimed),
-                status='failed',
-                owner='',
-                error=f'{type(error).__name__}: {error}',
-                updated_at=datetime.now(UTC),
-            )
+            yield lease
+        finally:
+            await lease.stop()
+
+    async def _act(self, claimed: KeyedRecord, act: Callable[[str], Awaitable[Any]]) -> Any:
+        async with self._leased(claimed) as lease:
+            try:
+                value = await act(self.key)
+                failure: Exception | None = None
+            except Exception as error:
+                failure = error
+            except BaseException:
+                # Cancelled mid-effect: this attempt no longer acts, so a successor need not wait for the
+                # lease to run out before it asks `reconcile` (or marks the effect unknown).
+                await lease.stop()
+                with suppress(LedgerError):  # else the lease runs out on its own
+                    await self._finish(lease.record, _released, only_if_ours=True)
+                raise
+        if failure is not None:
+            message = f'{type(failure).__name__}: {failure}'
+
+            def failed(effect: EffectRecord) -> EffectRecord:
+                return dataclasses.replace(
+                    effect, status='failed', owner='', lease_until=None, error=message, updated_at=datetime.now(UTC)
+                )
+
             # If another attempt took the effect meanwhile, its record stands.
-            await self.ledger.replace_record(claimed, failed.to_value())
-            raise
+            await self._finish(lease.record, failed, only_if_ours=True)
+            raise failure
         try:
             result = to_jsonable_python(value)
         except PydanticSerializationError as error:
@@ -165,27 +219,90 @@ class _Once:
                 f'the result of once-only effect {self.key!r} is not JSON-serialisable ({error}); '
                 'the effect happened but its result cannot be recorded'
             ) from error
-        return await self._settle(claimed, result, 'acted')
+        return await self._settle(lease.record, result, 'acted')
 
-    async def _settle(self, claimed: KeyedRecord, result: Any, resolution: EffectResolution) -> Any:
+    async def _settle(self, held: KeyedRecord, result: Any, resolution: EffectResolution) -> Any:
         """Record `done` over the record we hold; if it changed meanwhile, record it over the new one."""
-        current = claimed
-        while True:
-            effect = EffectRecord.from_record(current)
-            if effect.status == 'done':
-                return effect.result
-            done = dataclasses.replace(
+
+        def done(effect: EffectRecord) -> EffectRecord:
+            return dataclasses.replace(
                 effect,
                 status='done',
                 result=result,
                 error=None,
                 owner='',
+                lease_until=None,
                 resolution=resolution,
                 updated_at=datetime.now(UTC),
             )
-            if await self.ledger.replace_record(current, done.to_value()) is not None:
-                return result
+
+        return (await self._finish(held, done, only_if_ours=False)).result
+
+    async def _finish(
+        self, held: KeyedRecord, outcome: Callable[[EffectRecord], EffectRecord], *, only_if_ours: bool
+    ) -> EffectRecord:
+        """Write `outcome(effect)` over the latest version (a renewal may have moved it); `done` is never undone."""
+        current = held
+        while True:
+            effect = EffectRecord.from_record(current)
+            if effect.status == 'done' or (only_if_ours and effect.owner != self.owner):
+                return effect
+            stored = await self.ledger.replace_record(current, outcome(effect).to_value())
+            if stored is not None:
+                return EffectRecord.from_record(stored)
             reread = await self.ledger.record(EFFECTS, self.key)
             if reread is None:
                 raise LedgerError(f'once-only effect {self.key!r} disappeared from the ledger')
             current = reread
+
+
+class _Lease:
+    """The holder's lease on a `started` effect, renewed in the background while it acts or asks `reconcile`."""
+
+    def __init__(self, ledger: Ledger, held: KeyedRecord, owner: str) -> None:
+        self.record = held
+        self._ledger = ledger
+        self._owner = owner
+        self._task = asyncio.create_task(self._renew(), name=f'agentledger lease {held.key}')
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            now = datetime.now(UTC)
+            effect = EffectRecord.from_record(self.record)
+            renewed = dataclasses.replace(effect, lease_until=now + timedelta(seconds=LEASE_S), updated_at=now)
+            try:
+                stored = await self._ledger.replace_record(self.record, renewed.to_value())
+                if stored is None:
+                    # A renewal whose answer was lost may have landed: ours if it still names us.
+                    stored = await self._ledger.record(EFFECTS, self.record.key)
+            except LedgerError as error:
+                logger.warning('could not renew the lease on once-only effect %s: %s', self.record.key, error)
+                continue
+            if stored is None or not _held_by(EffectRecord.from_record(stored), self._owner):
+                logger.warning('once-only effect %s was taken by another attempt while this one held it', effect.key)
+                return
+            self.record = stored
+
+    async def stop(self) -> None:
+        """Stop renewing (the outcome written next clears the lease); idempotent."""
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _released(effect: EffectRecord) -> EffectRecord:
+    return dataclasses.replace(effect, lease_until=None, updated_at=datetime.now(UTC))
+
+
+def _held_by(effect: EffectRecord, owner: str) -> bool:
+    return effect.status == 'started' and effect.owner == owner
+
+
+def _attempt_deadline() -> datetime | None:
+    """When this activity attempt's start-to-close timeout runs out (`None` outside an activity or without one)."""
+    if not activity.in_activity():
+        return None
+    info = activity.info()
+    if info.start_to_close_timeout is None:
+        return None
+    return info.started_time + info.start_to_close_timeout

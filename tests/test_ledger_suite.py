@@ -38,9 +38,11 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage, RunUsage
 
+import agentledger._once
 from agentledger import once
 from agentledger._errors import (
     AgentLedgerError,
+    EffectBusyError,
     EffectNotFoundError,
     EffectStateError,
     EffectUnknownError,
@@ -65,7 +67,9 @@ from agentledger.ledger import (
 )
 from agentledger.ledger._chunks import Manifest, split
 from agentledger.ledger._content import content_hash, encode_messages
+from agentledger.ledger._effects import EffectRecord
 from agentledger.ledger._journal import JournalEntry
+from agentledger.ledger._keyed import EFFECTS
 from agentledger.ledger._records import (
     AcceptanceOutcome,
     EventKind,
@@ -1995,3 +1999,81 @@ async def test_unknown_payload_key_is_reported(ledger: Ledger) -> None:
     """Issue 4 part 2: a payload reference the ledger never stored names itself in the error."""
     with pytest.raises(LedgerCorruptionError, match=r'stored payload 0{64} is missing'):
         await ledger.load_chunked('0' * 64)
+
+
+class SlowTarget(Target):
+    """A target whose effect takes `seconds` before it is recorded there: a holder that is alive but slow."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def charge(self, key: str) -> dict[str, Any]:
+        await asyncio.sleep(self.seconds)
+        return await super().charge(key)
+
+
+async def test_an_attempt_waits_for_a_live_holder_instead_of_reconciling(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow holder renews its lease past its first term; its successor neither asks the target nor acts."""
+    monkeypatch.setattr(agentledger._once, 'LEASE_S', 1.0)
+    monkeypatch.setattr(agentledger._once, '_POLL_S', 0.05)
+    await ledger.start_run(run_start('r1'))
+    target = SlowTarget(2.5)
+    asked: list[str] = []
+
+    async def lookup(key: str) -> dict[str, Any] | None:
+        asked.append(key)
+        return await target.lookup(key)
+
+    holder = asyncio.create_task(once(tool_ctx(ledger), 'charge', target.charge, reconcile=lookup))
+    while (await ledger.record(EFFECTS, 'wf-r1/call-1/charge')) is None:
+        await asyncio.sleep(0.01)
+    successor = await once(tool_ctx(ledger, attempt=2), 'charge', target.charge, reconcile=lookup)
+    assert successor == await holder
+    assert target.performed == ['wf-r1/call-1/charge'] and asked == []
+    effect = await ledger.effect('wf-r1/call-1/charge')
+    assert (effect.status, effect.resolution, effect.attempts, effect.lease_until) == ('done', 'acted', 1, None)
+
+
+async def test_a_holder_that_stopped_renewing_is_reconciled_once_its_lease_runs_out(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agentledger._once, '_POLL_S', 0.05)
+    await ledger.start_run(run_start('r1'))
+    target = Target()
+    now = datetime.now(UTC)
+    dead = EffectRecord(
+        key='wf-r1/call-1/charge',
+        workflow_id='wf-r1',
+        tool_call_id='call-1',
+        name='charge',
+        run_id='r1',
+        status='started',
+        created_at=now,
+        updated_at=now,
+        owner='a-worker-that-died',
+        lease_until=now + timedelta(seconds=0.4),
+        attempts=1,
+    )
+    await ledger.create_record(EFFECTS, dead.key, dead.to_value(), scope='wf-r1')
+    result = await once(tool_ctx(ledger, attempt=2), 'charge', target.charge, reconcile=target.lookup)
+    assert datetime.now(UTC) >= dead.lease_until  # it waited for the lease, not for the holder
+    assert result['charge'] == 'ch-1' and target.performed == ['wf-r1/call-1/charge']
+    assert (await ledger.effect(dead.key)).attempts == 2
+
+
+async def test_an_attempt_that_outlasts_its_own_deadline_waiting_fails_busy(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ledger.start_run(run_start('r1'))
+    target = SlowTarget(1.0)
+    holder = asyncio.create_task(once(tool_ctx(ledger), 'charge', target.charge))
+    while (await ledger.record(EFFECTS, 'wf-r1/call-1/charge')) is None:
+        await asyncio.sleep(0.01)
+    monkeypatch.setattr(agentledger._once, '_attempt_deadline', lambda: datetime.now(UTC) + timedelta(seconds=0.2))
+    with pytest.raises(EffectBusyError, match=r"'wf-r1/call-1/charge' is held by attempt \w+ that is still acting"):
+        await once(tool_ctx(ledger, attempt=2), 'charge', target.charge)
+    await holder
+    assert target.performed == ['wf-r1/call-1/charge']

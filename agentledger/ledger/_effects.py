@@ -22,6 +22,7 @@ __all__ = [
     'EffectStatus',
     'ResolveOutcome',
     'effect_key',
+    'lease_is_live',
     'resolved_effect',
 ]
 
@@ -62,6 +63,9 @@ class EffectRecord:
     tool_name: str | None = None
     owner: str = ''
     """The attempt that holds `started` (a token per call of `once`): only it may record `done` without asking."""
+    lease_until: datetime | None = None
+    """While `started`: until when the holder is known to be alive. It renews the lease while it acts;
+    another attempt waits for it to pass before it treats the holder as dead (and asks `reconcile`)."""
     attempts: int = 0
     """How many times the effect was acted (started by an attempt)."""
     result: Any = None
@@ -78,6 +82,7 @@ class EffectRecord:
         del data['key'], data['version']
         data['created_at'] = self.created_at.isoformat()
         data['updated_at'] = self.updated_at.isoformat()
+        data['lease_until'] = self.lease_until.isoformat() if self.lease_until is not None else None
         return data
 
     def to_json(self) -> dict[str, Any]:
@@ -93,9 +98,21 @@ class EffectRecord:
             values = dict(record.value)
             values['created_at'] = datetime.fromisoformat(values['created_at'])
             values['updated_at'] = datetime.fromisoformat(values['updated_at'])
+            if values.get('lease_until') is not None:
+                values['lease_until'] = datetime.fromisoformat(values['lease_until'])
             return cls(key=record.key, version=record.version, **values)
         except (KeyError, TypeError, ValueError) as error:
             raise LedgerCorruptionError(f'once-only effect {record.key!r} does not decode: {error}') from error
+
+
+def lease_is_live(effect: EffectRecord, owner: str, now: datetime) -> bool:
+    """Whether another attempt holds `effect` and may still be acting: `started`, not by `owner`, lease not past."""
+    return (
+        effect.status == 'started'
+        and effect.owner != owner
+        and effect.lease_until is not None
+        and effect.lease_until > now
+    )
 
 
 def resolved_effect(effect: EffectRecord, outcome: ResolveOutcome, result: Any, now: datetime) -> EffectRecord:
@@ -104,10 +121,19 @@ def resolved_effect(effect: EffectRecord, outcome: ResolveOutcome, result: Any, 
         raise EffectStateError(f'effect {effect.key!r} is already done (by {effect.resolution}); nothing to resolve')
     if outcome == 'done':
         return replace(
-            effect, status='done', result=result, error=None, resolution='operator', owner='', updated_at=now
+            effect,
+            status='done',
+            result=result,
+            error=None,
+            resolution='operator',
+            owner='',
+            lease_until=None,
+            updated_at=now,
         )
     if outcome == 'not-done':
         if result is not None:
             raise ValueError('a result is only recorded with --outcome done')
-        return replace(effect, status='not_done', result=None, resolution='operator', owner='', updated_at=now)
+        return replace(
+            effect, status='not_done', result=None, resolution='operator', owner='', lease_until=None, updated_at=now
+        )
     raise ValueError(f'outcome must be "done" or "not-done", got {outcome!r}')
