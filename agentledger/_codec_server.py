@@ -18,6 +18,7 @@ Stdlib only (asyncio streams): the server answers a handful of requests from one
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ _REASONS = {
     200: 'OK',
     204: 'No Content',
     400: 'Bad Request',
+    401: 'Unauthorized',
     404: 'Not Found',
     405: 'Method Not Allowed',
     411: 'Length Required',
@@ -80,6 +82,11 @@ class CodecServer:
     `--ui-codec-endpoint` or `--codec-endpoint`. `port=0` picks a free port. `ui_origins` are the
     browser origins allowed to call it (the Temporal UI's address, e.g. `http://localhost:8233`);
     `'*'` allows any origin.
+
+    `auth_token`: when given, every decode and encode request must carry `Authorization: Bearer
+    <auth_token>` (the Temporal CLI's `--codec-auth`, the UI's "pass access token" setting) or gets
+    401; the browser's preflight needs none. Decoded payloads are the run's messages and tool
+    results, so serve them beyond loopback only with a token (and TLS in front).
     """
 
     def __init__(
@@ -89,12 +96,16 @@ class CodecServer:
         host: str = '127.0.0.1',
         port: int = 0,
         ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS,
+        auth_token: str | None = None,
     ) -> None:
+        if auth_token is not None and not auth_token.strip():
+            raise ValueError('auth_token must be a non-empty string (or None for no authentication)')
         self._ledger = ledger
         self._decoder = PayloadDecoder(ledger)
         self._host = host
         self._port = port
         self._origins = frozenset(origin.rstrip('/') for origin in ui_origins)
+        self._authorization = f'Bearer {auth_token}'.encode() if auth_token is not None else None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -178,6 +189,11 @@ class CodecServer:
             return _error(404, f'no such endpoint {request.path!r}: POST .../decode or .../encode')
         if request.method != 'POST':
             return _error(405, f'{request.method} is not allowed here: POST a JSON body of payloads')
+        if self._authorization is not None and not hmac.compare_digest(
+            request.headers.get('authorization', '').encode(), self._authorization
+        ):
+            given = 'a wrong' if 'authorization' in request.headers else 'no'
+            return _error(401, f'{given} Authorization header: this codec server wants "Bearer <its token>"')
         payloads = Payloads()
         try:
             json_format.Parse(request.body or b'{}', payloads, ignore_unknown_fields=True)
@@ -239,6 +255,8 @@ async def _write(
     ]
     if response.status == 405:
         headers.append(('Allow', 'POST, OPTIONS'))
+    if response.status == 401:
+        headers.append(('WWW-Authenticate', 'Bearer'))
     head = f'HTTP/1.1 {response.status} {_REASONS.get(response.status, "")}\r\n'
     head += ''.join(f'{name}: {value}\r\n' for name, value in headers)
     writer.write(head.encode('latin-1') + b'\r\n' + response.body)

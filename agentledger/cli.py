@@ -63,12 +63,15 @@ Commands::
         worker that serves the agent with the same ledger.
 
     agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
+                             [--auth-token-env VAR]
         Serve Temporal's remote codec protocol (POST /decode, /encode) until Ctrl-C or SIGTERM, so the
         Temporal UI (`temporal server start-dev --ui-codec-endpoint URL`) and CLI (`temporal workflow
         show --codec-endpoint URL`) show agent runs' payloads read back from the ledger: stored payloads
         in place of their references, and a model request's history messages beside its header.
         --ui-origin (repeatable, default http://localhost:8233 and http://127.0.0.1:8233, `*` for any)
         is the browser origin of the Temporal UI that may call it. The port defaults to 8081.
+        --auth-token-env VAR requires `Authorization: Bearer <token>` on every request, the token read
+        from environment variable VAR (`temporal workflow show --codec-auth "Bearer <token>"`).
 
     agentledger gc [--ledger URL] [--address HOST:PORT] [--grace-minutes N] [--dry-run] [--json]
         Delete payloads stored in the ledger through Temporal's external storage that no workflow
@@ -366,6 +369,11 @@ def _parser() -> argparse.ArgumentParser:
         action='append',
         metavar='ORIGIN',
         help=f'a Temporal UI origin that may call it, repeatable, * for any (default: {" ".join(DEFAULT_UI_ORIGINS)})',
+    )
+    codec.add_argument(
+        '--auth-token-env',
+        metavar='VAR',
+        help='require "Authorization: Bearer <token>", the token read from environment variable VAR',
     )
     codec.set_defaults(handler=_codec_server)
 
@@ -677,8 +685,20 @@ async def _snapshots(args: argparse.Namespace) -> int:
 
 
 async def _codec_server(args: argparse.Namespace) -> int:
+    token: str | None = None
+    if args.auth_token_env is not None:
+        # From the environment, never the command line: a process list would show it.
+        token = os.environ.get(args.auth_token_env, '').strip()
+        if not token:
+            raise CliError(f'--auth-token-env {args.auth_token_env}: that environment variable is unset or empty')
     async with _reading(args.ledger) as ledger:
-        server = CodecServer(ledger, host=args.host, port=args.port, ui_origins=args.ui_origin or DEFAULT_UI_ORIGINS)
+        server = CodecServer(
+            ledger,
+            host=args.host,
+            port=args.port,
+            ui_origins=args.ui_origin or DEFAULT_UI_ORIGINS,
+            auth_token=token,
+        )
         try:
             await server.start()
         except OSError as error:

@@ -221,6 +221,22 @@ async def test_temporal_cli_shows_decoded_payloads(temporal_env: WorkflowEnviron
         assert shown.returncode == 0, shown.stderr
         assert any(needle in text for text in activity_results(shown.stdout))
 
+        # With a token: the CLI's --codec-auth gets the decoded payloads, a wrong one nothing.
+        async with CodecServer(ledger, auth_token='s3cret-token') as server:
+            for auth, decoded in (('Bearer s3cret-token', True), ('Bearer guess', False)):
+                shown = await asyncio.to_thread(
+                    subprocess.run,
+                    [*command, '--codec-endpoint', server.url, '--codec-auth', auth],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                if decoded:
+                    assert shown.returncode == 0, shown.stderr
+                    assert any(needle in text for text in activity_results(shown.stdout))
+                else:  # the CLI retries the refused decode until its deadline, then gives up
+                    assert shown.returncode != 0 and not activity_results(shown.stdout or '{"events": []}')
+
 
 def activity_results(shown: str) -> list[str]:
     """The activity results of `temporal workflow show --output json`, decoded from base64."""
@@ -229,6 +245,29 @@ def activity_results(shown: str) -> list[str]:
         for event in json.loads(shown)['events']
         for p in event.get('activityTaskCompletedEventAttributes', {}).get('result', {}).get('payloads', [])
     ]
+
+
+async def test_a_token_guards_decode_but_not_the_preflight(tmp_path: Path) -> None:
+    """With `auth_token`, decode needs `Authorization: Bearer <token>`; the browser's preflight does not."""
+    plain = Payload(metadata={'encoding': b'json/plain'}, data=b'"hi"')
+    body = json.dumps({'payloads': [json_format.MessageToDict(plain)]}).encode()
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        with pytest.raises(ValueError, match='non-empty'):
+            CodecServer(ledger, auth_token=' ')
+        async with CodecServer(ledger, ui_origins=[UI], auth_token='s3cret-token') as server:
+            status, headers, _ = await asyncio.to_thread(
+                http, 'OPTIONS', f'{server.url}/decode', Origin=UI, **{'Access-Control-Request-Method': 'POST'}
+            )
+            assert status == 204 and headers['Access-Control-Allow-Origin'] == UI
+            status, headers, answer = await asyncio.to_thread(http, 'POST', f'{server.url}/decode', body)
+            assert status == 401 and headers['WWW-Authenticate'] == 'Bearer'
+            assert json.loads(answer)['error'].startswith('no Authorization header')
+            status, _, answer = await asyncio.to_thread(
+                http, 'POST', f'{server.url}/decode', body, Authorization='Bearer s3cret-tokeN'
+            )
+            assert status == 401 and json.loads(answer)['error'].startswith('a wrong Authorization header')
+            _, _, (same,) = await post(f'{server.url}/decode', [plain], Authorization='Bearer s3cret-token')
+            assert same == plain
 
 
 async def test_codec_server_command(tmp_path: Path) -> None:
@@ -270,6 +309,18 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         cwd=Path(__file__).parent.parent,
     )
     assert missing.returncode == 1 and 'does not exist' in missing.stderr
+
+    unset = subprocess.run(
+        [
+            *(sys.executable, '-m', 'agentledger', 'codec-server', '--ledger', f'sqlite:///{tmp_path / "runs.db"}'),
+            *('--auth-token-env', 'AGENTLEDGER_TEST_NO_SUCH_TOKEN'),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert unset.returncode == 1 and 'AGENTLEDGER_TEST_NO_SUCH_TOKEN' in unset.stderr and 'unset' in unset.stderr
 
 
 async def test_dev_server_ui_points_the_browser_at_the_codec_server(tmp_path: Path) -> None:
