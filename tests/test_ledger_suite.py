@@ -65,7 +65,7 @@ from agentledger.ledger import (
     StepEvent,
     Usage,
 )
-from agentledger.ledger._chunks import Manifest, split
+from agentledger.ledger._chunks import Manifest, assemble, split
 from agentledger.ledger._content import content_hash, encode_messages
 from agentledger.ledger._effects import EffectRecord
 from agentledger.ledger._journal import JournalEntry
@@ -1970,6 +1970,35 @@ async def test_long_tool_result_is_stored_once_across_snapshot_and_payloads(ledg
         assert await unstored_bytes(ledger, payload) < 2048
         key = await ledger.store_chunked(payload, json_text=True)
         assert await ledger.load_chunked(key) == payload
+
+
+async def test_repeated_json_structure_is_stored_once_in_new_surroundings(ledger: Ledger) -> None:
+    """Each model request of a run carries the same tool definitions beside new messages: the repeated
+    object costs next to nothing after the first request, wherever it sits."""
+    tools = [
+        {'name': f'tool_{i}', 'description': long_text(300, seed=i), 'parameters': {'type': 'object'}} for i in range(8)
+    ]
+
+    def request(step: int) -> bytes:
+        messages = [{'tool_call_id': f'call-{step}', 'content': long_text(200, seed=100 + step), 'args': {'i': step}}]
+        body = {'messages': messages * (1 + step % 3), 'parameters': {'function_tools': tools}, 'model_id': None}
+        return json.dumps(body).encode()
+
+    first = request(1)
+    assert await ledger.load_chunked(await ledger.store_chunked(first, json_text=True)) == first
+    for step in range(2, 6):
+        payload = request(step)
+        new_content = len(payload) - len(json.dumps({'function_tools': tools}))
+        assert await unstored_bytes(ledger, payload) < new_content + 1024, step
+        assert await ledger.load_chunked(await ledger.store_chunked(payload, json_text=True)) == payload
+
+
+def test_unbalanced_brackets_and_brackets_in_strings_only_move_cut_points() -> None:
+    """Bytes that look like JSON but are not still split and rebuild exactly."""
+    odd = (b'}' * 50 + b'{"a": "' + b'[' * 3000 + b'"' + b'[1, 2' * 900 + b']]]]' * 10).replace(b'"', b'"', 1)
+    manifest, pieces = split(odd)
+    nested = {key: Manifest.parse(piece, 'test') for key, piece in pieces.items() if Manifest.is_manifest(piece)}
+    assert assemble(manifest, pieces, nested, 'test') == odd
 
 
 async def test_growing_content_shares_the_chunks_of_its_unchanged_part(ledger: Ledger) -> None:

@@ -10,6 +10,10 @@ Two rules make repeated content cost (almost) nothing:
   a tool activity's result, inside the next model request and inside the stored message therefore
   gives the same chunks and the same manifest, stored once; the manifests of the three containing
   documents differ only in their small surroundings.
+- In JSON, every long object or array (1 KiB or more: a model request's tool definitions, a
+  message) starts and ends at a cut point, so the same structure repeated inside different
+  surroundings (each model request of a run carries the same tool definitions beside new
+  messages) gives the same chunks.
 - Everything is cut with FastCDC, whose cut points depend on the bytes around them, not on their
   offsets, so a text that grows from step to step (an accumulating document) shares the chunks of
   its unchanged part.
@@ -21,6 +25,7 @@ against its hash and size; a missing or altered piece raises `LedgerCorruptionEr
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Mapping
@@ -39,10 +44,17 @@ CHUNK_THRESHOLD = 4096
 _LITERAL_THRESHOLD = 1024
 """JSON string literals at least this long are pieces of their own."""
 
+_CONTAINER_THRESHOLD = 1024
+"""JSON objects and arrays at least this long start and end at a cut point."""
+
+_MIN_SEGMENT = 128
+"""No structural cut closer than this to another: a tiny piece costs more in its manifest than it can save."""
+
 _CHUNKER = FastCDC(4096, min_size=1024, max_size=32768)
 _MARKER = b'{"$chunks":'
 # One JSON string literal, escapes included (unrolled so long literals match in linear time).
 _STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(rb'[\[\]{}]')
 
 
 @dataclass(frozen=True)
@@ -96,22 +108,64 @@ def _cut(data: bytes, pieces: list[tuple[str, int, bool]], blobs: dict[str, byte
         pieces.append((digest, len(piece), False))
 
 
+def _json_structure(data: bytes) -> tuple[list[tuple[int, int]], list[int]]:
+    """The spans of long string literals, and the cut points at both ends of every long object or array.
+
+    Brackets inside string literals are text, not structure; unbalanced brackets (bytes that are
+    not JSON after all) only cost cut points, never correctness.
+    """
+    literals: list[tuple[int, int]] = []
+    cuts: list[int] = []
+    open_at: list[int] = []
+
+    def brackets(start: int, end: int) -> None:
+        for bracket in _BRACKET.finditer(data, start, end):
+            if bracket.group() in b'[{':
+                open_at.append(bracket.start())
+            elif open_at:
+                opened = open_at.pop()
+                if bracket.end() - opened >= _CONTAINER_THRESHOLD:
+                    cuts.extend((opened, bracket.end()))
+
+    position = 0
+    for literal in _STRING_LITERAL.finditer(data):
+        start, end = literal.span()
+        brackets(position, start)
+        if end - start >= _LITERAL_THRESHOLD:
+            literals.append((start, end))
+        position = end
+    brackets(position, len(data))
+    return literals, sorted(set(cuts))
+
+
+def _cut_between(
+    data: bytes, start: int, end: int, cuts: list[int], pieces: list[tuple[str, int, bool]], blobs: dict[str, bytes]
+) -> None:
+    """Chunk `data[start:end]`, cutting at every structural cut point inside it as well."""
+    position = start
+    for cut in cuts[bisect.bisect_right(cuts, start) : bisect.bisect_left(cuts, end)]:
+        if cut - position < _MIN_SEGMENT or end - cut < _MIN_SEGMENT:
+            continue
+        _cut(data[position:cut], pieces, blobs)
+        position = cut
+    if position < end:
+        _cut(data[position:end], pieces, blobs)
+
+
 def split(data: bytes, *, json_text: bool = True) -> tuple[Manifest, dict[str, bytes]]:
     """Cut `data` into pieces: its manifest, and every chunk and nested manifest to store, by hash.
 
-    With `json_text`, long string literals become nested manifests of their own (see the module
-    docstring); bytes that are not JSON are simply chunked.
+    With `json_text`, long string literals become nested manifests of their own and long objects
+    and arrays are cut at both ends (see the module docstring); bytes that are not JSON are simply
+    chunked.
     """
     blobs: dict[str, bytes] = {}
     pieces: list[tuple[str, int, bool]] = []
+    literals, cuts = _json_structure(data) if json_text else ([], [])
     position = 0
-    literals = _STRING_LITERAL.finditer(data) if json_text else iter(())
-    for literal in literals:
-        start, end = literal.span()
-        if end - start < _LITERAL_THRESHOLD:
-            continue
+    for start, end in literals:
         if start > position:
-            _cut(data[position:start], pieces, blobs)
+            _cut_between(data, position, start, cuts, pieces, blobs)
         inner: list[tuple[str, int, bool]] = []
         text = data[start:end]
         _cut(text, inner, blobs)
@@ -120,7 +174,7 @@ def split(data: bytes, *, json_text: bool = True) -> tuple[Manifest, dict[str, b
         pieces.append((nested.key, len(text), True))
         position = end
     if position < len(data) or not pieces:
-        _cut(data[position:], pieces, blobs)
+        _cut_between(data, position, len(data), cuts, pieces, blobs)
     return Manifest(sha256=content_hash(data), size=len(data), pieces=tuple(pieces)), blobs
 
 
