@@ -54,13 +54,22 @@ def snapshots(data: dict[str, Any]) -> str:
         )
     return (
         _table(
-            ['steps', 'final history', 'stored content', 'ratio', 'snapshot write time', 'continue vs fresh start'],
+            [
+                'steps',
+                'final history',
+                'snapshot storage',
+                'ratio',
+                'Temporal payloads stored beside it',
+                'snapshot write time',
+                'continue vs fresh start',
+            ],
             [
                 [
                     str(data['steps']),
                     f'{data["final_history_bytes"] / 1e6:.2f} MB',
                     f'{data["stored_content_bytes"] / 1e6:.2f} MB',
                     f'{data["storage_ratio"]:.2f}x',
+                    f'{data["payload_bytes"] / 1e6:.2f} MB ({data["payload_ratio"]:.2f}x)',
                     writes,
                     f'{data["continue_median_s"] * 1000:.0f} ms vs {data["fresh_run_median_s"] * 1000:.0f} ms '
                     f'({data["continue_ratio"]:.2f}x)',
