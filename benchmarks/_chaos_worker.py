@@ -43,6 +43,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from _chaos_check import step_kind
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
@@ -124,40 +125,30 @@ class Faults:
         finally:
             connection.close()
 
-    async def fire(self, fault: Fault | None) -> None:
-        """Act out `fault` if it has not fired yet (on the event loop)."""
+    def _strike(self, fault: Fault | None) -> bool:
+        """Claim `fault` and act out `exit` or `raise`; whether the caller must now hang."""
         if fault is None or not self.claim(fault):
-            return
+            return False
         _log(f'fault {fault.id}: {fault.action} at {fault.point} (run {fault.run}, activity {fault.activity_id})')
         if fault.action == 'exit':
             os._exit(17)
         if fault.action == 'raise':
             raise ChaosFault(f'chaos fault {fault.id} at {fault.point}')
-        await asyncio.sleep(HANG_S)
+        return True
+
+    async def fire(self, fault: Fault | None) -> None:
+        """Act out `fault` if it has not fired yet (on the event loop)."""
+        if self._strike(fault):
+            await asyncio.sleep(HANG_S)
 
     def fire_sync(self, fault: Fault | None) -> None:
         """Act out `fault` if it has not fired yet (in a worker thread)."""
-        if fault is None or not self.claim(fault):
-            return
-        _log(f'fault {fault.id}: {fault.action} at {fault.point} (run {fault.run}, activity {fault.activity_id})')
-        if fault.action == 'exit':
-            os._exit(17)
-        if fault.action == 'raise':
-            raise ChaosFault(f'chaos fault {fault.id} at {fault.point}')
-        time.sleep(HANG_S)
+        if self._strike(fault):
+            time.sleep(HANG_S)
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def activity_kind(activity_type: str) -> str | None:
-    """`model_request`, `tool_call` or `None`, from pydantic-ai's activity-type suffixes."""
-    if activity_type.endswith(('__model_request', '__model_request_stream')):
-        return 'model_request'
-    if activity_type.endswith('__call_tool'):
-        return 'tool_call'
-    return None
 
 
 # --- the fake targets: the provider's bill and the effects, in a SQLite file of their own ------------
@@ -297,7 +288,7 @@ class _Inner(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
-        if activity_kind(info.activity_type) == 'tool_call':
+        if step_kind(info.activity_type) == 'tool_call':
             await self._faults.fire(self._faults.match(info.workflow_id or '', 'before_tool', info.activity_id))
         return await super().execute_activity(input)
 
@@ -310,7 +301,7 @@ class _Outer(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         result = await super().execute_activity(input)
         info = activity.info()
-        if activity_kind(info.activity_type) == 'model_request':
+        if step_kind(info.activity_type) == 'model_request':
             await self._faults.fire(self._faults.match(info.workflow_id or '', 'after_provider', info.activity_id))
         return result
 
@@ -428,7 +419,7 @@ class _BaselineActivity(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
-        if activity_kind(info.activity_type) is None:
+        if step_kind(info.activity_type) is None:
             return await super().execute_activity(input)
         where = (info.workflow_id or '', info.activity_id, info.activity_type, info.attempt)
         try:
