@@ -8,7 +8,7 @@ the rows each ledger presents as a step's result, and compares them. The definit
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from temporalio.api.enums.v1 import EventType
@@ -164,3 +164,35 @@ def compare_run_record(facts: HistoryFacts, ledger_status: str | None, terminal_
 def duplicate_effects(logical_ids: Iterable[str]) -> int:
     """Effects performed more than once: for each logical effect, every execution after the first."""
     return sum(count - 1 for count in Counter(logical_ids).values())
+
+
+RECORDED_MARGIN_S = 1.0
+"""How long before a call an answer must have been recorded for the call to count as paid again.
+
+A worker looks the journal up just before it asks the provider; the margin keeps an attempt that
+raced a slow earlier one (both asked before either answer was in) out of the count.
+"""
+
+
+@dataclass(frozen=True)
+class BilledCall:
+    """One call the fake provider billed: the model-request activity and when it was asked (epoch seconds)."""
+
+    activity_id: str
+    asked: float
+
+
+def paid_again(billed: Iterable[BilledCall], recorded: Mapping[str, float]) -> int:
+    """Calls billed although the ledger already held an answer to the same model request.
+
+    `recorded` maps a model-request activity to when (epoch seconds) the ledger first recorded one
+    of its attempts as completed. With a working model-call journal this is 0: a later attempt
+    replays the recorded answer. The rest of the waste (billed minus accepted) is calls whose answer
+    was never recorded: the worker died between the provider's answer and the ledger write, or an
+    attempt asked while an earlier one was still waiting for its answer.
+    """
+    return sum(
+        1
+        for call in billed
+        if call.activity_id in recorded and call.asked - RECORDED_MARGIN_S > recorded[call.activity_id]
+    )

@@ -161,19 +161,20 @@ class Targets:
         self._path = path
         with _connect(path) as connection:
             connection.execute(
-                'CREATE TABLE IF NOT EXISTS billed (workflow_id TEXT, activity_id TEXT, attempt INTEGER, at REAL)'
+                'CREATE TABLE IF NOT EXISTS billed '
+                '(workflow_id TEXT, activity_id TEXT, attempt INTEGER, asked REAL, at REAL)'
             )
             connection.execute(
                 'CREATE TABLE IF NOT EXISTS effects '
                 '(logical TEXT, key TEXT, workflow_id TEXT, attempt INTEGER, result TEXT, at REAL)'
             )
 
-    def bill(self, workflow_id: str, activity_id: str, attempt: int) -> None:
-        """The provider answered one call: it is paid for."""
+    def bill(self, workflow_id: str, activity_id: str, attempt: int, asked: float) -> None:
+        """The provider answered one call asked at `asked` (epoch seconds): it is paid for."""
         connection = _connect(self._path)
         try:
             connection.execute(
-                'INSERT INTO billed VALUES (?, ?, ?, ?)', (workflow_id, activity_id, attempt, time.time())
+                'INSERT INTO billed VALUES (?, ?, ?, ?, ?)', (workflow_id, activity_id, attempt, asked, time.time())
             )
         finally:
             connection.close()
@@ -210,9 +211,10 @@ def make_agent(steps: int, faults: Faults, targets: Targets, *, use_once: bool) 
     """
 
     async def provider(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        asked = time.time()
         await asyncio.sleep(PROVIDER_LATENCY_S)
         current = activity.info()
-        await asyncio.to_thread(targets.bill, current.workflow_id or '', current.activity_id, current.attempt)
+        await asyncio.to_thread(targets.bill, current.workflow_id or '', current.activity_id, current.attempt, asked)
         done = sum(1 for m in messages if isinstance(m, ModelResponse))
         usage = RequestUsage(input_tokens=100 + 10 * done, output_tokens=20)
         if done + 1 >= steps:

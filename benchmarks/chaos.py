@@ -52,14 +52,19 @@ The target side: *duplicate effects* = for each logical effect, executions after
 **Reset attack**: completed runs are reset to their first workflow task (`ResetWorkflowExecution`)
 and run again to the end; duplicate effects are counted at the target. **Cost**: billed calls
 (counted by the fake provider) vs accepted calls (model-request activities history completed);
-wasted spend = (billed - accepted) x price, with and without the journal.
+wasted spend = (billed - accepted) x price, with and without the journal. Of the waste, *paid again*
+counts calls billed although the ledger had recorded an answer to that model request (a completed
+event) at least a second before the call was asked: what the journal exists to prevent. The rest
+is answers never recorded: the worker died between the provider's answer and the ledger write.
 
 Targets: 0/0/0/0 rows and 0 duplicate effects for agentledger on every backend; 0 duplicate effects
-across resets; wasted spend with the journal <= 10% of the waste without it. Parts the agentledger
-in use lacks (`agentledger.once`, `model_journal`) are detected and the modes needing them skipped
-with the reason printed; `--quick` runs a 6-request agent, all runs at once, without the
-baselines. Exit status 1 when a checked target is missed, a run did not complete or a planned
-fault never fired.
+across resets; 0 calls paid again with the journal; wasted spend with the journal <= 10% of the
+waste without it. Parts the agentledger in use lacks (`agentledger.once`, `model_journal`) are
+detected and the modes needing them skipped with the reason printed; `--quick` runs a 6-request
+agent, all runs at once, without the baselines, and reports the waste ratio without judging it:
+runs started together ask the provider in step, so one worker death catches several answers
+before they are recorded, and ten runs are too few to average that out. Exit status 1 when a
+checked target is missed, a run did not complete or a planned fault never fired.
 """
 
 from __future__ import annotations
@@ -83,7 +88,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from _chaos_check import Row, RowCounts, compare_rows, compare_run_record, duplicate_effects, history_facts
+from _chaos_check import (
+    BilledCall,
+    Row,
+    RowCounts,
+    compare_rows,
+    compare_run_record,
+    duplicate_effects,
+    history_facts,
+    paid_again,
+)
 from _chaos_worker import HANG_S, PRICE_PER_CALL_USD, Fault
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from temporalio.api.common.v1 import WorkflowExecution
@@ -264,6 +278,8 @@ class VariantResult:
     missing_effects: int
     billed_calls: int
     accepted_calls: int
+    paid_again_calls: int | None
+    """Billed although the ledger already held the answer (agentledger only; `None` for the baselines)."""
     faults_planned: int
     faults_fired: int
     worker_restarts: int
@@ -387,10 +403,17 @@ async def _check(
 ) -> VariantResult:
     rows = RowCounts()
     accepted_calls = 0
+    repaid: int | None = None
+    with sqlite3.connect(config['targets_db']) as targets:
+        performed = [str(r[0]) for r in targets.execute('SELECT logical FROM effects')]
+        billed: dict[str, list[BilledCall]] = {}
+        for workflow_id, activity_id, asked in targets.execute('SELECT workflow_id, activity_id, asked FROM billed'):
+            billed.setdefault(str(workflow_id), []).append(BilledCall(str(activity_id), float(asked)))
     ledger = _open_ledger(config) if variant.name.startswith('agentledger') else None
     async with AsyncExitStack() as stack:
         if ledger is not None:
             await stack.enter_async_context(ledger)
+            repaid = 0
         for handle, _ in handles:
             history = await handle.fetch_history()
             facts = history_facts(history.events)
@@ -398,12 +421,11 @@ async def _check(
                 1 for s in facts.steps.values() if s.kind == 'model_request' and s.status == 'completed'
             )
             if ledger is not None:
-                rows.add(await _agentledger_rows(ledger, handle.id, facts))
+                counts, recorded = await _agentledger_rows(ledger, handle.id, facts)
+                rows.add(counts)
+                repaid = (repaid or 0) + paid_again(billed.get(handle.id, []), recorded)
             else:
                 rows.add(compare_rows(facts, _baseline_rows(config, variant.name, handle.id)))
-    with sqlite3.connect(config['targets_db']) as targets:
-        performed = [str(r[0]) for r in targets.execute('SELECT logical FROM effects')]
-        billed = targets.execute('SELECT count(*) FROM billed').fetchone()[0]
     with sqlite3.connect(config['fired_db']) as fired_db:
         fired = {str(r[0]) for r in fired_db.execute('SELECT id FROM fired')}
     completed = sum(1 for _, done in handles if done)
@@ -416,8 +438,9 @@ async def _check(
         rows=rows,
         duplicate_effects=duplicate_effects(performed),
         missing_effects=completed * (ctx.steps - 1) - len(set(performed)),
-        billed_calls=int(billed),
+        billed_calls=sum(len(calls) for calls in billed.values()),
         accepted_calls=accepted_calls,
+        paid_again_calls=repaid,
         faults_planned=len(ctx.plan),
         faults_fired=len(fired),
         worker_restarts=0,
@@ -426,12 +449,13 @@ async def _check(
     )
 
 
-async def _agentledger_rows(ledger: Ledger, workflow_id: str, facts: Any) -> RowCounts:
+async def _agentledger_rows(ledger: Ledger, workflow_id: str, facts: Any) -> tuple[RowCounts, dict[str, float]]:
+    """The run's row counts, and when the ledger first recorded each model request as answered."""
     runs = await ledger.runs(workflow_id=workflow_id)
     if not runs:
         counts = compare_rows(facts, [])
         counts.add(compare_run_record(facts, None, 0))
-        return counts
+        return counts, {}
     events = await ledger.events(runs[0].run_id)
     presented = [
         Row(e.activity_id, e.attempt, e.kind.rsplit('_', 1)[1])
@@ -442,7 +466,12 @@ async def _agentledger_rows(ledger: Ledger, workflow_id: str, facts: Any) -> Row
     counts = compare_rows(facts, presented, undecided)
     terminal = sum(1 for e in events if e.step_kind is None and e.is_terminal and e.state != 'abandoned')
     counts.add(compare_run_record(facts, runs[0].status, terminal))
-    return counts
+    recorded: dict[str, float] = {}
+    for e in events:
+        if e.kind == 'model_request_completed':
+            at = e.timestamp.timestamp()
+            recorded[e.activity_id] = min(at, recorded.get(e.activity_id, at))
+    return counts, recorded
 
 
 def _baseline_rows(config: dict[str, Any], name: str, workflow_id: str) -> list[Row]:
@@ -567,8 +596,14 @@ def _ratio(value: float, reference: float) -> str:
     return f'{value / reference:.1%}' if reference else '-'
 
 
-def report(results: list[VariantResult], plan: list[Fault], features: Features, skipped: list[str]) -> list[str]:
-    """Print the tables and return the targets missed."""
+def report(
+    results: list[VariantResult], plan: list[Fault], features: Features, skipped: list[str], *, judge_ratio: bool = True
+) -> list[str]:
+    """Print the tables and return the targets missed.
+
+    `judge_ratio=False` (the reduced run) reports the journal's waste ratio without checking it; the
+    journal's own promise (nothing paid again once its answer is recorded) is checked either way.
+    """
     print()
     print(
         f'{"variant":<24} {"backend":<7} {"runs":>9} {"dup":>5} {"div":>5} {"lost":>5} {"orph":>5} '
@@ -586,12 +621,20 @@ def report(results: list[VariantResult], plan: list[Fault], features: Features, 
         for r in results:
             print(f'  {r.variant:<24} {r.backend:<7} {r.rows.total:>5}  ({_ratio(r.rows.total, reference.rows.total)})')
 
-    print(f'\n{"cost":<24} {"backend":<7} {"billed":>7} {"accepted":>9} {"wasted":>7} {"wasted USD":>11}')
+    print(
+        f'\n{"cost":<24} {"backend":<7} {"billed":>7} {"accepted":>9} {"wasted":>7} {"wasted USD":>11} '
+        f'{"paid again":>11}'
+    )
     for r in results:
+        repaid = '-' if r.paid_again_calls is None else str(r.paid_again_calls)
         print(
             f'{r.variant:<24} {r.backend:<7} {r.billed_calls:>7} {r.accepted_calls:>9} {r.wasted_calls:>7} '
-            f'{r.wasted_calls * PRICE_PER_CALL_USD:>11.3f}'
+            f'{r.wasted_calls * PRICE_PER_CALL_USD:>11.3f} {repaid:>11}'
         )
+    print(
+        "paid again: billed although the ledger already held that request's answer; "
+        'the rest of the waste is answers never recorded (the worker died first)'
+    )
     resets = [r for r in results if r.reset_runs]
     if resets:
         print(f'\n{"reset attack":<24} {"backend":<7} {"resets":>9} {"dup fx":>7}')
@@ -620,6 +663,10 @@ def report(results: list[VariantResult], plan: list[Fault], features: Features, 
                 missed.append(
                     f'{r.variant}/{r.backend}: {r.missing_effects} effect(s) of completed runs never performed'
                 )
+            if r.journal and r.paid_again_calls:
+                missed.append(
+                    f'{r.variant}/{r.backend}: {r.paid_again_calls} call(s) paid again though the answer was recorded'
+                )
             if r.reset_runs and (r.reset_completed < r.reset_runs or r.reset_duplicate_effects):
                 missed.append(f'{r.variant}/{r.backend}: {r.reset_duplicate_effects} duplicate effect(s) across resets')
     with_journal = next((r for r in results if r.variant == 'agentledger' and r.backend == 'sqlite'), None)
@@ -629,7 +676,11 @@ def report(results: list[VariantResult], plan: list[Fault], features: Features, 
             f'\nwasted spend with the journal: {with_journal.wasted_calls} calls vs {without.wasted_calls} without '
             f'({_ratio(with_journal.wasted_calls, without.wasted_calls)} of it; target <= 10%)'
         )
-        if without.wasted_calls < 10:
+        if not judge_ratio:
+            # Ten runs started together ask the provider in step, so one worker death catches several
+            # answers in flight: the ratio swings from run to run, and only the full plan judges it.
+            skipped.append('cost ratio: reported, not judged, in the reduced run (the full run judges it)')
+        elif without.wasted_calls < 10:
             # One call more or less is already 10% of fewer than ten: the ratio cannot be judged.
             skipped.append(
                 f'cost target: only {without.wasted_calls} call(s) wasted without the journal; '
@@ -750,7 +801,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     finally:
         await env.shutdown()
 
-    missed = report(results, plan, features, skipped)
+    missed = report(results, plan, features, skipped, judge_ratio=not args.quick)
     document = {
         'runs': args.runs,
         'steps': args.steps,

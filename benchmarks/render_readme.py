@@ -203,8 +203,25 @@ def chaos(data: dict[str, Any]) -> str:
             return '-'
         return f'{r["wasted_calls"] / baseline["wasted_calls"]:.0%}'
 
+    # Result files from before the split of the waste have no `paid_again_calls`: no column then.
+    split = all('paid_again_calls' in r for r in results)
+
+    def paid_again(r: dict[str, Any]) -> list[str]:
+        if not split:
+            return []
+        return ['-' if r['paid_again_calls'] is None else str(r['paid_again_calls'])]
+
     cost_table = _table(
-        ['ledger', 'backend', 'billed calls', 'accepted calls', 'wasted calls', 'wasted spend', 'of no-journal waste'],
+        [
+            'ledger',
+            'backend',
+            'billed calls',
+            'accepted calls',
+            'wasted calls',
+            *(['paid again after the answer was recorded'] if split else []),
+            'wasted spend',
+            'of no-journal waste',
+        ],
         [
             [
                 r['variant'],
@@ -212,6 +229,7 @@ def chaos(data: dict[str, Any]) -> str:
                 str(r['billed_calls']),
                 str(r['accepted_calls']),
                 str(r['wasted_calls']),
+                *paid_again(r),
                 f'USD {r["wasted_usd"]:.3f}',
                 share(r),
             ]

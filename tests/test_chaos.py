@@ -13,7 +13,17 @@ import pytest
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-from _chaos_check import HistoryFacts, Row, Step, compare_rows, compare_run_record, duplicate_effects  # noqa: E402
+from _chaos_check import (  # noqa: E402
+    RECORDED_MARGIN_S,
+    BilledCall,
+    HistoryFacts,
+    Row,
+    Step,
+    compare_rows,
+    compare_run_record,
+    duplicate_effects,
+    paid_again,
+)
 from _chaos_worker import Fault, Faults  # noqa: E402
 from chaos import make_plan  # noqa: E402
 from render_readme import chaos as render_chaos  # noqa: E402
@@ -65,6 +75,16 @@ def test_run_record_against_how_the_workflow_ended() -> None:
 def test_duplicate_effects_count_executions_after_the_first() -> None:
     assert duplicate_effects(['a#1', 'a#2', 'a#1', 'a#1', 'b#1']) == 2
     assert duplicate_effects([]) == 0
+
+
+def test_a_call_counts_as_paid_again_only_when_the_answer_was_recorded_before_it_was_asked() -> None:
+    recorded = {'2': 100.0}
+    late = 100.0 + RECORDED_MARGIN_S + 0.5
+    assert paid_again([BilledCall('2', late)], recorded) == 1
+    # Asked before the answer was recorded (the earlier attempt's worker died, or it raced it).
+    assert paid_again([BilledCall('2', 99.0), BilledCall('2', 100.2)], recorded) == 0
+    # A request the ledger never recorded as answered: every call is waste, none is paid again.
+    assert paid_again([BilledCall('4', late), BilledCall('4', late + 1)], recorded) == 0
 
 
 def test_plan_is_seeded_and_targets_the_right_activities() -> None:
@@ -125,6 +145,7 @@ def test_a_tiny_plan_end_to_end(tmp_path: Path) -> None:
     assert result['worker_restarts'] == len(exits)
     assert result['accepted_calls'] == 8
     assert result['billed_calls'] >= result['accepted_calls']
+    assert result['paid_again_calls'] == 0
     assert all(r['variant'] == 'agentledger-no-journal' for r in others)
     rendered = render_chaos(data)
     assert '| agentledger | sqlite | 2/2 | 0 | 0 | 0 | 0 |' in rendered
