@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, run, start
+from ._client import (
+    AgentRunHandle,
+    AgentRunResult,
+    abandon_parked,
+    continue_run,
+    fork_run,
+    resume_parked,
+    run,
+    start,
+)
 from ._codec import PayloadDecoder
 from ._codec_server import CodecServer
 from ._errors import (
@@ -62,13 +71,22 @@ from .ledger import (
 )
 from .ledger._snapshots import SnapshotNotFoundError
 from .plugin import LedgerPlugin, OutagePolicy
-from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow, DelegateTool, delegate
+from .workflows import (
+    AbandonRequest,
+    AgentRunInput,
+    AgentRunOutput,
+    AgentRunWorkflow,
+    DelegateTool,
+    ResumeRequest,
+    delegate,
+)
 
 if TYPE_CHECKING:
     from .ledger.s3 import S3Ledger
     from .ledger.sqlite import SqliteLedger
 
 __all__ = [
+    'AbandonRequest',
     'Acceptance',
     'AgentLedgerError',
     'AgentRunHandle',
@@ -104,6 +122,7 @@ __all__ = [
     'PayloadReference',
     'ReconcileReport',
     'ReferrerStatus',
+    'ResumeRequest',
     'RetryPolicy',
     'RunNotFoundError',
     'RunRecord',
@@ -118,6 +137,7 @@ __all__ = [
     'ToolEffect',
     'UnresolvablePayloadReference',
     'Usage',
+    'abandon_parked',
     'collect_garbage',
     'continue_run',
     'delegate',
@@ -127,6 +147,7 @@ __all__ = [
     'open_ledger',
     'reconcile_ledger',
     'reconcile_run',
+    'resume_parked',
     'run',
     'start',
 ]

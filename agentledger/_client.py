@@ -18,9 +18,18 @@ from ._outputs import output_adapter
 from .ledger._base import Ledger
 from .ledger._lineage import resolve_seed
 from .ledger._records import Usage
-from .workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow
+from .workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
 
-__all__ = ['AgentRunHandle', 'AgentRunResult', 'continue_run', 'fork_run', 'run', 'start']
+__all__ = [
+    'AgentRunHandle',
+    'AgentRunResult',
+    'abandon_parked',
+    'continue_run',
+    'fork_run',
+    'resume_parked',
+    'run',
+    'start',
+]
 
 OutputT = TypeVar('OutputT')
 
@@ -58,6 +67,28 @@ class AgentRunHandle(Generic[OutputT]):
             output=cast(OutputT, value), run_id=output.run_id, workflow_id=output.workflow_id, usage=output.usage
         )
 
+    async def resume(self, prompt: str | None = None) -> None:
+        """Resume the parked run (started with `park_on_failure=True`) from its latest valid snapshot.
+
+        Returns once the run is running again; `prompt`, if given, is added to the history first.
+        Raises `temporalio.client.WorkflowUpdateFailedError` (cause type `RunNotParked`) when it is not parked.
+        """
+        await resume_parked(self.workflow_handle, prompt)
+
+    async def abandon(self, reason: str | None = None) -> None:
+        """Give up on the parked run: it fails with the error it parked on (and `reason`)."""
+        await abandon_parked(self.workflow_handle, reason)
+
+
+async def resume_parked(handle: WorkflowHandle[Any, Any], prompt: str | None = None) -> None:
+    """Send the `resume` update to a parked `AgentRunWorkflow` (see `AgentRunHandle.resume`)."""
+    await handle.execute_update('resume', ResumeRequest(prompt=prompt))
+
+
+async def abandon_parked(handle: WorkflowHandle[Any, Any], reason: str | None = None) -> None:
+    """Send the `abandon` update to a parked `AgentRunWorkflow` (see `AgentRunHandle.abandon`)."""
+    await handle.execute_update('abandon', AbandonRequest(reason=reason))
+
 
 async def start(
     client: Client,
@@ -73,6 +104,7 @@ async def start(
     metadata: dict[str, Any] | None = None,
     fresh_start: bool = False,
     history_event_limit: int | None = None,
+    park_on_failure: bool = False,
 ) -> AgentRunHandle[OutputT]:
     """Start one run of `agent` (an agent or its registered name) as an `AgentRunWorkflow`.
 
@@ -81,7 +113,8 @@ async def start(
     `<agent name>-<random>`. Starting a workflow id whose last run failed resumes that run from its
     latest valid snapshot unless `fresh_start=True`. The run continues as new (one ledger run across
     the Temporal runs) when Temporal suggests it, or before a model request once the history has
-    `history_event_limit` events.
+    `history_event_limit` events. With `park_on_failure=True` a failing agent parks instead of failing
+    and waits for `AgentRunHandle.resume` or `abandon` (README, "Park on failure").
     """
     name = agent if isinstance(agent, str) else agent.name
     if not name:
@@ -96,6 +129,7 @@ async def start(
         metadata=metadata or {},
         fresh_start=fresh_start,
         history_event_limit=history_event_limit,
+        park_on_failure=park_on_failure,
     )
     return await _start(client, agent, input, task_queue=task_queue, workflow_id=workflow_id)
 

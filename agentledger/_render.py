@@ -376,6 +376,14 @@ def _header(view: RunView) -> str:
         facts.append(('output', _preview(run.output_preview)))
     if run.error is not None:
         facts.append(('error', _preview(f'{run.error.type}: {run.error.message}')))
+    if run.status == 'parked':
+        facts.append(
+            (
+                'parked',
+                f'waiting: `agentledger resume {run.run_id} [PROMPT]` goes on from the latest valid snapshot, '
+                f'`agentledger abandon {run.run_id}` fails it',
+            )
+        )
     if run.degraded:
         facts.append(
             (
@@ -483,6 +491,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
     parts: list[str] = []
     if event.kind == 'run_started' and event.detail is not None:
         parts.append(f'prompt: {_preview(event.detail)}')
+    elif event.kind == 'run_resumed' and event.detail is not None:
+        parts.append(f'new prompt: {_preview(event.detail)}')
     elif event.kind == 'run_completed' and event.detail is not None:
         parts.append(f'output: {_preview(event.detail)}')
     elif event.kind == 'ledger_repaired' and event.detail is not None:

@@ -17,9 +17,9 @@ Commands::
         repairs them); the default, fail, pauses them until it is back.
 
     agentledger run AGENT PROMPT [--address] [--namespace] [--task-queue] [--workflow-id]
-                    [--deps JSON] [--json]
+                    [--deps JSON] [--json] [--park-on-failure]
         Run the agent named AGENT on a worker and print its output. Needs no ledger: the worker
-        records the run.
+        records the run. --park-on-failure parks the run when the agent fails (see `resume`).
 
     agentledger runs [--ledger URL] [--agent NAME] [--status STATUS] [--conversation ID]
                      [--parent RUN_ID] [--limit N] [--before RUN_ID] [--json]
@@ -61,6 +61,14 @@ Commands::
         --wait waits for it and prints its output, as `run` does. The task queue defaults to the
         source run's. Needs the ledger (to check the run and snapshot before starting anything) and a
         worker that serves the agent with the same ledger.
+
+    agentledger resume RUN_ID [PROMPT] [--ledger URL] [--address] [--namespace]
+    agentledger abandon RUN_ID [--reason TEXT] [--ledger URL] [--address] [--namespace]
+        A run started with --park-on-failure (Python: `park_on_failure=True`) that failed is `parked`:
+        its workflow waits. `resume` goes on from its latest valid snapshot (completed tool calls are not
+        run again), with PROMPT added to the history first if given; `abandon` makes it fail with the
+        error it parked on. Both send the workflow's `resume` / `abandon` update; the Temporal UI can send
+        the signals of the same names instead.
 
     agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
                              [--auth-token-env VAR]
@@ -136,14 +144,14 @@ from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client, Plugin, WorkflowFailureError
+from temporalio.client import Client, Plugin, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from . import __version__
-from ._client import AgentRunHandle, AgentRunResult, continue_run, fork_run, start
+from ._client import AgentRunHandle, AgentRunResult, abandon_parked, continue_run, fork_run, resume_parked, start
 from ._codec_server import DEFAULT_UI_ORIGINS, CodecServer
 from ._demo import DEMO_PROMPT, demo_agent
 from ._devserver import start_dev_server
@@ -193,7 +201,7 @@ DEFAULT_TASK_QUEUE = 'agentledger'
 DEMO_TASK_QUEUE = 'agentledger-demo'
 """The task queue of the demo's worker."""
 
-_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'gc', 'reconcile'})
+_TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'resume', 'abandon', 'gc', 'reconcile'})
 """Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
 
 DEFAULT_CODEC_PORT = 8081
@@ -287,6 +295,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument('--workflow-id', help='the Temporal workflow id (default: <agent>-<random>)')
     run.add_argument('--deps', type=_json_value, help="the run's deps as JSON, validated against the agent's deps_type")
     run.add_argument('--json', action='store_true', help='print the result as JSON (schema agentledger.run/1)')
+    run.add_argument(
+        '--park-on-failure',
+        action='store_true',
+        help='if the agent fails, park the run until `agentledger resume` or `abandon` instead of failing',
+    )
     run.set_defaults(handler=_run)
 
     runs = commands.add_parser('runs', help='list runs, newest first')
@@ -357,6 +370,20 @@ def _parser() -> argparse.ArgumentParser:
     fork.add_argument('--prompt', metavar='TEXT', help='a new user prompt (default: none)')
     _seeded_options(fork)
     fork.set_defaults(handler=_fork)
+
+    resume = commands.add_parser('resume', help='resume a parked run from its latest valid snapshot')
+    resume.add_argument('run_id', metavar='RUN_ID', help='the parked run')
+    resume.add_argument('prompt', metavar='PROMPT', nargs='?', help='a new user prompt to add first (default: none)')
+    _ledger_option(resume)
+    _temporal_options(resume, with_task_queue=False)
+    resume.set_defaults(handler=_resume_or_abandon)
+
+    abandon = commands.add_parser('abandon', help='give up on a parked run: it fails with the error it parked on')
+    abandon.add_argument('run_id', metavar='RUN_ID', help='the parked run')
+    abandon.add_argument('--reason', help='why, recorded with the failure')
+    _ledger_option(abandon)
+    _temporal_options(abandon, with_task_queue=False)
+    abandon.set_defaults(handler=_resume_or_abandon)
 
     codec = commands.add_parser('codec-server', help='serve decoded payloads to the Temporal UI and CLI')
     _ledger_option(codec)
@@ -534,10 +561,43 @@ async def _run(args: argparse.Namespace) -> int:
     client = await _connect(args.address, args.namespace, PydanticAIPlugin())
     with _starting(args):
         handle: AgentRunHandle[Any] = await start(
-            client, args.agent, args.prompt, task_queue=args.task_queue, deps=args.deps, workflow_id=args.workflow_id
+            client,
+            args.agent,
+            args.prompt,
+            task_queue=args.task_queue,
+            deps=args.deps,
+            workflow_id=args.workflow_id,
+            park_on_failure=args.park_on_failure,
         )
     _status(f'started run {handle.run_id} (workflow {handle.workflow_id}); waiting for a worker on {args.task_queue!r}')
+    if args.park_on_failure:
+        _status(f'if it parks: agentledger resume {handle.run_id} [PROMPT], or agentledger abandon {handle.run_id}')
     _print_result(await _result(handle), as_json=args.json)
+    return 0
+
+
+async def _resume_or_abandon(args: argparse.Namespace) -> int:
+    """`resume` / `abandon`: send the update to the parked run's workflow, after checking the ledger says parked."""
+    async with _reading(args.ledger) as ledger:
+        record = await ledger.run(args.run_id)
+    if record.status != 'parked':
+        raise CliError(
+            f'run {record.run_id} is not parked (status {record.status}); only a parked run can be resumed or '
+            'abandoned (a run parks on failure when started with --park-on-failure)'
+        )
+    client = await _connect(args.address, args.namespace, PydanticAIPlugin())
+    handle = client.get_workflow_handle(record.workflow_id)
+    try:
+        if args.command == 'resume':
+            await resume_parked(handle, args.prompt)
+        else:
+            await abandon_parked(handle, args.reason)
+    except WorkflowUpdateFailedError as error:
+        raise CliError(f'workflow {record.workflow_id} refused {args.command}: {error.cause}') from error
+    except RPCError as error:
+        raise CliError(f'cannot reach workflow {record.workflow_id} of run {record.run_id}: {error}') from error
+    done = 'resumed from its latest valid snapshot' if args.command == 'resume' else 'abandoned: it fails'
+    _status(f'run {record.run_id} (workflow {record.workflow_id}) {done}')
     return 0
 
 

@@ -272,6 +272,32 @@ async def test_failed_seal_keeps_the_error(ledger: Ledger) -> None:
     assert failed.error == error
 
 
+async def test_park_and_resume_keep_the_run_open_c15(ledger: Ledger) -> None:
+    """C15: a parked run is open (its steps stay undecided, not abandoned); resume makes it running again."""
+    await ledger.start_run(run_start())
+    await ledger.record_events([event('2', 1, 'tool_call_started')])
+    error = ErrorInfo(type='RuntimeError', message='the downstream system is down', retryable=False)
+    await ledger.park_run('r1', error, at(30))
+    await ledger.park_run('r1', error, at(30))  # a repeated delivery changes nothing
+    run = await ledger.run('r1')
+    assert (run.status, run.error, run.updated_at, run.ended_at) == ('parked', error, at(30), None)
+    assert [s.status for s in await ledger.steps('r1')] == ['running']
+
+    await ledger.resume_run('r1', at(40))
+    run = await ledger.run('r1')
+    assert (run.status, run.error, run.updated_at) == ('running', None, at(40))
+    await ledger.resume_run('r1', at(50))  # not parked: nothing changes
+    assert (await ledger.run('r1')).updated_at == at(40)
+
+    await ledger.seal_run(run_seal(ended=90))
+    await ledger.park_run('r1', error, at(95))  # an ended run stays ended
+    assert (await ledger.run('r1')).status == 'completed'
+    with pytest.raises(RunNotFoundError, match='no-such-run'):
+        await ledger.park_run('no-such-run', error, at(30))
+    with pytest.raises(RunNotFoundError, match='no-such-run'):
+        await ledger.resume_run('no-such-run', at(30))
+
+
 async def test_datetimes_keep_their_utc_offset(ledger: Ledger) -> None:
     plus_two = timezone(timedelta(hours=2))
     start = RunStart(

@@ -1,4 +1,4 @@
-"""The ledger's own activities: record a run's start (resolving its seed) and seal it. Worker-side I/O."""
+"""The ledger's own activities: record a run's start (resolving its seed), park and resume it, seal it. Worker I/O."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from ..ledger._lineage import resolve_seed
 from ..ledger._records import ForkRef, RunStart
 from ..ledger._snapshots import SnapshotNotFoundError
 from ..workflows._types import (
+    PARK_RUN_ACTIVITY,
+    RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,
     SEAL_RUN_ACTIVITY,
+    ParkInput,
+    ResumeInput,
     ResumePoint,
+    ResumeSeed,
     RunStartInput,
     RunStartResult,
     SealInput,
@@ -38,7 +43,7 @@ worker died for good): Temporal allows one open execution per workflow id, so it
 
 
 class LedgerActivities:
-    """The `run_started` and `seal_run` activities, bound to one ledger."""
+    """The `run_started`, `park_run`, `resume_run` and `seal_run` activities, bound to one ledger."""
 
     def __init__(
         self,
@@ -56,7 +61,7 @@ class LedgerActivities:
     @property
     def activities(self) -> list[Callable[..., Any]]:
         """The activity callables to register on a worker."""
-        return [self.run_started, self.seal_run]
+        return [self.run_started, self.park_run, self.resume_run, self.seal_run]
 
     async def _restart_seed(self, input: RunStartInput) -> ForkRef | None:
         start = input.start
@@ -112,6 +117,32 @@ class LedgerActivities:
         return RunStartResult(
             message_history=[*held, *resume.new_messages], resumed_snapshot_id=snapshot_id, resumed_count=len(held)
         )
+
+    @activity.defn(name=PARK_RUN_ACTIVITY)
+    async def park_run(self, input: ParkInput) -> None:
+        """Mark the run `parked` on its error; the `run_parked` event arrives in this activity's header."""
+        try:
+            await self._ledger.park_run(input.run_id, input.error, input.parked_at)
+        except (LedgerCorruptionError, LedgerConfigError):
+            raise
+        except LedgerError as error:
+            raise ledger_failure(error) from error
+
+    @activity.defn(name=RESUME_RUN_ACTIVITY)
+    async def resume_run(self, input: ResumeInput) -> ResumeSeed:
+        """Mark the parked run `running` again and load the latest valid snapshot it goes on from."""
+        try:
+            await self._ledger.resume_run(input.run_id, input.resumed_at)
+            try:
+                latest = await self._ledger.latest_snapshot(input.run_id)
+            except SnapshotNotFoundError:
+                return ResumeSeed()
+            snapshot = await self._ledger.snapshot(latest.snapshot_id)
+            return ResumeSeed(snapshot_id=latest.snapshot_id, message_history=snapshot.messages)
+        except (LedgerCorruptionError, LedgerConfigError):
+            raise
+        except LedgerError as error:
+            raise ledger_failure(error) from error
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:

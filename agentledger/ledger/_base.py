@@ -21,7 +21,9 @@ from ._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effec
 from ._journal import JournalEntry
 from ._keyed import EFFECTS, JOURNAL, KeyedRecord, check_namespace
 from ._records import (
+    OPEN_STATUSES,
     Acceptance,
+    ErrorInfo,
     PayloadReference,
     RunRecord,
     RunSeal,
@@ -34,7 +36,15 @@ from ._records import (
     StepRecord,
     ToolEffect,
 )
-from ._rules import derive_event_states, derive_steps, derive_tool_effects, run_event_for_seal, run_event_for_start
+from ._rules import (
+    apply_park,
+    apply_resume,
+    derive_event_states,
+    derive_steps,
+    derive_tool_effects,
+    run_event_for_seal,
+    run_event_for_start,
+)
 from ._snapshots import SnapshotNotFoundError, latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
 from ._validity import is_provider_valid
 
@@ -445,6 +455,19 @@ class Ledger(ABC):
         """
         await self._retrying(f'an update of run {run_id}', lambda: self._update_run(run_id, fold))
 
+    async def park_run(self, run_id: str, error: ErrorInfo, at: datetime) -> None:
+        """Mark an open run `parked`, waiting on `error` (a run started with `park_on_failure=True`).
+
+        An ended run stays as it is. Raises `RunNotFoundError` for an unknown run.
+        """
+        await self.run(run_id)
+        await self.update_run(run_id, lambda record: apply_park(record, error, at))
+
+    async def resume_run(self, run_id: str, at: datetime) -> None:
+        """Mark a `parked` run `running` again; any other run stays as it is. Raises `RunNotFoundError`."""
+        await self.run(run_id)
+        await self.update_run(run_id, lambda record: apply_resume(record, at))
+
     # --- reads ---------------------------------------------------------------------------------------
 
     async def run(self, run_id: str) -> RunRecord:
@@ -528,7 +551,7 @@ class Ledger(ABC):
     async def tool_effects(self, run_id: str) -> list[ToolEffect]:
         """Per tool call of the run: started / completed / failed, attempts, and attempts in doubt after a crash."""
         record = await self.run(run_id)
-        return derive_tool_effects(await self.events(run_id), sealed=record.status != 'running')
+        return derive_tool_effects(await self.events(run_id), sealed=record.status not in OPEN_STATUSES)
 
     # --- snapshots -----------------------------------------------------------------------------------
 
@@ -820,6 +843,6 @@ def _sealed(record: RunRecord, events: Sequence[StepEvent]) -> tuple[str, ...]:
     Once the run ended that includes Temporal runs only its events name (an orphan row of a run
     Temporal never had): whatever they did, the run can no longer use it.
     """
-    if record.status == 'running':
+    if record.status in OPEN_STATUSES:
         return record.temporal_run_ids[:-1]
     return tuple(dict.fromkeys([*record.temporal_run_ids, *(event.temporal_run_id for event in events)]))

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
 
 __all__ = [
+    'OPEN_STATUSES',
     'RUN_ACTIVITY_ID',
     'Acceptance',
     'AcceptanceOutcome',
@@ -43,7 +44,14 @@ __all__ = [
 ]
 
 RunStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'terminated', 'parked']
-"""Where a ledger run stands. Only `running` is not terminal."""
+"""Where a ledger run stands. `running` and `parked` are open; the others are how it ended.
+
+`parked`: the agent failed, and the run (started with `park_on_failure=True`) waits for an operator's
+`resume` or `abandon` instead of failing.
+"""
+
+OPEN_STATUSES: tuple[RunStatus, ...] = ('running', 'parked')
+"""Statuses of a run that has not ended: its latest Temporal run can still record and accept steps."""
 
 EventKind: TypeAlias = Literal[
     'run_started',
@@ -51,6 +59,8 @@ EventKind: TypeAlias = Literal[
     'run_failed',
     'run_cancelled',
     'run_terminated',
+    'run_parked',
+    'run_resumed',
     'ledger_repaired',
     'model_request_started',
     'model_request_completed',
@@ -61,6 +71,8 @@ EventKind: TypeAlias = Literal[
 ]
 """What a `StepEvent` records. `*_started` opens an attempt; `*_completed` / `*_failed` end it.
 
+`run_parked` and `run_resumed` mark a parked run's wait (neither starts nor ends anything); their
+activity ids are `park:N` and `resume:N`, N counting the run's parks.
 `ledger_repaired` is the audit record of one repair `reconcile` made: its `detail` is a JSON document
 with the finding, the reason, and the row before and after.
 """
@@ -229,7 +241,7 @@ class StepEvent:
     @property
     def is_terminal(self) -> bool:
         """Whether this event ends an attempt (or the run)."""
-        return not self.kind.endswith('_started')
+        return not self.kind.endswith(('_started', '_parked', '_resumed'))
 
     @property
     def fence(self) -> tuple[datetime, int]:

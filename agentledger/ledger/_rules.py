@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from ._records import (
     Acceptance,
+    ErrorInfo,
     EventState,
     RunRecord,
     RunSeal,
@@ -26,6 +28,8 @@ from ._records import (
 )
 
 __all__ = [
+    'apply_park',
+    'apply_resume',
     'apply_run_start',
     'apply_seal',
     'derive_event_states',
@@ -71,6 +75,24 @@ def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | 
         ended_at=None,
         error=None,
     )
+
+
+def apply_park(existing: RunRecord, error: ErrorInfo, at: datetime) -> RunRecord | None:
+    """Fold a park into the run record: an open run becomes `parked` with the error it waits on.
+
+    `None` (nothing changes) for a run that already ended, or a repeated delivery.
+    """
+    if existing.status not in ('running', 'parked'):
+        return None
+    updated = replace(existing, status='parked', error=error, updated_at=max(existing.updated_at, at))
+    return None if updated == existing else updated
+
+
+def apply_resume(existing: RunRecord, at: datetime) -> RunRecord | None:
+    """Fold a resume into the run record: a `parked` run is `running` again; `None` for any other."""
+    if existing.status != 'parked':
+        return None
+    return replace(existing, status='running', error=None, updated_at=max(existing.updated_at, at))
 
 
 def apply_seal(existing: RunRecord, seal: RunSeal) -> RunRecord | None:

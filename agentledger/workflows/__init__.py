@@ -2,6 +2,14 @@
 
 from ._agent_run import AgentRunWorkflow
 from ._delegate import DelegateTool, delegate
-from ._types import AgentRunInput, AgentRunOutput
+from ._types import AbandonRequest, AgentRunInput, AgentRunOutput, ResumeRequest
 
-__all__ = ['AgentRunInput', 'AgentRunOutput', 'AgentRunWorkflow', 'DelegateTool', 'delegate']
+__all__ = [
+    'AbandonRequest',
+    'AgentRunInput',
+    'AgentRunOutput',
+    'AgentRunWorkflow',
+    'DelegateTool',
+    'ResumeRequest',
+    'delegate',
+]

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.messages import ModelMessage, ModelResponse, UserContent
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage
@@ -23,16 +23,23 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
 from .._ids import ledger_run_id
-from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
+from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, StepEvent, Usage
 from ._observer import LedgerObserver
 from ._registry import agent_names, lookup_agent
 from ._state import LedgerRunState, current_state
 from ._types import (
+    PARK_RUN_ACTIVITY,
+    RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,
     SEAL_RUN_ACTIVITY,
+    AbandonRequest,
     AgentRunInput,
     AgentRunOutput,
+    ParkInput,
+    ResumeInput,
     ResumePoint,
+    ResumeRequest,
+    ResumeSeed,
     RunFailureDetails,
     RunStartInput,
     RunStartResult,
@@ -116,6 +123,10 @@ class AgentRunWorkflow:
             self._agentledger_state.acceptances.extend(input.resume.acceptances)
             self._agentledger_state.workflow_events.extend(input.resume.workflow_events)
             self._agentledger_state.step_offset = input.resume.step_offset
+            self._agentledger_state.last_step = input.resume.step_offset
+        self._parked: ErrorInfo | None = None
+        self._decision: ResumeRequest | AbandonRequest | None = None
+        self._parks = 0
 
     @workflow.query(name='agentledger_run_id')
     def ledger_run_id(self) -> str:
@@ -151,35 +162,48 @@ class AgentRunWorkflow:
                 raise _RunRejected('InvalidSeed', seed.seed_error)
             agent = _resolve_agent(input.agent)
             deps = _validate_deps(agent, input.deps)
-            result: AgentRunResult[Any] = await agent.run(
-                prompt,
-                message_history=history,
-                deps=deps,
-                usage_limits=input.usage_limits,
-                conversation_id=input.conversation_id,
-                usage=spent,
-                capabilities=[
-                    LedgerObserver(state, continue_as_new=lambda ctx, messages: _continue_as_new(input, ctx, messages))
-                ],
-            )
-        except asyncio.CancelledError:
-            await asyncio.shield(self._seal('cancelled', usage=ledger_usage(spent)))
-            raise
-        except workflow.NondeterminismError:
-            raise
         except _RunRejected as rejected:
             info = ErrorInfo(type=rejected.error_type, message=str(rejected), retryable=False)
             await self._seal('failed', error=info)
             raise ApplicationError(
                 str(rejected), self._failure_details(Usage()), type=rejected.error_type, non_retryable=True
             ) from None
-        except Exception as error:
-            info = error_info(error)
-            usage = ledger_usage(spent)
-            await self._seal('failed', error=info, usage=usage)
-            raise ApplicationError(
-                info.message, self._failure_details(usage), type=info.type, non_retryable=True
-            ) from error
+        first = (history, prompt)
+        while True:
+            try:
+                result: AgentRunResult[Any] = await agent.run(
+                    prompt,
+                    message_history=history,
+                    deps=deps,
+                    usage_limits=input.usage_limits,
+                    conversation_id=input.conversation_id,
+                    usage=spent,
+                    capabilities=[
+                        LedgerObserver(
+                            state, continue_as_new=lambda ctx, messages: _continue_as_new(input, ctx, messages)
+                        )
+                    ],
+                )
+                break
+            except asyncio.CancelledError:
+                await asyncio.shield(self._seal('cancelled', usage=ledger_usage(spent)))
+                raise
+            except workflow.NondeterminismError:
+                raise
+            except Exception as error:
+                info = error_info(error)
+                usage = ledger_usage(spent)
+                decision = await self._park(info, usage) if input.park_on_failure else None
+                if isinstance(decision, ResumeRequest):
+                    history, prompt = await self._resume(decision, first)
+                    continue
+                if decision is not None:
+                    reason = f': {decision.reason}' if decision.reason else ''
+                    info = dataclasses.replace(info, message=f'{info.message} (abandoned while parked{reason})')
+                await self._seal('failed', error=info, usage=usage)
+                raise ApplicationError(
+                    info.message, self._failure_details(usage), type=info.type, non_retryable=True
+                ) from error
         usage = ledger_usage(result.usage)
         await self._seal(
             'completed',
@@ -190,6 +214,140 @@ class AgentRunWorkflow:
             final_step=state.step_offset + sum(isinstance(m, ModelResponse) for m in result.new_messages()),
         )
         return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
+
+    @workflow.update(name='resume')
+    async def resume_update(self, request: ResumeRequest | None = None) -> str:
+        """Resume the parked run from its latest valid snapshot; returns the ledger run id once it runs again."""
+        self._decision = request or ResumeRequest()
+        await workflow.wait_condition(lambda: self._decision is None and self._parked is None)
+        return self._agentledger_state.run_id
+
+    @resume_update.validator
+    def _validate_resume(self, request: ResumeRequest | None = None) -> None:
+        self._require_parked('resume')
+
+    @workflow.update(name='abandon')
+    async def abandon_update(self, request: AbandonRequest | None = None) -> str:
+        """Give up on the parked run: it fails with the error it parked on; returns the ledger run id."""
+        self._decision = request or AbandonRequest()
+        return self._agentledger_state.run_id
+
+    @abandon_update.validator
+    def _validate_abandon(self, request: AbandonRequest | None = None) -> None:
+        self._require_parked('abandon')
+
+    @workflow.signal(name='resume')
+    def resume_signal(self, request: ResumeRequest | None = None) -> None:
+        """Resume the parked run (the signal form of the `resume` update, e.g. from the Temporal UI)."""
+        self._signalled(request or ResumeRequest())
+
+    @workflow.signal(name='abandon')
+    def abandon_signal(self, request: AbandonRequest | None = None) -> None:
+        """Give up on the parked run (the signal form of the `abandon` update)."""
+        self._signalled(request or AbandonRequest())
+
+    def _require_parked(self, action: str) -> None:
+        if self._parked is None or self._decision is not None:
+            state = 'already has a decision' if self._decision is not None else 'is not parked'
+            raise ApplicationError(
+                f'cannot {action} run {self._agentledger_state.run_id}: it {state}', type='RunNotParked'
+            )
+
+    def _signalled(self, decision: ResumeRequest | AbandonRequest) -> None:
+        # A signal cannot be refused: one that finds the run not parked is logged and has no effect.
+        if self._parked is None or self._decision is not None:
+            workflow.logger.warning(
+                'agentledger: %s signal ignored: run %s is not parked or already has a decision',
+                type(decision).__name__,
+                self._agentledger_state.run_id,
+            )
+            return
+        self._decision = decision
+
+    async def _park(self, error: ErrorInfo, usage: Usage) -> ResumeRequest | AbandonRequest:
+        """Record the run `parked` on `error`, show why in the Temporal UI, and wait for `resume` or `abandon`."""
+        state = self._agentledger_state
+        self._parks += 1
+        now = workflow.now()
+        state.workflow_events.append(
+            StepEvent(
+                run_id=state.run_id,
+                workflow_id=state.workflow_id,
+                temporal_run_id=state.temporal_run_id,
+                activity_id=f'park:{self._parks}',
+                attempt=0,
+                kind='run_parked',
+                timestamp=now,
+                error=error,
+                usage=usage,
+                state='accepted',
+            )
+        )
+        self._parked = error
+        await workflow.execute_activity(
+            PARK_RUN_ACTIVITY,
+            ParkInput(run_id=state.run_id, error=error, parked_at=now),
+            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
+            retry_policy=LEDGER_ACTIVITY_RETRY,
+            summary=f'ledger: park {state.run_id}',
+        )
+        workflow.set_current_details(
+            f'**Parked** (agentledger run `{state.run_id}`): {error.type}: {preview(error.message)}\n\n'
+            'Send the `resume` signal or update (input `{"prompt": "..."}`, optional) to go on from the '
+            'latest valid snapshot, or `abandon` (input `{"reason": "..."}`, optional) to fail the run.'
+        )
+        await workflow.wait_condition(lambda: self._decision is not None)
+        decision = self._decision
+        assert decision is not None
+        if isinstance(decision, AbandonRequest):
+            self._decision = None
+            self._parked = None
+            workflow.set_current_details('')
+        return decision
+
+    async def _resume(
+        self, decision: ResumeRequest, first: tuple[list[ModelMessage] | None, str | list[UserContent] | None]
+    ) -> tuple[list[ModelMessage] | None, str | list[UserContent] | None]:
+        """Mark the run running again; return the history and prompt the agent goes on with.
+
+        The history is the run's latest valid snapshot (completed tool calls are in it, so they are not
+        run again), or, when the run holds none, what the run first started with (`first`: history and
+        prompt; the new prompt, if any, in place of the first). Steps are numbered on.
+        """
+        state = self._agentledger_state
+        now = workflow.now()
+        state.workflow_events.append(
+            StepEvent(
+                run_id=state.run_id,
+                workflow_id=state.workflow_id,
+                temporal_run_id=state.temporal_run_id,
+                activity_id=f'resume:{self._parks}',
+                attempt=0,
+                kind='run_resumed',
+                timestamp=now,
+                detail=preview(decision.prompt),
+                state='accepted',
+            )
+        )
+        seed: ResumeSeed = await workflow.execute_activity(
+            RESUME_RUN_ACTIVITY,
+            ResumeInput(run_id=state.run_id, resumed_at=now),
+            result_type=ResumeSeed,
+            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
+            retry_policy=LEDGER_ACTIVITY_RETRY,
+            summary=f'ledger: resume {state.run_id}',
+        )
+        state.step_offset = state.last_step
+        self._decision = None
+        self._parked = None
+        workflow.set_current_details('')
+        if seed.snapshot_id is None or not seed.message_history:
+            history, prompt = first
+            return history, decision.prompt if decision.prompt is not None else prompt
+        state.history.seed(seed.snapshot_id, seed.message_history)
+        return seed.message_history, decision.prompt
 
     def _failure_details(self, usage: Usage) -> RunFailureDetails:
         return RunFailureDetails(run_id=self._agentledger_state.run_id, usage=usage)

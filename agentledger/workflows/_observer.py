@@ -47,7 +47,8 @@ class LedgerObserver(AbstractCapability[Any]):
     async def before_model_request(
         self, ctx: RunContext[Any], request_context: ModelRequestContext
     ) -> ModelRequestContext:
-        """Give the run the chance to continue as new with the history it is about to send."""
+        """Note the step; give the run the chance to continue as new with the history it is about to send."""
+        self._state.last_step = max(self._state.last_step, self._state.step_offset + ctx.run_step)
         if self._continue_as_new is not None:
             self._continue_as_new(ctx, request_context.messages)
         return request_context

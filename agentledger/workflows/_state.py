@@ -45,7 +45,10 @@ class LedgerRunState:
     dispatched_tool_calls: set[str] = field(default_factory=set)
     """Tool calls sent to a tool activity (whose interceptor records them)."""
     step_offset: int = 0
-    """Model requests made by the earlier Temporal runs of this ledger run (continue-as-new)."""
+    """Model requests made before the current `Agent.run` call: by the earlier Temporal runs of this ledger
+    run (continue-as-new), or by this one before it parked and was resumed."""
+    last_step: int = 0
+    """The ledger step of the latest model request this ledger run made (a resumed run numbers on from it)."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)

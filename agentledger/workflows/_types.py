@@ -8,20 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 
-from ..ledger._records import Acceptance, ForkRef, RunSeal, RunStart, StepEvent, Usage
+from ..ledger._records import Acceptance, ErrorInfo, ForkRef, RunSeal, RunStart, StepEvent, Usage
 
 __all__ = [
     'DELEGATE_RESULT_ACTIVITY',
+    'PARK_RUN_ACTIVITY',
+    'RESUME_RUN_ACTIVITY',
     'RUN_STARTED_ACTIVITY',
     'SEAL_RUN_ACTIVITY',
+    'AbandonRequest',
     'AgentRunInput',
     'AgentRunOutput',
+    'ParkInput',
+    'ResumeInput',
     'ResumePoint',
+    'ResumeRequest',
+    'ResumeSeed',
     'RunFailureDetails',
     'RunStartInput',
     'RunStartResult',
@@ -81,6 +89,10 @@ class AgentRunInput:
     history_event_limit: int | None = None
     """Continue as new before a model request once Temporal's history has this many events (it also does
     when Temporal suggests it), so a run can go past Temporal's event and size limits. Kept across runs."""
+    park_on_failure: bool = False
+    """When the agent fails, park instead of failing: the ledger run is `parked` and the workflow waits for
+    a `resume` signal or update (from the latest valid snapshot, optionally with a new prompt) or `abandon`
+    (then it fails as it would have). A run that cannot start (unknown agent, wrong deps) still fails."""
     resume: ResumePoint | None = None
     """Set by the workflow itself when it continues as new; not for callers."""
 
@@ -123,6 +135,12 @@ class RunFailureDetails:
 
 RUN_STARTED_ACTIVITY = 'agentledger__run_started'
 """The ledger activity that records a run's start."""
+
+PARK_RUN_ACTIVITY = 'agentledger__park_run'
+"""The ledger activity that marks a failed run `parked` (its `run_parked` event travels in the header)."""
+
+RESUME_RUN_ACTIVITY = 'agentledger__resume_run'
+"""The ledger activity that marks a parked run `running` again and loads its latest valid snapshot."""
 
 SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
 """The ledger activity that records how a run ended, with every acceptance the run made."""
@@ -173,3 +191,47 @@ class SealInput:
     final_history: dict[str, Any] | None = None
     """A history reference for the first messages of the final history, which the ledger already holds."""
     final_step: int = 0
+
+
+@dataclass
+class ResumeRequest:
+    """What an operator sends to resume a parked run (`resume` signal or update; every field optional).
+
+    The run goes on from its latest valid snapshot, so completed tool calls are not run again.
+    """
+
+    prompt: str | None = None
+    """A new user prompt to add to the history (for instance, what to do differently); none by default."""
+
+
+@dataclass
+class AbandonRequest:
+    """What an operator sends to give up on a parked run (`abandon` signal or update): it fails as it would have."""
+
+    reason: str | None = None
+    """Why, recorded with the run's failure."""
+
+
+@dataclass
+class ParkInput:
+    """The park activity's input: the run and the error it waits on."""
+
+    run_id: str
+    error: ErrorInfo
+    parked_at: datetime
+
+
+@dataclass
+class ResumeInput:
+    """The resume activity's input."""
+
+    run_id: str
+    resumed_at: datetime
+
+
+@dataclass
+class ResumeSeed:
+    """Where a resumed run goes on from: its latest valid snapshot, or nothing (start over from the input)."""
+
+    snapshot_id: str | None = None
+    message_history: list[ModelMessage] | None = None
