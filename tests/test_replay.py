@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -37,10 +38,19 @@ async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, 
         failed_validation = await agentledger.start(served.client, 'unknown-agent', 'x', task_queue=queue)
         with pytest.raises(WorkflowFailureError):
             await failed_validation.result()
+        # A run that parked on its failure and was resumed by update (C15).
+        parking = await agentledger.start(
+            served.client, relay_agent, 'relay', task_queue=queue, workflow_id=f'park-{uuid.uuid4().hex[:8]}',
+            park_on_failure=True,
+        )  # fmt: skip
+        while not [r for r in await ledger.runs(workflow_id=parking.workflow_id) if r.status == 'parked']:
+            await asyncio.sleep(0.1)
+        await parking.resume('again')
+        await parking.result()
         # Payloads stored in the ledger, and a run that continued as new three times.
         bulky = await agentledger.start(served.client, bulky_agent, '8', task_queue=queue, history_event_limit=30)
         await bulky.result()
-        handles = [calc, notes, continued, failing, restarted, failed_validation]
+        handles = [calc, notes, continued, failing, restarted, failed_validation, parking]
         histories: list[WorkflowHistory] = []
         for handle in handles:
             workflow = served.client.get_workflow_handle(
