@@ -13,11 +13,11 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import AbandonRequest, Ledger, ResumeRequest, RunRecord, SqliteLedger, cli
+from agentledger import AbandonRequest, AgentRunHandle, Ledger, ResumeRequest, RunRecord, SqliteLedger, cli
 
 from . import agents
 from .agents import holder_agent, relay_agent
-from .conftest import serve
+from .conftest import Served, serve
 from .s3_server import s3_ledger
 
 BACKENDS: dict[str, Callable[[Path], Ledger]] = {
@@ -31,15 +31,22 @@ def parts(messages: list[ModelMessage]) -> list[list[tuple[str, object]]]:
     return [[(part.part_kind, getattr(part, 'content', None)) for part in message.parts] for message in messages]
 
 
-async def _parked(ledger: Ledger, workflow_id: str, timeout: float = 30) -> RunRecord:
+async def _start_parked(served: Served, timeout: float = 30) -> tuple[AgentRunHandle[str], RunRecord]:
+    """Start the relay agent with `park_on_failure`; return its handle and run record once it parked."""
+    workflow_id = f'park-{uuid.uuid4().hex[:8]}'
+    handle = await agentledger.start(
+        served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=workflow_id,
+        park_on_failure=True,
+    )  # fmt: skip
+
     async def poll() -> RunRecord:
         while True:
-            runs = await ledger.runs(workflow_id=workflow_id)
+            runs = await served.ledger.runs(workflow_id=workflow_id)
             if runs and runs[0].status == 'parked':
                 return runs[0]
             await asyncio.sleep(0.1)
 
-    return await asyncio.wait_for(poll(), timeout)
+    return handle, await asyncio.wait_for(poll(), timeout)
 
 
 async def _until(ledger: Ledger, workflow_id: str, kind: str, timeout: float = 30) -> None:
@@ -64,13 +71,8 @@ async def test_a_parked_run_resumes_by_update_from_its_latest_valid_snapshot_c15
 ) -> None:
     """C15: the failing run parks (ledger, UI details), resumes by update, re-runs no completed tool, completes."""
     async with BACKENDS[backend](tmp_path) as ledger, serve(temporal_env, ledger, [relay_agent]) as served:
-        workflow_id = f'park-{uuid.uuid4().hex[:8]}'
         agents.relay_calls.clear()
-        handle = await agentledger.start(
-            served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=workflow_id,
-            park_on_failure=True,
-        )  # fmt: skip
-        parked = await _parked(ledger, workflow_id)
+        handle, parked = await _start_parked(served)
         assert parked.error is not None and 'the downstream system is down' in parked.error.message
         assert agents.relay_calls == ['first', 'second']
         details = await _details(handle.workflow_handle)
@@ -105,12 +107,7 @@ async def test_a_parked_run_resumes_by_signal_with_a_new_prompt_c15(
 ) -> None:
     """The signal form (what the Temporal UI sends) resumes too; a new prompt joins the history."""
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [relay_agent]) as served:
-        workflow_id = f'park-{uuid.uuid4().hex[:8]}'
-        handle = await agentledger.start(
-            served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=workflow_id,
-            park_on_failure=True,
-        )  # fmt: skip
-        parked = await _parked(ledger, workflow_id)
+        handle, parked = await _start_parked(served)
         await handle.workflow_handle.signal('resume', ResumeRequest(prompt='try the second tool again'))
         assert (await handle.result()).output == 'relayed'
         events = await ledger.events(parked.run_id)
@@ -134,12 +131,7 @@ async def test_an_abandoned_parked_run_fails_and_a_run_not_parked_refuses_resume
         SqliteLedger(tmp_path / 'runs.db') as ledger,
         serve(temporal_env, ledger, [relay_agent, holder_agent]) as served,
     ):
-        workflow_id = f'park-{uuid.uuid4().hex[:8]}'
-        handle = await agentledger.start(
-            served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=workflow_id,
-            park_on_failure=True,
-        )  # fmt: skip
-        parked = await _parked(ledger, workflow_id)
+        handle, parked = await _start_parked(served)
         await handle.workflow_handle.execute_update('abandon', AbandonRequest(reason='not worth it'))
         with pytest.raises(WorkflowFailureError) as raised:
             await handle.result()
@@ -168,12 +160,7 @@ async def test_cli_resumes_a_parked_run_and_refuses_one_that_is_not_parked(
     """`agentledger resume RUN_ID` resumes a parked run; a run that is not parked gets a clear error, no update."""
     path = tmp_path / 'runs.db'
     async with SqliteLedger(path) as ledger, serve(temporal_env, ledger, [relay_agent]) as served:
-        workflow_id = f'park-{uuid.uuid4().hex[:8]}'
-        handle = await agentledger.start(
-            served.client, relay_agent, 'relay', task_queue=served.task_queue, workflow_id=workflow_id,
-            park_on_failure=True,
-        )  # fmt: skip
-        parked = await _parked(ledger, workflow_id)
+        handle, parked = await _start_parked(served)
         address = temporal_env.client.service_client.config.target_host
         options = ['--ledger', f'sqlite:///{path}', '--address', address]
         assert await asyncio.to_thread(cli.main, ['show', parked.run_id, '--ledger', f'sqlite:///{path}']) == 0

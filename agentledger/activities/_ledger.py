@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
@@ -81,7 +82,7 @@ class LedgerActivities:
     @activity.defn(name=RUN_STARTED_ACTIVITY)
     async def run_started(self, input: RunStartInput) -> RunStartResult:
         """Resolve the run's seed (continue, fork, or restart of a failed run), record the start, load the seed."""
-        try:
+        with _retryable_outage():
             if input.resume is not None:
                 return await self._resume(input.start, input.resume)
             seed: ForkRef | None = None
@@ -103,10 +104,6 @@ class LedgerActivities:
                 return RunStartResult(seed_error=seed_error)
             snapshot = await self._ledger.snapshot(seed.snapshot_id)
             return RunStartResult(forked_from=seed, message_history=snapshot.messages)
-        except (LedgerCorruptionError, LedgerConfigError):
-            raise
-        except LedgerError as error:
-            raise ledger_failure(error) from error
 
     async def _resume(self, start: RunStart, resume: ResumePoint) -> RunStartResult:
         """A Temporal run continued as new: record it under the same ledger run, rebuild the history it carries."""
@@ -121,17 +118,13 @@ class LedgerActivities:
     @activity.defn(name=PARK_RUN_ACTIVITY)
     async def park_run(self, input: ParkInput) -> None:
         """Mark the run `parked` on its error; the `run_parked` event arrives in this activity's header."""
-        try:
+        with _retryable_outage():
             await self._ledger.park_run(input.run_id, input.error, input.parked_at)
-        except (LedgerCorruptionError, LedgerConfigError):
-            raise
-        except LedgerError as error:
-            raise ledger_failure(error) from error
 
     @activity.defn(name=RESUME_RUN_ACTIVITY)
     async def resume_run(self, input: ResumeInput) -> ResumeSeed:
         """Mark the parked run `running` again and load the latest valid snapshot it goes on from."""
-        try:
+        with _retryable_outage():
             await self._ledger.resume_run(input.run_id, input.resumed_at)
             try:
                 latest = await self._ledger.latest_snapshot(input.run_id)
@@ -139,10 +132,6 @@ class LedgerActivities:
                 return ResumeSeed()
             snapshot = await self._ledger.snapshot(latest.snapshot_id)
             return ResumeSeed(snapshot_id=latest.snapshot_id, message_history=snapshot.messages)
-        except (LedgerCorruptionError, LedgerConfigError):
-            raise
-        except LedgerError as error:
-            raise ledger_failure(error) from error
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:
@@ -184,3 +173,14 @@ class LedgerActivities:
                 base=base,
             )
         await ledger.seal_run(seal)
+
+
+@contextmanager
+def _retryable_outage() -> Iterator[None]:
+    """A ledger error fails the attempt retryably (Temporal retries it); corruption and bad config do not retry."""
+    try:
+        yield
+    except (LedgerCorruptionError, LedgerConfigError):
+        raise
+    except LedgerError as error:
+        raise ledger_failure(error) from error

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai.agent.abstract import AbstractAgent
@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
 from .._ids import ledger_run_id
-from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, StepEvent, Usage
+from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
 from ._observer import LedgerObserver
 from ._registry import agent_names, lookup_agent
 from ._state import LedgerRunState, current_state
@@ -59,6 +59,7 @@ LEDGER_ACTIVITY_RETRY = RetryPolicy(
 _LEDGER_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 _LEDGER_OUTAGE_LIMIT = timedelta(minutes=10)
 _PREVIEW = 200
+_R = TypeVar('_R')
 
 
 def error_info(error: BaseException) -> ErrorInfo:
@@ -269,28 +270,10 @@ class AgentRunWorkflow:
         state = self._agentledger_state
         self._parks += 1
         now = workflow.now()
-        state.workflow_events.append(
-            StepEvent(
-                run_id=state.run_id,
-                workflow_id=state.workflow_id,
-                temporal_run_id=state.temporal_run_id,
-                activity_id=f'park:{self._parks}',
-                attempt=0,
-                kind='run_parked',
-                timestamp=now,
-                error=error,
-                usage=usage,
-                state='accepted',
-            )
-        )
+        state.note_run_event('run_parked', f'park:{self._parks}', now, error=error, usage=usage)
         self._parked = error
-        await workflow.execute_activity(
-            PARK_RUN_ACTIVITY,
-            ParkInput(run_id=state.run_id, error=error, parked_at=now),
-            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
-            retry_policy=LEDGER_ACTIVITY_RETRY,
-            summary=f'ledger: park {state.run_id}',
+        await _ledger_activity(
+            PARK_RUN_ACTIVITY, ParkInput(run_id=state.run_id, error=error, parked_at=now), f'park {state.run_id}'
         )
         workflow.set_current_details(
             f'**Parked** (agentledger run `{state.run_id}`): {error.type}: {preview(error.message)}\n\n'
@@ -317,27 +300,12 @@ class AgentRunWorkflow:
         """
         state = self._agentledger_state
         now = workflow.now()
-        state.workflow_events.append(
-            StepEvent(
-                run_id=state.run_id,
-                workflow_id=state.workflow_id,
-                temporal_run_id=state.temporal_run_id,
-                activity_id=f'resume:{self._parks}',
-                attempt=0,
-                kind='run_resumed',
-                timestamp=now,
-                detail=preview(decision.prompt),
-                state='accepted',
-            )
-        )
-        seed: ResumeSeed = await workflow.execute_activity(
+        state.note_run_event('run_resumed', f'resume:{self._parks}', now, detail=preview(decision.prompt))
+        seed = await _ledger_activity(
             RESUME_RUN_ACTIVITY,
             ResumeInput(run_id=state.run_id, resumed_at=now),
+            f'resume {state.run_id}',
             result_type=ResumeSeed,
-            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
-            retry_policy=LEDGER_ACTIVITY_RETRY,
-            summary=f'ledger: resume {state.run_id}',
         )
         state.step_offset = state.last_step
         self._decision = None
@@ -367,7 +335,7 @@ class AgentRunWorkflow:
             parent_tool_call_id=input.parent_tool_call_id,
             prompt_preview=preview(input.prompt),
         )
-        seed: RunStartResult = await workflow.execute_activity(
+        return await _ledger_activity(
             RUN_STARTED_ACTIVITY,
             RunStartInput(
                 start=start,
@@ -377,13 +345,9 @@ class AgentRunWorkflow:
                 fresh_start=input.fresh_start,
                 resume=input.resume,
             ),
+            f'start {state.run_id}',
             result_type=RunStartResult,
-            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
-            retry_policy=LEDGER_ACTIVITY_RETRY,
-            summary=f'ledger: start {state.run_id}',
         )
-        return seed
 
     async def _seal(
         self,
@@ -406,14 +370,30 @@ class AgentRunWorkflow:
             error=error,
             output_preview=output_preview,
         )
-        await workflow.execute_activity(
-            SEAL_RUN_ACTIVITY,
-            _seal_input(state, seal, final_messages, final_step),
-            start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
-            retry_policy=LEDGER_ACTIVITY_RETRY,
-            summary=f'ledger: seal {state.run_id} ({status})',
+        await _ledger_activity(
+            SEAL_RUN_ACTIVITY, _seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
         )
+
+
+@overload
+async def _ledger_activity(name: str, arg: Any, summary: str) -> None: ...
+
+
+@overload
+async def _ledger_activity(name: str, arg: Any, summary: str, *, result_type: type[_R]) -> _R: ...
+
+
+async def _ledger_activity(name: str, arg: Any, summary: str, *, result_type: type[Any] | None = None) -> Any:
+    """Run one of the ledger's own activities: retried with backoff through an outage of up to ten minutes."""
+    return await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
+        schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
+        retry_policy=LEDGER_ACTIVITY_RETRY,
+        summary=f'ledger: {summary}',
+    )
 
 
 def _seal_input(

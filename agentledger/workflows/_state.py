@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
 
-from ..ledger._records import Acceptance, StepEvent
+from ..ledger._records import Acceptance, EventKind, StepEvent
 from ._history import HistoryReferences
 
 __all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
@@ -67,6 +68,22 @@ class LedgerRunState:
                 temporal_run_id=self.temporal_run_id,
                 activity_id=activity_id,
                 outcome=outcome,  # type: ignore[arg-type]
+            )
+        )
+
+    def note_run_event(self, kind: EventKind, activity_id: str, timestamp: datetime, **fields: Any) -> None:
+        """Note a run-level event the workflow decided (a park, a resume) for the next activity's header."""
+        self.workflow_events.append(
+            StepEvent(
+                run_id=self.run_id,
+                workflow_id=self.workflow_id,
+                temporal_run_id=self.temporal_run_id,
+                activity_id=activity_id,
+                attempt=0,
+                kind=kind,
+                timestamp=timestamp,
+                state='accepted',
+                **fields,
             )
         )
 
