@@ -176,3 +176,15 @@ async def test_cli_resumes_a_parked_run_and_refuses_one_that_is_not_parked(
         assert f'run {parked.run_id} is not parked (status completed)' in capsys.readouterr().err
         assert await asyncio.to_thread(cli.main, ['resume', 'run-missing', *options]) == 1
         assert 'run-missing' in capsys.readouterr().err
+
+
+async def test_a_parked_run_cancelled_ends_cancelled(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Cancelling the workflow of a parked run seals the ledger run `cancelled`, not left `parked`."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [relay_agent]) as served:
+        handle, parked = await _start_parked(served)
+        await handle.workflow_handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        record = await ledger.run(parked.run_id)
+        assert record.status == 'cancelled' and record.usage.requests == 2
+        assert [e.kind for e in await ledger.events(parked.run_id)][-2:] == ['run_parked', 'run_cancelled']

@@ -194,10 +194,15 @@ class AgentRunWorkflow:
             except Exception as error:
                 info = error_info(error)
                 usage = ledger_usage(spent)
-                decision = await self._park(info, usage) if input.park_on_failure else None
-                if isinstance(decision, ResumeRequest):
-                    history, prompt = await self._resume(decision, first)
-                    continue
+                try:
+                    decision = await self._park(info, usage) if input.park_on_failure else None
+                    if isinstance(decision, ResumeRequest):
+                        history, prompt = await self._resume(decision, first)
+                        continue
+                except asyncio.CancelledError:
+                    # Cancelled while parked: the run ends cancelled, not parked.
+                    await asyncio.shield(self._seal('cancelled', usage=usage))
+                    raise
                 if decision is not None:
                     reason = f': {decision.reason}' if decision.reason else ''
                     info = dataclasses.replace(info, message=f'{info.message} (abandoned while parked{reason})')
