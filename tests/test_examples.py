@@ -12,7 +12,7 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.mark.parametrize(
-    'example', ['quickstart.py', 'delegates.py', 'once.py', 'codec_server.py', 'gc.py', 'reconcile.py']
+    'example', ['quickstart.py', 'delegates.py', 'once.py', 'codec_server.py', 'gc.py', 'reconcile.py', 'park.py']
 )
 def test_example_runs(example: str) -> None:
     done = subprocess.run(
