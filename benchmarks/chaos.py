@@ -403,7 +403,7 @@ async def _check(
 ) -> VariantResult:
     rows = RowCounts()
     accepted_calls = 0
-    repaid: int | None = None
+    repaid = 0
     with sqlite3.connect(config['targets_db']) as targets:
         performed = [str(r[0]) for r in targets.execute('SELECT logical FROM effects')]
         billed: dict[str, list[BilledCall]] = {}
@@ -413,7 +413,6 @@ async def _check(
     async with AsyncExitStack() as stack:
         if ledger is not None:
             await stack.enter_async_context(ledger)
-            repaid = 0
         for handle, _ in handles:
             history = await handle.fetch_history()
             facts = history_facts(history.events)
@@ -423,7 +422,7 @@ async def _check(
             if ledger is not None:
                 counts, recorded = await _agentledger_rows(ledger, handle.id, facts)
                 rows.add(counts)
-                repaid = (repaid or 0) + paid_again(billed.get(handle.id, []), recorded)
+                repaid += paid_again(billed.get(handle.id, []), recorded)
             else:
                 rows.add(compare_rows(facts, _baseline_rows(config, variant.name, handle.id)))
     with sqlite3.connect(config['fired_db']) as fired_db:
@@ -440,7 +439,7 @@ async def _check(
         missing_effects=completed * (ctx.steps - 1) - len(set(performed)),
         billed_calls=sum(len(calls) for calls in billed.values()),
         accepted_calls=accepted_calls,
-        paid_again_calls=repaid,
+        paid_again_calls=repaid if ledger is not None else None,
         faults_planned=len(ctx.plan),
         faults_fired=len(fired),
         worker_restarts=0,
