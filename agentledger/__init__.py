@@ -9,136 +9,79 @@ async with Worker(client, task_queue='agents'):
     result = await agentledger.run(client, agent, 'prompt', task_queue='agents')
 ```
 
-Backends that need optional libraries (`SqliteLedger`: aiosqlite, `S3Ledger`: boto3) are imported
-on first use, so workflow code importing this package never loads them.
+Every name is loaded on first use, so `import agentledger.workflows` (workflow code) loads only the
+pure layer and never the client, the plugin, the backends, aiosqlite, boto3 or pyfastcdc. The
+records live in `agentledger.model`, the errors in `agentledger.errors`, payload storage, the codec
+server and gc in `agentledger.payloads`.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._client import (
-    AgentRunHandle,
-    AgentRunResult,
-    abandon_parked,
-    continue_run,
-    fork_run,
-    resume_parked,
-    run,
-    start,
-)
-from ._codec import PayloadDecoder
-from ._codec_server import CodecServer
-from ._errors import (
-    AgentLedgerError,
-    DelegateFailedError,
-    EffectBusyError,
-    EffectNotFoundError,
-    EffectStateError,
-    EffectUnknownError,
-    LedgerConfigError,
-    LedgerCorruptionError,
-    LedgerError,
-    LedgerUnavailableError,
-    RunNotFoundError,
-    UnresolvablePayloadReference,
-)
-from ._gc import GcReport, KeptPayload, ReferrerStatus, collect_garbage
-from ._once import once
-from ._reconcile import Finding, ReconcileReport, reconcile_ledger, reconcile_run
-from ._tools import idempotency_key
-from .ledger import (
-    Acceptance,
-    EffectRecord,
-    ErrorInfo,
-    ForkRef,
-    JournalEntry,
-    KeyedRecord,
-    Ledger,
-    MemoryLedger,
-    PayloadDeletion,
-    PayloadReference,
-    RetryPolicy,
-    RunRecord,
-    RunTree,
-    Snapshot,
-    SnapshotRecord,
-    StepEvent,
-    StepRecord,
-    ToolEffect,
-    Usage,
-    open_ledger,
-)
-from .ledger._snapshots import SnapshotNotFoundError
-from .plugin import LedgerPlugin, OutagePolicy
-from .workflows import (
-    AbandonRequest,
-    AgentRunInput,
-    AgentRunOutput,
-    AgentRunWorkflow,
-    DelegateTool,
-    ResumeRequest,
-    delegate,
-)
-
 if TYPE_CHECKING:
-    from .ledger.s3 import S3Ledger
-    from .ledger.sqlite import SqliteLedger
+    from agentledger.client import (
+        AgentRunHandle,
+        AgentRunResult,
+        abandon_parked,
+        continue_run,
+        fork_run,
+        resume_parked,
+        run,
+        start,
+    )
+    from agentledger.ledger import Ledger, MemoryLedger, OutagePolicy, RetryPolicy, open_ledger
+    from agentledger.ledger.backends.s3 import S3Ledger
+    from agentledger.ledger.backends.sqlite import SqliteLedger
+    from agentledger.plugin import LedgerPlugin
+    from agentledger.reconcile import reconcile_ledger, reconcile_run
+    from agentledger.tools import idempotency_key, once
+    from agentledger.workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow, DelegateTool, delegate
+
+_WHERE: dict[str, str] = {
+    'AgentRunHandle': 'agentledger.client',
+    'AgentRunResult': 'agentledger.client',
+    'abandon_parked': 'agentledger.client',
+    'continue_run': 'agentledger.client',
+    'fork_run': 'agentledger.client',
+    'resume_parked': 'agentledger.client',
+    'run': 'agentledger.client',
+    'start': 'agentledger.client',
+    'Ledger': 'agentledger.ledger',
+    'MemoryLedger': 'agentledger.ledger',
+    'OutagePolicy': 'agentledger.ledger',
+    'RetryPolicy': 'agentledger.ledger',
+    'open_ledger': 'agentledger.ledger',
+    'S3Ledger': 'agentledger.ledger.backends.s3',
+    'SqliteLedger': 'agentledger.ledger.backends.sqlite',
+    'LedgerPlugin': 'agentledger.plugin',
+    'reconcile_ledger': 'agentledger.reconcile',
+    'reconcile_run': 'agentledger.reconcile',
+    'idempotency_key': 'agentledger.tools',
+    'once': 'agentledger.tools',
+    'AgentRunInput': 'agentledger.workflows',
+    'AgentRunOutput': 'agentledger.workflows',
+    'AgentRunWorkflow': 'agentledger.workflows',
+    'DelegateTool': 'agentledger.workflows',
+    'delegate': 'agentledger.workflows',
+}
 
 __all__ = [
-    'AbandonRequest',
-    'Acceptance',
-    'AgentLedgerError',
     'AgentRunHandle',
     'AgentRunInput',
     'AgentRunOutput',
     'AgentRunResult',
     'AgentRunWorkflow',
-    'CodecServer',
-    'DelegateFailedError',
     'DelegateTool',
-    'EffectBusyError',
-    'EffectNotFoundError',
-    'EffectRecord',
-    'EffectStateError',
-    'EffectUnknownError',
-    'ErrorInfo',
-    'Finding',
-    'ForkRef',
-    'GcReport',
-    'JournalEntry',
-    'KeptPayload',
-    'KeyedRecord',
     'Ledger',
-    'LedgerConfigError',
-    'LedgerCorruptionError',
-    'LedgerError',
     'LedgerPlugin',
-    'LedgerUnavailableError',
     'MemoryLedger',
     'OutagePolicy',
-    'PayloadDecoder',
-    'PayloadDeletion',
-    'PayloadReference',
-    'ReconcileReport',
-    'ReferrerStatus',
-    'ResumeRequest',
     'RetryPolicy',
-    'RunNotFoundError',
-    'RunRecord',
-    'RunTree',
     'S3Ledger',
-    'Snapshot',
-    'SnapshotNotFoundError',
-    'SnapshotRecord',
     'SqliteLedger',
-    'StepEvent',
-    'StepRecord',
-    'ToolEffect',
-    'UnresolvablePayloadReference',
-    'Usage',
     'abandon_parked',
-    'collect_garbage',
     'continue_run',
     'delegate',
     'fork_run',
@@ -156,12 +99,14 @@ __version__ = '0.1.0'
 
 
 def __getattr__(name: str) -> Any:
-    if name == 'SqliteLedger':
-        from .ledger.sqlite import SqliteLedger
+    """Load a public name from the module that defines it, on first use."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return SqliteLedger
-    if name == 'S3Ledger':
-        from .ledger.s3 import S3Ledger
 
-        return S3Ledger
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+def __dir__() -> list[str]:
+    return sorted([*__all__, '__version__'])

@@ -1,4 +1,4 @@
-"""`python -m agentledger`: the `agentledger` command line (see `agentledger.cli`)."""
+"""`python -m agentledger`: the `agentledger` command line (see `agentledger.cli._commands`)."""
 
 from agentledger.cli import main
 

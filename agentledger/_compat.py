@@ -16,7 +16,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import ModelRequestParameters
 
-from .ledger._records import StepKind, ToolOutcome
+from agentledger.model._records import StepKind, ToolOutcome
 
 __all__ = [
     'MODEL_REQUEST_SUFFIXES',

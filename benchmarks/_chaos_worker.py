@@ -57,6 +57,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from temporalio.workflow import ActivityConfig
 
 import agentledger
+import agentledger.model
 from agentledger import Ledger
 
 ACTIVITY_TIMEOUT_S = 4.0
@@ -319,7 +320,7 @@ def faulty_ledger(base: type[Ledger], faults: Faults, points: frozenset[str]) ->
     `points` is a subset of `after_ledger_write`, `in_txn` and `in_seal`.
     """
 
-    def completed_fault(events: Sequence[agentledger.StepEvent], point: str) -> Fault | None:
+    def completed_fault(events: Sequence[agentledger.model.StepEvent], point: str) -> Fault | None:
         if point not in points:
             return None
         for event in events:
@@ -330,7 +331,7 @@ def faulty_ledger(base: type[Ledger], faults: Faults, points: frozenset[str]) ->
         return None
 
     class FaultyLedger(base):  # type: ignore[valid-type,misc]
-        async def _write_events(self, events: Sequence[agentledger.StepEvent]) -> None:
+        async def _write_events(self, events: Sequence[agentledger.model.StepEvent]) -> None:
             token = _txn_fault.set(completed_fault(events, 'in_txn'))
             try:
                 await super()._write_events(events)
@@ -440,7 +441,7 @@ class _BaselineActivity(ActivityInboundInterceptor):
 
 def build_ledger(config: dict[str, Any], faults: Faults) -> Ledger:
     """The ledger the plugin writes: the real backend (faulty subclass), or memory for the baselines."""
-    from agentledger.ledger.sqlite import SqliteLedger
+    from agentledger.ledger.backends.sqlite import SqliteLedger
 
     if config['variant'] in ('naive', 'upsert'):
         # The baselines' rows are a table of their own. The workflow still needs the plugin's ledger
@@ -450,7 +451,7 @@ def build_ledger(config: dict[str, Any], faults: Faults) -> Ledger:
     points = frozenset({'after_ledger_write', 'in_txn', 'in_seal'})
     if config['backend'] == 'sqlite':
         return faulty_ledger(SqliteLedger, faults, points)(config['ledger_path'])
-    from agentledger.ledger.s3 import S3Ledger
+    from agentledger.ledger.backends.s3 import S3Ledger
 
     return faulty_ledger(S3Ledger, faults, points)(config['ledger_url'], **config['s3_options'])
 

@@ -34,9 +34,10 @@ from typing import Any
 import boto3
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart, UserPromptPart
 
-from agentledger.ledger import Ledger, RunSeal, RunStart, StepEvent
-from agentledger.ledger.s3 import S3Ledger
-from agentledger.ledger.sqlite import SqliteLedger
+from agentledger.ledger import Ledger
+from agentledger.ledger.backends.s3 import S3Ledger
+from agentledger.ledger.backends.sqlite import SqliteLedger
+from agentledger.model import RunSeal, RunStart, StepEvent
 
 RESULTS = Path(__file__).parent / 'results' / 'ledger_backends.json'
 TOOL_OUTPUT = 'order 1234: shipped on Monday, arriving Thursday; ' * 20

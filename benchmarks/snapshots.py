@@ -39,9 +39,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger import SnapshotRecord, SqliteLedger
-from agentledger._devserver import start_dev_server
+from agentledger import SqliteLedger
+from agentledger.cli._devserver import start_dev_server
 from agentledger.ledger._chunks import Manifest
+from agentledger.model import SnapshotRecord
 
 RESULTS = Path(__file__).parent / 'results' / 'snapshots.json'
 HARNESS_VENV = Path(__file__).parent / '.harness-venv'

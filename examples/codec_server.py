@@ -25,7 +25,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger._devserver import start_dev_server
+import agentledger.payloads
+from agentledger.cli._devserver import start_dev_server
 
 
 def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -87,7 +88,7 @@ async def main() -> None:
             ]
 
             # `agentledger codec-server --ledger sqlite:///runs.db` serves the same from the command line.
-            async with agentledger.CodecServer(ledger) as server:
+            async with agentledger.payloads.CodecServer(ledger) as server:
                 print('codec endpoint', server.url, '(temporal server start-dev --ui-codec-endpoint URL)')
                 print('in history:', references[0].data.decode())
                 print('decoded:   ', str((await decode(server.url, [references[0]]))[0])[:100], '...')

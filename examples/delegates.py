@@ -37,7 +37,8 @@ from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger._devserver import start_dev_server
+import agentledger.model
+from agentledger.cli._devserver import start_dev_server
 
 TASK_QUEUE = 'agents'
 
@@ -156,7 +157,7 @@ editor = Agent(
 )
 
 
-def _tree_lines(tree: agentledger.RunTree) -> list[str]:
+def _tree_lines(tree: agentledger.model.RunTree) -> list[str]:
     lines: list[str] = []
     for depth, node in tree.walk():
         run = node.run

@@ -24,7 +24,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger._devserver import start_dev_server
+import agentledger.payloads
+from agentledger.cli._devserver import start_dev_server
 
 
 def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -77,7 +78,7 @@ async def main() -> None:
             await delete_workflow(client, old.workflow_id)
             async with ledger:
                 # `agentledger gc --ledger sqlite:///runs.db --grace-minutes 0` does the same from the command line.
-                report = await agentledger.collect_garbage(ledger, client, grace=timedelta(0))
+                report = await agentledger.payloads.collect_garbage(ledger, client, grace=timedelta(0))
             for referrer in report.referrers:
                 print(f'  {referrer.workflow_id}: {referrer.state} ({referrer.detail})')
             print(f'deleted {len(report.deleted)} payload(s), {report.chunks} chunk(s), {report.bytes} bytes')

@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 from temporalio.workflow import ActivityConfig
 
 import agentledger
-from agentledger._devserver import start_dev_server
+import agentledger.model
+from agentledger.cli._devserver import start_dev_server
 
 courier_api_up = False
 calls: list[str] = []
@@ -57,7 +58,7 @@ def book_courier(order: str) -> str:
     return f'courier booked for {order}'
 
 
-async def parked(ledger: agentledger.Ledger, workflow_id: str) -> agentledger.RunRecord:
+async def parked(ledger: agentledger.Ledger, workflow_id: str) -> agentledger.model.RunRecord:
     """Wait until the workflow's ledger run is parked (`agentledger runs --status parked` lists such runs)."""
     while not (found := [r for r in await ledger.runs(workflow_id=workflow_id) if r.status == 'parked']):
         await asyncio.sleep(0.1)

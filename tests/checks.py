@@ -9,7 +9,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import WorkflowHandle
 
-from agentledger import AgentRunResult, Ledger, StepEvent
+from agentledger import AgentRunResult, Ledger
+from agentledger.model import StepEvent
 
 
 def kinds(events: list[StepEvent]) -> Counter[str]:

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentledger import Ledger, LedgerPlugin, reconcile_ledger
-from agentledger._devserver import start_dev_server
+from agentledger.cli._devserver import start_dev_server
 
 pytest_plugins = ['tests.s3_server']
 

@@ -34,7 +34,7 @@ import pytest
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
-from agentledger.ledger.s3 import S3Ledger
+from agentledger.ledger.backends.s3 import S3Ledger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

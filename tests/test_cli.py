@@ -24,21 +24,21 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import (
+from agentledger import SqliteLedger, cli
+from agentledger.cli._render import RunView, render_runs, render_timeline, run_json, runs_json
+from agentledger.model import (
     Acceptance,
     ErrorInfo,
     ForkRef,
     RunRecord,
+    RunSeal,
+    RunStart,
     SnapshotRecord,
-    SqliteLedger,
     StepEvent,
     StepRecord,
     ToolEffect,
     Usage,
-    cli,
 )
-from agentledger._render import RunView, render_runs, render_timeline, run_json, runs_json
-from agentledger.ledger import RunSeal, RunStart
 from agentledger.workflows import AgentRunWorkflow
 
 from . import agents
@@ -927,7 +927,9 @@ async def test_worker_serves_until_sigterm(
     argv = ['worker', '--agent', 'tests.agents:calc_agent', '--ledger', ledger_url, '--address', address]
     with log.open('w') as stderr:
         worker = subprocess.Popen(
-            [sys.executable, '-m', 'agentledger.cli', *argv, '--task-queue', 'cli-worker'], cwd=REPO, stderr=stderr
+            [sys.executable, '-m', 'agentledger.cli._commands', *argv, '--task-queue', 'cli-worker'],
+            cwd=REPO,
+            stderr=stderr,
         )
     try:
         deadline = time.monotonic() + 60
@@ -959,7 +961,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ('OPENAI_API_KEY', 'AGENTLEDGER_DEMO_MODEL')}
     url = f'sqlite:///{tmp_path}/demo.db'
     done = subprocess.run(
-        [sys.executable, '-m', 'agentledger.cli', 'demo', '--ledger', url],
+        [sys.executable, '-m', 'agentledger.cli._commands', 'demo', '--ledger', url],
         cwd=tmp_path,
         env=env,
         capture_output=True,

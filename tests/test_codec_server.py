@@ -25,8 +25,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import CodecServer, Ledger, SqliteLedger
-from agentledger._devserver import find_temporal_cli, start_dev_server
+from agentledger import Ledger, SqliteLedger
+from agentledger.cli._devserver import find_temporal_cli, start_dev_server
+from agentledger.payloads import CodecServer
 
 from .conftest import serve
 from .s3_server import free_port, s3_ledger

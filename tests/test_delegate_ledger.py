@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from pydantic_ai.usage import RunUsage, UsageLimits
 
-from agentledger import Acceptance, Ledger, MemoryLedger, StepEvent, Usage
+from agentledger import Ledger, MemoryLedger
+from agentledger.model import Acceptance, StepEvent, Usage
 from agentledger.workflows._delegate import remaining_limits
 from agentledger.workflows._types import RunFailureDetails
 

@@ -22,8 +22,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 import agentledger
-from agentledger import Ledger, MemoryLedger, RunRecord, SqliteLedger, StepEvent, Usage
-from agentledger.ledger._rules import total_usage
+import agentledger.errors
+import agentledger.model
+from agentledger import Ledger, MemoryLedger, SqliteLedger
+from agentledger.model import RunRecord, StepEvent, Usage
+from agentledger.model._rules import total_usage
 from agentledger.workflows import AgentRunWorkflow
 
 from . import delegate_agents as agents
@@ -75,7 +78,7 @@ async def test_in_process_without_temporal() -> None:
 
     failed = await triage.run('go')
     assert failed.output == "recovered from: delegate 'broken' failed: RuntimeError: the warehouse is on fire"
-    with pytest.raises(agentledger.DelegateFailedError, match='the warehouse is on fire'):
+    with pytest.raises(agentledger.errors.DelegateFailedError, match='the warehouse is on fire'):
         await strict_triage.run('go')
 
     # Typed input: the model fills the input type's fields; the delegate's prompt is the value as JSON.
@@ -460,7 +463,7 @@ async def test_orchestrator_histories_replay_c18(temporal_env: WorkflowEnvironme
     assert len(histories) >= 8
 
 
-def _runs(tree: agentledger.RunTree) -> list[tuple[int, RunRecord]]:
+def _runs(tree: agentledger.model.RunTree) -> list[tuple[int, RunRecord]]:
     return [(depth, node.run) for depth, node in tree.walk()]
 
 

@@ -13,7 +13,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import SqliteLedger, StepEvent
+import agentledger.errors
+import agentledger.model
+from agentledger import SqliteLedger
+from agentledger.model import StepEvent
 from agentledger.workflows import AgentRunInput, AgentRunWorkflow
 from agentledger.workflows._registry import register_agent
 
@@ -194,7 +197,7 @@ async def test_worker_with_unopenable_ledger_fails_at_start(temporal_env: Workfl
     """A ledger that cannot be opened fails the worker's start with its own error instead of hanging."""
     not_a_database = tmp_path / 'not-a-db'
     not_a_database.write_bytes(b'this is not sqlite' * 100)
-    with pytest.raises(agentledger.LedgerError, match='not-a-db'):
+    with pytest.raises(agentledger.errors.LedgerError, match='not-a-db'):
         async with serve(temporal_env, SqliteLedger(not_a_database), [calc_agent]):
             await asyncio.sleep(30)
 
@@ -238,7 +241,7 @@ async def test_ledger_outage_under_warn_lets_the_run_go_on_and_marks_it_degraded
         # The run finished while the file was still locked: its seal is not in the ledger yet.
         assert (await ledger.run(result.run_id)).status == 'running'
 
-        async def caught_up() -> agentledger.RunRecord:
+        async def caught_up() -> agentledger.model.RunRecord:
             while (record := await ledger.run(result.run_id)).status == 'running':
                 await asyncio.sleep(0.1)
             return record

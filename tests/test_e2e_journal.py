@@ -23,18 +23,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger import (
-    KeyedRecord,
-    Ledger,
-    LedgerPlugin,
-    LedgerUnavailableError,
-    MemoryLedger,
-    RetryPolicy,
-    SqliteLedger,
-)
-from agentledger._devserver import find_temporal_cli
+from agentledger import Ledger, LedgerPlugin, MemoryLedger, RetryPolicy, SqliteLedger
 from agentledger.cli import main as cli
-from agentledger.ledger._rules import total_usage
+from agentledger.cli._devserver import find_temporal_cli
+from agentledger.errors import LedgerUnavailableError
+from agentledger.model import KeyedRecord
+from agentledger.model._rules import total_usage
 
 from . import journal_agents
 from .journal_agents import PaymentDeps, payments_agent, performed, provider_calls

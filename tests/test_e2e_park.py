@@ -13,7 +13,9 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import AbandonRequest, AgentRunHandle, Ledger, ResumeRequest, RunRecord, SqliteLedger, cli
+from agentledger import AgentRunHandle, Ledger, SqliteLedger, cli
+from agentledger.model import RunRecord
+from agentledger.workflows import AbandonRequest, ResumeRequest
 
 from . import agents
 from .agents import holder_agent, relay_agent

@@ -25,10 +25,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger import Ledger, RunNotFoundError, SnapshotNotFoundError, SqliteLedger
-from agentledger._devserver import find_temporal_cli
-from agentledger.ledger._content import content_hash
-from agentledger.ledger._validity import is_provider_valid
+from agentledger import Ledger, SqliteLedger
+from agentledger.cli._devserver import find_temporal_cli
+from agentledger.errors import RunNotFoundError, SnapshotNotFoundError
+from agentledger.model._content import content_hash
+from agentledger.model._validity import is_provider_valid
 from agentledger.workflows import AgentRunWorkflow
 
 from . import agents

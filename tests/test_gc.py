@@ -23,9 +23,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import Ledger, PayloadReference, SqliteLedger, collect_garbage
-from agentledger._errors import LedgerCorruptionError
-from agentledger._gc import ReferrerStatus, referrer_state, verdicts
+from agentledger import Ledger, SqliteLedger
+from agentledger.errors import LedgerCorruptionError
+from agentledger.model import PayloadReference
+from agentledger.payloads import collect_garbage
+from agentledger.payloads._gc import ReferrerStatus, referrer_state, verdicts
 
 from .conftest import expect_discrepancy, serve
 from .s3_server import free_port, s3_ledger

@@ -20,8 +20,9 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.tools import ToolDefinition
 
-from agentledger import KeyedRecord, LedgerCorruptionError
-from agentledger.ledger._journal import JournalEntry, request_hash
+from agentledger.errors import LedgerCorruptionError
+from agentledger.model import KeyedRecord
+from agentledger.model._journal import JournalEntry, request_hash
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TOOL = ToolDefinition(name='charge', parameters_json_schema={'type': 'object', 'properties': {'amount': {}}})

@@ -38,9 +38,9 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage, RunUsage
 
-import agentledger._once
+import agentledger.tools._once
 from agentledger import once
-from agentledger._errors import (
+from agentledger.errors import (
     AgentLedgerError,
     EffectBusyError,
     EffectNotFoundError,
@@ -51,26 +51,19 @@ from agentledger._errors import (
     LedgerError,
     LedgerUnavailableError,
     RunNotFoundError,
+    SnapshotNotFoundError,
 )
-from agentledger.activities._scopes import Scopes
-from agentledger.activities._tool_context import ToolContext, tool_context
-from agentledger.ledger import (
-    Acceptance,
-    ErrorInfo,
-    Ledger,
-    MemoryLedger,
-    RetryPolicy,
-    RunSeal,
-    RunStart,
-    StepEvent,
-    Usage,
-)
+from agentledger.ledger import Ledger, MemoryLedger, RetryPolicy
 from agentledger.ledger._chunks import Manifest, assemble, split
-from agentledger.ledger._content import content_hash, encode_messages
-from agentledger.ledger._effects import EffectRecord
-from agentledger.ledger._journal import JournalEntry
-from agentledger.ledger._keyed import EFFECTS
-from agentledger.ledger._records import (
+from agentledger.ledger._scopes import Scopes
+from agentledger.ledger.backends.s3 import S3Ledger
+from agentledger.ledger.backends.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
+from agentledger.model import Acceptance, ErrorInfo, RunSeal, RunStart, StepEvent, Usage
+from agentledger.model._content import content_hash, encode_messages
+from agentledger.model._effects import EffectRecord
+from agentledger.model._journal import JournalEntry
+from agentledger.model._keyed import EFFECTS
+from agentledger.model._records import (
     AcceptanceOutcome,
     EventKind,
     ForkRef,
@@ -79,9 +72,7 @@ from agentledger.ledger._records import (
     SnapshotRecord,
     ToolEffect,
 )
-from agentledger.ledger._snapshots import SnapshotNotFoundError
-from agentledger.ledger.s3 import S3Ledger
-from agentledger.ledger.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
+from agentledger.tools._context import ToolContext, tool_context
 
 from .s3_server import s3_ledger, shared_s3_server
 from .s3_server import stored_content as s3_stored_content
@@ -2072,8 +2063,8 @@ async def test_an_attempt_waits_for_a_live_holder_instead_of_reconciling(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow holder renews its lease past its first term; its successor neither asks the target nor acts."""
-    monkeypatch.setattr(agentledger._once, 'LEASE_S', 1.0)
-    monkeypatch.setattr(agentledger._once, '_POLL_S', 0.05)
+    monkeypatch.setattr(agentledger.tools._once, 'LEASE_S', 1.0)
+    monkeypatch.setattr(agentledger.tools._once, '_POLL_S', 0.05)
     await ledger.start_run(run_start('r1'))
     target = SlowTarget(2.5)
     asked: list[str] = []
@@ -2095,7 +2086,7 @@ async def test_an_attempt_waits_for_a_live_holder_instead_of_reconciling(
 async def test_a_holder_that_stopped_renewing_is_reconciled_once_its_lease_runs_out(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(agentledger._once, '_POLL_S', 0.05)
+    monkeypatch.setattr(agentledger.tools._once, '_POLL_S', 0.05)
     await ledger.start_run(run_start('r1'))
     target = Target()
     now = datetime.now(UTC)
@@ -2127,7 +2118,9 @@ async def test_an_attempt_that_outlasts_its_own_deadline_waiting_fails_busy(
     holder = asyncio.create_task(once(tool_ctx(ledger), 'charge', target.charge))
     while (await ledger.record(EFFECTS, 'wf-r1/call-1/charge')) is None:
         await asyncio.sleep(0.01)
-    monkeypatch.setattr(agentledger._once, '_attempt_deadline', lambda: datetime.now(UTC) + timedelta(seconds=0.2))
+    monkeypatch.setattr(
+        agentledger.tools._once, '_attempt_deadline', lambda: datetime.now(UTC) + timedelta(seconds=0.2)
+    )
     with pytest.raises(EffectBusyError, match=r"'wf-r1/call-1/charge' is held by attempt \w+ that is still acting"):
         await once(tool_ctx(ledger, attempt=2), 'charge', target.charge)
     await holder

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agentledger._errors import LedgerConfigError
+from agentledger.errors import LedgerConfigError
 from agentledger.ledger import MemoryLedger, open_ledger
-from agentledger.ledger.sqlite import SqliteLedger
+from agentledger.ledger.backends.sqlite import SqliteLedger
 
 
 @pytest.mark.parametrize(

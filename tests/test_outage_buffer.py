@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from agentledger import LedgerCorruptionError, LedgerUnavailableError, MemoryLedger
-from agentledger.plugin._outage import OutageBuffer
+from agentledger import MemoryLedger
+from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError
+from agentledger.ledger._outage import OutageBuffer
 
 from .test_ledger_suite import FAST_RETRY, event, run_start
 

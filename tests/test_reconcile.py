@@ -19,9 +19,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
-from agentledger import Acceptance, Ledger, MemoryLedger, RunNotFoundError, RunRecord, StepEvent, reconcile_run
-from agentledger.ledger.s3 import S3Ledger
-from agentledger.ledger.sqlite import SqliteLedger
+from agentledger import Ledger, MemoryLedger, reconcile_run
+from agentledger.errors import RunNotFoundError
+from agentledger.ledger.backends.s3 import S3Ledger
+from agentledger.ledger.backends.sqlite import SqliteLedger
+from agentledger.model import Acceptance, RunRecord, StepEvent
 
 from . import agents
 from .agents import calc_agent, holder_agent

@@ -6,9 +6,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agentledger._reconcile import ActivityFact, RunFacts, compare
-from agentledger.ledger import Acceptance, ErrorInfo, RunRecord, StepEvent, Usage
-from agentledger.ledger._records import EventKind
+from agentledger.model import Acceptance, ErrorInfo, RunRecord, StepEvent, Usage
+from agentledger.model._records import EventKind
+from agentledger.reconcile import ActivityFact, RunFacts, compare
 from agentledger.workflows._types import SEAL_RUN_ACTIVITY
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

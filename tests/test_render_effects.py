@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from agentledger import EffectRecord, StepRecord, Usage
-from agentledger._render import RunView, effects_json, render_effects, render_timeline, run_json
-from agentledger.cli import _parser
+from agentledger.cli._commands import _parser
+from agentledger.cli._render import RunView, effects_json, render_effects, render_timeline, run_json
+from agentledger.model import EffectRecord, StepRecord, Usage
 
 from .test_cli import RUN, T0, at, fact, line_with
 

@@ -34,11 +34,19 @@ from temporalio.worker import Worker
 from werkzeug.datastructures import Headers
 
 import agentledger
-from agentledger import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError, RetryPolicy
+import agentledger.errors
+import agentledger.model
+from agentledger import RetryPolicy
+from agentledger.errors import (
+    LedgerConfigError,
+    LedgerCorruptionError,
+    LedgerError,
+    LedgerUnavailableError,
+    SnapshotNotFoundError,
+)
 from agentledger.ledger import open_ledger
-from agentledger.ledger._content import content_hash
-from agentledger.ledger._snapshots import SnapshotNotFoundError
-from agentledger.ledger.s3 import FORMAT_VERSION, S3Ledger
+from agentledger.ledger.backends.s3 import FORMAT_VERSION, S3Ledger
+from agentledger.model._content import content_hash
 
 from .agents import calc_agent
 from .checks import check_calc_run, check_complete_calc_run, retried_failures
@@ -342,7 +350,7 @@ async def test_ids_cannot_escape_the_prefix(ledger: S3Ledger, run_id: str) -> No
     with pytest.raises(LedgerConfigError, match='cannot name objects'):
         await ledger.record_events([event('1', 1, 'tool_call_started', run_id=run_id)])
     # Reading such an id finds nothing, as for any unknown run.
-    with pytest.raises(agentledger.RunNotFoundError):
+    with pytest.raises(agentledger.errors.RunNotFoundError):
         await ledger.run(run_id)
     assert await ledger._read_events(run_id) == []
     assert all_keys(ledger) == before
@@ -621,7 +629,7 @@ async def test_s3_outage_under_warn_lets_the_run_finish_and_catches_up_c16(
         assert result.output == 'done'
         own_server.start()
 
-        async def caught_up() -> agentledger.RunRecord:
+        async def caught_up() -> agentledger.model.RunRecord:
             while (record := await ledger.run(result.run_id)).status == 'running':
                 await asyncio.sleep(0.1)
             return record

@@ -25,8 +25,8 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from agentledger._errors import LedgerCorruptionError
-from agentledger.ledger._content import (
+from agentledger.errors import LedgerCorruptionError, SnapshotNotFoundError
+from agentledger.model._content import (
     BLOB_THRESHOLD,
     blob_refs,
     canonical_json,
@@ -34,14 +34,8 @@ from agentledger.ledger._content import (
     decode_message,
     encode_messages,
 )
-from agentledger.ledger._records import RunRecord, SnapshotKind, SnapshotRecord
-from agentledger.ledger._snapshots import (
-    SnapshotNotFoundError,
-    latest_snapshot,
-    run_id_of,
-    snapshot_at_step,
-    snapshot_id,
-)
+from agentledger.model._records import RunRecord, SnapshotKind, SnapshotRecord
+from agentledger.model._snapshots import latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

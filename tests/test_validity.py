@@ -1,4 +1,4 @@
-"""The provider-valid rule (`agentledger.ledger._validity`), and proof that "valid" means "accepted".
+"""The provider-valid rule (`agentledger.model._validity`), and proof that "valid" means "accepted".
 
 The first half tests the pure rule on hand-built histories. The second half sends every history in a
 table through pydantic-ai's real OpenAI Chat and Anthropic models, with the official `openai` and
@@ -59,7 +59,7 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import ToolDefinition
 
-from agentledger.ledger._validity import ValidityProblem, is_provider_valid, validity_problems
+from agentledger.model._validity import ValidityProblem, is_provider_valid, validity_problems
 
 # --- building histories ---------------------------------------------------------------------------
 

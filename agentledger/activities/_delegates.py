@@ -18,7 +18,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from ..workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunOutput
+from agentledger.workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunOutput
 
 __all__ = ['delegate_result']
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
-from .._errors import LedgerError
+from agentledger.errors import LedgerError
 
 __all__ = ['ledger_failure']
 

@@ -15,13 +15,13 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from temporalio.exceptions import ApplicationError
 
-from .._errors import LedgerError, LedgerUnavailableError
-from ..ledger._base import Ledger
-from ..ledger._content import encode_messages
-from ..ledger._records import SnapshotRecord
-from ..ledger._snapshots import SnapshotNotFoundError, snapshot_id
-from ..ledger._validity import is_provider_valid
-from ._failures import ledger_failure
+from agentledger.activities._failures import ledger_failure
+from agentledger.errors import LedgerError, LedgerUnavailableError, SnapshotNotFoundError
+from agentledger.ledger._facade import Ledger
+from agentledger.model._content import encode_messages
+from agentledger.model._records import SnapshotRecord
+from agentledger.model._snapshots import snapshot_id
+from agentledger.model._validity import is_provider_valid
 
 __all__ = ['HistoryResolver']
 

@@ -9,12 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError, RunNotFoundError
-from ..ledger._base import Ledger
-from ..ledger._lineage import resolve_seed
-from ..ledger._records import ForkRef, RunStart
-from ..ledger._snapshots import SnapshotNotFoundError
-from ..workflows._types import (
+from agentledger.activities._failures import ledger_failure
+from agentledger.activities._history import HistoryResolver
+from agentledger.errors import (
+    LedgerConfigError,
+    LedgerCorruptionError,
+    LedgerError,
+    LedgerUnavailableError,
+    RunNotFoundError,
+    SnapshotNotFoundError,
+)
+from agentledger.ledger._facade import Ledger
+from agentledger.ledger._lineage import resolve_seed
+from agentledger.model._records import ForkRef, RunStart
+from agentledger.workflows._types import (
     PARK_RUN_ACTIVITY,
     RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,
@@ -27,11 +35,9 @@ from ..workflows._types import (
     RunStartResult,
     SealInput,
 )
-from ._failures import ledger_failure
-from ._history import HistoryResolver
 
 if TYPE_CHECKING:
-    from ..plugin._outage import OutageBuffer
+    from agentledger.ledger._outage import OutageBuffer
 
 __all__ = ['LedgerActivities']
 

@@ -1,65 +1,33 @@
-"""The ledger: runs, step events and acceptances, stored by a backend behind the `Ledger` interface.
+"""The ledger: the `Ledger` facade (public API, retries, snapshot chain) over a backend store.
 
-`SqliteLedger` and `S3Ledger` are imported on first use, so that importing this package (which
-workflow code does, for the records) never imports aiosqlite or boto3.
+`SqliteLedger` and `S3Ledger` are imported on first use, so that importing this package never
+imports aiosqlite or boto3 until a backend is asked for. The records the ledger returns live in
+`agentledger.model`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Ledger, PayloadDeletion, RetryPolicy, RunFilter, Snapshot
-from ._effects import EffectRecord, EffectStatus
-from ._journal import JournalEntry
-from ._keyed import KeyedRecord
-from ._records import (
-    Acceptance,
-    ErrorInfo,
-    ForkRef,
-    PayloadReference,
-    RunRecord,
-    RunSeal,
-    RunStart,
-    RunTree,
-    SnapshotRecord,
-    StepEvent,
-    StepRecord,
-    ToolEffect,
-    Usage,
-)
-from ._url import open_ledger
-from .memory import MemoryLedger
+from agentledger.ledger._facade import Ledger, PayloadDeletion, RetryPolicy, RunFilter, Snapshot
+from agentledger.ledger._outage import OutagePolicy
+from agentledger.ledger._url import open_ledger
+from agentledger.ledger.backends.memory import MemoryLedger
 
 if TYPE_CHECKING:
-    from .s3 import S3Ledger
-    from .sqlite import SqliteLedger
+    from agentledger.ledger.backends.s3 import S3Ledger
+    from agentledger.ledger.backends.sqlite import SqliteLedger
 
 __all__ = [
-    'Acceptance',
-    'EffectRecord',
-    'EffectStatus',
-    'ErrorInfo',
-    'ForkRef',
-    'JournalEntry',
-    'KeyedRecord',
     'Ledger',
     'MemoryLedger',
+    'OutagePolicy',
     'PayloadDeletion',
-    'PayloadReference',
     'RetryPolicy',
     'RunFilter',
-    'RunRecord',
-    'RunSeal',
-    'RunStart',
-    'RunTree',
     'S3Ledger',
     'Snapshot',
-    'SnapshotRecord',
     'SqliteLedger',
-    'StepEvent',
-    'StepRecord',
-    'ToolEffect',
-    'Usage',
     'open_ledger',
 ]
 
@@ -67,11 +35,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Import `SqliteLedger` (and with it aiosqlite) or `S3Ledger` (and boto3) only when it is asked for."""
     if name == 'SqliteLedger':
-        from .sqlite import SqliteLedger
+        from agentledger.ledger.backends.sqlite import SqliteLedger
 
         return SqliteLedger
     if name == 'S3Ledger':
-        from .s3 import S3Ledger
+        from agentledger.ledger.backends.s3 import S3Ledger
 
         return S3Ledger
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

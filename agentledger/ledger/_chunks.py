@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from pyfastcdc import FastCDC
 
-from .._errors import LedgerCorruptionError
-from ._content import content_hash
+from agentledger.errors import LedgerCorruptionError
+from agentledger.model._content import content_hash
 
 __all__ = ['CHUNK_THRESHOLD', 'Manifest', 'assemble', 'split']
 

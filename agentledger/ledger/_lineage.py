@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ._base import Ledger
-from ._records import ForkRef
-from ._snapshots import SnapshotNotFoundError, run_id_of
+from agentledger.errors import SnapshotNotFoundError
+from agentledger.ledger._facade import Ledger
+from agentledger.model._records import ForkRef
+from agentledger.model._snapshots import run_id_of
 
 __all__ = ['resolve_seed']
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .._errors import LedgerConfigError
-from ._base import Ledger
-from .memory import MemoryLedger
+from agentledger.errors import LedgerConfigError
+from agentledger.ledger._facade import Ledger
+from agentledger.ledger.backends.memory import MemoryLedger
 
 __all__ = ['open_ledger']
 
@@ -33,7 +33,7 @@ def open_ledger(url: str) -> Ledger:
         return _sqlite(url)
     if url.startswith('s3://'):
         # Imported here so that importing agentledger.ledger (which workflow code does) never imports boto3.
-        from .s3 import S3Ledger
+        from agentledger.ledger.backends.s3 import S3Ledger
 
         return S3Ledger(url)
     # Only the scheme is echoed: a URL may carry credentials.
@@ -44,6 +44,6 @@ def open_ledger(url: str) -> Ledger:
 
 def _sqlite(path: str) -> Ledger:
     # Imported here so that importing agentledger.ledger (which workflow code does) never imports aiosqlite.
-    from .sqlite import SqliteLedger
+    from agentledger.ledger.backends.sqlite import SqliteLedger
 
     return SqliteLedger(path)

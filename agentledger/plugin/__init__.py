@@ -1,6 +1,5 @@
-"""The Temporal plugin and its interceptors."""
+"""The Temporal plugin (`LedgerPlugin`) and its activity and workflow interceptors."""
 
-from ._outage import OutagePolicy
-from ._plugin import LedgerInterceptor, LedgerPlugin
+from agentledger.plugin._plugin import LedgerInterceptor, LedgerPlugin
 
-__all__ = ['LedgerInterceptor', 'LedgerPlugin', 'OutagePolicy']
+__all__ = ['LedgerInterceptor', 'LedgerPlugin']

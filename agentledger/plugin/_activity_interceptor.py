@@ -13,7 +13,7 @@ of a pydantic-ai model-request or tool-call activity started by an `AgentRunWork
 Model-call journal (on unless `LedgerPlugin(..., model_journal=False)`): for a plain model request
 (`__model_request`; the streaming one is not journaled, see `_compat.is_journaled_model_request`)
 it looks the request up in the journal first, keyed by workflow id, execution chain, activity type
-and request hash (`agentledger.ledger._journal`), after the history reference is resolved. A hit
+and request hash (`agentledger.model._journal`), after the history reference is resolved. A hit
 is returned without calling the provider and recorded `replayed`; a miss calls the provider and
 journals its response before the attempt returns, so a later attempt of the same request (after a
 worker crash, a `raise`, a reset or a restart) replays the response that was already paid for.
@@ -43,7 +43,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
-from .._compat import (
+from agentledger._compat import (
     classify_activity,
     is_journaled_model_request,
     model_request_inputs,
@@ -53,16 +53,16 @@ from .._compat import (
     tool_result_detail,
     with_model_request_messages,
 )
-from .._errors import LedgerError, LedgerUnavailableError
-from ..activities._failures import ledger_failure
-from ..activities._history import HistoryResolver
-from ..activities._scopes import Scopes
-from ..activities._tool_context import ToolContext, tool_context
-from ..ledger._base import Ledger
-from ..ledger._journal import JournalEntry, journal_key, request_hash
-from ..ledger._records import Acceptance, ErrorInfo, StepEvent, Usage
-from ..workflows._state import HEADER, ledger_step
-from ._outage import OutageBuffer
+from agentledger.activities._failures import ledger_failure
+from agentledger.activities._history import HistoryResolver
+from agentledger.errors import LedgerError, LedgerUnavailableError
+from agentledger.ledger._facade import Ledger
+from agentledger.ledger._outage import OutageBuffer
+from agentledger.ledger._scopes import Scopes
+from agentledger.model._journal import JournalEntry, journal_key, request_hash
+from agentledger.model._records import Acceptance, ErrorInfo, StepEvent, Usage
+from agentledger.tools._context import ToolContext, tool_context
+from agentledger.workflows._state import HEADER, ledger_step
 
 __all__ = ['LedgerActivityInterceptor']
 

@@ -23,18 +23,18 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from .._compat import mark_worker_never_started
-from ..activities import LedgerActivities, delegate_result
-from ..activities._history import HistoryResolver
-from ..activities._scopes import Scopes
-from ..ledger._base import Ledger
-from ..workflows import AgentRunWorkflow
-from ..workflows._delegate import delegated_agents
-from ..workflows._registry import register_agent
-from ._activity_interceptor import LedgerActivityInterceptor
-from ._outage import OutageBuffer, OutagePolicy
-from ._storage import PAYLOAD_THRESHOLD, with_ledger_storage
-from ._workflow_interceptor import workflow_interceptor_class
+from agentledger._compat import mark_worker_never_started
+from agentledger.activities import LedgerActivities, delegate_result
+from agentledger.activities._history import HistoryResolver
+from agentledger.ledger._facade import Ledger
+from agentledger.ledger._outage import OutageBuffer, OutagePolicy
+from agentledger.ledger._scopes import Scopes
+from agentledger.payloads._driver import PAYLOAD_THRESHOLD, with_ledger_storage
+from agentledger.plugin._activity_interceptor import LedgerActivityInterceptor
+from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
+from agentledger.workflows import AgentRunWorkflow
+from agentledger.workflows._delegate import delegated_agents
+from agentledger.workflows._registry import register_agent
 
 __all__ = ['LedgerInterceptor', 'LedgerPlugin']
 

@@ -23,8 +23,13 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from .._compat import classify_activity, model_request_messages, read_activity_args, with_model_request_messages
-from ..workflows._state import HEADER, LedgerRunState, current_state
+from agentledger._compat import (
+    classify_activity,
+    model_request_messages,
+    read_activity_args,
+    with_model_request_messages,
+)
+from agentledger.workflows._state import HEADER, LedgerRunState, current_state
 
 __all__ = ['LedgerWorkflowInboundInterceptor', 'workflow_interceptor_class']
 

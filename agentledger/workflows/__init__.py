@@ -1,8 +1,8 @@
 """Workflow code only: deterministic, no I/O, no ledger backend imports."""
 
-from ._agent_run import AgentRunWorkflow
-from ._delegate import DelegateTool, delegate
-from ._types import AbandonRequest, AgentRunInput, AgentRunOutput, ResumeRequest
+from agentledger.workflows._agent_run import AgentRunWorkflow
+from agentledger.workflows._delegate import DelegateTool, delegate
+from agentledger.workflows._types import AbandonRequest, AgentRunInput, AgentRunOutput, ResumeRequest
 
 __all__ = [
     'AbandonRequest',

@@ -22,12 +22,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
-from .._ids import ledger_run_id
-from ..ledger._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
-from ._observer import LedgerObserver
-from ._registry import agent_names, lookup_agent
-from ._state import LedgerRunState, current_state
-from ._types import (
+from agentledger.model._ids import ledger_run_id
+from agentledger.model._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
+from agentledger.workflows._observer import LedgerObserver
+from agentledger.workflows._registry import agent_names, lookup_agent
+from agentledger.workflows._state import LedgerRunState, current_state
+from agentledger.workflows._types import (
     PARK_RUN_ACTIVITY,
     RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,

@@ -37,13 +37,13 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ParentClosePolicy
 
-from .._errors import DelegateFailedError
-from .._ids import delegate_workflow_id, ledger_run_id
-from .._outputs import output_adapter
-from ..ledger._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
-from ._agent_run import AgentRunWorkflow, error_info, preview, run_usage
-from ._state import LedgerRunState, current_state
-from ._types import DELEGATE_RESULT_ACTIVITY, AgentRunInput, AgentRunOutput, RunFailureDetails
+from agentledger.errors import DelegateFailedError
+from agentledger.model._ids import delegate_workflow_id, ledger_run_id
+from agentledger.model._outputs import output_adapter
+from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
+from agentledger.workflows._agent_run import AgentRunWorkflow, error_info, preview, run_usage
+from agentledger.workflows._state import LedgerRunState, current_state
+from agentledger.workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunInput, AgentRunOutput, RunFailureDetails
 
 __all__ = ['DelegateTool', 'DepsFunction', 'OnFailure', 'delegate', 'delegated_agents', 'remaining_limits']
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from ..ledger._validity import is_provider_valid
+from agentledger.model._validity import is_provider_valid
 
 __all__ = ['HistoryReferences']
 

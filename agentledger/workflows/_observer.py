@@ -19,9 +19,9 @@ from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, RunContext, ToolDefinition
 from temporalio import workflow
 
-from .._compat import mark_safe_at_runtime
-from ..ledger._records import StepEvent, ToolOutcome
-from ._state import LedgerRunState
+from agentledger._compat import mark_safe_at_runtime
+from agentledger.model._records import StepEvent, ToolOutcome
+from agentledger.workflows._state import LedgerRunState
 
 __all__ = ['LedgerObserver']
 

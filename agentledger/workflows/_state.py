@@ -18,8 +18,8 @@ from typing import Any
 
 from temporalio import workflow
 
-from ..ledger._records import Acceptance, EventKind, StepEvent
-from ._history import HistoryReferences
+from agentledger.model._records import Acceptance, EventKind, StepEvent
+from agentledger.workflows._history import HistoryReferences
 
 __all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
 

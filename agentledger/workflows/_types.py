@@ -14,7 +14,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 
-from ..ledger._records import Acceptance, ErrorInfo, ForkRef, RunSeal, RunStart, StepEvent, Usage
+from agentledger.model._records import Acceptance, ErrorInfo, ForkRef, RunSeal, RunStart, StepEvent, Usage
 
 __all__ = [
     'DELEGATE_RESULT_ACTIVITY',

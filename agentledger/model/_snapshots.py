@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._errors import LedgerError
-from ._content import canonical_json, content_hash
-from ._records import RunRecord, SnapshotRecord
+from agentledger.errors import SnapshotNotFoundError
+from agentledger.model._content import canonical_json, content_hash
+from agentledger.model._records import RunRecord, SnapshotRecord
 
-__all__ = ['SnapshotNotFoundError', 'latest_snapshot', 'snapshot_at_step', 'snapshot_id', 'snapshot_order']
-
-
-class SnapshotNotFoundError(LedgerError, LookupError):
-    """No snapshot matches: an unknown or malformed snapshot id, or no valid snapshot at or before a step."""
+__all__ = ['latest_snapshot', 'snapshot_at_step', 'snapshot_id', 'snapshot_order']
 
 
 def snapshot_id(run_id: str, step: int, kind: str, hashes: Sequence[str]) -> str:

@@ -27,10 +27,10 @@ from temporalio.api.sdk.v1 import ExternalStorageReference
 from temporalio.converter import JSONProtoPayloadConverter, StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.exceptions import ApplicationError
 
-from ._errors import LedgerError
-from .activities._history import HistoryResolver
-from .ledger._base import Ledger
-from .plugin._storage import DRIVER_NAME, LedgerStorageDriver
+from agentledger.activities._history import HistoryResolver
+from agentledger.errors import LedgerError
+from agentledger.ledger._facade import Ledger
+from agentledger.payloads._driver import DRIVER_NAME, LedgerStorageDriver
 
 __all__ = ['PayloadDecoder']
 

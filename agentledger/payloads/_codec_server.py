@@ -29,8 +29,8 @@ from typing import Self
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from ._codec import PayloadDecoder
-from .ledger._base import Ledger
+from agentledger.ledger._facade import Ledger
+from agentledger.payloads._decode import PayloadDecoder
 
 __all__ = ['DEFAULT_UI_ORIGINS', 'CodecServer']
 

@@ -17,7 +17,7 @@ Schema (version 3, see `_MIGRATIONS`)::
                     own) and `state` (derived on read, never stored).
     acceptances     one row per accepted activity, keyed by `Acceptance.key`; `body` is its JSON.
     messages        content-addressed: `hash` is a message's content hash and `data` its stored JSON
-                    (see `agentledger.ledger._content`). Written with `INSERT OR IGNORE`, so a message
+                    (see `agentledger.model._content`). Written with `INSERT OR IGNORE`, so a message
                     shared by many snapshots, continuations and forks is one row; verified on read.
     blobs           content-addressed binary parts cut out of messages, keyed like `messages`.
     snapshots       one row per snapshot: `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the order they
@@ -67,10 +67,10 @@ from typing import Any, get_args
 
 import aiosqlite
 
-from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
-from ._base import Ledger, RetryPolicy, RunFilter
-from ._keyed import KeyedRecord
-from ._records import (
+from agentledger.errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
+from agentledger.ledger._facade import Ledger, RetryPolicy, RunFilter
+from agentledger.model._keyed import KeyedRecord
+from agentledger.model._records import (
     Acceptance,
     ErrorInfo,
     ForkRef,
@@ -84,7 +84,7 @@ from ._records import (
     StepEvent,
     Usage,
 )
-from ._rules import apply_run_start, apply_seal
+from agentledger.model._rules import apply_run_start, apply_seal
 
 __all__ = ['SCHEMA_VERSION', 'SqliteLedger']
 

@@ -13,8 +13,8 @@ Lineage never changes once a run is recorded, so answers are kept for the worker
 
 from __future__ import annotations
 
-from ..ledger._base import Ledger
-from ..ledger._records import RunRecord
+from agentledger.ledger._facade import Ledger
+from agentledger.model._records import RunRecord
 
 __all__ = ['Scopes']
 

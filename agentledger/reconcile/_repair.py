@@ -15,11 +15,11 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._ids import ledger_run_id
-from ..ledger._base import Ledger
-from ..ledger._records import Acceptance, RunRecord, RunStatus, StepEvent
-from ._compare import Category, Comparison, Finding, audit_detail, compare
-from ._facts import RunFacts, fetch_run_facts
+from agentledger.ledger._facade import Ledger
+from agentledger.model._ids import ledger_run_id
+from agentledger.model._records import Acceptance, RunRecord, RunStatus, StepEvent
+from agentledger.reconcile._compare import Category, Comparison, Finding, audit_detail, compare
+from agentledger.reconcile._facts import RunFacts, fetch_run_facts
 
 __all__ = ['RECONCILE_SCHEMA', 'ReconcileReport', 'reconcile_ledger', 'reconcile_run']
 

@@ -26,8 +26,8 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from .ledger._base import Ledger
-from .ledger._records import PayloadReference
+from agentledger.ledger._facade import Ledger
+from agentledger.model._records import PayloadReference
 
 __all__ = [
     'DEFAULT_GRACE',

@@ -38,8 +38,8 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from .._errors import LedgerCorruptionError, LedgerUnavailableError, UnresolvablePayloadReference
-from ..ledger._base import Ledger
+from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError, UnresolvablePayloadReference
+from agentledger.ledger._facade import Ledger
 
 __all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'referrers', 'with_ledger_storage']
 

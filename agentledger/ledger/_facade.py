@@ -14,13 +14,19 @@ from typing import Any, Self, TypeVar
 
 from pydantic_ai.messages import ModelMessage
 
-from .._errors import EffectNotFoundError, LedgerCorruptionError, LedgerUnavailableError, RunNotFoundError
-from ._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
-from ._content import blob_refs, content_hash, decode_message, encode_messages
-from ._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
-from ._journal import JournalEntry
-from ._keyed import EFFECTS, JOURNAL, KeyedRecord, check_namespace
-from ._records import (
+from agentledger.errors import (
+    EffectNotFoundError,
+    LedgerCorruptionError,
+    LedgerUnavailableError,
+    RunNotFoundError,
+    SnapshotNotFoundError,
+)
+from agentledger.ledger._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
+from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
+from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
+from agentledger.model._journal import JournalEntry
+from agentledger.model._keyed import EFFECTS, JOURNAL, KeyedRecord, check_namespace
+from agentledger.model._records import (
     OPEN_STATUSES,
     Acceptance,
     ErrorInfo,
@@ -36,7 +42,7 @@ from ._records import (
     StepRecord,
     ToolEffect,
 )
-from ._rules import (
+from agentledger.model._rules import (
     apply_park,
     apply_resume,
     derive_event_states,
@@ -45,8 +51,8 @@ from ._rules import (
     run_event_for_seal,
     run_event_for_start,
 )
-from ._snapshots import SnapshotNotFoundError, latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
-from ._validity import is_provider_valid
+from agentledger.model._snapshots import latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
+from agentledger.model._validity import is_provider_valid
 
 __all__ = ['Ledger', 'PayloadDeletion', 'RetryPolicy', 'RunFilter', 'Snapshot']
 
@@ -123,7 +129,7 @@ class Ledger(ABC):
     Writes are idempotent (at-least-once delivery collapses onto each record's key) and are retried
     with backoff; a write that still fails raises `LedgerUnavailableError` naming what was not
     written, never a silent drop. Reads derive each event's state and each step's accepted attempt
-    with the shared rules in `agentledger.ledger._rules`, so all backends answer alike.
+    with the shared rules in `agentledger.model._rules`, so all backends answer alike.
 
     Use it as an async context manager, or call `open()` / `close()`.
     """
@@ -776,7 +782,7 @@ class Ledger(ABC):
 
         A chunk is kept while a payload that still has a reference, or any stored message (a long
         message is stored as chunks; binary parts are blobs), uses it. The caller decides which
-        payloads may go (see `agentledger.collect_garbage`); this only keeps shared content whole.
+        payloads may go (see `agentledger.payloads.collect_garbage`); this only keeps shared content whole.
         `dry_run` reports what would be deleted and deletes nothing.
         """
         doomed = list(dict.fromkeys(manifests))

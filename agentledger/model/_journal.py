@@ -31,8 +31,8 @@ from pydantic import TypeAdapter
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
 from pydantic_ai.models import ModelRequestParameters
 
-from .._errors import LedgerCorruptionError
-from ._keyed import JOURNAL, KeyedRecord
+from agentledger.errors import LedgerCorruptionError
+from agentledger.model._keyed import JOURNAL, KeyedRecord
 
 __all__ = ['UNHASHED_MESSAGE_FIELDS', 'UNHASHED_PART_FIELDS', 'JournalEntry', 'journal_key', 'request_hash']
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 
-from .._errors import LedgerCorruptionError
+from agentledger.errors import LedgerCorruptionError
 
 __all__ = ['BLOB_THRESHOLD', 'EncodedMessage', 'canonical_json', 'content_hash', 'decode_message', 'encode_messages']
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ..ledger._base import Ledger
-from ._scopes import Scopes
+from agentledger.ledger._facade import Ledger
+from agentledger.ledger._scopes import Scopes
 
 __all__ = ['ToolContext', 'current_tool_context', 'tool_context']
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
-from .._errors import EffectStateError, LedgerCorruptionError
-from ._keyed import EFFECTS, KeyedRecord
+from agentledger.errors import EffectStateError, LedgerCorruptionError
+from agentledger.model._keyed import EFFECTS, KeyedRecord
 
 __all__ = [
     'EffectRecord',

@@ -150,15 +150,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from . import __version__
-from ._client import AgentRunHandle, AgentRunResult, abandon_parked, continue_run, fork_run, resume_parked, start
-from ._codec_server import DEFAULT_UI_ORIGINS, CodecServer
-from ._demo import DEMO_PROMPT, demo_agent
-from ._devserver import start_dev_server
-from ._errors import AgentLedgerError
-from ._gc import DEFAULT_GRACE, collect_garbage
-from ._reconcile import reconcile_ledger, reconcile_run
-from ._render import (
+from agentledger import __version__
+from agentledger.cli._demo import DEMO_PROMPT, demo_agent
+from agentledger.cli._devserver import start_dev_server
+from agentledger.cli._render import (
     RunView,
     effects_json,
     reconcile_json,
@@ -174,12 +169,25 @@ from ._render import (
     snapshots_json,
     start_json,
 )
-from .activities._scopes import Scopes
-from .ledger import Ledger, open_ledger
-from .ledger._effects import ResolveOutcome
-from .ledger._lineage import resolve_seed
-from .ledger._records import ForkRef, RunRecord, RunStatus
-from .plugin import LedgerPlugin
+from agentledger.client import (
+    AgentRunHandle,
+    AgentRunResult,
+    abandon_parked,
+    continue_run,
+    fork_run,
+    resume_parked,
+    start,
+)
+from agentledger.errors import AgentLedgerError
+from agentledger.ledger import Ledger, open_ledger
+from agentledger.ledger._lineage import resolve_seed
+from agentledger.ledger._scopes import Scopes
+from agentledger.model._effects import ResolveOutcome
+from agentledger.model._records import ForkRef, RunRecord, RunStatus
+from agentledger.payloads._codec_server import DEFAULT_UI_ORIGINS, CodecServer
+from agentledger.payloads._gc import DEFAULT_GRACE, collect_garbage
+from agentledger.plugin import LedgerPlugin
+from agentledger.reconcile import reconcile_ledger, reconcile_run
 
 __all__ = ['CliError', 'main']
 

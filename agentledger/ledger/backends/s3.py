@@ -134,11 +134,19 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .._errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
-from ._base import Ledger, RetryPolicy, RunFilter
-from ._keyed import KeyedRecord
-from ._records import Acceptance, PayloadReference, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
-from ._rules import apply_run_start, apply_seal
+from agentledger.errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
+from agentledger.ledger._facade import Ledger, RetryPolicy, RunFilter
+from agentledger.model._keyed import KeyedRecord
+from agentledger.model._records import (
+    Acceptance,
+    PayloadReference,
+    RunRecord,
+    RunSeal,
+    RunStart,
+    SnapshotRecord,
+    StepEvent,
+)
+from agentledger.model._rules import apply_run_start, apply_seal
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -21,8 +21,8 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
-from ..ledger._records import ErrorInfo
-from ..workflows._state import HEADER
+from agentledger.model._records import ErrorInfo
+from agentledger.workflows._state import HEADER
 
 __all__ = ['ActivityClose', 'ActivityFact', 'RunFacts', 'WorkflowClose', 'fetch_run_facts', 'run_facts']
 

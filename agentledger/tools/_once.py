@@ -15,12 +15,12 @@ from pydantic_ai.tools import RunContext
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio import activity
 
-from ._errors import AgentLedgerError, EffectBusyError, EffectUnknownError, LedgerError
-from .activities._failures import ledger_failure
-from .activities._tool_context import ToolContext, current_tool_context
-from .ledger._base import Ledger
-from .ledger._effects import EffectRecord, EffectResolution, effect_key, lease_is_live
-from .ledger._keyed import EFFECTS, KeyedRecord
+from agentledger.activities._failures import ledger_failure
+from agentledger.errors import AgentLedgerError, EffectBusyError, EffectUnknownError, LedgerError
+from agentledger.ledger._facade import Ledger
+from agentledger.model._effects import EffectRecord, EffectResolution, effect_key, lease_is_live
+from agentledger.model._keyed import EFFECTS, KeyedRecord
+from agentledger.tools._context import ToolContext, current_tool_context
 
 __all__ = ['once']
 

@@ -30,9 +30,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._gc import GcReport
-from .ledger._effects import EffectRecord
-from .ledger._records import (
+from agentledger.model._effects import EffectRecord
+from agentledger.model._records import (
     ForkReason,
     ForkRef,
     RunRecord,
@@ -43,11 +42,12 @@ from .ledger._records import (
     ToolEffect,
     Usage,
 )
-from .ledger._rules import total_usage
+from agentledger.model._rules import total_usage
+from agentledger.payloads._gc import GcReport
 
 if TYPE_CHECKING:
-    from ._client import AgentRunResult
-    from ._reconcile import ReconcileReport
+    from agentledger.client import AgentRunResult
+    from agentledger.reconcile import ReconcileReport
 
 __all__ = [
     'EFFECTS_SCHEMA',

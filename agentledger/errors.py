@@ -16,6 +16,7 @@ __all__ = [
     'LedgerError',
     'LedgerUnavailableError',
     'RunNotFoundError',
+    'SnapshotNotFoundError',
 ]
 
 
@@ -54,6 +55,10 @@ class RunNotFoundError(LedgerError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f'no ledger run with id {run_id!r}')
         self.run_id = run_id
+
+
+class SnapshotNotFoundError(LedgerError, LookupError):
+    """No snapshot matches: an unknown or malformed snapshot id, or no valid snapshot at or before a step."""
 
 
 class DelegateFailedError(AgentLedgerError):

@@ -13,12 +13,12 @@ from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 from temporalio.client import Client, WorkflowHandle
 
-from ._ids import ledger_run_id
-from ._outputs import output_adapter
-from .ledger._base import Ledger
-from .ledger._lineage import resolve_seed
-from .ledger._records import Usage
-from .workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
+from agentledger.ledger._facade import Ledger
+from agentledger.ledger._lineage import resolve_seed
+from agentledger.model._ids import ledger_run_id
+from agentledger.model._outputs import output_adapter
+from agentledger.model._records import Usage
+from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
 
 __all__ = [
     'AgentRunHandle',
@@ -197,7 +197,7 @@ def _prompt(prompt: str | Sequence[UserContent] | None) -> str | list[UserConten
 def _ledger_of(client: Client, ledger: Ledger | None) -> Ledger:
     if ledger is not None:
         return ledger
-    from .plugin import LedgerPlugin
+    from agentledger.plugin import LedgerPlugin
 
     for plugin in client.config().get('plugins', []):
         if isinstance(plugin, LedgerPlugin):

@@ -6,10 +6,18 @@ import asyncio
 import copy
 from collections.abc import Callable, Mapping, Sequence
 
-from ._base import Ledger, RunFilter
-from ._keyed import KeyedRecord
-from ._records import Acceptance, PayloadReference, RunRecord, RunSeal, RunStart, SnapshotRecord, StepEvent
-from ._rules import apply_run_start, apply_seal
+from agentledger.ledger._facade import Ledger, RunFilter
+from agentledger.model._keyed import KeyedRecord
+from agentledger.model._records import (
+    Acceptance,
+    PayloadReference,
+    RunRecord,
+    RunSeal,
+    RunStart,
+    SnapshotRecord,
+    StepEvent,
+)
+from agentledger.model._rules import apply_run_start, apply_seal
 
 __all__ = ['MemoryLedger']
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
-from .._compat import classify_activity, read_activity_args, tool_outcome, tool_result_detail
-from ..ledger._records import (
+from agentledger._compat import classify_activity, read_activity_args, tool_outcome, tool_result_detail
+from agentledger.model._records import (
     Acceptance,
     ErrorInfo,
     EventKind,
@@ -36,10 +36,10 @@ from ..ledger._records import (
     StepEvent,
     Usage,
 )
-from ..ledger._rules import run_event_for_seal, run_event_for_start
-from ..workflows._state import ledger_step
-from ..workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
-from ._facts import ActivityFact, RunFacts
+from agentledger.model._rules import run_event_for_seal, run_event_for_start
+from agentledger.reconcile._facts import ActivityFact, RunFacts
+from agentledger.workflows._state import ledger_step
+from agentledger.workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
 
 __all__ = ['Category', 'Comparison', 'Finding', 'RowKind', 'compare']
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from ._records import (
+from agentledger.model._records import (
     Acceptance,
     ErrorInfo,
     EventState,

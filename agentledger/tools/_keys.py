@@ -7,7 +7,7 @@ from typing import Any
 from pydantic_ai.tools import RunContext
 from temporalio import activity, workflow
 
-from .ledger._rules import idempotency_key_for
+from agentledger.model._rules import idempotency_key_for
 
 __all__ = ['idempotency_key']
 

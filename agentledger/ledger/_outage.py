@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
-from .._errors import LedgerError, LedgerUnavailableError
-from ..ledger._base import Ledger
-from ..ledger._records import Acceptance, RunRecord, RunSeal, StepEvent
+from agentledger.errors import LedgerError, LedgerUnavailableError
+from agentledger.ledger._facade import Ledger
+from agentledger.model._records import Acceptance, RunRecord, RunSeal, StepEvent
 
 __all__ = ['OutageBuffer', 'OutagePolicy']
 
