@@ -36,7 +36,7 @@ from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
 from agentledger.workflows._registry import register_agent
 
-__all__ = ['LedgerInterceptor', 'LedgerPlugin']
+__all__ = ['SANDBOX_PASSTHROUGH', 'LedgerInterceptor', 'LedgerPlugin']
 
 
 class LedgerInterceptor(Interceptor):
@@ -75,14 +75,22 @@ class LedgerInterceptor(Interceptor):
         return workflow_interceptor_class(input)
 
 
+SANDBOX_PASSTHROUGH = ('agentledger._compat', 'agentledger.errors', 'agentledger.model', 'agentledger.workflows')
+"""The agentledger modules the workflow sandbox passes through: exactly what workflow code imports.
+
+The agent registry and the run state must be the worker's own modules (not sandbox re-imports) for
+workflow code and the interceptors to share them; these modules are pure and deterministic, which a
+subprocess test of `import agentledger.workflows` checks. Anything else of agentledger that workflow
+code imported would be re-imported inside the sandbox and checked by its restrictions.
+"""
+
+
 def _passthrough_agentledger(runner: WorkflowRunner | None) -> WorkflowRunner:
     if runner is None:
         raise ValueError('no workflow runner to configure')
     if not isinstance(runner, SandboxedWorkflowRunner):
         return runner
-    # The agent registry must be the worker's own module (not a sandbox re-import) for workflow code
-    # to find the registered agents; agentledger's workflow modules are written deterministic.
-    return dataclasses.replace(runner, restrictions=runner.restrictions.with_passthrough_modules('agentledger'))
+    return dataclasses.replace(runner, restrictions=runner.restrictions.with_passthrough_modules(*SANDBOX_PASSTHROUGH))
 
 
 def _with_delegates(agents: Sequence[AbstractAgent[Any, Any]]) -> list[AbstractAgent[Any, Any]]:
