@@ -927,7 +927,7 @@ async def test_worker_serves_until_sigterm(
     argv = ['worker', '--agent', 'tests.agents:calc_agent', '--ledger', ledger_url, '--address', address]
     with log.open('w') as stderr:
         worker = subprocess.Popen(
-            [sys.executable, '-m', 'agentledger.cli._commands', *argv, '--task-queue', 'cli-worker'],
+            [sys.executable, '-m', 'agentledger', *argv, '--task-queue', 'cli-worker'],
             cwd=REPO,
             stderr=stderr,
         )
@@ -961,7 +961,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ('OPENAI_API_KEY', 'AGENTLEDGER_DEMO_MODEL')}
     url = f'sqlite:///{tmp_path}/demo.db'
     done = subprocess.run(
-        [sys.executable, '-m', 'agentledger.cli._commands', 'demo', '--ledger', url],
+        [sys.executable, '-m', 'agentledger', 'demo', '--ledger', url],
         cwd=tmp_path,
         env=env,
         capture_output=True,

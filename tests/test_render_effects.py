@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from agentledger.cli._commands import _parser
+from agentledger.cli._parser import build_parser
 from agentledger.cli._render import RunView, effects_json, render_effects, render_timeline, run_json
 from agentledger.model import EffectRecord, StepRecord, Usage
 
@@ -79,6 +79,6 @@ def test_effects_listing_and_json() -> None:
 
 
 def test_worker_takes_no_model_journal() -> None:
-    parse = _parser().parse_args
+    parse = build_parser().parse_args
     assert parse(['worker', '--agent', 'app:agent']).model_journal is True
     assert parse(['worker', '--agent', 'app:agent', '--no-model-journal']).model_journal is False
