@@ -107,7 +107,7 @@ from temporalio.client import Client, WorkflowHandle
 
 import agentledger
 from agentledger import AgentRunInput, AgentRunWorkflow, Ledger, MemoryLedger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / 'results' / 'chaos.json'

@@ -46,7 +46,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import agentledger
 from agentledger import SqliteLedger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 RESULTS = Path(__file__).parent / 'results' / 'history.json'
 _agents: dict[str, Agent[None, str]] = {}

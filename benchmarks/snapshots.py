@@ -40,7 +40,7 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import SqliteLedger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 from agentledger.ledger._chunks import Manifest
 from agentledger.model import SnapshotRecord
 

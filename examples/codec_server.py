@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 
 import agentledger
 import agentledger.payloads
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 
 def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:

@@ -38,7 +38,7 @@ from temporalio.worker import Worker
 
 import agentledger
 import agentledger.model
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 TASK_QUEUE = 'agents'
 

@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 provider_calls = 0
 

@@ -23,7 +23,7 @@ from temporalio.workflow import ActivityConfig
 
 import agentledger
 import agentledger.model
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 courier_api_up = False
 calls: list[str] = []

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 
 def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:

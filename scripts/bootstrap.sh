@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
-.venv/bin/python -c 'from agentledger.cli._devserver import find_temporal_cli; print("temporal CLI:", find_temporal_cli())'
+.venv/bin/python -c 'from agentledger.cli import find_temporal_cli; print("temporal CLI:", find_temporal_cli())'
