@@ -40,7 +40,6 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from agentledger._compat import (
@@ -59,8 +58,9 @@ from agentledger.errors import LedgerError, LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger._scopes import Scopes
+from agentledger.model._conversions import error_info, request_usage
 from agentledger.model._journal import JournalEntry, journal_key, request_hash
-from agentledger.model._records import Acceptance, ErrorInfo, StepEvent, Usage
+from agentledger.model._records import Acceptance, ErrorInfo, StepEvent
 from agentledger.tools._context import ToolContext, tool_context
 from agentledger.workflows._state import HEADER, ledger_step
 
@@ -78,31 +78,12 @@ def _read_header(headers: Mapping[str, Payload]) -> dict[str, Any] | None:
 
 
 def _error(error: BaseException) -> ErrorInfo:
-    if isinstance(error, ApplicationError):
-        return ErrorInfo(
-            type=error.type or type(error).__name__, message=error.message, retryable=not error.non_retryable
-        )
+    """What ended an attempt; Temporal retries an attempt on any error but a non-retryable `ApplicationError`."""
     if isinstance(error, asyncio.CancelledError):
         return ErrorInfo(
             type='CancelledError', message='the attempt was cancelled (timeout or cancellation)', retryable=True
         )
-    return ErrorInfo(type=type(error).__name__, message=str(error), retryable=True)
-
-
-def _model_usage(result: object, *, replayed: bool = False) -> Usage | None:
-    usage = getattr(result, 'usage', None)
-    if usage is None:
-        return None
-    input_tokens = int(getattr(usage, 'input_tokens', 0) or 0)
-    output_tokens = int(getattr(usage, 'output_tokens', 0) or 0)
-    return Usage(
-        requests=1,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        replayed_requests=1 if replayed else 0,
-        replayed_input_tokens=input_tokens if replayed else 0,
-        replayed_output_tokens=output_tokens if replayed else 0,
-    )
+    return error_info(error, retryable=True)
 
 
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
@@ -212,7 +193,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             completed = event(
                 'completed',
                 duration_s=duration,
-                usage=_model_usage(result, replayed=recorded is not None),
+                usage=request_usage(getattr(result, 'usage', None), replayed=recorded is not None),
                 model_name=getattr(result, 'model_name', None) or shape.model_name,
                 replayed=recorded is not None,
                 detail=(

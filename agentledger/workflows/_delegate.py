@@ -31,17 +31,28 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    CancelledError,
     ChildWorkflowError,
     FailureError,
+    TerminatedError,
+    TimeoutError,
     WorkflowAlreadyStartedError,
 )
 from temporalio.workflow import ParentClosePolicy
 
-from agentledger.errors import DelegateFailedError
+from agentledger.errors import (
+    AGENT_NOT_DURABLE,
+    DELEGATE_RESULT_UNAVAILABLE,
+    INVALID_DEPS,
+    INVALID_SEED,
+    UNKNOWN_AGENT,
+    DelegateFailedError,
+)
+from agentledger.model._conversions import error_info, failure_cause, run_usage
 from agentledger.model._ids import delegate_workflow_id, ledger_run_id
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
-from agentledger.workflows._agent_run import AgentRunWorkflow, error_info, preview, run_usage
+from agentledger.workflows._agent_run import AgentRunWorkflow, preview
 from agentledger.workflows._state import LedgerRunState, current_state
 from agentledger.workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunInput, AgentRunOutput, RunFailureDetails
 
@@ -59,15 +70,15 @@ DepsFunction: TypeAlias = Callable[[RunContext[Any]], Any]
 """Computes a delegate's deps from the orchestrator's run context (in workflow code: deterministic, no I/O)."""
 
 _NEVER_RETRIED = (
-    'UnknownAgent',
-    'AgentNotDurable',
-    'InvalidDeps',
-    'InvalidSeed',
-    'UsageLimitExceeded',
-    'CancelledError',
-    'TerminatedError',
-    'TimeoutError',
-    'DelegateResultUnavailable',
+    UNKNOWN_AGENT,
+    AGENT_NOT_DURABLE,
+    INVALID_DEPS,
+    INVALID_SEED,
+    UsageLimitExceeded.__name__,
+    CancelledError.__name__,
+    TerminatedError.__name__,
+    TimeoutError.__name__,
+    DELEGATE_RESULT_UNAVAILABLE,
 )
 """Delegate failures no retry can fix, or that someone chose (cancel, terminate, a timeout that was set)."""
 
@@ -88,13 +99,11 @@ class _DelegateFailed(Exception):
 
     @classmethod
     def of(cls, failure: FailureError, child_run_id: str | None) -> _DelegateFailed:
-        cause: BaseException | None = failure
-        while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError):
-            cause = cause.cause
+        cause = failure_cause(failure)
         details = RunFailureDetails.from_details(cause.details) if isinstance(cause, ApplicationError) else None
         if details is None:
-            return cls(error_info(failure), child_run_id, Usage())
-        return cls(error_info(failure), details.run_id, details.usage)
+            return cls(error_info(failure, retryable=False), child_run_id, Usage())
+        return cls(error_info(failure, retryable=False), details.run_id, details.usage)
 
 
 def remaining_limits(limits: UsageLimits | None, usage: RunUsage) -> UsageLimits | None:
@@ -207,7 +216,7 @@ class _Recorder:
 
     def cancelled(self, attempt: int, child_run_id: str | None) -> None:
         error = ErrorInfo(
-            type='CancelledError',
+            type=CancelledError.__name__,
             message='the orchestrator stopped waiting: it was cancelled, or another call of its step failed',
             retryable=False,
         )
@@ -320,7 +329,7 @@ class DelegateTool(Tool[Any]):
 
     def _final(self, failure: _DelegateFailed) -> Exception:
         """The exception that ends the call: a failed tool result for the model, or the orchestrator's failure."""
-        if failure.error.type == 'UsageLimitExceeded':
+        if failure.error.type == UsageLimitExceeded.__name__:
             # The limits are the whole tree's: a delegate that ran out ran the orchestrator out too.
             return UsageLimitExceeded(failure.error.message)
         error = DelegateFailedError(self.name, failure.child_run_id, failure.error.type, failure.error.message)
@@ -337,9 +346,7 @@ class DelegateTool(Tool[Any]):
             except UsageLimitExceeded:
                 raise
             except Exception as error:
-                failure = _DelegateFailed(
-                    ErrorInfo(type=type(error).__name__, message=str(error), retryable=True), None, Usage()
-                )
+                failure = _DelegateFailed(error_info(error, retryable=True), None, Usage())
                 delay = self._retry(failure.error, attempt)
                 if delay is None:
                     raise self._final(failure) from error
