@@ -113,7 +113,9 @@ class RunOptions:
     conversation_id: str | None = None
     """The conversation the run belongs to; a seeded run's is its source run's by default."""
     usage_limits: UsageLimits | None = None
+    """pydantic-ai's usage limits of the run; its delegates' usage counts against them too."""
     metadata: dict[str, Any] | None = None
+    """Free-form data recorded with the run (not sent to the model)."""
     fresh_start: bool = False
     """Start a workflow id whose last run failed afresh, instead of resuming that run from its latest
     valid snapshot."""
