@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from agentledger.client import (
         AgentRunHandle,
         AgentRunResult,
+        RunOptions,
         abandon_parked,
         continue_run,
         fork_run,
@@ -37,11 +38,19 @@ if TYPE_CHECKING:
     from agentledger.plugin import LedgerPlugin
     from agentledger.reconcile import reconcile_ledger, reconcile_run
     from agentledger.tools import idempotency_key, once
-    from agentledger.workflows import AgentRunInput, AgentRunOutput, AgentRunWorkflow, DelegateTool, delegate
+    from agentledger.workflows import (
+        AgentRunInput,
+        AgentRunOutput,
+        AgentRunWorkflow,
+        DelegateOptions,
+        DelegateTool,
+        delegate,
+    )
 
 _WHERE: dict[str, str] = {
     'AgentRunHandle': 'agentledger.client',
     'AgentRunResult': 'agentledger.client',
+    'RunOptions': 'agentledger.client',
     'abandon_parked': 'agentledger.client',
     'continue_run': 'agentledger.client',
     'fork_run': 'agentledger.client',
@@ -63,6 +72,7 @@ _WHERE: dict[str, str] = {
     'AgentRunInput': 'agentledger.workflows',
     'AgentRunOutput': 'agentledger.workflows',
     'AgentRunWorkflow': 'agentledger.workflows',
+    'DelegateOptions': 'agentledger.workflows',
     'DelegateTool': 'agentledger.workflows',
     'delegate': 'agentledger.workflows',
 }
@@ -73,12 +83,14 @@ __all__ = [
     'AgentRunOutput',
     'AgentRunResult',
     'AgentRunWorkflow',
+    'DelegateOptions',
     'DelegateTool',
     'Ledger',
     'LedgerPlugin',
     'MemoryLedger',
     'OutagePolicy',
     'RetryPolicy',
+    'RunOptions',
     'S3Ledger',
     'SqliteLedger',
     'abandon_parked',

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import TypeAdapter
@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.model._ids import ledger_run_id
+from agentledger.model._options import options_or_keywords
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import Usage
 from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
@@ -23,6 +24,7 @@ from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput,
 __all__ = [
     'AgentRunHandle',
     'AgentRunResult',
+    'RunOptions',
     'abandon_parked',
     'continue_run',
     'fork_run',
@@ -90,12 +92,48 @@ async def abandon_parked(handle: WorkflowHandle[Any, Any], reason: str | None = 
     await handle.execute_update('abandon', AbandonRequest(reason=reason))
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run is started with, besides its agent and prompt: where it runs, its inputs, its limits.
+
+    Pass one as `options=` to `start`, `run`, `continue_run` or `fork_run` to start runs alike, or give
+    the same names as keyword arguments (they build one); not both.
+    """
+
+    task_queue: str | None = None
+    """The task queue of the workers serving the agent: required by `start` and `run`; the source run's
+    by default for `continue_run` and `fork_run`."""
+    workflow_id: str | None = None
+    """The Temporal workflow id: `<agent name>-<random>` by default (`<agent name>-continue-<random>` or
+    `-fork-` for a seeded run)."""
+    deps: Any = None
+    """The agent's deps; they cross as data and are validated against its `deps_type` in the workflow."""
+    message_history: list[ModelMessage] | None = None
+    """Messages the run starts after (not for a seeded run: its snapshot is its history)."""
+    conversation_id: str | None = None
+    """The conversation the run belongs to; a seeded run's is its source run's by default."""
+    usage_limits: UsageLimits | None = None
+    """pydantic-ai's usage limits of the run; its delegates' usage counts against them too."""
+    metadata: dict[str, Any] | None = None
+    """Free-form data recorded with the run (not sent to the model)."""
+    fresh_start: bool = False
+    """Start a workflow id whose last run failed afresh, instead of resuming that run from its latest
+    valid snapshot."""
+    history_event_limit: int | None = None
+    """Continue as new (one ledger run across the Temporal runs) before a model request once the
+    history has this many events; Temporal's suggestion is always followed."""
+    park_on_failure: bool = False
+    """A failing agent parks instead of failing and waits for `AgentRunHandle.resume` or `abandon`
+    (README, "Park on failure")."""
+
+
 async def start(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
     prompt: str | Sequence[UserContent] | None = None,
     *,
-    task_queue: str,
+    options: RunOptions | None = None,
+    task_queue: str | None = None,
     message_history: list[ModelMessage] | None = None,
     deps: Any = None,
     conversation_id: str | None = None,
@@ -109,45 +147,62 @@ async def start(
     """Start one run of `agent` (an agent or its registered name) as an `AgentRunWorkflow`.
 
     The client needs `LedgerPlugin` (or pydantic-ai's plugin) for its payload converter; a worker
-    serving the agent on `task_queue` does the work. `workflow_id` defaults to
-    `<agent name>-<random>`. Starting a workflow id whose last run failed resumes that run from its
-    latest valid snapshot unless `fresh_start=True`. The run continues as new (one ledger run across
-    the Temporal runs) when Temporal suggests it, or before a model request once the history has
-    `history_event_limit` events. With `park_on_failure=True` a failing agent parks instead of failing
-    and waits for `AgentRunHandle.resume` or `abandon` (README, "Park on failure").
+    serving the agent on the task queue does the work. The run is started with `options`, or with
+    the keyword arguments of the same names (see `RunOptions`); a task queue is required. Starting a
+    workflow id whose last run failed resumes that run from its latest valid snapshot unless
+    `fresh_start=True`. With `park_on_failure=True` a failing agent parks instead of failing and
+    waits for `AgentRunHandle.resume` or `abandon` (README, "Park on failure").
     """
     name = agent if isinstance(agent, str) else agent.name
     if not name:
         raise ValueError('the agent needs a name: Agent(..., name="...")')
-    input = AgentRunInput(
-        agent=name,
-        prompt=_prompt(prompt),
-        message_history=message_history,
+    keywords = RunOptions(
+        task_queue=task_queue,
+        workflow_id=workflow_id,
         deps=deps,
+        message_history=message_history,
         conversation_id=conversation_id,
         usage_limits=usage_limits,
-        metadata=metadata or {},
+        metadata=metadata,
         fresh_start=fresh_start,
         history_event_limit=history_event_limit,
         park_on_failure=park_on_failure,
     )
-    return await _start(client, agent, input, task_queue=task_queue, workflow_id=workflow_id)
+    return await _start(client, agent, name, prompt, options_or_keywords(options, keywords))
 
 
 async def _start(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
-    input: AgentRunInput,
+    name: str,
+    prompt: str | Sequence[UserContent] | None,
+    options: RunOptions,
     *,
-    task_queue: str,
-    workflow_id: str | None,
+    continue_from: str | None = None,
+    snapshot_id: str | None = None,
 ) -> AgentRunHandle[OutputT]:
-    name = input.agent
+    """Start the workflow: the one place run options become its input and start arguments."""
+    if options.task_queue is None:
+        raise ValueError('the run needs a task queue: task_queue=... or options=RunOptions(task_queue=...)')
+    input = AgentRunInput(
+        agent=name,
+        prompt=prompt if prompt is None or isinstance(prompt, str) else list(prompt),
+        message_history=options.message_history,
+        deps=options.deps,
+        conversation_id=options.conversation_id,
+        usage_limits=options.usage_limits,
+        metadata=options.metadata or {},
+        continue_from=continue_from,
+        snapshot_id=snapshot_id,
+        fresh_start=options.fresh_start,
+        history_event_limit=options.history_event_limit,
+        park_on_failure=options.park_on_failure,
+    )
     handle = await client.start_workflow(
         AgentRunWorkflow.run,
         input,
-        id=workflow_id or f'{name}-{uuid.uuid4().hex[:12]}',
-        task_queue=task_queue,
+        id=options.workflow_id or f'{name}-{uuid.uuid4().hex[:12]}',
+        task_queue=options.task_queue,
     )
     first_run_id = handle.first_execution_run_id or handle.result_run_id or ''
     return AgentRunHandle(
@@ -162,7 +217,8 @@ async def run(
     agent: AbstractAgent[Any, OutputT] | str,
     prompt: str | Sequence[UserContent] | None = None,
     *,
-    task_queue: str,
+    options: RunOptions | None = None,
+    task_queue: str | None = None,
     message_history: list[ModelMessage] | None = None,
     deps: Any = None,
     conversation_id: str | None = None,
@@ -173,25 +229,19 @@ async def run(
     history_event_limit: int | None = None,
 ) -> AgentRunResult[OutputT]:
     """Run `agent` once as an `AgentRunWorkflow` and wait for its result (see `start`)."""
-    handle = await start(
-        client,
-        agent,
-        prompt,
+    keywords = RunOptions(
         task_queue=task_queue,
-        message_history=message_history,
+        workflow_id=workflow_id,
         deps=deps,
+        message_history=message_history,
         conversation_id=conversation_id,
         usage_limits=usage_limits,
-        workflow_id=workflow_id,
         metadata=metadata,
         fresh_start=fresh_start,
         history_event_limit=history_event_limit,
     )
+    handle: AgentRunHandle[OutputT] = await start(client, agent, prompt, options=options_or_keywords(options, keywords))
     return await handle.result()
-
-
-def _prompt(prompt: str | Sequence[UserContent] | None) -> str | list[UserContent] | None:
-    return prompt if prompt is None or isinstance(prompt, str) else list(prompt)
 
 
 def _ledger_of(client: Client, ledger: Ledger | None) -> Ledger:
@@ -208,36 +258,37 @@ def _ledger_of(client: Client, ledger: Ledger | None) -> Ledger:
 async def _seeded(
     client: Client,
     run_id: str,
-    *,
     prompt: str | Sequence[UserContent] | None,
+    options: RunOptions,
+    *,
     at_step: int | None,
     snapshot: str | None,
     agent: AbstractAgent[Any, OutputT] | None,
-    deps: Any,
-    task_queue: str | None,
-    workflow_id: str | None,
     ledger: Ledger | None,
 ) -> AgentRunHandle[OutputT]:
+    if options.message_history is not None:
+        raise ValueError('a continued or forked run starts from its snapshot: it takes no message_history')
     store = _ledger_of(client, ledger)
     async with store:
         # Checked here so a bad run id, snapshot id or step fails before any workflow starts.
         seed = await resolve_seed(store, continue_from=run_id, at_step=at_step, snapshot_id=snapshot)
         source = await store.run(run_id)
-    input = AgentRunInput(
-        agent=source.agent_name,
-        prompt=_prompt(prompt),
-        deps=deps,
-        conversation_id=source.conversation_id,
-        continue_from=run_id,
-        # A fork pins the snapshot chosen here; a continuation takes the latest when the run starts.
-        snapshot_id=seed.snapshot_id if seed.reason == 'fork' else None,
+    name = source.agent_name
+    options = replace(
+        options,
+        task_queue=options.task_queue or source.task_queue,
+        workflow_id=options.workflow_id or f'{name}-{seed.reason}-{uuid.uuid4().hex[:12]}',
+        conversation_id=options.conversation_id or source.conversation_id,
     )
     return await _start(
         client,
-        agent if agent is not None else source.agent_name,
-        input,
-        task_queue=task_queue or source.task_queue,
-        workflow_id=workflow_id or f'{source.agent_name}-{seed.reason}-{uuid.uuid4().hex[:12]}',
+        agent if agent is not None else name,
+        name,
+        prompt,
+        options,
+        continue_from=run_id,
+        # A fork pins the snapshot chosen here; a continuation takes the latest when the run starts.
+        snapshot_id=seed.snapshot_id if seed.reason == 'fork' else None,
     )
 
 
@@ -247,6 +298,7 @@ async def continue_run(
     prompt: str | Sequence[UserContent] | None = None,
     *,
     agent: AbstractAgent[Any, OutputT] | None = None,
+    options: RunOptions | None = None,
     deps: Any = None,
     task_queue: str | None = None,
     workflow_id: str | None = None,
@@ -259,18 +311,18 @@ async def continue_run(
     snapshot (they show as in doubt in `ledger.tool_effects`). Raises `RunNotFoundError` /
     `SnapshotNotFoundError` before starting anything when the run has nothing to continue from.
     `agent` (optional) types the output; `deps` are the new run's deps; the task queue defaults to the
-    source run's. The ledger comes from the client's `LedgerPlugin` unless given.
+    source run's (`options` may give the other `RunOptions` too). The ledger comes from the client's
+    `LedgerPlugin` unless given.
     """
+    keywords = RunOptions(deps=deps, task_queue=task_queue, workflow_id=workflow_id)
     return await _seeded(
         client,
         run_id,
-        prompt=prompt,
+        prompt,
+        options_or_keywords(options, keywords),
         at_step=None,
         snapshot=None,
         agent=agent,
-        deps=deps,
-        task_queue=task_queue,
-        workflow_id=workflow_id,
         ledger=ledger,
     )
 
@@ -283,6 +335,7 @@ async def fork_run(
     snapshot: str | None = None,
     prompt: str | Sequence[UserContent] | None = None,
     agent: AbstractAgent[Any, OutputT] | None = None,
+    options: RunOptions | None = None,
     deps: Any = None,
     task_queue: str | None = None,
     workflow_id: str | None = None,
@@ -295,15 +348,14 @@ async def fork_run(
     """
     if (at_step is None) == (snapshot is None):
         raise ValueError('fork_run needs exactly one of at_step= or snapshot=')
+    keywords = RunOptions(deps=deps, task_queue=task_queue, workflow_id=workflow_id)
     return await _seeded(
         client,
         run_id,
-        prompt=prompt,
+        prompt,
+        options_or_keywords(options, keywords),
         at_step=at_step,
         snapshot=snapshot,
         agent=agent,
-        deps=deps,
-        task_queue=task_queue,
-        workflow_id=workflow_id,
         ledger=ledger,
     )

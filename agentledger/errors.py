@@ -1,10 +1,23 @@
-"""The errors agentledger raises, each specific enough to act on."""
+"""The errors agentledger raises, each specific enough to act on, and the failure types it reports to Temporal.
+
+The exception classes are raised in Python. The string constants are the error types
+(`ApplicationError.type`) of the failures agentledger's workflows and activities report to Temporal:
+they appear in workflow histories and the Temporal UI, and callers match on them, so their values
+never change. Pure: workflow code imports this module.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 __all__ = [
+    'AGENT_NOT_DURABLE',
+    'DELEGATE_RESULT_UNAVAILABLE',
+    'INVALID_DEPS',
+    'INVALID_SEED',
+    'RUN_NOT_PARKED',
+    'UNKNOWN_AGENT',
+    'UNRESOLVABLE_HISTORY_REFERENCE',
     'AgentLedgerError',
     'DelegateFailedError',
     'EffectBusyError',
@@ -17,7 +30,29 @@ __all__ = [
     'LedgerUnavailableError',
     'RunNotFoundError',
     'SnapshotNotFoundError',
+    'UnresolvablePayloadReference',
 ]
+
+UNKNOWN_AGENT = 'UnknownAgent'
+"""A run names an agent no worker on its task queue serves: the run fails with this type (not retryable)."""
+
+AGENT_NOT_DURABLE = 'AgentNotDurable'
+"""A run's agent has no `TemporalDurability` capability: the run fails with this type (not retryable)."""
+
+INVALID_DEPS = 'InvalidDeps'
+"""A run's deps do not match its agent's `deps_type` (or it takes none): the run fails with this type."""
+
+INVALID_SEED = 'InvalidSeed'
+"""The run, snapshot or step a run was to continue or fork from is not in the ledger: the run fails with this type."""
+
+RUN_NOT_PARKED = 'RunNotParked'
+"""A `resume` or `abandon` update reached a run that is not parked, or already has a decision: the update fails."""
+
+DELEGATE_RESULT_UNAVAILABLE = 'DelegateResultUnavailable'
+"""A delegate's child workflow ran before but Temporal no longer has it (past retention): the call fails for good."""
+
+UNRESOLVABLE_HISTORY_REFERENCE = 'UnresolvableHistoryReference'
+"""A model request's history reference names messages the ledger does not hold: the attempt fails for good."""
 
 
 class AgentLedgerError(Exception):

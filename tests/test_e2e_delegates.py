@@ -480,3 +480,12 @@ def test_delegate_tool_shape() -> None:
     typed = agentledger.delegate(shaky, input_type=Draft)
     assert typed.function_schema.json_schema['properties'].keys() == {'title', 'words'}
     assert broken.name == 'broken' and Draft(title='t', words=1).words == 1
+
+
+def test_delegate_options_are_the_keywords() -> None:
+    """`options=DelegateOptions(...)` makes the same delegate as the keyword arguments; both at once is refused."""
+    options = agentledger.DelegateOptions(task_queue='elsewhere', on_failure='raise')
+    by_options = agentledger.delegate(writer, options=options)
+    assert by_options.options == agentledger.delegate(writer, task_queue='elsewhere', on_failure='raise').options
+    with pytest.raises(TypeError, match='not both'):
+        agentledger.delegate(writer, options=options, task_queue='other')

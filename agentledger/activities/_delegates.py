@@ -15,9 +15,11 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentledger.errors import DELEGATE_RESULT_UNAVAILABLE
+from agentledger.model._conversions import error_type
 from agentledger.workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunOutput
 
 __all__ = ['delegate_result']
@@ -30,10 +32,8 @@ def _failure(error: WorkflowFailureError, workflow_id: str) -> ApplicationError:
     cause = error.cause
     if isinstance(cause, ApplicationError):
         return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
-    kind = {CancelledError: 'CancelledError', TerminatedError: 'TerminatedError', TimeoutError: 'TimeoutError'}
-    error_type = next((name for cls, name in kind.items() if isinstance(cause, cls)), type(cause).__name__)
     return ApplicationError(
-        f'the delegate workflow {workflow_id!r} did not complete: {cause}', type=error_type, non_retryable=True
+        f'the delegate workflow {workflow_id!r} did not complete: {cause}', type=error_type(cause), non_retryable=True
     )
 
 
@@ -56,7 +56,7 @@ async def delegate_result(workflow_id: str) -> AgentRunOutput:
         raise ApplicationError(
             f'the delegate workflow {workflow_id!r} ran before but Temporal no longer has it '
             f'(past the namespace retention?): {error.message}',
-            type='DelegateResultUnavailable',
+            type=DELEGATE_RESULT_UNAVAILABLE,
             non_retryable=True,
         ) from error
     finally:

@@ -16,7 +16,12 @@ from pydantic_ai.messages import ModelMessage
 from temporalio.exceptions import ApplicationError
 
 from agentledger.activities._failures import ledger_failure
-from agentledger.errors import LedgerError, LedgerUnavailableError, SnapshotNotFoundError
+from agentledger.errors import (
+    UNRESOLVABLE_HISTORY_REFERENCE,
+    LedgerError,
+    LedgerUnavailableError,
+    SnapshotNotFoundError,
+)
 from agentledger.ledger._facade import Ledger
 from agentledger.model._content import encode_messages
 from agentledger.model._records import SnapshotRecord
@@ -104,7 +109,7 @@ class HistoryResolver:
         except LedgerError as error:
             raise ApplicationError(
                 f'agentledger: history reference {reference} of run {run_id} cannot be resolved: {error}',
-                type='UnresolvableHistoryReference',
+                type=UNRESOLVABLE_HISTORY_REFERENCE,
                 non_retryable=True,
             ) from error
         messages, hashes = cached
@@ -112,7 +117,7 @@ class HistoryResolver:
             raise ApplicationError(
                 f'agentledger: history reference {reference} of run {run_id} holds {len(messages)} messages, '
                 f'not {count}',
-                type='UnresolvableHistoryReference',
+                type=UNRESOLVABLE_HISTORY_REFERENCE,
                 non_retryable=True,
             )
         return found, messages, hashes

@@ -44,6 +44,7 @@ from agentledger.model._records import (
 )
 from agentledger.model._rules import total_usage
 from agentledger.payloads._gc import GcReport
+from agentledger.reconcile._repair import RECONCILE_SCHEMA
 
 if TYPE_CHECKING:
     from agentledger.client import AgentRunResult
@@ -90,9 +91,6 @@ EFFECTS_SCHEMA = 'agentledger.effects/1'
 
 SNAPSHOTS_SCHEMA = 'agentledger.snapshots/1'
 """The `schema` value of `snapshots_json` (`agentledger snapshots --json`)."""
-
-RECONCILE_SCHEMA = 'agentledger.reconcile/1'
-"""The `schema` value of `reconcile_json` (`agentledger reconcile --json`)."""
 
 _PREVIEW_CHARS = 50
 """How much of a free-form value (prompt, output, error message) one line shows."""

@@ -1,10 +1,11 @@
-"""The pure layer: ledger records, the rules that fold them, ids, canonical content and provider validity.
+"""The pure layer: ledger records, the rules that fold them, conversions, ids, canonical content and provider validity.
 
 Nothing here does I/O or reads the clock. It is the only agentledger code (with `agentledger.errors`
 and `agentledger._compat`) that workflow code imports, so it is safe on Temporal's deterministic
 event loop and inside the workflow sandbox.
 """
 
+from agentledger.model._conversions import error_info, failure_info, ledger_usage, request_usage, run_usage
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome
 from agentledger.model._journal import JournalEntry
 from agentledger.model._keyed import KeyedRecord
@@ -51,6 +52,11 @@ __all__ = [
     'ToolOutcome',
     'Usage',
     'ValidityProblem',
+    'error_info',
+    'failure_info',
     'is_provider_valid',
+    'ledger_usage',
+    'request_usage',
+    'run_usage',
     'validity_problems',
 ]

@@ -34,13 +34,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from agentledger._compat import (
@@ -59,12 +59,13 @@ from agentledger.errors import LedgerError, LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger._scopes import Scopes
+from agentledger.model._conversions import error_info, request_usage
 from agentledger.model._journal import JournalEntry, journal_key, request_hash
-from agentledger.model._records import Acceptance, ErrorInfo, StepEvent, Usage
+from agentledger.model._records import Acceptance, ErrorInfo, StepEvent
 from agentledger.tools._context import ToolContext, tool_context
 from agentledger.workflows._state import HEADER, ledger_step
 
-__all__ = ['LedgerActivityInterceptor']
+__all__ = ['ActivityRecording', 'LedgerActivityInterceptor']
 
 logger = logging.getLogger('agentledger.worker')
 
@@ -78,54 +79,36 @@ def _read_header(headers: Mapping[str, Payload]) -> dict[str, Any] | None:
 
 
 def _error(error: BaseException) -> ErrorInfo:
-    if isinstance(error, ApplicationError):
-        return ErrorInfo(
-            type=error.type or type(error).__name__, message=error.message, retryable=not error.non_retryable
-        )
+    """What ended an attempt; Temporal retries an attempt on any error but a non-retryable `ApplicationError`."""
     if isinstance(error, asyncio.CancelledError):
         return ErrorInfo(
             type='CancelledError', message='the attempt was cancelled (timeout or cancellation)', retryable=True
         )
-    return ErrorInfo(type=type(error).__name__, message=str(error), retryable=True)
+    return error_info(error, retryable=True)
 
 
-def _model_usage(result: object, *, replayed: bool = False) -> Usage | None:
-    usage = getattr(result, 'usage', None)
-    if usage is None:
-        return None
-    input_tokens = int(getattr(usage, 'input_tokens', 0) or 0)
-    output_tokens = int(getattr(usage, 'output_tokens', 0) or 0)
-    return Usage(
-        requests=1,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        replayed_requests=1 if replayed else 0,
-        replayed_input_tokens=input_tokens if replayed else 0,
-        replayed_output_tokens=output_tokens if replayed else 0,
-    )
+@dataclass(frozen=True)
+class ActivityRecording:
+    """What the activity interceptor records with: one per worker, shared by every attempt it runs."""
+
+    ledger: Ledger
+    histories: HistoryResolver
+    """Resolves the history references of model requests (shared with the seal activity)."""
+    scopes: Scopes
+    outage: OutageBuffer | None = None
+    """Under the `warn` outage policy: keeps what the ledger refused, and the attempt goes on."""
+    owed: OutageBuffer | None = None
+    """Under the `fail` policy: keeps the ends of attempts the ledger refused, written when it is back."""
+    model_journal: bool = True
+    """Journal provider responses, and replay them to later attempts of the same request."""
 
 
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
     """Records the attempts of pydantic-ai activities that an `AgentRunWorkflow` started."""
 
-    def __init__(
-        self,
-        next: ActivityInboundInterceptor,
-        ledger: Ledger,
-        histories: HistoryResolver,
-        scopes: Scopes,
-        outage: OutageBuffer | None = None,
-        *,
-        owed: OutageBuffer | None = None,
-        model_journal: bool = True,
-    ) -> None:
+    def __init__(self, next: ActivityInboundInterceptor, recording: ActivityRecording) -> None:
         super().__init__(next)
-        self._ledger = ledger
-        self._histories = histories
-        self._scopes = scopes
-        self._outage = outage
-        self._owed = owed
-        self._model_journal = model_journal
+        self._recording = recording
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         """Write the header's records, then the attempt's started and terminal events around the body."""
@@ -135,19 +118,19 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         accepted = [Acceptance.from_json(a) for a in header.get('accepted', [])]
         observed = [StepEvent.from_json(e) for e in header.get('events', [])]
         try:
-            if self._outage is not None:
+            if self._recording.outage is not None:
                 run_id = header['run_id']
                 if accepted:
                     what = f'acceptance of activities {", ".join(a.activity_id for a in accepted)}'
-                    await self._outage.write(run_id, what, self._outage.acceptances(accepted))
+                    await self._recording.outage.write(run_id, what, self._recording.outage.acceptances(accepted))
                 if observed:
                     what = ', '.join(map(_describe, observed))
-                    await self._outage.write(run_id, what, self._outage.events(observed))
+                    await self._recording.outage.write(run_id, what, self._recording.outage.events(observed))
             else:
-                if self._owed is not None:
-                    await self._owed.write_owed(header['run_id'])
-                await self._ledger.accept(accepted)
-                await self._ledger.record_events(observed)
+                if self._recording.owed is not None:
+                    await self._recording.owed.write_owed(header['run_id'])
+                await self._recording.ledger.accept(accepted)
+                await self._recording.ledger.record_events(observed)
         except LedgerError as error:
             raise ledger_failure(error) from error
 
@@ -181,7 +164,9 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             base = await self._resolve_history(header['run_id'], header['history'], input)
         await self._write(event('started'))
         started = time.monotonic()
-        journaled = kind == 'model_request' and self._model_journal and is_journaled_model_request(info.activity_type)
+        journaled = (
+            kind == 'model_request' and self._recording.model_journal and is_journaled_model_request(info.activity_type)
+        )
         recorded: JournalEntry | None = None
         context = (
             tool_context.set(self._tool_context(header['run_id'], shape.tool_name)) if kind == 'tool_call' else None
@@ -212,7 +197,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             completed = event(
                 'completed',
                 duration_s=duration,
-                usage=_model_usage(result, replayed=recorded is not None),
+                usage=request_usage(getattr(result, 'usage', None), replayed=recorded is not None),
                 model_name=getattr(result, 'model_name', None) or shape.model_name,
                 replayed=recorded is not None,
                 detail=(
@@ -242,8 +227,8 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
     def _tool_context(self, run_id: str, tool_name: str | None) -> ToolContext:
         info = activity.info()
         return ToolContext(
-            ledger=self._ledger,
-            scopes=self._scopes,
+            ledger=self._recording.ledger,
+            scopes=self._recording.scopes,
             run_id=run_id,
             workflow_id=info.workflow_id or '',
             temporal_run_id=info.workflow_run_id or '',
@@ -259,7 +244,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             model_request_messages(input.args), model_id=model_id, settings=settings, parameters=parameters
         )
         try:
-            lineage = await self._scopes.journal_run(run_id)
+            lineage = await self._recording.scopes.journal_run(run_id)
         except LedgerError as error:
             self._journal_unavailable(error, 'look up the run of')
             return None
@@ -267,14 +252,14 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
 
     async def _journaled(self, key: str) -> JournalEntry | None:
         try:
-            return await self._ledger.journal_entry(key)
+            return await self._recording.ledger.journal_entry(key)
         except LedgerError as error:
             self._journal_unavailable(error, 'read')
             return None
 
     def _journal_unavailable(self, error: LedgerError, action: str) -> None:
         """Under `warn`, a journal the ledger cannot serve is skipped (the provider may be paid twice); else fail."""
-        if self._outage is None or not isinstance(error, LedgerUnavailableError):
+        if self._recording.outage is None or not isinstance(error, LedgerUnavailableError):
             raise ledger_failure(error) from error
         logger.warning(
             'agentledger: cannot %s the model-call journal, going on without it (warn policy): %s', action, error
@@ -300,7 +285,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             attempt=info.attempt,
         )
         try:
-            stored = await self._ledger.record_journal(entry)
+            stored = await self._recording.ledger.record_journal(entry)
         except LedgerError as error:
             self._journal_unavailable(error, 'write')
             return result
@@ -310,7 +295,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         self, run_id: str, reference: dict[str, Any], input: ExecuteActivityInput
     ) -> tuple[str, list[str]]:
         """Put back the messages the workflow sent as a reference; return the base snapshot's id and hashes."""
-        base_id, base_messages, hashes = await self._histories.resolve(run_id, reference)
+        base_id, base_messages, hashes = await self._recording.histories.resolve(run_id, reference)
         input.args = with_model_request_messages(input.args, [*base_messages, *model_request_messages(input.args)])
         return base_id, hashes
 
@@ -324,12 +309,12 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
     ) -> None:
         # The history a model is about to see is the boundary snapshot: provider-valid by construction
         # (the ledger checks, and skips an invalid one rather than offering it as a continuation point).
-        if self._outage is not None and self._outage.pending(run_id):
+        if self._recording.outage is not None and self._recording.outage.pending(run_id):
             # Its parent may be among the writes still kept: it waits behind them.
-            self._keep_snapshot(self._outage, run_id, temporal_run_id, step, messages, None)
+            self._keep_snapshot(self._recording.outage, run_id, temporal_run_id, step, messages, None)
             return
         try:
-            record = await self._ledger.write_snapshot(
+            record = await self._recording.ledger.write_snapshot(
                 run_id=run_id,
                 temporal_run_id=temporal_run_id,
                 step=step,
@@ -338,14 +323,14 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 base=base,
             )
         except LedgerError as error:
-            if self._outage is None or not isinstance(error, LedgerUnavailableError):
+            if self._recording.outage is None or not isinstance(error, LedgerUnavailableError):
                 raise ledger_failure(error) from error
-            self._keep_snapshot(self._outage, run_id, temporal_run_id, step, messages, error)
+            self._keep_snapshot(self._recording.outage, run_id, temporal_run_id, step, messages, error)
             return
         if record is None:
             return
         # The next model request of this run names this snapshot as its base: keep it at hand.
-        self._histories.remember(record, messages, base)
+        self._recording.histories.remember(record, messages, base)
 
     def _keep_snapshot(
         self,
@@ -357,7 +342,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         error: LedgerError | None,
     ) -> None:
         """Outage policy `warn`: store the snapshot later, and keep its history at hand for the next request."""
-        self._histories.remember_unstored(run_id, temporal_run_id, step, messages)
+        self._recording.histories.remember_unstored(run_id, temporal_run_id, step, messages)
 
         async def store(ledger: Ledger) -> None:
             await ledger.write_snapshot(
@@ -374,17 +359,19 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         back, before any later write of the run on this worker.
         """
         try:
-            if self._outage is not None:
-                await self._outage.write(event.run_id, _describe(event), self._outage.events([event]))
+            if self._recording.outage is not None:
+                await self._recording.outage.write(
+                    event.run_id, _describe(event), self._recording.outage.events([event])
+                )
                 return
-            if self._owed is not None:
-                await self._owed.write_owed(event.run_id)
-            await self._ledger.record_events([event])
+            if self._recording.owed is not None:
+                await self._recording.owed.write_owed(event.run_id)
+            await self._recording.ledger.record_events([event])
         except LedgerUnavailableError as error:
             failure = ledger_failure(error)
-            if owe is not None and self._owed is not None:
+            if owe is not None and self._recording.owed is not None:
                 end = owe(_error(failure))
-                self._owed.keep(end.run_id, _describe(end), self._owed.events([end]), error)
+                self._recording.owed.keep(end.run_id, _describe(end), self._recording.owed.events([end]), error)
             raise failure from error
         except LedgerError as error:
             raise ledger_failure(error) from error

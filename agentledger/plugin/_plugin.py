@@ -30,7 +30,7 @@ from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer, OutagePolicy
 from agentledger.ledger._scopes import Scopes
 from agentledger.payloads._driver import PAYLOAD_THRESHOLD, with_ledger_storage
-from agentledger.plugin._activity_interceptor import LedgerActivityInterceptor
+from agentledger.plugin._activity_interceptor import ActivityRecording, LedgerActivityInterceptor
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
@@ -51,24 +51,13 @@ class LedgerInterceptor(Interceptor):
         owed: OutageBuffer | None = None,
         model_journal: bool = True,
     ) -> None:
-        self._ledger = ledger
-        self._histories = histories or HistoryResolver(ledger)
-        self._scopes = Scopes(ledger)
-        self._outage = outage
-        self._owed = owed
-        self._model_journal = model_journal
+        self._recording = ActivityRecording(
+            ledger, histories or HistoryResolver(ledger), Scopes(ledger), outage, owed=owed, model_journal=model_journal
+        )
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Record every attempt of pydantic-ai activities started by `AgentRunWorkflow`."""
-        return LedgerActivityInterceptor(
-            next,
-            self._ledger,
-            self._histories,
-            self._scopes,
-            self._outage,
-            owed=self._owed,
-            model_journal=self._model_journal,
-        )
+        return LedgerActivityInterceptor(next, self._recording)
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
         """Carry acceptances and deterministic activity ids out of workflow code."""

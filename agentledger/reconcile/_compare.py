@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from agentledger._compat import classify_activity, read_activity_args, tool_outcome, tool_result_detail
+from agentledger.model._conversions import request_usage
 from agentledger.model._records import (
     Acceptance,
     ErrorInfo,
@@ -131,13 +132,8 @@ def _event_json(event: StepEvent) -> dict[str, Any]:
 
 def _model_usage(result: Any) -> Usage | None:
     usage = result.get('usage') if isinstance(result, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return Usage(
-        requests=1,
-        input_tokens=int(usage.get('input_tokens') or 0),
-        output_tokens=int(usage.get('output_tokens') or 0),
-    )
+    # History cannot tell a response the journal replayed from one the provider sent.
+    return request_usage(usage, replayed=False) if isinstance(usage, dict) else None
 
 
 def _activity_events(activity: ActivityFact, run_id: str, workflow_id: str) -> list[StepEvent]:

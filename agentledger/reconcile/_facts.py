@@ -15,12 +15,12 @@ from typing import Any, Literal, TypeAlias
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
-from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentledger.model._conversions import failure_info
 from agentledger.model._records import ErrorInfo
 from agentledger.workflows._state import HEADER
 
@@ -83,19 +83,6 @@ def _time(event: HistoryEvent) -> datetime:
     return event.event_time.ToDatetime(tzinfo=UTC)
 
 
-def _error(failure: Failure, default_type: str) -> ErrorInfo:
-    info = failure.application_failure_info
-    if failure.HasField('application_failure_info'):
-        return ErrorInfo(
-            type=info.type or 'ApplicationError', message=failure.message, retryable=not info.non_retryable
-        )
-    if failure.HasField('timeout_failure_info'):
-        return ErrorInfo(type='TimeoutError', message=failure.message or 'timed out', retryable=True)
-    if failure.HasField('canceled_failure_info'):
-        return ErrorInfo(type='CancelledError', message=failure.message or 'cancelled', retryable=False)
-    return ErrorInfo(type=default_type, message=failure.message, retryable=False)
-
-
 async def _values(converter: DataConverter, payloads: Sequence[Payload]) -> tuple[Any, ...]:
     return tuple(await converter.decode(payloads)) if payloads else ()
 
@@ -141,7 +128,7 @@ async def run_facts(
                 'close': 'failed',
                 'closed_at': _time(event),
                 'close_event': event.event_id,
-                'failure': _error(failed.failure, 'ActivityError'),
+                'failure': failure_info(failed.failure, 'ActivityError'),
             }
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
             timed_out = event.activity_task_timed_out_event_attributes
@@ -149,7 +136,7 @@ async def run_facts(
                 'close': 'timed_out',
                 'closed_at': _time(event),
                 'close_event': event.event_id,
-                'failure': _error(timed_out.failure, 'TimeoutError'),
+                'failure': failure_info(timed_out.failure, 'TimeoutError'),
             }
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
             cancelled = event.activity_task_canceled_event_attributes
@@ -190,7 +177,7 @@ def _workflow_close(event: HistoryEvent) -> dict[str, Any]:
         return {'close': 'completed', 'closed_at': _time(event)}
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         failure = event.workflow_execution_failed_event_attributes.failure
-        return {'close': 'failed', 'closed_at': _time(event), 'failure': _error(failure, 'WorkflowFailed')}
+        return {'close': 'failed', 'closed_at': _time(event), 'failure': failure_info(failure, 'WorkflowFailed')}
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
         return {'close': 'cancelled', 'closed_at': _time(event)}
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:

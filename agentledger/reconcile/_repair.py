@@ -24,7 +24,7 @@ from agentledger.reconcile._facts import RunFacts, fetch_run_facts
 __all__ = ['RECONCILE_SCHEMA', 'ReconcileReport', 'reconcile_ledger', 'reconcile_run']
 
 RECONCILE_SCHEMA = 'agentledger.reconcile/1'
-"""The `schema` value of `agentledger reconcile --json`."""
+"""The `schema` value of `agentledger reconcile --json` (`reconcile_json` in the command line's rendering)."""
 
 _CATEGORIES: tuple[Category, ...] = ('missing', 'divergent', 'orphan', 'duplicate')
 

@@ -1,7 +1,7 @@
 """Workflow code only: deterministic, no I/O, no ledger backend imports."""
 
 from agentledger.workflows._agent_run import AgentRunWorkflow
-from agentledger.workflows._delegate import DelegateTool, delegate
+from agentledger.workflows._delegate import DelegateOptions, DelegateTool, delegate
 from agentledger.workflows._types import AbandonRequest, AgentRunInput, AgentRunOutput, ResumeRequest
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     'AgentRunInput',
     'AgentRunOutput',
     'AgentRunWorkflow',
+    'DelegateOptions',
     'DelegateTool',
     'ResumeRequest',
     'delegate',

@@ -20,8 +20,18 @@ from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError
 
+from agentledger.errors import (
+    AGENT_NOT_DURABLE,
+    INVALID_DEPS,
+    INVALID_SEED,
+    RUN_NOT_PARKED,
+    UNKNOWN_AGENT,
+    LedgerConfigError,
+    LedgerCorruptionError,
+)
+from agentledger.model._conversions import error_info, ledger_usage, run_usage
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
 from agentledger.workflows._observer import LedgerObserver
@@ -46,13 +56,13 @@ from agentledger.workflows._types import (
     SealInput,
 )
 
-__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'error_info', 'ledger_usage', 'preview', 'run_usage']
+__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'preview']
 
 LEDGER_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=['LedgerCorruptionError', 'LedgerConfigError'],
+    non_retryable_error_types=[LedgerCorruptionError.__name__, LedgerConfigError.__name__],
 )
 """Ledger activities retry with backoff: a ledger outage pauses the run rather than losing its records."""
 
@@ -60,28 +70,6 @@ _LEDGER_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 _LEDGER_OUTAGE_LIMIT = timedelta(minutes=10)
 _PREVIEW = 200
 _R = TypeVar('_R')
-
-
-def error_info(error: BaseException) -> ErrorInfo:
-    """The type, message and retryability of an error, looking through Temporal's failure wrappers."""
-    cause: BaseException = error
-    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return ErrorInfo(
-            type=cause.type or 'ApplicationError', message=cause.message, retryable=not cause.non_retryable
-        )
-    return ErrorInfo(type=type(cause).__name__, message=str(cause), retryable=False)
-
-
-def ledger_usage(usage: RunUsage) -> Usage:
-    """The ledger's record of a pydantic-ai run usage."""
-    return Usage(
-        requests=usage.requests,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        tool_calls=usage.tool_calls,
-    )
 
 
 def preview(value: object) -> str | None:
@@ -160,7 +148,7 @@ class AgentRunWorkflow:
                 prompt = None
         try:
             if seed.seed_error is not None:
-                raise _RunRejected('InvalidSeed', seed.seed_error)
+                raise _RunRejected(INVALID_SEED, seed.seed_error)
             agent = _resolve_agent(input.agent)
             deps = _validate_deps(agent, input.deps)
         except _RunRejected as rejected:
@@ -192,7 +180,7 @@ class AgentRunWorkflow:
             except workflow.NondeterminismError:
                 raise
             except Exception as error:
-                info = error_info(error)
+                info = error_info(error, retryable=False)
                 usage = ledger_usage(spent)
                 try:
                     decision = await self._park(info, usage) if input.park_on_failure else None
@@ -256,7 +244,7 @@ class AgentRunWorkflow:
         if self._parked is None or self._decision is not None:
             state = 'already has a decision' if self._decision is not None else 'is not parked'
             raise ApplicationError(
-                f'cannot {action} run {self._agentledger_state.run_id}: it {state}', type='RunNotParked'
+                f'cannot {action} run {self._agentledger_state.run_id}: it {state}', type=RUN_NOT_PARKED
             )
 
     def _signalled(self, decision: ResumeRequest | AbandonRequest) -> None:
@@ -419,16 +407,6 @@ def _seal_input(
     )
 
 
-def run_usage(usage: Usage) -> RunUsage:
-    """pydantic-ai's run usage from the ledger's record of it."""
-    return RunUsage(
-        requests=usage.requests,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        tool_calls=usage.tool_calls,
-    )
-
-
 def _continue_as_new(input: AgentRunInput, ctx: RunContext[Any], messages: list[ModelMessage]) -> None:
     """Before a model request: continue as new if Temporal suggests it or the history reached the set limit.
 
@@ -472,13 +450,13 @@ def _resolve_agent(name: str) -> AbstractAgent[Any, Any]:
     if agent is None:
         known = ', '.join(agent_names(task_queue)) or 'none'
         raise _RunRejected(
-            'UnknownAgent',
+            UNKNOWN_AGENT,
             f'no agent named {name!r} is registered on task queue {task_queue!r} (registered: {known}); '
             'pass it to LedgerPlugin(agents=[...]) on the worker',
         )
     if TemporalDurability.from_agent(agent) is None:
         raise _RunRejected(
-            'AgentNotDurable',
+            AGENT_NOT_DURABLE,
             f'agent {name!r} has no TemporalDurability capability; create it with '
             'Agent(..., capabilities=[TemporalDurability()])',
         )
@@ -490,14 +468,14 @@ def _validate_deps(agent: AbstractAgent[Any, Any], deps: Any) -> Any:
     if deps_type is type(None):
         if deps is not None:
             raise _RunRejected(
-                'InvalidDeps', f'agent {agent.name!r} takes no deps, but deps were given: {preview(deps)}'
+                INVALID_DEPS, f'agent {agent.name!r} takes no deps, but deps were given: {preview(deps)}'
             )
         return None
     try:
         return TypeAdapter(deps_type).validate_python(deps)
     except ValidationError as error:
         raise _RunRejected(
-            'InvalidDeps',
+            INVALID_DEPS,
             f'deps for agent {agent.name!r} do not match its deps_type {getattr(deps_type, "__name__", deps_type)}: '
             f'{error}',
         ) from None

@@ -31,21 +31,41 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    CancelledError,
     ChildWorkflowError,
     FailureError,
+    TerminatedError,
+    TimeoutError,
     WorkflowAlreadyStartedError,
 )
 from temporalio.workflow import ParentClosePolicy
 
-from agentledger.errors import DelegateFailedError
+from agentledger.errors import (
+    AGENT_NOT_DURABLE,
+    DELEGATE_RESULT_UNAVAILABLE,
+    INVALID_DEPS,
+    INVALID_SEED,
+    UNKNOWN_AGENT,
+    DelegateFailedError,
+)
+from agentledger.model._conversions import error_info, failure_cause, run_usage
 from agentledger.model._ids import delegate_workflow_id, ledger_run_id
+from agentledger.model._options import options_or_keywords
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
-from agentledger.workflows._agent_run import AgentRunWorkflow, error_info, preview, run_usage
+from agentledger.workflows._agent_run import AgentRunWorkflow, preview
 from agentledger.workflows._state import LedgerRunState, current_state
 from agentledger.workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunInput, AgentRunOutput, RunFailureDetails
 
-__all__ = ['DelegateTool', 'DepsFunction', 'OnFailure', 'delegate', 'delegated_agents', 'remaining_limits']
+__all__ = [
+    'DelegateOptions',
+    'DelegateTool',
+    'DepsFunction',
+    'OnFailure',
+    'delegate',
+    'delegated_agents',
+    'remaining_limits',
+]
 
 OnFailure: TypeAlias = Literal['tool_error', 'raise']
 """What a delegate's failure does to the orchestrator.
@@ -58,16 +78,33 @@ OnFailure: TypeAlias = Literal['tool_error', 'raise']
 DepsFunction: TypeAlias = Callable[[RunContext[Any]], Any]
 """Computes a delegate's deps from the orchestrator's run context (in workflow code: deterministic, no I/O)."""
 
+
+@dataclass(frozen=True)
+class DelegateOptions:
+    """How a delegate's calls run: its deps, its child workflow, its retries and what its failure does.
+
+    Pass one as `options=` to `delegate` (or `DelegateTool`) to make several delegates alike, or give
+    the same names as keyword arguments (they build one); not both. `delegate` documents each option.
+    """
+
+    deps: DepsFunction | None = None
+    task_queue: str | None = None
+    execution_timeout: timedelta | None = None
+    retry_policy: RetryPolicy | None = None
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
+    on_failure: OnFailure = 'tool_error'
+
+
 _NEVER_RETRIED = (
-    'UnknownAgent',
-    'AgentNotDurable',
-    'InvalidDeps',
-    'InvalidSeed',
-    'UsageLimitExceeded',
-    'CancelledError',
-    'TerminatedError',
-    'TimeoutError',
-    'DelegateResultUnavailable',
+    UNKNOWN_AGENT,
+    AGENT_NOT_DURABLE,
+    INVALID_DEPS,
+    INVALID_SEED,
+    UsageLimitExceeded.__name__,
+    CancelledError.__name__,
+    TerminatedError.__name__,
+    TimeoutError.__name__,
+    DELEGATE_RESULT_UNAVAILABLE,
 )
 """Delegate failures no retry can fix, or that someone chose (cancel, terminate, a timeout that was set)."""
 
@@ -88,13 +125,11 @@ class _DelegateFailed(Exception):
 
     @classmethod
     def of(cls, failure: FailureError, child_run_id: str | None) -> _DelegateFailed:
-        cause: BaseException | None = failure
-        while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError):
-            cause = cause.cause
+        cause = failure_cause(failure)
         details = RunFailureDetails.from_details(cause.details) if isinstance(cause, ApplicationError) else None
         if details is None:
-            return cls(error_info(failure), child_run_id, Usage())
-        return cls(error_info(failure), details.run_id, details.usage)
+            return cls(error_info(failure, retryable=False), child_run_id, Usage())
+        return cls(error_info(failure, retryable=False), details.run_id, details.usage)
 
 
 def remaining_limits(limits: UsageLimits | None, usage: RunUsage) -> UsageLimits | None:
@@ -207,7 +242,7 @@ class _Recorder:
 
     def cancelled(self, attempt: int, child_run_id: str | None) -> None:
         error = ErrorInfo(
-            type='CancelledError',
+            type=CancelledError.__name__,
             message='the orchestrator stopped waiting: it was cancelled, or another call of its step failed',
             retryable=False,
         )
@@ -243,6 +278,7 @@ class DelegateTool(Tool[Any]):
         name: str | None = None,
         description: str | None = None,
         input_type: type[Any] = str,
+        options: DelegateOptions | None = None,
         deps: DepsFunction | None = None,
         task_queue: str | None = None,
         execution_timeout: timedelta | None = None,
@@ -250,20 +286,25 @@ class DelegateTool(Tool[Any]):
         parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL,
         on_failure: OnFailure = 'tool_error',
     ) -> None:
+        keywords = DelegateOptions(
+            deps=deps,
+            task_queue=task_queue,
+            execution_timeout=execution_timeout,
+            retry_policy=retry_policy,
+            parent_close_policy=parent_close_policy,
+            on_failure=on_failure,
+        )
+        options = options_or_keywords(options, keywords)
         if agent.name is None:
             raise UserError('a delegate agent needs a name: Agent(..., name="...")')
-        if on_failure not in ('tool_error', 'raise'):
-            raise UserError(f"on_failure must be 'tool_error' or 'raise', not {on_failure!r}")
+        if options.on_failure not in ('tool_error', 'raise'):
+            raise UserError(f"on_failure must be 'tool_error' or 'raise', not {options.on_failure!r}")
         self.agent = agent
         """The delegate agent; workers serving the orchestrator serve it too (`LedgerPlugin` finds it)."""
         self.agent_name = agent.name
         self.input_type = input_type
-        self.deps = deps
-        self.task_queue = task_queue
-        self.execution_timeout = execution_timeout
-        self.retry_policy = retry_policy
-        self.parent_close_policy = parent_close_policy
-        self.on_failure: OnFailure = on_failure
+        self.options = options
+        """How its calls run."""
         self._input = TypeAdapter(input_type)
         self._output = output_adapter(agent)
         tool_name = name or agent.name
@@ -303,14 +344,14 @@ class DelegateTool(Tool[Any]):
 
     async def _delegate(self, ctx: RunContext[Any], task: Any) -> Any:
         prompt = self._prompt(task)
-        deps = self.deps(ctx) if self.deps is not None else None
+        deps = self.options.deps(ctx) if self.options.deps is not None else None
         if workflow.in_workflow():
             return await self._as_child_workflow(ctx, prompt, deps)
         return await self._in_process(ctx, prompt, deps)
 
     def _retry(self, error: ErrorInfo, attempt: int) -> timedelta | None:
         """How long to wait before the next attempt, or `None` when this failure is final."""
-        policy = self.retry_policy
+        policy = self.options.retry_policy
         if policy is None or error.type in _NEVER_RETRIED or error.type in (policy.non_retryable_error_types or ()):
             return None
         if policy.maximum_attempts > 0 and attempt >= policy.maximum_attempts:
@@ -320,11 +361,11 @@ class DelegateTool(Tool[Any]):
 
     def _final(self, failure: _DelegateFailed) -> Exception:
         """The exception that ends the call: a failed tool result for the model, or the orchestrator's failure."""
-        if failure.error.type == 'UsageLimitExceeded':
+        if failure.error.type == UsageLimitExceeded.__name__:
             # The limits are the whole tree's: a delegate that ran out ran the orchestrator out too.
             return UsageLimitExceeded(failure.error.message)
         error = DelegateFailedError(self.name, failure.child_run_id, failure.error.type, failure.error.message)
-        return error if self.on_failure == 'raise' else ToolFailed(str(error))
+        return error if self.options.on_failure == 'raise' else ToolFailed(str(error))
 
     async def _in_process(self, ctx: RunContext[Any], prompt: str, deps: Any) -> Any:
         attempt = 0
@@ -337,9 +378,7 @@ class DelegateTool(Tool[Any]):
             except UsageLimitExceeded:
                 raise
             except Exception as error:
-                failure = _DelegateFailed(
-                    ErrorInfo(type=type(error).__name__, message=str(error), retryable=True), None, Usage()
-                )
+                failure = _DelegateFailed(error_info(error, retryable=True), None, Usage())
                 delay = self._retry(failure.error, attempt)
                 if delay is None:
                     raise self._final(failure) from error
@@ -393,9 +432,9 @@ class DelegateTool(Tool[Any]):
                 AgentRunWorkflow.run,
                 input,
                 id=child_id,
-                task_queue=self.task_queue,
-                execution_timeout=self.execution_timeout,
-                parent_close_policy=self.parent_close_policy,
+                task_queue=self.options.task_queue,
+                execution_timeout=self.options.execution_timeout,
+                parent_close_policy=self.options.parent_close_policy,
                 # A completed child is never run again; a failed one may be, and then resumes from its
                 # latest valid snapshot (a restart of its workflow id).
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
@@ -421,7 +460,7 @@ class DelegateTool(Tool[Any]):
             DELEGATE_RESULT_ACTIVITY,
             child_id,
             result_type=AgentRunOutput,
-            start_to_close_timeout=self.execution_timeout or _WAIT_FOR_EARLIER_CHILD,
+            start_to_close_timeout=self.options.execution_timeout or _WAIT_FOR_EARLIER_CHILD,
             heartbeat_timeout=_RESULT_HEARTBEAT,
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             summary=f'delegate {self.name}: result of {child_id}',
@@ -442,6 +481,7 @@ def delegate(
     name: str | None = None,
     description: str | None = None,
     input_type: type[Any] = str,
+    options: DelegateOptions | None = None,
     deps: DepsFunction | None = None,
     task_queue: str | None = None,
     execution_timeout: timedelta | None = None,
@@ -470,6 +510,7 @@ def delegate(
         input_type: What the model passes: `str` (the default) is the delegate's prompt; another type
             (a pydantic model, dataclass or TypedDict) makes the tool's arguments that type's fields,
             validated before anything starts, and the delegate's prompt is the value as JSON.
+        options: The options below as one `DelegateOptions`, instead of keyword arguments.
         deps: A function of the orchestrator's `RunContext` returning the delegate's deps (for example
             `lambda ctx: ctx.deps.account`); none by default. In Temporal they cross as data, validated
             against the delegate's `deps_type` in the child workflow.
@@ -486,17 +527,16 @@ def delegate(
             A delegate that exceeded the usage limits always fails the orchestrator (`UsageLimitExceeded`).
 
     """
-    return DelegateTool(
-        agent,
-        name=name,
-        description=description,
-        input_type=input_type,
+    keywords = DelegateOptions(
         deps=deps,
         task_queue=task_queue,
         execution_timeout=execution_timeout,
         retry_policy=retry_policy,
         parent_close_policy=parent_close_policy,
         on_failure=on_failure,
+    )
+    return DelegateTool(
+        agent, name=name, description=description, input_type=input_type, options=options_or_keywords(options, keywords)
     )
 
 
