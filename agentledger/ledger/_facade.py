@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -20,7 +20,8 @@ from agentledger.errors import (
     RunNotFoundError,
     SnapshotNotFoundError,
 )
-from agentledger.ledger._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
+from agentledger.ledger._chunks import Manifest, split
+from agentledger.ledger._content import PayloadDeletion, Snapshot, StoredContent, snapshot_content
 from agentledger.ledger._store import LedgerStore, RunFilter
 from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
@@ -62,33 +63,6 @@ T = TypeVar('T')
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A stored snapshot with its messages rebuilt: exactly the history that was captured."""
-
-    record: SnapshotRecord
-    messages: list[ModelMessage]
-    hashes: list[str] = field(default_factory=list)
-    """The content hash of each message, in order."""
-
-    @property
-    def snapshot_id(self) -> str:
-        """The snapshot's id."""
-        return self.record.snapshot_id
-
-
-@dataclass(frozen=True)
-class PayloadDeletion:
-    """What `Ledger.delete_payloads` removed."""
-
-    manifests: tuple[str, ...]
-    """The manifests deleted (with their references)."""
-    chunks: int
-    """How many chunks were deleted: those no remaining payload and no stored message uses."""
-    bytes: int
-    """The size of the deleted chunks."""
-
-
-@dataclass(frozen=True)
 class RetryPolicy:
     """How often a failed ledger write is retried before it is reported as `LedgerUnavailableError`."""
 
@@ -123,8 +97,7 @@ class Ledger:
         self._users = 0
         # Concurrent first users (a client storing several payloads at once) must open the store once.
         self._opening = asyncio.Lock()
-        # The latest snapshot written per run in this process, so a write reads nothing to find its parent.
-        self._chains: dict[str, tuple[str, list[str]]] = {}
+        self._content = StoredContent(store, self._retrying)
 
     @property
     def url(self) -> str:
@@ -458,7 +431,7 @@ class Ledger:
         else:
             encoded = encode_messages(messages)
             hashes = [m.hash for m in encoded]
-            parent_id, parent_hashes = await self._chain_parent(run_id, hashes)
+            parent_id, parent_hashes = await self._content.chain_parent(run_id, hashes)
             new = encoded[len(parent_hashes) :]
         new_id = snapshot_id(run_id, step, kind, hashes)
         existing = await self.store.read_snapshot(new_id)
@@ -475,62 +448,11 @@ class Ledger:
             message_count=len(hashes),
             created_at=datetime.now(UTC),
         )
-        blobs = {digest: data for m in new for digest, data in m.blobs.items()}
-        rows: dict[str, bytes] = {}
-        for m in new:
-            if len(m.data) >= CHUNK_THRESHOLD:
-                # A long message (a large tool result) shares its chunks with the activity payloads that carried it.
-                manifest, pieces = split(m.data)
-                rows[m.hash] = manifest.to_bytes()
-                blobs.update(pieces)
-            else:
-                rows[m.hash] = m.data
+        rows, blobs = snapshot_content(new)
         await self._retrying(f'content of snapshot {record.snapshot_id}', lambda: self.store.write_content(rows, blobs))
         await self._retrying(f'snapshot {record.snapshot_id}', lambda: self.store.write_snapshot(record))
-        self._chains[run_id] = (record.snapshot_id, hashes)
+        self._content.remember(run_id, record.snapshot_id, hashes)
         return record
-
-    async def _chain_parent(self, run_id: str, hashes: Sequence[str]) -> tuple[str | None, list[str]]:
-        candidate = self._chains.get(run_id)
-        if candidate is None:
-            stored = await self.store.read_snapshots(run_id)
-            if stored:
-                record = await self.run(run_id)
-                latest = latest_snapshot(record, stored)
-                candidate = (latest.snapshot_id, await self._chain_hashes(latest.snapshot_id))
-            else:
-                stored_run = await self.store.read_run(run_id)
-                if stored_run is not None and stored_run.forked_from is not None:
-                    seed = stored_run.forked_from.snapshot_id
-                    candidate = (seed, await self._chain_hashes(seed))
-        if candidate is not None:
-            parent_id, parent_hashes = candidate
-            if list(hashes[: len(parent_hashes)]) == parent_hashes:
-                return parent_id, parent_hashes
-        return None, []
-
-    async def _chain_hashes(self, snapshot: str) -> list[str]:
-        """Every message hash of a snapshot, oldest first, walking its parents (across runs for forks)."""
-        by_run: dict[str, dict[str, SnapshotRecord]] = {}
-        links: list[SnapshotRecord] = []
-        current: str | None = snapshot
-        while current is not None:
-            run_id = run_id_of(current)
-            if run_id not in by_run:
-                by_run[run_id] = {s.snapshot_id: s for s in await self.store.read_snapshots(run_id)}
-            link = by_run[run_id].get(current)
-            if link is None:
-                if current == snapshot:
-                    raise SnapshotNotFoundError(f'no snapshot with id {snapshot!r}')
-                raise LedgerCorruptionError(f'snapshot {current!r}, an ancestor of {snapshot!r}, is missing')
-            links.append(link)
-            current = link.parent_id
-        hashes = [digest for link in reversed(links) for digest in link.new_hashes]
-        if len(hashes) != links[0].message_count:
-            raise LedgerCorruptionError(
-                f'snapshot {snapshot!r} should hold {links[0].message_count} messages but its chain has {len(hashes)}'
-            )
-        return hashes
 
     async def snapshots(self, run_id: str) -> list[SnapshotRecord]:
         """The run's snapshots (id, step, message count), oldest first; raises `RunNotFoundError` for an unknown run."""
@@ -547,46 +469,18 @@ class Ledger:
         record = await self.store.read_snapshot(snapshot_id)
         if record is None or record.run_id != run_id:
             raise SnapshotNotFoundError(f'no snapshot with id {snapshot_id!r}')
-        hashes = await self._chain_hashes(snapshot_id)
+        hashes = await self._content.chain_hashes(snapshot_id)
         stored = await self.store.read_messages(list(dict.fromkeys(hashes)))
         missing = [digest for digest in hashes if digest not in stored]
         if missing:
             raise LedgerCorruptionError(
                 f'snapshot {snapshot_id!r} references {len(missing)} missing message(s): {missing[0]}'
             )
-        stored = await self._expand_chunked(stored)
+        stored = await self._content.expand_chunked(stored)
         refs = list(dict.fromkeys(ref for digest in set(hashes) for ref in blob_refs(stored[digest])))
         blobs = await self.store.read_blobs(refs) if refs else {}
         messages = [decode_message(digest, stored[digest], blobs) for digest in hashes]
         return Snapshot(record=record, messages=messages, hashes=hashes)
-
-    async def _expand_chunked(self, stored: dict[str, bytes]) -> dict[str, bytes]:
-        """Stored messages with the chunked ones rebuilt from their chunks."""
-        manifests = {
-            digest: Manifest.parse(data, f'message {digest}')
-            for digest, data in stored.items()
-            if Manifest.is_manifest(data)
-        }
-        if not manifests:
-            return stored
-        return {**stored, **await self._assemble(manifests, 'message')}
-
-    async def _assemble(self, manifests: Mapping[str, Manifest], what: str) -> dict[str, bytes]:
-        """Rebuild the content of each manifest: read its nested manifests, then every chunk, verified."""
-        nested_keys = list(dict.fromkeys(key for m in manifests.values() for key in m.nested()))
-        read = await self._retrying(
-            f'{len(nested_keys)} manifest(s)', lambda: self.store.read_blobs(nested_keys), action='read'
-        )
-        nested: dict[str, Manifest] = {}
-        for key in nested_keys:
-            data = read.get(key)
-            if data is None or content_hash(data) != key:
-                state = 'missing from the ledger' if data is None else 'altered'
-                raise LedgerCorruptionError(f'chunk manifest {key} of {what} is {state}')
-            nested[key] = Manifest.parse(data, f'{what} (manifest {key})')
-        wanted = list(dict.fromkeys(chunk for m in [*manifests.values(), *nested.values()] for chunk in m.chunks()))
-        chunks = await self._retrying(f'{len(wanted)} chunk(s)', lambda: self.store.read_blobs(wanted), action='read')
-        return {key: assemble(m, chunks, nested, f'{what} {key}') for key, m in manifests.items()}
 
     # --- chunked payloads ----------------------------------------------------------------------------
 
@@ -623,7 +517,7 @@ class Ledger:
             raise LedgerCorruptionError(f'{where} is missing from the ledger')
         if content_hash(data) != key:
             raise LedgerCorruptionError(f'the manifest of {where} does not match its hash')
-        return (await self._assemble({key: Manifest.parse(data, where)}, 'stored payload'))[key]
+        return (await self._content.assemble({key: Manifest.parse(data, where)}, 'stored payload'))[key]
 
     async def record_payload_references(self, references: Sequence[PayloadReference]) -> None:
         """Record that workflows reference stored payloads (idempotent; the latest `stored_at` is kept)."""
@@ -653,29 +547,8 @@ class Ledger:
         if not doomed:
             return PayloadDeletion(manifests=(), chunks=0, bytes=0)
         gone = set(doomed)
-        found = await self.store.read_blobs(doomed)
-        candidates = await self._blobs_of(
-            {key: Manifest.parse(data, f'stored payload {key}') for key, data in found.items()}
-        )
         remaining = list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))
-        kept: set[str] = set()
-        for start in range(0, len(remaining), 500):
-            batch = await self.store.read_blobs(remaining[start : start + 500])
-            kept.update(await self._blobs_of({k: Manifest.parse(d, f'stored payload {k}') for k, d in batch.items()}))
-        hashes = await self.store.read_message_hashes()
-        for start in range(0, len(hashes), 500):
-            rows = await self.store.read_messages(hashes[start : start + 500])
-            chunked = {
-                d: Manifest.parse(data, f'message {d}') for d, data in rows.items() if Manifest.is_manifest(data)
-            }
-            kept.update(await self._blobs_of(chunked))
-            kept.update(ref for d, data in rows.items() if d not in chunked for ref in blob_refs(data))
-        chunks = [digest for digest in candidates if digest not in kept and digest not in gone]
-        deletion = PayloadDeletion(
-            manifests=tuple(key for key in doomed if key in found),
-            chunks=len(chunks),
-            bytes=sum(candidates[digest] for digest in chunks),
-        )
+        deletion, chunks = await self._content.unused_chunks(doomed, remaining)
         if dry_run:
             return deletion
         references = await self.payload_references(doomed)
@@ -684,17 +557,6 @@ class Ledger:
         await self._retrying(f'{len(doomed)} payload(s)', lambda: self.store.delete_blobs([*doomed, *chunks]))
         await self._retrying('payload references', lambda: self.store.delete_payload_references(references))
         return deletion
-
-    async def _blobs_of(self, manifests: Mapping[str, Manifest]) -> dict[str, int]:
-        """Every blob the manifests use (their chunks, nested manifests and those manifests' chunks), with its size."""
-        used = {digest: length for m in manifests.values() for digest, length, nested in m.pieces if not nested}
-        nested_keys = list(dict.fromkeys(key for m in manifests.values() for key in m.nested()))
-        for start in range(0, len(nested_keys), 500):
-            for key, data in (await self.store.read_blobs(nested_keys[start : start + 500])).items():
-                used[key] = len(data)
-                inner = Manifest.parse(data, f'manifest {key}')
-                used.update({digest: length for digest, length, nested in inner.pieces if not nested})
-        return used
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""
