@@ -86,7 +86,7 @@ LIST, so a write that returned is seen by every later read on any host.
 
 Failures: boto3's calls block, so they run on a thread pool of this ledger's own (`max_concurrency`
 threads, as many pooled connections); the event loop never waits on the network. Every call has
-short timeouts and a few retries by botocore (standard mode), and the `Ledger` base class retries
+short timeouts and a few retries by botocore (standard mode), and the `Ledger` over the store retries
 whole writes with backoff; what still fails raises `LedgerUnavailableError` naming what was not
 written. Writes are idempotent, so a retry after an ambiguous failure (a timeout after S3 applied
 the PUT) stores nothing twice. Refused credentials, a missing bucket or a store that ignores
