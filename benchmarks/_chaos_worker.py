@@ -9,14 +9,14 @@ imported and built everything and waits for `go` on stdin before it connects. Th
 - `after_provider`: `_Outer`, an activity interceptor *outside* the plugin's, when a
   model-request activity has returned the provider's answer through every interceptor inside it
   (ledger events, journal) and the worker has not yet reported it to Temporal;
-- `after_ledger_write`: `FaultyLedger._write_events` (a subclass of the real backend), right
+- `after_ledger_write`: `FaultyStore.write_events` (a subclass of the real backend store), right
   after the batch holding the step's `*_completed` event is stored; for the baselines, right after
   their own row is committed;
 - `in_txn`: inside the storage transaction that writes the step's `*_completed` event: SQLite,
   after the write's statements ran inside `BEGIN IMMEDIATE` and before `COMMIT`; S3, after the
   event sequence numbers were allocated and before the event objects are written; the baselines,
   between their `INSERT` and `COMMIT`;
-- `in_seal`: `FaultyLedger._write_seal`, inside the seal activity after its acceptances, events and
+- `in_seal`: `FaultyStore.write_seal`, inside the seal activity after its acceptances, events and
   final snapshot were written and before the run record is sealed;
 - `zombie`: the effect tool's body ignores cancellation, sleeps past its start-to-close timeout
   (Temporal retries it meanwhile) and then performs its effect and returns late;
@@ -314,8 +314,8 @@ class _Outer(ActivityInboundInterceptor):
 _txn_fault: contextvars.ContextVar[Fault | None] = contextvars.ContextVar('chaos_txn_fault', default=None)
 
 
-def faulty_ledger(base: type[Ledger], faults: Faults, points: frozenset[str]) -> type[Ledger]:
-    """A subclass of the backend `base` whose writes fire the faults of `points`.
+def faulty_store(base: type[Any], faults: Faults, points: frozenset[str]) -> type[Any]:
+    """A subclass of the backend store `base` whose writes fire the faults of `points`.
 
     `points` is a subset of `after_ledger_write`, `in_txn` and `in_seal`.
     """
@@ -330,19 +330,19 @@ def faulty_ledger(base: type[Ledger], faults: Faults, points: frozenset[str]) ->
                     return fault
         return None
 
-    class FaultyLedger(base):  # type: ignore[valid-type,misc]
-        async def _write_events(self, events: Sequence[agentledger.model.StepEvent]) -> None:
+    class FaultyStore(base):  # type: ignore[valid-type,misc]
+        async def write_events(self, events: Sequence[agentledger.model.StepEvent]) -> None:
             token = _txn_fault.set(completed_fault(events, 'in_txn'))
             try:
-                await super()._write_events(events)
+                await super().write_events(events)
             finally:
                 _txn_fault.reset(token)
             await faults.fire(completed_fault(events, 'after_ledger_write'))
 
-        async def _write_seal(self, seal: Any, event: Any) -> None:
+        async def write_seal(self, seal: Any, event: Any) -> None:
             if 'in_seal' in points:
                 await faults.fire(faults.match(seal.workflow_id, 'in_seal'))
-            await super()._write_seal(seal, event)
+            await super().write_seal(seal, event)
 
         # SQLite: the write runs in the writer task's `BEGIN IMMEDIATE` transaction; the fault fires
         # after the write's statements and before `COMMIT`.
@@ -364,8 +364,8 @@ def faulty_ledger(base: type[Ledger], faults: Faults, points: frozenset[str]) ->
             await faults.fire(_txn_fault.get())
             return seqs
 
-    FaultyLedger.__name__ = f'Faulty{base.__name__}'
-    return FaultyLedger
+    FaultyStore.__name__ = f'Faulty{base.__name__}'
+    return FaultyStore
 
 
 # --- the baselines: plain rows written by an activity interceptor ----------------------------------
@@ -440,20 +440,20 @@ class _BaselineActivity(ActivityInboundInterceptor):
 
 
 def build_ledger(config: dict[str, Any], faults: Faults) -> Ledger:
-    """The ledger the plugin writes: the real backend (faulty subclass), or memory for the baselines."""
-    from agentledger.ledger.backends.sqlite import SqliteLedger
+    """The ledger the plugin writes: over the real backend's store (a faulty subclass)."""
+    from agentledger.ledger.backends.sqlite import SqliteStore
 
     if config['variant'] in ('naive', 'upsert'):
         # The baselines' rows are a table of their own. The workflow still needs the plugin's ledger
         # (model requests carry references to its snapshots), kept in SQLite and not checked; only
         # the seal's fault fires in it.
-        return faulty_ledger(SqliteLedger, faults, frozenset({'in_seal'}))(config['ledger_path'])
+        return Ledger(faulty_store(SqliteStore, faults, frozenset({'in_seal'}))(config['ledger_path']))
     points = frozenset({'after_ledger_write', 'in_txn', 'in_seal'})
     if config['backend'] == 'sqlite':
-        return faulty_ledger(SqliteLedger, faults, points)(config['ledger_path'])
-    from agentledger.ledger.backends.s3 import S3Ledger
+        return Ledger(faulty_store(SqliteStore, faults, points)(config['ledger_path']))
+    from agentledger.ledger.backends.s3 import S3Store
 
-    return faulty_ledger(S3Ledger, faults, points)(config['ledger_url'], **config['s3_options'])
+    return Ledger(faulty_store(S3Store, faults, points)(config['ledger_url'], **config['s3_options']))
 
 
 async def main(config_path: str) -> None:

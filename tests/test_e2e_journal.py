@@ -23,10 +23,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import agentledger
-from agentledger import Ledger, LedgerPlugin, MemoryLedger, RetryPolicy, SqliteLedger
+from agentledger import Ledger, LedgerPlugin, RetryPolicy, SqliteLedger
 from agentledger.cli import main as cli
 from agentledger.cli._devserver import find_temporal_cli
 from agentledger.errors import LedgerUnavailableError
+from agentledger.ledger.backends.memory import MemoryStore
 from agentledger.model import KeyedRecord
 from agentledger.model._rules import total_usage
 
@@ -353,19 +354,25 @@ async def test_a_new_run_reusing_a_workflow_id_never_replays_an_older_runs_answe
         assert not any(s.replayed for s in await ledger.steps(second.run_id))
 
 
-class FlakyJournal(MemoryLedger):
-    """A ledger whose first journal writes fail as an unreachable backend's would."""
+class FlakyJournalStore(MemoryStore):
+    """A memory store whose first journal writes fail as an unreachable backend's would."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
-        self.retry = RetryPolicy(attempts=2, initial_backoff_s=0.01, max_backoff_s=0.01)
 
-    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
+    async def put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
         if record.namespace == 'journal' and self.failures > 0:
             self.failures -= 1
             raise LedgerUnavailableError('journal backend unreachable')
-        return await super()._put_record(record, expected_version)
+        return await super().put_record(record, expected_version)
+
+
+class FlakyJournal(Ledger):
+    def __init__(self, failures: int) -> None:
+        super().__init__(
+            FlakyJournalStore(failures), retry=RetryPolicy(attempts=2, initial_backoff_s=0.01, max_backoff_s=0.01)
+        )
 
 
 async def test_journal_write_that_fails_fails_the_attempt_retryably(temporal_env: WorkflowEnvironment) -> None:

@@ -56,8 +56,10 @@ from agentledger.errors import (
 from agentledger.ledger import Ledger, MemoryLedger, RetryPolicy
 from agentledger.ledger._chunks import Manifest, assemble, split
 from agentledger.ledger._scopes import Scopes
+from agentledger.ledger.backends.memory import MemoryStore
 from agentledger.ledger.backends.s3 import S3Ledger
-from agentledger.ledger.backends.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
+from agentledger.ledger.backends.sqlite import SCHEMA_VERSION, SqliteLedger
+from agentledger.ledger.backends.sqlite._schema import MIGRATIONS as _MIGRATIONS
 from agentledger.model import Acceptance, ErrorInfo, RunSeal, RunStart, StepEvent, Usage
 from agentledger.model._content import content_hash, encode_messages
 from agentledger.model._effects import EffectRecord
@@ -776,19 +778,23 @@ async def test_unknown_run_id_raises_run_not_found(ledger: Ledger) -> None:
         await ledger.runs(before='no-such-run')
 
 
-class FlakyMemoryLedger(MemoryLedger):
+class FlakyMemoryStore(MemoryStore):
     """Fails the first `failures` event writes as an unreachable backend would."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
-        self.retry = FAST_RETRY
 
-    async def _write_events(self, events: Any) -> None:
+    async def write_events(self, events: Any) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise LedgerUnavailableError('backend unreachable')
-        await super()._write_events(events)
+        await super().write_events(events)
+
+
+class FlakyMemoryLedger(Ledger):
+    def __init__(self, failures: int) -> None:
+        super().__init__(FlakyMemoryStore(failures), retry=FAST_RETRY)
 
 
 async def test_transient_write_failures_are_retried() -> None:
@@ -901,9 +907,9 @@ async def snapshot_steps(
 def stored_content(ledger: Ledger) -> tuple[int, int]:
     """How many distinct messages and blobs the backend holds."""
     if isinstance(ledger, MemoryLedger):
-        return len(ledger._messages), len(ledger._blobs)
+        return len(ledger.store._messages), len(ledger.store._blobs)
     if isinstance(ledger, SqliteLedger):
-        with closing(sqlite3.connect(ledger._path)) as raw:
+        with closing(sqlite3.connect(ledger.store.path)) as raw:
             [(messages,)] = raw.execute('SELECT COUNT(*) FROM messages').fetchall()
             [(blobs,)] = raw.execute('SELECT COUNT(*) FROM blobs').fetchall()
         return messages, blobs
@@ -915,7 +921,7 @@ def stored_content(ledger: Ledger) -> tuple[int, int]:
 def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
     """Overwrite (or, with `None`, delete) one stored message or blob behind the ledger's back."""
     if isinstance(ledger, MemoryLedger):
-        store = ledger._messages if table == 'messages' else ledger._blobs
+        store = ledger.store._messages if table == 'messages' else ledger.store._blobs
         if data is None:
             del store[digest]
         else:
@@ -923,9 +929,9 @@ def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
         return
     if isinstance(ledger, SqliteLedger):
         if data is None:
-            changed = raw_sql(Path(ledger._path), f'DELETE FROM {table} WHERE hash = ?', (digest,))
+            changed = raw_sql(Path(ledger.store.path), f'DELETE FROM {table} WHERE hash = ?', (digest,))
         else:
-            changed = raw_sql(Path(ledger._path), f'UPDATE {table} SET data = ? WHERE hash = ?', (data, digest))
+            changed = raw_sql(Path(ledger.store.path), f'UPDATE {table} SET data = ? WHERE hash = ?', (data, digest))
         assert changed == 1
         return
     if isinstance(ledger, S3Ledger):
@@ -1102,7 +1108,7 @@ async def test_altered_message_is_reported_as_corruption(ledger: Ledger) -> None
     await ledger.start_run(run_start('run-a'))
     [_, record] = await snapshot_steps(ledger, 'run-a', messages, range(1, 3))
     digest = record.new_hashes[-1]
-    [original] = (await ledger._read_messages([digest])).values()
+    [original] = (await ledger.store.read_messages([digest])).values()
     tamper(ledger, 'messages', digest, original.replace(b'shipped', b'lost!!!'))
 
     with pytest.raises(LedgerCorruptionError, match=digest):
@@ -1205,13 +1211,13 @@ async def test_read_content_returns_only_stored_hashes(ledger: Ledger) -> None:
     """The content primitives answer for more hashes than one backend query may bind, and omit unknown ones."""
     messages = {content_hash(f'message {i}'.encode()): f'message {i}'.encode() for i in range(1200)}
     blobs = {content_hash(b'blob'): b'blob'}
-    await ledger._write_content(messages, blobs)
-    await ledger._write_content({digest: b'ignored' for digest in list(messages)[:10]}, {})
+    await ledger.store.write_content(messages, blobs)
+    await ledger.store.write_content({digest: b'ignored' for digest in list(messages)[:10]}, {})
     unknown = [content_hash(f'absent {i}'.encode()) for i in range(5)]
 
-    assert await ledger._read_messages([*messages, *unknown]) == messages
-    assert await ledger._read_blobs([*blobs, *unknown]) == blobs
-    assert await ledger._read_messages([]) == {}
+    assert await ledger.store.read_messages([*messages, *unknown]) == messages
+    assert await ledger.store.read_blobs([*blobs, *unknown]) == blobs
+    assert await ledger.store.read_messages([]) == {}
 
 
 # --- stored payloads and their references ----------------------------------------------------------
@@ -1964,7 +1970,7 @@ async def unstored_bytes(ledger: Ledger, data: bytes, *, json_text: bool = True)
     """What storing `data` would add: the bytes of its pieces the ledger does not hold yet."""
     manifest, pieces = split(data, json_text=json_text)
     pieces[manifest.key] = manifest.to_bytes()
-    held = await ledger._read_blobs(list(pieces))
+    held = await ledger.store.read_blobs(list(pieces))
     return sum(len(piece) for key, piece in pieces.items() if key not in held)
 
 

@@ -49,8 +49,8 @@ def _s3_key(ledger: S3Ledger, run_id: str, table: str, key: str) -> str:
 def delete_event(ledger: Ledger, event: StepEvent) -> None:
     """Lose one stored event."""
     if isinstance(ledger, MemoryLedger):
-        ledger._events[event.run_id] = [e for e in ledger._events[event.run_id] if e.key != event.key]
-        ledger._event_keys.discard(event.key)
+        ledger.store._events[event.run_id] = [e for e in ledger.store._events[event.run_id] if e.key != event.key]
+        ledger.store._event_keys.discard(event.key)
     elif isinstance(ledger, SqliteLedger):
         assert raw_sql(_sqlite_path(ledger), 'DELETE FROM events WHERE event_key = ?', (event.key,)) == 1
     else:
@@ -65,7 +65,9 @@ def overwrite_event(ledger: Ledger, event: StepEvent) -> None:
     body = event.to_json()
     del body['state']
     if isinstance(ledger, MemoryLedger):
-        ledger._events[event.run_id] = [event if e.key == event.key else e for e in ledger._events[event.run_id]]
+        ledger.store._events[event.run_id] = [
+            event if e.key == event.key else e for e in ledger.store._events[event.run_id]
+        ]
     elif isinstance(ledger, SqliteLedger):
         del body['seq']
         query = 'UPDATE events SET body = ? WHERE event_key = ?'
@@ -82,7 +84,7 @@ def duplicate_event(ledger: Ledger, event: StepEvent, seq: int) -> None:
     copy = event.with_seq(seq).to_json()
     del copy['state']
     if isinstance(ledger, MemoryLedger):
-        ledger._events[event.run_id].append(event.with_seq(seq).with_state('provisional'))
+        ledger.store._events[event.run_id].append(event.with_seq(seq).with_state('provisional'))
     elif isinstance(ledger, SqliteLedger):
         del copy['seq']
         query = 'INSERT INTO events (seq, event_key, run_id, body) VALUES (?, ?, ?, ?)'
@@ -98,7 +100,7 @@ def duplicate_event(ledger: Ledger, event: StepEvent, seq: int) -> None:
 
 def delete_acceptance(ledger: Ledger, acceptance: Acceptance) -> None:
     if isinstance(ledger, MemoryLedger):
-        del ledger._acceptances[acceptance.run_id][acceptance.key]
+        del ledger.store._acceptances[acceptance.run_id][acceptance.key]
     elif isinstance(ledger, SqliteLedger):
         query = 'DELETE FROM acceptances WHERE acceptance_key = ?'
         assert raw_sql(_sqlite_path(ledger), query, (acceptance.key,)) == 1
@@ -112,7 +114,7 @@ def delete_acceptance(ledger: Ledger, acceptance: Acceptance) -> None:
 def unseal(ledger: Ledger, record: RunRecord) -> None:
     """Make the stored run record say `running`, as if its seal never landed."""
     if isinstance(ledger, MemoryLedger):
-        ledger._runs[record.run_id] = replace(record, status='running', ended_at=None)
+        ledger.store._runs[record.run_id] = replace(record, status='running', ended_at=None)
     elif isinstance(ledger, SqliteLedger):
         query = "UPDATE runs SET status = 'running', ended_at = NULL WHERE run_id = ?"
         assert raw_sql(_sqlite_path(ledger), query, (record.run_id,)) == 1
@@ -132,8 +134,8 @@ def reader(ledger: Ledger) -> Ledger:
     if isinstance(ledger, S3Ledger):
         return S3Ledger(
             ledger.url,
-            aws_access_key_id=ledger._credentials.access_key_id,
-            aws_secret_access_key=ledger._credentials.secret_access_key,
+            aws_access_key_id=ledger.store._credentials.access_key_id,
+            aws_secret_access_key=ledger.store._credentials.secret_access_key,
         )
     return ledger
 

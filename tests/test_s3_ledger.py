@@ -87,8 +87,8 @@ def count_requests(ledger: S3Ledger) -> Counter[str]:
     def count(model: Any, **_: Any) -> None:
         counts[model.name] += 1
 
-    assert ledger._client is not None
-    ledger._client.meta.events.register('before-call.s3', count)
+    assert ledger.store._client is not None
+    ledger.store._client.meta.events.register('before-call.s3', count)
     return counts
 
 
@@ -338,7 +338,7 @@ async def test_key_layout(ledger: S3Ledger) -> None:
         'index': 1,
         'field index': 3,
     }
-    counter = ledger._client.get_object(Bucket=ledger.bucket, Key=f'{ledger.prefix}runs/run-a/seq')  # type: ignore[union-attr]
+    counter = ledger.store._client.get_object(Bucket=ledger.bucket, Key=f'{ledger.prefix}runs/run-a/seq')  # type: ignore[union-attr]
     assert counter['Body'].read() == b'5'  # three events and two snapshots took one number each
 
 
@@ -352,7 +352,7 @@ async def test_ids_cannot_escape_the_prefix(ledger: S3Ledger, run_id: str) -> No
     # Reading such an id finds nothing, as for any unknown run.
     with pytest.raises(agentledger.errors.RunNotFoundError):
         await ledger.run(run_id)
-    assert await ledger._read_events(run_id) == []
+    assert await ledger.store.read_events(run_id) == []
     assert all_keys(ledger) == before
 
 
@@ -442,17 +442,17 @@ async def test_content_already_stored_is_not_uploaded_again(s3_server: S3Server,
     large, small = b'x' * 20_000, b'small'
     content = {content_hash(large): large, content_hash(small): small}
     async with s3_server.ledger(s3_bucket) as first:
-        await first._write_content(content, {})
+        await first.store.write_content(content, {})
     async with s3_server.ledger(s3_bucket) as second:
         requests = count_requests(second)
-        await second._write_content(content, {})
+        await second.store.write_content(content, {})
         # The large message is looked up and skipped; the small one is cheaper to offer with If-None-Match.
         assert (requests['HeadObject'], requests['PutObject']) == (1, 1)
         requests.clear()
         # Content this ledger stored or found is not even looked up again.
-        await second._write_content(content, {})
+        await second.store.write_content(content, {})
         assert requests == {}
-        assert await second._read_messages(list(content)) == content
+        assert await second.store.read_messages(list(content)) == content
 
 
 async def test_close_waits_for_writes_in_flight(s3_server: S3Server, s3_bucket: str) -> None:
@@ -486,8 +486,8 @@ def failing_puts(ledger: S3Ledger, failures: int) -> list[int]:
         left[0] -= 1
         return AWSResponse(request.url, 503, {}, Raw())
 
-    assert ledger._client is not None
-    ledger._client.meta.events.register('before-send.s3.PutObject', fail)
+    assert ledger.store._client is not None
+    ledger.store._client.meta.events.register('before-send.s3.PutObject', fail)
     return left
 
 
@@ -596,7 +596,7 @@ async def test_s3_outage_mid_run_pauses_the_run_and_loses_nothing_c16(
     ledger = own_server.ledger(own_server.new_bucket(), retry=retry, request_attempts=1, connect_timeout_s=0.5)
     async with ledger, serve(temporal_env, ledger, [calc_agent]) as served:
         handle = await agentledger.start(served.client, calc_agent, 'compute', task_queue=served.task_queue)
-        while not any(e.kind == 'model_request_completed' for e in await ledger._read_events(handle.run_id)):
+        while not any(e.kind == 'model_request_completed' for e in await ledger.store.read_events(handle.run_id)):
             await asyncio.sleep(0.02)
         own_server.stop()
         await asyncio.sleep(0.6)
@@ -622,7 +622,7 @@ async def test_s3_outage_under_warn_lets_the_run_finish_and_catches_up_c16(
     ledger = own_server.ledger(own_server.new_bucket(), retry=retry, request_attempts=1, connect_timeout_s=0.5)
     async with ledger, serve(temporal_env, ledger, [calc_agent], plugin_options={'outage': 'warn'}) as served:
         handle = await agentledger.start(served.client, calc_agent, 'compute', task_queue=served.task_queue)
-        while not any(e.kind == 'model_request_completed' for e in await ledger._read_events(handle.run_id)):
+        while not any(e.kind == 'model_request_completed' for e in await ledger.store.read_events(handle.run_id)):
             await asyncio.sleep(0.02)
         own_server.stop()
         result = await asyncio.wait_for(handle.result(), timeout=90)

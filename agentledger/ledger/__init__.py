@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentledger.ledger._facade import Ledger, PayloadDeletion, RetryPolicy, RunFilter, Snapshot
+from agentledger.ledger._facade import Ledger, PayloadDeletion, RetryPolicy, Snapshot
 from agentledger.ledger._outage import OutagePolicy
+from agentledger.ledger._store import LedgerStore, RunFilter
 from agentledger.ledger._url import open_ledger
-from agentledger.ledger.backends.memory import MemoryLedger
+from agentledger.ledger.backends.memory import MemoryLedger, MemoryStore
 
 if TYPE_CHECKING:
     from agentledger.ledger.backends.s3 import S3Ledger
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     'Ledger',
+    'LedgerStore',
     'MemoryLedger',
+    'MemoryStore',
     'OutagePolicy',
     'PayloadDeletion',
     'RetryPolicy',

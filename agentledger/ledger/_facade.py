@@ -1,13 +1,12 @@
-"""The `Ledger` protocol every backend implements, with the reads derived once for all of them."""
+"""`Ledger`: the public API over a backend store, with retries and the reads derived once for every backend."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -21,7 +20,9 @@ from agentledger.errors import (
     RunNotFoundError,
     SnapshotNotFoundError,
 )
-from agentledger.ledger._chunks import CHUNK_THRESHOLD, Manifest, assemble, split
+from agentledger.ledger._chunks import Manifest, split
+from agentledger.ledger._content import PayloadDeletion, Snapshot, StoredContent, snapshot_content
+from agentledger.ledger._store import LedgerStore, RunFilter
 from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
 from agentledger.model._journal import JournalEntry
@@ -54,64 +55,11 @@ from agentledger.model._rules import (
 from agentledger.model._snapshots import latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
 from agentledger.model._validity import is_provider_valid
 
-__all__ = ['Ledger', 'PayloadDeletion', 'RetryPolicy', 'RunFilter', 'Snapshot']
+__all__ = ['Ledger', 'PayloadDeletion', 'RetryPolicy', 'Snapshot']
 
 logger = logging.getLogger('agentledger.ledger')
 
 T = TypeVar('T')
-
-
-@dataclass(frozen=True)
-class RunFilter:
-    """Which runs `Ledger.runs` lists. `None` means any."""
-
-    agent: str | None = None
-    status: RunStatus | None = None
-    conversation_id: str | None = None
-    parent_run_id: str | None = None
-    workflow_id: str | None = None
-    forked_from_run_id: str | None = None
-
-    def matches(self, run: RunRecord) -> bool:
-        """Whether `run` passes every filter that is set (for backends that filter records in memory)."""
-        return (
-            (self.agent is None or run.agent_name == self.agent)
-            and (self.status is None or run.status == self.status)
-            and (self.conversation_id is None or run.conversation_id == self.conversation_id)
-            and (self.parent_run_id is None or run.parent_run_id == self.parent_run_id)
-            and (self.workflow_id is None or run.workflow_id == self.workflow_id)
-            and (
-                self.forked_from_run_id is None
-                or (run.forked_from is not None and run.forked_from.run_id == self.forked_from_run_id)
-            )
-        )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A stored snapshot with its messages rebuilt: exactly the history that was captured."""
-
-    record: SnapshotRecord
-    messages: list[ModelMessage]
-    hashes: list[str] = field(default_factory=list)
-    """The content hash of each message, in order."""
-
-    @property
-    def snapshot_id(self) -> str:
-        """The snapshot's id."""
-        return self.record.snapshot_id
-
-
-@dataclass(frozen=True)
-class PayloadDeletion:
-    """What `Ledger.delete_payloads` removed."""
-
-    manifests: tuple[str, ...]
-    """The manifests deleted (with their references)."""
-    chunks: int
-    """How many chunks were deleted: those no remaining payload and no stored message uses."""
-    bytes: int
-    """The size of the deleted chunks."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +71,7 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
 
 
-class Ledger(ABC):
+class Ledger:
     """A store of runs, step events, acceptances, snapshots and keyed records (model-call journal, once-only effects).
 
     Writes are idempotent (at-least-once delivery collapses onto each record's key) and are retried
@@ -131,13 +79,30 @@ class Ledger(ABC):
     written, never a silent drop. Reads derive each event's state and each step's accepted attempt
     with the shared rules in `agentledger.model._rules`, so all backends answer alike.
 
-    Use it as an async context manager, or call `open()` / `close()`.
+    The backend is the `store` it holds (see `agentledger.ledger._store`); `MemoryLedger`,
+    `SqliteLedger` and `S3Ledger` are this class over their own store. Use it as an async context
+    manager, or call `open()` / `close()`.
     """
 
-    url: str
-    """Where this ledger lives, as a URL `open_ledger` accepts (never with credentials)."""
+    store: LedgerStore
+    """The backend: what stores and reads the records; everything derived from them is done here."""
 
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy
+    """How failed writes (and opens) are retried."""
+
+    def __init__(self, store: LedgerStore, *, retry: RetryPolicy | None = None) -> None:
+        """A ledger over `store`; nothing is opened until `open()`."""
+        self.store = store
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._users = 0
+        # Concurrent first users (a client storing several payloads at once) must open the store once.
+        self._opening = asyncio.Lock()
+        self._content = StoredContent(store, self._retrying)
+
+    @property
+    def url(self) -> str:
+        """Where this ledger lives, as a URL `open_ledger` accepts (never with credentials)."""
+        return self.store.url
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -148,154 +113,27 @@ class Ledger(ABC):
     ) -> None:
         await self.close()
 
-    _users: int = 0
-    _opening: asyncio.Lock | None = None
-    _chains: dict[str, tuple[str, list[str]]] | None = None
-
     async def open(self) -> None:
         """Connect and make sure the schema exists; raises a specific error when that is not possible.
 
         Opens are counted: a ledger shared by a worker (which `LedgerPlugin` opens while the worker
         runs) and by the application reading it stays open until the last user closes it.
         """
-        async with self._users_lock():
+        async with self._opening:
             if self._users == 0:
                 # Retried like a write: another process may hold the file's lock while it migrates or
                 # switches journal mode, or an endpoint may be restarting.
-                await self._retrying('the ledger', self._open, action='open')
+                await self._retrying('the ledger', self.store.open, action='open')
             self._users += 1
 
     async def close(self) -> None:
         """Release this user's hold; the last one closes the connections. Extra calls do nothing."""
-        async with self._users_lock():
+        async with self._opening:
             if self._users == 0:
                 return
             self._users -= 1
             if self._users == 0:
-                await self._close()
-
-    def _users_lock(self) -> asyncio.Lock:
-        # Concurrent first users (a client storing several payloads at once) must open the ledger once.
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        return self._opening
-
-    @abstractmethod
-    async def _open(self) -> None:
-        """Connect, create or migrate the schema."""
-
-    @abstractmethod
-    async def _close(self) -> None:
-        """Flush pending writes and release connections."""
-
-    # --- backend primitives ------------------------------------------------------------------------
-
-    @abstractmethod
-    async def _write_run_start(self, start: RunStart, event: StepEvent) -> None:
-        """Fold `start` into the run record (see `apply_run_start`) and store its event, atomically."""
-
-    @abstractmethod
-    async def _write_events(self, events: Sequence[StepEvent]) -> None:
-        """Store events that are not stored yet (by key), assigning `seq` in arrival order."""
-
-    @abstractmethod
-    async def _write_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
-        """Store acceptances that are not stored yet (by key)."""
-
-    @abstractmethod
-    async def _write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
-
-    @abstractmethod
-    async def _rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
-        """Remove the run's stored events with these `seq`s, then store `events`, each in place of any row of its key.
-
-        An event with a non-zero `seq` keeps it (its place in the causal order); one with `seq` 0 gets a new one.
-        """
-
-    @abstractmethod
-    async def _rewrite_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
-        """Store each acceptance in place of whatever is stored under its key."""
-
-    @abstractmethod
-    async def _update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
-        """Fold into the stored run record atomically; `None` from `fold` (or no record) changes nothing."""
-
-    @abstractmethod
-    async def _read_run(self, run_id: str) -> RunRecord | None:
-        """Return the run record, or `None`."""
-
-    @abstractmethod
-    async def _read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
-
-    @abstractmethod
-    async def _read_events(self, run_id: str) -> list[StepEvent]:
-        """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""
-
-    @abstractmethod
-    async def _read_acceptances(self, run_id: str) -> list[Acceptance]:
-        """Return the run's stored acceptances."""
-
-    @abstractmethod
-    async def _write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
-        """Store messages and blobs under their hashes; content already stored is left as is."""
-
-    @abstractmethod
-    async def _write_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Store a snapshot record unless one with its id is stored."""
-
-    @abstractmethod
-    async def _read_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
-        """One snapshot record, or `None`."""
-
-    @abstractmethod
-    async def _read_snapshots(self, run_id: str) -> list[SnapshotRecord]:
-        """The run's snapshot records in the order they were stored."""
-
-    @abstractmethod
-    async def _read_messages(self, hashes: Sequence[str]) -> dict[str, bytes]:
-        """Stored message bytes by hash; hashes not stored are absent from the result."""
-
-    @abstractmethod
-    async def _read_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
-        """Stored blob bytes by hash; hashes not stored are absent from the result."""
-
-    @abstractmethod
-    async def _read_record(self, namespace: str, key: str) -> KeyedRecord | None:
-        """The keyed record with its current version, or `None`."""
-
-    @abstractmethod
-    async def _put_record(self, record: KeyedRecord, expected_version: str | None) -> str | None:
-        """Store `record` atomically if the condition holds; return its new version, or `None` if it did not.
-
-        `expected_version=None`: only if no record has its key (create). Otherwise: only if the stored
-        record's version is `expected_version` (compare-and-swap). The stored scope never changes.
-        """
-
-    @abstractmethod
-    async def _list_records(self, namespace: str, scope: str | None) -> list[KeyedRecord]:
-        """Every record of `namespace` (of `scope` only, when given), in no particular order."""
-
-    @abstractmethod
-    async def _write_payload_references(self, references: Sequence[PayloadReference]) -> None:
-        """Store references by `key`; one already stored keeps the later of the two `stored_at`."""
-
-    @abstractmethod
-    async def _read_payload_references(self, manifests: Sequence[str] | None) -> list[PayloadReference]:
-        """The stored references to `manifests`, or all of them for `None`."""
-
-    @abstractmethod
-    async def _delete_payload_references(self, references: Sequence[PayloadReference]) -> None:
-        """Delete these references (by `key`); absent ones are ignored."""
-
-    @abstractmethod
-    async def _delete_blobs(self, hashes: Sequence[str]) -> None:
-        """Delete blobs (chunks and manifests) by hash; absent ones are ignored."""
-
-    @abstractmethod
-    async def _read_message_hashes(self) -> list[str]:
-        """The hash of every stored message."""
+                await self.store.close()
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -322,14 +160,14 @@ class Ledger(ABC):
     async def start_run(self, start: RunStart) -> None:
         """Record that a Temporal run of ledger run `start.run_id` began (and its `run_started` event)."""
         await self._retrying(
-            f'run start of {start.run_id}', lambda: self._write_run_start(start, run_event_for_start(start))
+            f'run start of {start.run_id}', lambda: self.store.write_run_start(start, run_event_for_start(start))
         )
 
     async def record_events(self, events: Sequence[StepEvent]) -> None:
         """Record step events; an event whose key is already stored is ignored."""
         if events:
             await self._retrying(
-                f'{len(events)} event(s) of run {events[0].run_id}', lambda: self._write_events(events)
+                f'{len(events)} event(s) of run {events[0].run_id}', lambda: self.store.write_events(events)
             )
 
     async def accept(self, acceptances: Sequence[Acceptance]) -> None:
@@ -337,19 +175,21 @@ class Ledger(ABC):
         if acceptances:
             await self._retrying(
                 f'{len(acceptances)} acceptance(s) of run {acceptances[0].run_id}',
-                lambda: self._write_acceptances(acceptances),
+                lambda: self.store.write_acceptances(acceptances),
             )
 
     async def seal_run(self, seal: RunSeal) -> None:
         """Record how a run ended (and its terminal run event); activities never accepted become abandoned."""
-        await self._retrying(f'seal of run {seal.run_id}', lambda: self._write_seal(seal, run_event_for_seal(seal)))
+        await self._retrying(
+            f'seal of run {seal.run_id}', lambda: self.store.write_seal(seal, run_event_for_seal(seal))
+        )
 
     # --- keyed records -------------------------------------------------------------------------------
 
     async def record(self, namespace: str, key: str) -> KeyedRecord | None:
         """The keyed record stored under `(namespace, key)`, or `None`."""
         check_namespace(namespace)
-        return await self._read_record(namespace, key)
+        return await self.store.read_record(namespace, key)
 
     async def create_record(self, namespace: str, key: str, value: dict[str, Any], *, scope: str) -> KeyedRecord | None:
         """Store a new keyed record unless one with this key exists: the stored record, or `None` if one existed.
@@ -360,7 +200,7 @@ class Ledger(ABC):
         if not key:
             raise ValueError('a keyed record needs a non-empty key')
         record = KeyedRecord(namespace=namespace, key=key, scope=scope, value=value)
-        version = await self._retrying(f'{namespace} record {key!r}', lambda: self._put_record(record, None))
+        version = await self._retrying(f'{namespace} record {key!r}', lambda: self.store.put_record(record, None))
         return dataclasses.replace(record, version=version) if version is not None else None
 
     async def replace_record(self, record: KeyedRecord, value: dict[str, Any]) -> KeyedRecord | None:
@@ -370,14 +210,14 @@ class Ledger(ABC):
             raise ValueError(f'{record.namespace} record {record.key!r} was never stored: create it instead')
         updated = dataclasses.replace(record, value=value)
         version = await self._retrying(
-            f'{record.namespace} record {record.key!r}', lambda: self._put_record(updated, record.version)
+            f'{record.namespace} record {record.key!r}', lambda: self.store.put_record(updated, record.version)
         )
         return dataclasses.replace(updated, version=version) if version is not None else None
 
     async def records(self, namespace: str, *, scope: str | None = None) -> list[KeyedRecord]:
         """The keyed records of `namespace` (of one scope when given), ordered by key."""
         check_namespace(namespace)
-        return sorted(await self._list_records(namespace, scope), key=lambda record: record.key)
+        return sorted(await self.store.list_records(namespace, scope), key=lambda record: record.key)
 
     # --- model-call journal ----------------------------------------------------------------------------
 
@@ -445,13 +285,14 @@ class Ledger(ABC):
         """
         if remove_seqs or events:
             await self._retrying(
-                f'a repair of stored events of run {run_id}', lambda: self._rewrite_events(run_id, remove_seqs, events)
+                f'a repair of stored events of run {run_id}',
+                lambda: self.store.rewrite_events(run_id, remove_seqs, events),
             )
 
     async def replace_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
         """Store acceptances in place of what is stored under their keys (`reconcile`'s audited repairs)."""
         if acceptances:
-            await self._retrying('a repair of stored acceptances', lambda: self._rewrite_acceptances(acceptances))
+            await self._retrying('a repair of stored acceptances', lambda: self.store.rewrite_acceptances(acceptances))
 
     async def update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
         """Fold a change into the run record atomically (a transaction, or compare-and-swap on S3).
@@ -459,7 +300,7 @@ class Ledger(ABC):
         `fold` gets the stored record and returns the new one, or `None` to change nothing; it may run
         more than once when another writer changes the record meanwhile.
         """
-        await self._retrying(f'an update of run {run_id}', lambda: self._update_run(run_id, fold))
+        await self._retrying(f'an update of run {run_id}', lambda: self.store.update_run(run_id, fold))
 
     async def park_run(self, run_id: str, error: ErrorInfo, at: datetime) -> None:
         """Mark an open run `parked`, waiting on `error` (a run started with `park_on_failure=True`).
@@ -478,7 +319,7 @@ class Ledger(ABC):
 
     async def run(self, run_id: str) -> RunRecord:
         """Return the run record; raise `RunNotFoundError` for an unknown id."""
-        record = await self._read_run(run_id)
+        record = await self.store.read_run(run_id)
         if record is None:
             raise RunNotFoundError(run_id)
         return record
@@ -499,7 +340,7 @@ class Ledger(ABC):
         if limit < 1:
             raise ValueError(f'limit must be at least 1, got {limit}')
         cursor = await self.run(before) if before is not None else None
-        return await self._read_runs(
+        return await self.store.read_runs(
             RunFilter(agent, status, conversation_id, parent_run_id, workflow_id, forked_from_run_id),
             limit=limit,
             before=cursor,
@@ -537,20 +378,20 @@ class Ledger(ABC):
     async def events(self, run_id: str) -> list[StepEvent]:
         """Return the run's events in causal order, each with its derived `state`."""
         record = await self.run(run_id)
-        events = await self._read_events(run_id)
-        acceptances = await self._read_acceptances(run_id)
+        events = await self.store.read_events(run_id)
+        acceptances = await self.store.read_acceptances(run_id)
         return derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
 
     async def acceptances(self, run_id: str) -> list[Acceptance]:
         """The activities whose results the run's workflow observed (what `reconcile` checks against history)."""
         await self.run(run_id)
-        return await self._read_acceptances(run_id)
+        return await self.store.read_acceptances(run_id)
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """One record per activity: its attempts and which attempt's result the run used."""
         record = await self.run(run_id)
-        events = await self._read_events(run_id)
-        acceptances = await self._read_acceptances(run_id)
+        events = await self.store.read_events(run_id)
+        acceptances = await self.store.read_acceptances(run_id)
         states = derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
         return derive_steps(states, acceptances)
 
@@ -590,10 +431,10 @@ class Ledger(ABC):
         else:
             encoded = encode_messages(messages)
             hashes = [m.hash for m in encoded]
-            parent_id, parent_hashes = await self._chain_parent(run_id, hashes)
+            parent_id, parent_hashes = await self._content.chain_parent(run_id, hashes)
             new = encoded[len(parent_hashes) :]
         new_id = snapshot_id(run_id, step, kind, hashes)
-        existing = await self._read_snapshot(new_id)
+        existing = await self.store.read_snapshot(new_id)
         if existing is not None:
             return existing
         record = SnapshotRecord(
@@ -607,73 +448,16 @@ class Ledger(ABC):
             message_count=len(hashes),
             created_at=datetime.now(UTC),
         )
-        blobs = {digest: data for m in new for digest, data in m.blobs.items()}
-        rows: dict[str, bytes] = {}
-        for m in new:
-            if len(m.data) >= CHUNK_THRESHOLD:
-                # A long message (a large tool result) shares its chunks with the activity payloads that carried it.
-                manifest, pieces = split(m.data)
-                rows[m.hash] = manifest.to_bytes()
-                blobs.update(pieces)
-            else:
-                rows[m.hash] = m.data
-        await self._retrying(f'content of snapshot {record.snapshot_id}', lambda: self._write_content(rows, blobs))
-        await self._retrying(f'snapshot {record.snapshot_id}', lambda: self._write_snapshot(record))
-        self._chain_cache()[run_id] = (record.snapshot_id, hashes)
+        rows, blobs = snapshot_content(new)
+        await self._retrying(f'content of snapshot {record.snapshot_id}', lambda: self.store.write_content(rows, blobs))
+        await self._retrying(f'snapshot {record.snapshot_id}', lambda: self.store.write_snapshot(record))
+        self._content.remember(run_id, record.snapshot_id, hashes)
         return record
-
-    def _chain_cache(self) -> dict[str, tuple[str, list[str]]]:
-        # The latest snapshot written per run in this process, so a write reads nothing to find its parent.
-        if self._chains is None:
-            self._chains = {}
-        return self._chains
-
-    async def _chain_parent(self, run_id: str, hashes: Sequence[str]) -> tuple[str | None, list[str]]:
-        candidate = self._chain_cache().get(run_id)
-        if candidate is None:
-            stored = await self._read_snapshots(run_id)
-            if stored:
-                record = await self.run(run_id)
-                latest = latest_snapshot(record, stored)
-                candidate = (latest.snapshot_id, await self._chain_hashes(latest.snapshot_id))
-            else:
-                stored_run = await self._read_run(run_id)
-                if stored_run is not None and stored_run.forked_from is not None:
-                    seed = stored_run.forked_from.snapshot_id
-                    candidate = (seed, await self._chain_hashes(seed))
-        if candidate is not None:
-            parent_id, parent_hashes = candidate
-            if list(hashes[: len(parent_hashes)]) == parent_hashes:
-                return parent_id, parent_hashes
-        return None, []
-
-    async def _chain_hashes(self, snapshot: str) -> list[str]:
-        """Every message hash of a snapshot, oldest first, walking its parents (across runs for forks)."""
-        by_run: dict[str, dict[str, SnapshotRecord]] = {}
-        links: list[SnapshotRecord] = []
-        current: str | None = snapshot
-        while current is not None:
-            run_id = run_id_of(current)
-            if run_id not in by_run:
-                by_run[run_id] = {s.snapshot_id: s for s in await self._read_snapshots(run_id)}
-            link = by_run[run_id].get(current)
-            if link is None:
-                if current == snapshot:
-                    raise SnapshotNotFoundError(f'no snapshot with id {snapshot!r}')
-                raise LedgerCorruptionError(f'snapshot {current!r}, an ancestor of {snapshot!r}, is missing')
-            links.append(link)
-            current = link.parent_id
-        hashes = [digest for link in reversed(links) for digest in link.new_hashes]
-        if len(hashes) != links[0].message_count:
-            raise LedgerCorruptionError(
-                f'snapshot {snapshot!r} should hold {links[0].message_count} messages but its chain has {len(hashes)}'
-            )
-        return hashes
 
     async def snapshots(self, run_id: str) -> list[SnapshotRecord]:
         """The run's snapshots (id, step, message count), oldest first; raises `RunNotFoundError` for an unknown run."""
         await self.run(run_id)
-        return await self._read_snapshots(run_id)
+        return await self.store.read_snapshots(run_id)
 
     async def snapshot(self, snapshot_id: str) -> Snapshot:
         """One snapshot with its messages rebuilt and verified against their hashes.
@@ -682,49 +466,21 @@ class Ledger(ABC):
         stored content is missing or no longer matches its hash: corrupted messages are never returned.
         """
         run_id = run_id_of(snapshot_id)
-        record = await self._read_snapshot(snapshot_id)
+        record = await self.store.read_snapshot(snapshot_id)
         if record is None or record.run_id != run_id:
             raise SnapshotNotFoundError(f'no snapshot with id {snapshot_id!r}')
-        hashes = await self._chain_hashes(snapshot_id)
-        stored = await self._read_messages(list(dict.fromkeys(hashes)))
+        hashes = await self._content.chain_hashes(snapshot_id)
+        stored = await self.store.read_messages(list(dict.fromkeys(hashes)))
         missing = [digest for digest in hashes if digest not in stored]
         if missing:
             raise LedgerCorruptionError(
                 f'snapshot {snapshot_id!r} references {len(missing)} missing message(s): {missing[0]}'
             )
-        stored = await self._expand_chunked(stored)
+        stored = await self._content.expand_chunked(stored)
         refs = list(dict.fromkeys(ref for digest in set(hashes) for ref in blob_refs(stored[digest])))
-        blobs = await self._read_blobs(refs) if refs else {}
+        blobs = await self.store.read_blobs(refs) if refs else {}
         messages = [decode_message(digest, stored[digest], blobs) for digest in hashes]
         return Snapshot(record=record, messages=messages, hashes=hashes)
-
-    async def _expand_chunked(self, stored: dict[str, bytes]) -> dict[str, bytes]:
-        """Stored messages with the chunked ones rebuilt from their chunks."""
-        manifests = {
-            digest: Manifest.parse(data, f'message {digest}')
-            for digest, data in stored.items()
-            if Manifest.is_manifest(data)
-        }
-        if not manifests:
-            return stored
-        return {**stored, **await self._assemble(manifests, 'message')}
-
-    async def _assemble(self, manifests: Mapping[str, Manifest], what: str) -> dict[str, bytes]:
-        """Rebuild the content of each manifest: read its nested manifests, then every chunk, verified."""
-        nested_keys = list(dict.fromkeys(key for m in manifests.values() for key in m.nested()))
-        read = await self._retrying(
-            f'{len(nested_keys)} manifest(s)', lambda: self._read_blobs(nested_keys), action='read'
-        )
-        nested: dict[str, Manifest] = {}
-        for key in nested_keys:
-            data = read.get(key)
-            if data is None or content_hash(data) != key:
-                state = 'missing from the ledger' if data is None else 'altered'
-                raise LedgerCorruptionError(f'chunk manifest {key} of {what} is {state}')
-            nested[key] = Manifest.parse(data, f'{what} (manifest {key})')
-        wanted = list(dict.fromkeys(chunk for m in [*manifests.values(), *nested.values()] for chunk in m.chunks()))
-        chunks = await self._retrying(f'{len(wanted)} chunk(s)', lambda: self._read_blobs(wanted), action='read')
-        return {key: assemble(m, chunks, nested, f'{what} {key}') for key, m in manifests.items()}
 
     # --- chunked payloads ----------------------------------------------------------------------------
 
@@ -745,7 +501,7 @@ class Ledger(ABC):
         await self.record_payload_references([PayloadReference(key, ns, wid, now) for ns, wid in referrers])
         await self._retrying(
             f'{len(blobs)} chunk(s) of a {len(data)}-byte payload',
-            lambda: self._write_content({}, {**blobs, key: manifest.to_bytes()}),
+            lambda: self.store.write_content({}, {**blobs, key: manifest.to_bytes()}),
         )
         return key
 
@@ -755,19 +511,19 @@ class Ledger(ABC):
         Raises `LedgerCorruptionError` naming the key when the manifest or a piece is missing or altered.
         """
         where = f'stored payload {key}'
-        found = await self._retrying(where, lambda: self._read_blobs([key]), action='read')
+        found = await self._retrying(where, lambda: self.store.read_blobs([key]), action='read')
         data = found.get(key)
         if data is None:
             raise LedgerCorruptionError(f'{where} is missing from the ledger')
         if content_hash(data) != key:
             raise LedgerCorruptionError(f'the manifest of {where} does not match its hash')
-        return (await self._assemble({key: Manifest.parse(data, where)}, 'stored payload'))[key]
+        return (await self._content.assemble({key: Manifest.parse(data, where)}, 'stored payload'))[key]
 
     async def record_payload_references(self, references: Sequence[PayloadReference]) -> None:
         """Record that workflows reference stored payloads (idempotent; the latest `stored_at` is kept)."""
         if references:
             await self._retrying(
-                f'{len(references)} payload reference(s)', lambda: self._write_payload_references(references)
+                f'{len(references)} payload reference(s)', lambda: self.store.write_payload_references(references)
             )
 
     async def payload_references(self, manifests: Sequence[str] | None = None) -> list[PayloadReference]:
@@ -775,7 +531,9 @@ class Ledger(ABC):
         if manifests is not None and not manifests:
             return []
         wanted = None if manifests is None else list(dict.fromkeys(manifests))
-        return await self._retrying('payload references', lambda: self._read_payload_references(wanted), action='read')
+        return await self._retrying(
+            'payload references', lambda: self.store.read_payload_references(wanted), action='read'
+        )
 
     async def delete_payloads(self, manifests: Sequence[str], *, dry_run: bool = False) -> PayloadDeletion:
         """Delete stored payloads: their references, their manifests, and each chunk nothing else uses.
@@ -789,58 +547,26 @@ class Ledger(ABC):
         if not doomed:
             return PayloadDeletion(manifests=(), chunks=0, bytes=0)
         gone = set(doomed)
-        found = await self._read_blobs(doomed)
-        candidates = await self._blobs_of(
-            {key: Manifest.parse(data, f'stored payload {key}') for key, data in found.items()}
-        )
         remaining = list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))
-        kept: set[str] = set()
-        for start in range(0, len(remaining), 500):
-            batch = await self._read_blobs(remaining[start : start + 500])
-            kept.update(await self._blobs_of({k: Manifest.parse(d, f'stored payload {k}') for k, d in batch.items()}))
-        hashes = await self._read_message_hashes()
-        for start in range(0, len(hashes), 500):
-            rows = await self._read_messages(hashes[start : start + 500])
-            chunked = {
-                d: Manifest.parse(data, f'message {d}') for d, data in rows.items() if Manifest.is_manifest(data)
-            }
-            kept.update(await self._blobs_of(chunked))
-            kept.update(ref for d, data in rows.items() if d not in chunked for ref in blob_refs(data))
-        chunks = [digest for digest in candidates if digest not in kept and digest not in gone]
-        deletion = PayloadDeletion(
-            manifests=tuple(key for key in doomed if key in found),
-            chunks=len(chunks),
-            bytes=sum(candidates[digest] for digest in chunks),
-        )
+        deletion, chunks = await self._content.unused_chunks(doomed, remaining)
         if dry_run:
             return deletion
         references = await self.payload_references(doomed)
         # Content first: if deleting the references then fails, the next collection finds them naming a
         # missing manifest and deletes them; the other order would leave content nothing names any more.
-        await self._retrying(f'{len(doomed)} payload(s)', lambda: self._delete_blobs([*doomed, *chunks]))
-        await self._retrying('payload references', lambda: self._delete_payload_references(references))
+        await self._retrying(f'{len(doomed)} payload(s)', lambda: self.store.delete_blobs([*doomed, *chunks]))
+        await self._retrying('payload references', lambda: self.store.delete_payload_references(references))
         return deletion
-
-    async def _blobs_of(self, manifests: Mapping[str, Manifest]) -> dict[str, int]:
-        """Every blob the manifests use (their chunks, nested manifests and those manifests' chunks), with its size."""
-        used = {digest: length for m in manifests.values() for digest, length, nested in m.pieces if not nested}
-        nested_keys = list(dict.fromkeys(key for m in manifests.values() for key in m.nested()))
-        for start in range(0, len(nested_keys), 500):
-            for key, data in (await self._read_blobs(nested_keys[start : start + 500])).items():
-                used[key] = len(data)
-                inner = Manifest.parse(data, f'manifest {key}')
-                used.update({digest: length for digest, length, nested in inner.pieces if not nested})
-        return used
 
     async def latest_snapshot(self, run_id: str) -> SnapshotRecord:
         """The run's latest valid snapshot: what `continue_run` seeds from."""
         record = await self.run(run_id)
-        return latest_snapshot(record, await self._read_snapshots(run_id))
+        return latest_snapshot(record, await self.store.read_snapshots(run_id))
 
     async def snapshot_at_step(self, run_id: str, step: int) -> SnapshotRecord:
         """The latest valid snapshot at or before `step`: what `fork_run(at_step=step)` seeds from."""
         record = await self.run(run_id)
-        return snapshot_at_step(record, await self._read_snapshots(run_id), step)
+        return snapshot_at_step(record, await self.store.read_snapshots(run_id), step)
 
 
 def _sealed(record: RunRecord, events: Sequence[StepEvent]) -> tuple[str, ...]:

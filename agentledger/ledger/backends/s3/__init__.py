@@ -1,0 +1,215 @@
+"""`S3Ledger`: a ledger in an S3 bucket (AWS S3, MinIO, R2 or any S3-compatible store) shared by a fleet of workers.
+
+Every worker on every host points at one `s3://bucket/prefix` and gets the same ledger `SqliteLedger`
+gives one host. S3 has no transactions and no counters, so the layout uses only what S3 decides
+atomically for one object: a conditional PUT. `If-None-Match: *` creates an object only if the key
+is free, `If-Match: <etag>` replaces it only if nobody replaced it since it was read. Both need a
+store that enforces them (AWS S3 since 2024, MinIO, R2); `open()` checks that the store does.
+
+Key layout, under `<prefix>/`::
+
+    agentledger.json                         marker: {"format": "agentledger.s3", "version": 1}
+    runs/<run id>/run.json                   the RunRecord. Created with If-None-Match; every start and seal
+                                             folds into it with `apply_run_start` / `apply_seal` in a
+                                             compare-and-swap loop (GET, fold, PUT If-Match the ETag read;
+                                             a 412 means another writer won, so read and fold again).
+    runs/<run id>/seq                        the run's sequence counter (decimal text), advanced by
+                                             compare-and-swap; it gives events and snapshots their `seq`.
+    runs/<run id>/events/<sha256(key)>.json  one immutable object per StepEvent, named by the SHA-256 of its
+                                             idempotency key and created with If-None-Match: a redelivered
+                                             event gets a 412 and changes nothing. The body is
+                                             `StepEvent.to_json()` with its `seq` (and no `state`).
+    runs/<run id>/acceptances/<sha256(key)>.json
+                                             one immutable object per Acceptance, likewise.
+    runs/<run id>/snapshots/<snapshot id>.json
+                                             one manifest per snapshot: {"seq": n, "snapshot": SnapshotRecord}.
+    messages/<hash[:2]>/<hash>               message content, addressed by its SHA-256 and created with
+                                             If-None-Match; content of 16 KiB or more is looked up (HEAD)
+                                             first, so what is stored already is not sent again.
+    blobs/<hash[:2]>/<hash>                  binary parts, likewise; also the FastCDC chunks and manifests of
+                                             payloads stored through Temporal's external storage.
+    payload-refs/<manifest>/<sha256(namespace + "|" + workflow id)>.json
+                                             `PayloadReference.to_json()`: that workflow's history references
+                                             the payload stored under that manifest hash. A later store replaces
+                                             it by compare-and-swap (`stored_at` only moves forward); deleted by
+                                             `agentledger gc` together with the payload.
+    records/<namespace>/keys/<sha256(key)>.json
+                                             one keyed record (model-call journal entries under `journal`,
+                                             once-only effects under `effects`): {"namespace", "key", "scope",
+                                             "value"}. Created with If-None-Match (of two racing creators
+                                             exactly one gets a 2xx), replaced with If-Match the ETag read
+                                             (a 412 means another writer replaced it first); the ETag is the
+                                             record's version.
+    records/<namespace>/scopes/<sha256(scope)[:32]>/<sha256(key)>
+                                             empty objects: the records of one scope (a workflow id), written
+                                             before the record is created, so a record that exists is always
+                                             listed; an entry whose record is missing or of another scope is
+                                             skipped.
+    index/runs/all/<inverted start time>-<run id>
+    index/runs/<field>/<sha256(value)[:32]>/<inverted start time>-<run id>
+                                             empty objects. The inverted start time (microseconds since the
+                                             epoch, subtracted from a constant, zero-padded) makes a listing
+                                             return the newest run first, so `runs(limit=n)` lists about n
+                                             keys and reads n run records however large the bucket grows.
+                                             `field` is `agent`, `conversation`, `parent`, `workflow` or
+                                             `forked-from`: facts a run has from its start and never changes,
+                                             so their indexes are written once, before the run record (a
+                                             run that exists is always listed; an entry whose run record is
+                                             missing or started at another time is skipped). Status
+                                             changes, so it is filtered on the run records of listed pages.
+
+Batching: idempotency is per event, so each event is its own object (a batch object could not
+tell a redelivered event from a new one without reading every batch back); what a batch shares is
+its sequence numbers: one compare-and-swap for the whole batch, and for every batch of the same
+run waiting in this process. A batch's events are uploaded in order, so a batch cut short by a
+failure and retried keeps its order.
+
+Order guarantee: `seq` comes from the run's counter, not from a clock, so it is the same on every
+host whatever their clocks say. An event whose write returned before another write of the same run
+began has the smaller `seq`; events of one `record_events` call keep the call's order; writes that
+overlap in time are ordered by when they took their numbers. That is the causal order the plugin
+needs: an attempt's `started` is written (and acknowledged) before its body runs and its end after,
+and a tool call is only scheduled after the model request that asked for it completed, which
+recorded its `completed` before returning. `seq` is per run, increasing and unique, but not
+contiguous: a redelivered or retried write takes numbers it then does not use. A read made while
+writes are in flight may see an event before one with a smaller `seq` lands; once they returned,
+the order is final.
+
+Cost: an event is two requests in a row (the counter's compare-and-swap, then its PUT), a run
+start about six (index entries in parallel, the run record, the counter, the event), a snapshot a
+lookup, its new content, a number and its manifest. Reading a run lists its prefixes and GETs each
+object once per process: events, acceptances and snapshot manifests never change, so they are kept
+in a cache (`cache_bytes`); message content is read every time, so its hash check sees what is stored.
+
+Reads are consistent: S3 (since 2020), MinIO and R2 give read-after-write consistency for GET and
+LIST, so a write that returned is seen by every later read on any host.
+
+Failures: boto3's calls block, so they run on a thread pool of this ledger's own (`max_concurrency`
+threads, as many pooled connections); the event loop never waits on the network. Every call has
+short timeouts and a few retries by botocore (standard mode), and the `Ledger` over the store retries
+whole writes with backoff; what still fails raises `LedgerUnavailableError` naming what was not
+written. Writes are idempotent, so a retry after an ambiguous failure (a timeout after S3 applied
+the PUT) stores nothing twice. Refused credentials, a missing bucket or a store that ignores
+conditional writes raise `LedgerConfigError` at `open()`, which `LedgerPlugin` calls when a worker
+starts.
+
+Security: every key is built from validated parts: run ids and snapshot ids must match a strict
+pattern (letters, digits, `-`, `_`), content hashes must be SHA-256 hex, and free text (workflow ids,
+agent names, idempotency keys) is hashed, so no id can reach outside the prefix. Credentials stay
+in memory (the ledger's and its boto3 client's): they are never part of `url` or a `repr`, never
+written to the bucket and never in an error message (SigV4 signs with the secret and never sends
+it, so no server error can echo it).
+`sse` / `sse_kms_key_id` are passed on every PUT.
+"""
+
+from __future__ import annotations
+
+from agentledger.ledger._facade import Ledger, RetryPolicy
+from agentledger.ledger.backends.s3._config import AddressingStyle, ServerSideEncryption
+from agentledger.ledger.backends.s3._layout import FORMAT_VERSION
+from agentledger.ledger.backends.s3._store import S3Store
+
+__all__ = ['FORMAT_VERSION', 'AddressingStyle', 'S3Ledger', 'S3Store', 'ServerSideEncryption']
+
+
+class S3Ledger(Ledger):
+    """A ledger in an S3 bucket, shared by any number of worker processes on any number of hosts.
+
+    Configure it with a URL and, where the standard AWS chain (environment, shared config and
+    credentials files, instance or container roles) is not what you want, explicit options::
+
+        S3Ledger('s3://my-bucket/agents/prod')
+        S3Ledger('s3://ledger/dev', endpoint_url='http://localhost:9000', region_name='us-east-1')
+
+    The URL may carry the non-secret options as query parameters (`endpoint_url`, `region_name`,
+    `profile_name`, `sse`, `sse_kms_key_id`, `addressing_style`), so `open_ledger` and the CLI's
+    `--ledger` can name any S3 ledger; keyword arguments override them. Credentials are never
+    accepted in the URL. See the module docstring for the key layout and the guarantees.
+    """
+
+    store: S3Store
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile_name: str | None = None,
+        sse: ServerSideEncryption | None = None,
+        sse_kms_key_id: str | None = None,
+        addressing_style: AddressingStyle | None = None,
+        retry: RetryPolicy | None = None,
+        request_attempts: int = 3,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 20.0,
+        max_concurrency: int = 16,
+        cache_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        """Describe the ledger at `url` (`s3://bucket` or `s3://bucket/prefix`); nothing is contacted until `open()`.
+
+        Args:
+            url: The bucket and key prefix, optionally with non-secret options as query parameters.
+            endpoint_url: An S3-compatible endpoint (MinIO, R2, a loopback test server); by default
+                boto3's (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, or AWS S3 itself).
+            region_name: The bucket's region; by default boto3's (`AWS_REGION`, the profile).
+            aws_access_key_id: With `aws_secret_access_key` (and `aws_session_token` for temporary
+                credentials), explicit credentials instead of boto3's chain.
+            aws_secret_access_key: See `aws_access_key_id`. Never part of `url`, a `repr` or a message.
+            aws_session_token: See `aws_access_key_id`.
+            profile_name: A profile of the shared AWS config and credentials files.
+            sse: Server-side encryption of every object written (`AES256`, `aws:kms`, `aws:kms:dsse`).
+            sse_kms_key_id: The KMS key for `aws:kms` / `aws:kms:dsse` (by default the bucket's or
+                the account's default key).
+            addressing_style: `path` for stores that serve buckets only under the path (many MinIO
+                setups); by default botocore's choice.
+            retry: How whole ledger writes are retried (see `RetryPolicy`).
+            request_attempts: How many times botocore sends one request before the call fails
+                (standard retry mode, with its own jittered backoff).
+            connect_timeout_s: How long one connection attempt may take; short, so an unreachable
+                endpoint fails at worker start within seconds.
+            read_timeout_s: How long one response may take.
+            max_concurrency: Threads (and pooled connections) this ledger uses for S3 calls.
+            cache_bytes: Memory for immutable records already read (events, acceptances, snapshot
+                manifests); 0 turns the cache off. Message and blob content is read every time, so
+                that its hash check sees what is stored.
+
+        """
+        super().__init__(
+            S3Store(
+                url,
+                endpoint_url=endpoint_url,
+                region_name=region_name,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+                profile_name=profile_name,
+                sse=sse,
+                sse_kms_key_id=sse_kms_key_id,
+                addressing_style=addressing_style,
+                request_attempts=request_attempts,
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                max_concurrency=max_concurrency,
+                cache_bytes=cache_bytes,
+            ),
+            retry=retry,
+        )
+
+    @property
+    def bucket(self) -> str:
+        """The bucket the ledger lives in."""
+        return self.store.bucket
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of every object of this ledger (`''` for the bucket's root, else ending in `/`)."""
+        return self.store.prefix
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint the ledger talks to (known for certain once open)."""
+        return self.store.endpoint
