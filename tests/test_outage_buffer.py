@@ -10,7 +10,8 @@ from agentledger import MemoryLedger
 from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError
 from agentledger.ledger._outage import OutageBuffer
 
-from .test_ledger_suite import FAST_RETRY, event, run_start
+from .helpers.ledgers import FAST_RETRY
+from .helpers.records import event, run_start
 
 
 class DownLedger(MemoryLedger):

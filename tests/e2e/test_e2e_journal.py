@@ -30,11 +30,11 @@ from agentledger.errors import LedgerUnavailableError
 from agentledger.model import KeyedRecord
 from agentledger.model._rules import total_usage
 
-from . import journal_agents
-from .journal_agents import PaymentDeps, payments_agent, performed, provider_calls
-from .s3_server import shared_s3_server
+from ..helpers import journal_agents
+from ..helpers.journal_agents import PaymentDeps, payments_agent, performed, provider_calls
+from ..helpers.s3_server import shared_s3_server
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +73,7 @@ def doomed_worker(
     if not journal:
         env[journal_agents.NO_JOURNAL_ENV] = '1'
     process = subprocess.Popen(
-        [sys.executable, '-m', 'tests.worker_process', host, task_queue, ledger_url, 'payments'],
+        [sys.executable, '-m', 'tests.helpers.worker_process', host, task_queue, ledger_url, 'payments'],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
