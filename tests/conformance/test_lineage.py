@@ -39,6 +39,7 @@ def delegate_event(run_id: str, tool_call_id: str, kind: str, attempt: int, when
 
 
 async def test_child_run_ids_round_trip_and_the_tree_links_steps_to_children(ledger: Ledger) -> None:
+    """C12: delegate events carry their child run ids; the run tree links each parent step to its children."""
     await ledger.start_run(run_start('root'))
     await ledger.start_run(
         run_start('kid-1', started=1, agent='helper', parent_run_id='root', parent_tool_call_id='c1')

@@ -266,9 +266,10 @@ async def test_once_effect_without_reconcile_waits_for_agentledger_resolve(
 async def test_reset_to_the_first_workflow_task_repeats_no_effect(
     temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool
 ) -> None:
-    """A completed run reset to its first workflow task runs again: with the journal the model requests
-    replay (same tool_call_id), so the effect is not performed again and nothing is billed again. Without
-    it the provider makes up a new tool_call_id and the effect is repeated: the reason the journal exists."""
+    """C11/C14: a completed run reset to its first workflow task runs again, as one ledger run naming both
+    Temporal runs. With the journal the model requests replay (same tool_call_id), so the effect is not
+    performed again and nothing is billed again. Without it the provider makes up a new tool_call_id and
+    the effect is repeated: the reason the journal exists."""
     temporal = find_temporal_cli(build=False)
     assert temporal is not None
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
