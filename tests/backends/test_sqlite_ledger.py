@@ -11,35 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from agentledger.errors import (
-    LedgerConfigError,
-    LedgerCorruptionError,
-    LedgerError,
-    LedgerUnavailableError,
-)
+from agentledger.errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from agentledger.ledger import Ledger, RetryPolicy
 from agentledger.ledger.backends.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteLedger
 from agentledger.model import ErrorInfo, Usage
-from agentledger.model._records import (
-    ForkRef,
-)
+from agentledger.model._records import ForkRef
 
-from ..helpers.ledgers import (
-    FAST_RETRY,
-    raw_sql,
-)
-from ..helpers.records import (
-    T0,
-    acceptance,
-    at,
-    conversation,
-    event,
-    ids,
-    run_seal,
-    run_start,
-    snapshot_steps,
-    states,
-)
+from ..helpers.ledgers import FAST_RETRY, raw_sql
+from ..helpers.records import T0, acceptance, at, conversation, event, ids, run_seal, run_start, snapshot_steps, states
 
 
 async def write_a_full_run(ledger: Ledger) -> None:

@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic_ai.messages import (
-    ModelResponse,
-    TextPart,
-)
+from pydantic_ai.messages import ModelResponse, TextPart
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage, RunUsage
@@ -33,23 +30,11 @@ from agentledger.model import ErrorInfo
 from agentledger.model._effects import EffectRecord
 from agentledger.model._journal import JournalEntry
 from agentledger.model._keyed import EFFECTS
-from agentledger.model._records import (
-    ForkRef,
-    ToolEffect,
-)
+from agentledger.model._records import ForkRef, ToolEffect
 from agentledger.tools._context import ToolContext, tool_context
 
-from ..helpers.ledgers import (
-    SHARED_BACKENDS,
-    make_sharing_pair,
-)
-from ..helpers.records import (
-    acceptance,
-    at,
-    event,
-    run_seal,
-    run_start,
-)
+from ..helpers.ledgers import SHARED_BACKENDS, make_sharing_pair
+from ..helpers.records import acceptance, at, event, run_seal, run_start
 
 
 async def test_tool_effect_of_a_retried_call_lists_the_abandoned_attempt_in_doubt(ledger: Ledger) -> None:

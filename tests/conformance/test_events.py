@@ -7,20 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from agentledger.errors import (
-    RunNotFoundError,
-)
+from agentledger.errors import RunNotFoundError
 from agentledger.ledger import Ledger
 from agentledger.model import ErrorInfo, Usage
 
-from ..helpers.records import (
-    acceptance,
-    at,
-    event,
-    run_seal,
-    run_start,
-    states,
-)
+from ..helpers.records import acceptance, at, event, run_seal, run_start, states
 
 
 async def test_events_keep_causal_order(ledger: Ledger) -> None:

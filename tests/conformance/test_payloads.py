@@ -7,35 +7,16 @@ import json
 import random
 
 import pytest
-from pydantic_ai.messages import (
-    ModelMessage,
-    ModelRequest,
-    ModelResponse,
-    ToolCallPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart, UserPromptPart
 
-from agentledger.errors import (
-    LedgerCorruptionError,
-)
+from agentledger.errors import LedgerCorruptionError
 from agentledger.ledger import Ledger
 from agentledger.ledger._chunks import Manifest, assemble, split
 from agentledger.model._content import content_hash, encode_messages
-from agentledger.model._records import (
-    PayloadReference,
-)
+from agentledger.model._records import PayloadReference
 
-from ..helpers.ledgers import (
-    stored_content,
-    tamper,
-)
-from ..helpers.records import (
-    at,
-    dumped,
-    run_start,
-    snapshot_steps,
-)
+from ..helpers.ledgers import stored_content, tamper
+from ..helpers.records import at, dumped, run_start, snapshot_steps
 
 
 def payload_bytes(seed: int, size: int = 40_000) -> bytes:

@@ -8,21 +8,11 @@ from typing import Any
 
 import pytest
 
-from agentledger.errors import (
-    LedgerUnavailableError,
-    RunNotFoundError,
-)
+from agentledger.errors import LedgerUnavailableError, RunNotFoundError
 from agentledger.ledger import Ledger, MemoryLedger
 
-from ..helpers.ledgers import (
-    FAST_RETRY,
-    SHARED_BACKENDS,
-    make_sharing_pair,
-)
-from ..helpers.records import (
-    event,
-    run_start,
-)
+from ..helpers.ledgers import FAST_RETRY, SHARED_BACKENDS, make_sharing_pair
+from ..helpers.records import event, run_start
 
 
 async def test_unknown_run_id_raises_run_not_found(ledger: Ledger) -> None:

@@ -7,20 +7,11 @@ from typing import Any
 
 import pytest
 
-from agentledger.errors import (
-    RunNotFoundError,
-)
+from agentledger.errors import RunNotFoundError
 from agentledger.ledger import Ledger
 from agentledger.model import ErrorInfo, RunStart, Usage
 
-from ..helpers.records import (
-    T0,
-    at,
-    event,
-    ids,
-    run_seal,
-    run_start,
-)
+from ..helpers.records import T0, at, event, ids, run_seal, run_start
 
 
 async def test_start_records_every_field(ledger: Ledger) -> None:

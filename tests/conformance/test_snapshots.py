@@ -18,29 +18,13 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from agentledger.errors import (
-    LedgerCorruptionError,
-    RunNotFoundError,
-    SnapshotNotFoundError,
-)
+from agentledger.errors import LedgerCorruptionError, RunNotFoundError, SnapshotNotFoundError
 from agentledger.ledger import Ledger
 from agentledger.model._content import content_hash, encode_messages
-from agentledger.model._records import (
-    SnapshotRecord,
-)
+from agentledger.model._records import SnapshotRecord
 
-from ..helpers.ledgers import (
-    stored_content,
-    tamper,
-)
-from ..helpers.records import (
-    at,
-    conversation,
-    dumped,
-    prefix,
-    run_start,
-    snapshot_steps,
-)
+from ..helpers.ledgers import stored_content, tamper
+from ..helpers.records import at, conversation, dumped, prefix, run_start, snapshot_steps
 
 
 async def test_snapshots_rebuild_each_prefix_and_store_each_message_once(ledger: Ledger) -> None:

@@ -20,12 +20,7 @@ from pydantic_ai.usage import RequestUsage
 
 from agentledger.ledger import Ledger
 from agentledger.model import Acceptance, RunSeal, RunStart, StepEvent
-from agentledger.model._records import (
-    AcceptanceOutcome,
-    EventKind,
-    RunStatus,
-    SnapshotRecord,
-)
+from agentledger.model._records import AcceptanceOutcome, EventKind, RunStatus, SnapshotRecord
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
