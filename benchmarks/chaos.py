@@ -551,7 +551,7 @@ def _s3_client(endpoint: str) -> Any:
 
 
 class MotoServer:
-    """moto's S3 server on loopback in a process of its own, with atomic conditional writes (`tests/s3_server.py`)."""
+    """moto's S3 server on loopback in its own process, with atomic conditional writes (tests/helpers/s3_server.py)."""
 
     def __init__(self) -> None:
         import socket
@@ -566,7 +566,7 @@ class MotoServer:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             '-m',
-            'tests.s3_server',
+            'tests.helpers.s3_server',
             str(self.port),
             cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL,

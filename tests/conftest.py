@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,12 @@ from temporalio.worker import Worker
 from agentledger import Ledger, LedgerPlugin, reconcile_ledger
 from agentledger.cli._devserver import start_dev_server
 
-pytest_plugins = ['tests.s3_server']
+# The shared helpers assert too: rewrite them before this module imports them, for readable failures.
+pytest.register_assert_rewrite('tests.helpers')
+
+from .helpers.ledgers import BACKENDS, make_ledger  # noqa: E402
+
+pytest_plugins = ['tests.helpers.s3_server']
 
 
 @dataclass
@@ -84,6 +90,13 @@ async def check_served_ledgers(which: Callable[[Ledger], bool] = lambda ledger: 
             if (run_id, category) not in found:
                 problems.append(f'{checked.ledger.url} run {run_id}: declared {category} ({why}) was not found')
     assert not problems, 'the ledger disagrees with Temporal history:\n' + '\n'.join(problems)
+
+
+@pytest.fixture(params=BACKENDS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    """An open ledger of every backend in turn (`tests/helpers/ledgers.py` lists them)."""
+    async with make_ledger(request.param, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture(scope='session')

@@ -11,7 +11,8 @@ from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger.backends.memory import MemoryStore
 
-from .test_ledger_suite import FAST_RETRY, event, run_start
+from .helpers.ledgers import FAST_RETRY
+from .helpers.records import event, run_start
 
 
 class DownStore(MemoryStore):

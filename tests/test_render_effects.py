@@ -9,7 +9,7 @@ from agentledger.cli._parser import build_parser
 from agentledger.cli._render import RunView, effects_json, render_effects, render_timeline, run_json
 from agentledger.model import EffectRecord, StepRecord, Usage
 
-from .test_cli import RUN, T0, at, fact, line_with
+from .e2e.test_cli import RUN, T0, at, fact, line_with
 
 REPLAYED = Usage(1, 70, 5, replayed_requests=1, replayed_input_tokens=70, replayed_output_tokens=5)
 STEPS = [

@@ -1,6 +1,6 @@
 """Pure tests of snapshot storage: content addressing (`_content`) and the snapshot-chain rules (`_snapshots`).
 
-No ledger backend is involved; the shared suite (`test_ledger_suite.py`) checks that every backend
+No ledger backend is involved; the conformance suite (`tests/conformance/`) checks that every backend
 stores and rebuilds what these functions produce.
 """
 

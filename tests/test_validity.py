@@ -771,6 +771,7 @@ CASES = [
 
 @pytest.mark.parametrize('case', CASES, ids=[case.name for case in CASES])
 async def test_valid_exactly_when_both_strict_providers_accept(case: Case, providers: StrictProviders) -> None:
+    """C5: "provider-valid", the rule every stored snapshot passes, is exactly what both providers accept."""
     assert is_provider_valid(case.history) is case.valid, validity_problems(case.history)
     results = await verdicts(case.history, providers)
     accepted = all(verdict.accepted for verdict in results.values())

@@ -31,11 +31,11 @@ from agentledger.ledger.backends.memory import MemoryStore
 from agentledger.model import KeyedRecord
 from agentledger.model._rules import total_usage
 
-from . import journal_agents
-from .journal_agents import PaymentDeps, payments_agent, performed, provider_calls
-from .s3_server import shared_s3_server
+from ..helpers import journal_agents
+from ..helpers.journal_agents import PaymentDeps, payments_agent, performed, provider_calls
+from ..helpers.s3_server import shared_s3_server
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +74,7 @@ def doomed_worker(
     if not journal:
         env[journal_agents.NO_JOURNAL_ENV] = '1'
     process = subprocess.Popen(
-        [sys.executable, '-m', 'tests.worker_process', host, task_queue, ledger_url, 'payments'],
+        [sys.executable, '-m', 'tests.helpers.worker_process', host, task_queue, ledger_url, 'payments'],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -267,9 +267,10 @@ async def test_once_effect_without_reconcile_waits_for_agentledger_resolve(
 async def test_reset_to_the_first_workflow_task_repeats_no_effect(
     temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool
 ) -> None:
-    """A completed run reset to its first workflow task runs again: with the journal the model requests
-    replay (same tool_call_id), so the effect is not performed again and nothing is billed again. Without
-    it the provider makes up a new tool_call_id and the effect is repeated: the reason the journal exists."""
+    """C11/C14: a completed run reset to its first workflow task runs again, as one ledger run naming both
+    Temporal runs. With the journal the model requests replay (same tool_call_id), so the effect is not
+    performed again and nothing is billed again. Without it the provider makes up a new tool_call_id and
+    the effect is repeated: the reason the journal exists."""
     temporal = find_temporal_cli(build=False)
     assert temporal is not None
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:

@@ -1,26 +1,25 @@
-"""Delegation in the ledger, on every backend: child run ids on events and steps, and the run tree (C12)."""
+"""Conformance: lineage on every backend: forks chain onto their seed, a run without snapshots cannot be
+continued, delegates' child run ids on events and steps, and the run tree (C12).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_ai.messages import ModelRequest, UserPromptPart
 from pydantic_ai.usage import RunUsage, UsageLimits
 
 from agentledger import Ledger, MemoryLedger
+from agentledger.errors import SnapshotNotFoundError
 from agentledger.model import Acceptance, StepEvent, Usage
+from agentledger.model._content import encode_messages
+from agentledger.model._records import ForkRef
 from agentledger.workflows._delegate import remaining_limits
 from agentledger.workflows._types import RunFailureDetails
 
-from .test_ledger_suite import BACKENDS, at, make_ledger, run_seal, run_start
-
-
-@pytest.fixture(params=BACKENDS)
-async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    async with make_ledger(request.param, tmp_path) as opened:
-        yield opened
+from ..helpers.ledgers import stored_content
+from ..helpers.records import at, conversation, dumped, ids, prefix, run_seal, run_start, snapshot_steps
 
 
 def delegate_event(run_id: str, tool_call_id: str, kind: str, attempt: int, when: float, **fields: Any) -> StepEvent:
@@ -40,6 +39,7 @@ def delegate_event(run_id: str, tool_call_id: str, kind: str, attempt: int, when
 
 
 async def test_child_run_ids_round_trip_and_the_tree_links_steps_to_children(ledger: Ledger) -> None:
+    """C12: delegate events carry their child run ids; the run tree links each parent step to its children."""
     await ledger.start_run(run_start('root'))
     await ledger.start_run(
         run_start('kid-1', started=1, agent='helper', parent_run_id='root', parent_tool_call_id='c1')
@@ -116,3 +116,45 @@ def test_failure_details_read_back_from_decoded_data() -> None:
     assert details == RunFailureDetails(run_id='run-1', usage=Usage(requests=2, input_tokens=5))
     assert RunFailureDetails.from_details([]) is None
     assert RunFailureDetails.from_details(['not details']) is None
+
+
+async def test_forked_run_chains_onto_its_seed_without_copying(ledger: Ledger) -> None:
+    """C7/C9/C10: a run seeded from another run's snapshot stores only its new messages, linked to the seed."""
+    messages = conversation(4)
+    await ledger.start_run(run_start('run-a'))
+    await snapshot_steps(ledger, 'run-a', messages, range(1, 5), final=True)
+    seed = await ledger.snapshot_at_step('run-a', 2)
+    fork = ForkRef(run_id='run-a', snapshot_id=seed.snapshot_id, reason='fork')
+    await ledger.start_run(run_start('run-b', started=100, forked_from=fork))
+    before = stored_content(ledger)
+
+    prompt = ModelRequest(
+        parts=[UserPromptPart('Actually, cancel order A-0001.', timestamp=at(101))], timestamp=at(101)
+    )
+    history = [*(await ledger.snapshot(seed.snapshot_id)).messages, prompt]
+    record = await ledger.write_snapshot(
+        run_id='run-b', temporal_run_id='t1', step=1, kind='model_request', messages=history
+    )
+
+    assert record is not None
+    assert record.parent_id == seed.snapshot_id
+    assert record.new_hashes == (encode_messages([prompt])[0].hash,)
+    assert record.message_count == prefix(2) + 1
+    assert stored_content(ledger) == (before[0] + 1, before[1])
+    rebuilt = await ledger.snapshot(record.snapshot_id)
+    assert dumped(rebuilt.messages) == dumped([*messages[: prefix(2)], prompt])
+
+    assert (await ledger.run('run-b')).forked_from == fork
+    assert (await ledger.run('run-a')).forked_from is None
+    assert ids(await ledger.runs(forked_from_run_id='run-a')) == ['run-b']
+    assert await ledger.runs(forked_from_run_id='run-b') == []
+
+
+async def test_run_without_snapshots_has_nothing_to_continue_or_fork_from(ledger: Ledger) -> None:
+    """C10: a run with no valid snapshot raises SnapshotNotFoundError naming the run."""
+    await ledger.start_run(run_start('run-a'))
+    assert await ledger.snapshots('run-a') == []
+    with pytest.raises(SnapshotNotFoundError, match='run-a'):
+        await ledger.latest_snapshot('run-a')
+    with pytest.raises(SnapshotNotFoundError, match='run-a'):
+        await ledger.snapshot_at_step('run-a', 1)

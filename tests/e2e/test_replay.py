@@ -14,8 +14,8 @@ from temporalio.worker import Replayer
 import agentledger
 from agentledger import SqliteLedger
 
-from .agents import bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent
-from .conftest import serve
+from ..conftest import serve
+from ..helpers.agents import bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent
 
 AGENTS = [bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent]
 

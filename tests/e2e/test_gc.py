@@ -29,8 +29,8 @@ from agentledger.model import PayloadReference
 from agentledger.payloads import collect_garbage
 from agentledger.payloads._gc import ReferrerStatus, referrer_state, verdicts
 
-from .conftest import expect_discrepancy, serve
-from .s3_server import free_port, s3_ledger
+from ..conftest import expect_discrepancy, serve
+from ..helpers.s3_server import free_port, s3_ledger
 
 gate = asyncio.Event()
 
@@ -158,7 +158,7 @@ async def test_gc_command(temporal_env: WorkflowEnvironment, tmp_path: Path) -> 
         await ledger.record_payload_references([PayloadReference(manifest, 'default', 'wf-never-ran', old)])
     address = temporal_env.client.service_client.config.target_host
     command = [sys.executable, '-m', 'agentledger', 'gc', '--ledger', f'sqlite:///{path}', '--json']
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
 
     down = subprocess.run(
         [*command, '--address', f'127.0.0.1:{free_port()}'], capture_output=True, text=True, timeout=120, cwd=root

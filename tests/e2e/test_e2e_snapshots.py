@@ -32,9 +32,9 @@ from agentledger.model._content import content_hash
 from agentledger.model._validity import is_provider_valid
 from agentledger.workflows import AgentRunWorkflow
 
-from . import agents
-from .agents import calc_agent, crashy_agent, notes_agent, relay_agent
-from .conftest import serve
+from ..conftest import serve
+from ..helpers import agents
+from ..helpers.agents import calc_agent, crashy_agent, notes_agent, relay_agent
 
 
 def dump(messages: list[ModelMessage]) -> bytes:
@@ -215,8 +215,8 @@ async def test_worker_killed_mid_tool_call_c4_c6(temporal_env: WorkflowEnvironme
     task_queue = f'crash-{uuid.uuid4().hex[:8]}'
     host = temporal_env.client.service_client.config.target_host
     process = subprocess.Popen(
-        [sys.executable, '-m', 'tests.worker_process', host, task_queue, f'sqlite:///{path}', 'crashy'],
-        cwd=Path(__file__).parent.parent,
+        [sys.executable, '-m', 'tests.helpers.worker_process', host, task_queue, f'sqlite:///{path}', 'crashy'],
+        cwd=Path(__file__).parents[2],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ},

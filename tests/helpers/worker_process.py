@@ -1,4 +1,7 @@
-"""A worker in its own process, for tests that kill it: `python -m tests.worker_process HOST QUEUE LEDGER AGENT...`."""
+"""A worker in its own process, for tests that kill it.
+
+`python -m tests.helpers.worker_process HOST QUEUE LEDGER AGENT...`
+"""
 
 from __future__ import annotations
 

@@ -41,11 +41,11 @@ from agentledger.model import (
 )
 from agentledger.workflows import AgentRunWorkflow
 
-from . import agents
-from .agents import calc_agent, notes_agent
-from .conftest import check_at_session_end, serve
+from ..conftest import check_at_session_end, serve
+from ..helpers import agents
+from ..helpers.agents import calc_agent, notes_agent
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def invoke(*argv: str) -> int:
@@ -670,7 +670,7 @@ async def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'one of the arguments --at-step --snapshot is required' in capsys.readouterr().err
     assert await invoke('fork', 'run-x', '--at-step', '1', '--snapshot', 'run-x.s1.0') == 2
     assert await invoke('fork', 'run-x', '--at-step', 'two') == 2
-    assert await invoke('worker', '--agent', 'tests.agents:calc_agent', '--outage', 'ignore') == 2
+    assert await invoke('worker', '--agent', 'tests.helpers.agents:calc_agent', '--outage', 'ignore') == 2
     assert "invalid choice: 'ignore'" in capsys.readouterr().err
     assert await invoke('--version') == 0
     assert capsys.readouterr().out.strip() == f'agentledger {agentledger.__version__}'
@@ -884,12 +884,12 @@ async def test_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_worker_rejects_agents_it_cannot_serve(capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
         ('nope.module:agent', "cannot import agent 'nope.module:agent': ModuleNotFoundError"),
-        ('tests.agents:missing', "cannot import agent 'tests.agents:missing': AttributeError"),
-        ('tests.agents', "cannot import agent 'tests.agents': expected module:attribute"),
-        ('tests.agents:Account', "cannot import agent 'tests.agents:Account': TypeError"),
-        ('tests.agents:calc_script', "cannot import agent 'tests.agents:calc_script': TypeError"),
-        ('tests.agents:ZOMBIE_DELAY_S', 'it is a float, not a pydantic-ai agent'),
-        ('tests.agents:plain_agent', 'TemporalDurability'),
+        ('tests.helpers.agents:missing', "cannot import agent 'tests.helpers.agents:missing': AttributeError"),
+        ('tests.helpers.agents', "cannot import agent 'tests.helpers.agents': expected module:attribute"),
+        ('tests.helpers.agents:Account', "cannot import agent 'tests.helpers.agents:Account': TypeError"),
+        ('tests.helpers.agents:calc_script', "cannot import agent 'tests.helpers.agents:calc_script': TypeError"),
+        ('tests.helpers.agents:ZOMBIE_DELAY_S', 'it is a float, not a pydantic-ai agent'),
+        ('tests.helpers.agents:plain_agent', 'TemporalDurability'),
     ]
     for spec, message in cases:
         assert await invoke('worker', '--agent', spec, '--address', 'localhost:1') == 1
@@ -903,7 +903,7 @@ async def test_worker_and_demo_report_a_bad_ledger_or_namespace(
     address = temporal_env.client.service_client.config.target_host
     (tmp_path / 'a-file').write_text('')
     unopenable = f'sqlite:///{tmp_path}/a-file/runs.db'
-    agent = ['--agent', 'tests.agents:calc_agent']
+    agent = ['--agent', 'tests.helpers.agents:calc_agent']
     cases = [
         (['worker', *agent, '--ledger', unopenable, '--address', address], 'cannot create the directory'),
         (['demo', '--ledger', unopenable], 'cannot create the directory'),
@@ -924,7 +924,7 @@ async def test_worker_serves_until_sigterm(
     address = temporal_env.client.service_client.config.target_host
     ledger_url = f'sqlite:///{tmp_path}/worker.db'
     log = tmp_path / 'worker.log'
-    argv = ['worker', '--agent', 'tests.agents:calc_agent', '--ledger', ledger_url, '--address', address]
+    argv = ['worker', '--agent', 'tests.helpers.agents:calc_agent', '--ledger', ledger_url, '--address', address]
     with log.open('w') as stderr:
         worker = subprocess.Popen(
             [sys.executable, '-m', 'agentledger', *argv, '--task-queue', 'cli-worker'],

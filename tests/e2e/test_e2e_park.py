@@ -17,10 +17,10 @@ from agentledger import AgentRunHandle, Ledger, SqliteLedger, cli
 from agentledger.model import RunRecord
 from agentledger.workflows import AbandonRequest, ResumeRequest
 
-from . import agents
-from .agents import holder_agent, relay_agent
-from .conftest import Served, serve
-from .s3_server import s3_ledger
+from ..conftest import Served, serve
+from ..helpers import agents
+from ..helpers.agents import holder_agent, relay_agent
+from ..helpers.s3_server import s3_ledger
 
 BACKENDS: dict[str, Callable[[Path], Ledger]] = {
     'sqlite': lambda tmp_path: SqliteLedger(tmp_path / 'runs.db'),

@@ -21,7 +21,8 @@ from agentledger.model import StepEvent
 from agentledger.workflows import AgentRunInput, AgentRunWorkflow
 from agentledger.workflows._registry import register_agent
 
-from .agents import (
+from ..conftest import serve
+from ..helpers.agents import (
     ZOMBIE_DELAY_S,
     Account,
     LockTarget,
@@ -33,8 +34,7 @@ from .agents import (
     typed_agent,
     zombie_agent,
 )
-from .checks import check_calc_run, kinds, retried_failures
-from .conftest import serve
+from ..helpers.checks import check_calc_run, kinds, retried_failures
 
 
 async def test_run_records_every_step_c1_c2_c3(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """An S3-compatible server on loopback for the tests: moto's server, a real HTTP S3 endpoint.
 
 One server serves the whole session (`s3_server`): moto's server in a process of its own
-(`python -m tests.s3_server PORT`), so that it neither competes with the tests for the GIL nor
+(`python -m tests.helpers.s3_server PORT`), so that it neither competes with the tests for the GIL nor
 stops when a test stops its own. Every test gets its own bucket (`s3_bucket`, or `s3_ledger()` for
 the shared conformance suite), so tests never see each other's objects. Fault tests start an
 in-process `ThreadedMotoServer` of their own (`S3Server(in_process=True)`), which they can stop and
@@ -87,8 +87,8 @@ class S3Server:
             self._thread.start()
             return
         self._process = subprocess.Popen(
-            [sys.executable, '-m', 'tests.s3_server', str(self.port)],
-            cwd=Path(__file__).parent.parent,
+            [sys.executable, '-m', 'tests.helpers.s3_server', str(self.port)],
+            cwd=Path(__file__).parents[2],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

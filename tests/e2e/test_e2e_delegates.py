@@ -29,9 +29,9 @@ from agentledger.model import RunRecord, StepEvent, Usage
 from agentledger.model._rules import total_usage
 from agentledger.workflows import AgentRunWorkflow
 
-from . import delegate_agents as agents
-from .conftest import serve
-from .delegate_agents import (
+from ..conftest import serve
+from ..helpers import delegate_agents as agents
+from ..helpers.delegate_agents import (
     Draft,
     boss,
     broken,

@@ -29,8 +29,8 @@ from agentledger import Ledger, SqliteLedger
 from agentledger.cli._devserver import find_temporal_cli, start_dev_server
 from agentledger.payloads import CodecServer
 
-from .conftest import serve
-from .s3_server import free_port, s3_ledger
+from ..conftest import serve
+from ..helpers.s3_server import free_port, s3_ledger
 
 STEPS = 3
 UI = 'http://localhost:8233'
@@ -288,7 +288,7 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         UI,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     try:
         assert process.stdout is not None
@@ -307,7 +307,7 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     assert missing.returncode == 1 and 'does not exist' in missing.stderr
 
@@ -319,7 +319,7 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     assert unset.returncode == 1 and 'AGENTLEDGER_TEST_NO_SUCH_TOKEN' in unset.stderr and 'unset' in unset.stderr
 

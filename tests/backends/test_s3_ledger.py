@@ -1,6 +1,6 @@
 """`S3Ledger` beyond the shared conformance suite: layout, security, configuration errors, faults, fleets.
 
-Everything runs against moto's S3 server on loopback (see `tests/s3_server.py`): real HTTP, real
+Everything runs against moto's S3 server on loopback (see `tests/helpers/s3_server.py`): real HTTP, real
 conditional writes. The end-to-end tests add a real Temporal dev server and, for the fleet, two
 worker processes started with `python -m agentledger worker`.
 """
@@ -48,11 +48,11 @@ from agentledger.ledger import open_ledger
 from agentledger.ledger.backends.s3 import FORMAT_VERSION, S3Ledger
 from agentledger.model._content import content_hash
 
-from .agents import calc_agent
-from .checks import check_calc_run, check_complete_calc_run, retried_failures
-from .conftest import check_at_session_end, check_served_ledgers, serve
-from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
-from .test_ledger_suite import acceptance, conversation, event, run_seal, run_start, snapshot_steps
+from ..conftest import check_at_session_end, check_served_ledgers, serve
+from ..helpers.agents import calc_agent
+from ..helpers.checks import check_calc_run, check_complete_calc_run, retried_failures
+from ..helpers.records import acceptance, conversation, event, run_seal, run_start, snapshot_steps
+from ..helpers.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 
@@ -656,11 +656,11 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     command = [sys.executable, '-m', 'agentledger', 'worker']
     for agent in agents:
-        command += ['--agent', f'tests.agents:{agent}_agent']
+        command += ['--agent', f'tests.helpers.agents:{agent}_agent']
     command += ['--ledger', ledger_url, '--address', address, '--task-queue', task_queue]
     with log.open('wb') as stderr:
         return subprocess.Popen(
-            command, cwd=Path(__file__).parent.parent, env=environment, stdout=subprocess.DEVNULL, stderr=stderr
+            command, cwd=Path(__file__).parents[2], env=environment, stdout=subprocess.DEVNULL, stderr=stderr
         )
 
 

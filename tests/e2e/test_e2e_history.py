@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 import agentledger
 from agentledger import SqliteLedger
 
-from .conftest import serve
+from ..conftest import serve
 
 STEPS = 25
 seen: list[list[ModelMessage]] = []

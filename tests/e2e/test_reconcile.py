@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
@@ -25,17 +23,11 @@ from agentledger.ledger.backends.s3 import S3Ledger
 from agentledger.ledger.backends.sqlite import SqliteLedger
 from agentledger.model import Acceptance, RunRecord, StepEvent
 
-from . import agents
-from .agents import calc_agent, holder_agent
-from .conftest import expect_discrepancy, serve
-from .s3_server import admin_client
-from .test_ledger_suite import BACKENDS, make_ledger, raw_sql
-
-
-@pytest.fixture(params=BACKENDS)
-async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    async with make_ledger(request.param, tmp_path) as opened:
-        yield opened
+from ..conftest import expect_discrepancy, serve
+from ..helpers import agents
+from ..helpers.agents import calc_agent, holder_agent
+from ..helpers.ledgers import raw_sql
+from ..helpers.s3_server import admin_client
 
 
 def _sqlite_path(ledger: SqliteLedger) -> Path:

@@ -65,4 +65,4 @@ async def test_opened_ledger_from_url_works(tmp_path: Path) -> None:
 
 def test_importing_the_ledger_package_does_not_import_aiosqlite() -> None:
     code = 'import sys, agentledger.ledger; assert "aiosqlite" not in sys.modules, "aiosqlite imported"'
-    subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).parent.parent)
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).parents[2])

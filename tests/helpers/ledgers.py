@@ -1,0 +1,94 @@
+"""The ledger backends the conformance suite runs against, and test-only views of what each stores.
+
+A new backend is added here: to `BACKENDS` and `make_ledger` (and, for the storage checks, to
+`stored_content` and `tamper`; to `make_sharing_pair` if two processes can share its store).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from agentledger.ledger import Ledger, MemoryLedger, RetryPolicy
+from agentledger.ledger.backends.s3 import S3Ledger
+from agentledger.ledger.backends.sqlite import SqliteLedger
+
+from .s3_server import s3_ledger, shared_s3_server
+from .s3_server import stored_content as s3_stored_content
+from .s3_server import tamper as s3_tamper
+
+BACKENDS = ['memory', 'sqlite', 's3']
+
+# The backends whose store two ledgers (two worker processes) can share.
+SHARED_BACKENDS = ['sqlite', 's3']
+
+
+FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+
+
+def make_ledger(backend: str, tmp_path: Path) -> Ledger:
+    """The one place that knows how to build each backend (unopened)."""
+    if backend == 'memory':
+        return MemoryLedger()
+    if backend == 'sqlite':
+        return SqliteLedger(tmp_path / 'ledger.db', retry=FAST_RETRY)
+    if backend == 's3':
+        return s3_ledger(retry=FAST_RETRY)
+    raise ValueError(f'unknown backend {backend!r}')
+
+
+# Test-only views of what a backend stores, to check storage itself (C7, C8) and to corrupt it (C17).
+# A new backend adds its branch here; the ledger's public API has no such reads on purpose.
+def stored_content(ledger: Ledger) -> tuple[int, int]:
+    """How many distinct messages and blobs the backend holds."""
+    if isinstance(ledger, MemoryLedger):
+        return len(ledger.store._messages), len(ledger.store._blobs)
+    if isinstance(ledger, SqliteLedger):
+        with closing(sqlite3.connect(ledger.store.path)) as raw:
+            [(messages,)] = raw.execute('SELECT COUNT(*) FROM messages').fetchall()
+            [(blobs,)] = raw.execute('SELECT COUNT(*) FROM blobs').fetchall()
+        return messages, blobs
+    if isinstance(ledger, S3Ledger):
+        return s3_stored_content(ledger)
+    raise NotImplementedError(f'no storage view for {type(ledger).__name__}: add one to stored_content')
+
+
+def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
+    """Overwrite (or, with `None`, delete) one stored message or blob behind the ledger's back."""
+    if isinstance(ledger, MemoryLedger):
+        store = ledger.store._messages if table == 'messages' else ledger.store._blobs
+        if data is None:
+            del store[digest]
+        else:
+            store[digest] = data
+        return
+    if isinstance(ledger, SqliteLedger):
+        if data is None:
+            changed = raw_sql(Path(ledger.store.path), f'DELETE FROM {table} WHERE hash = ?', (digest,))
+        else:
+            changed = raw_sql(Path(ledger.store.path), f'UPDATE {table} SET data = ? WHERE hash = ?', (data, digest))
+        assert changed == 1
+        return
+    if isinstance(ledger, S3Ledger):
+        s3_tamper(ledger, table, digest, data)
+        return
+    raise NotImplementedError(f'no tampering for {type(ledger).__name__}: add it to tamper')
+
+
+def raw_sql(path: Path, sql: str, parameters: tuple[Any, ...] = ()) -> int:
+    """Run one statement with the plain sqlite3 module, as another program touching the file would."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        return raw.execute(sql, parameters).rowcount
+
+
+def make_sharing_pair(backend: str, tmp_path: Path) -> tuple[Ledger, Ledger]:
+    """Two ledgers on one store, as two worker processes have them (own connections or clients)."""
+    if backend == 'sqlite':
+        return SqliteLedger(tmp_path / 'ledger.db'), SqliteLedger(tmp_path / 'ledger.db')
+    if backend == 's3':
+        server = shared_s3_server()
+        bucket = server.new_bucket()
+        return server.ledger(bucket), server.ledger(bucket)
+    raise ValueError(f'{backend!r} has no store two ledgers can share')
