@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
 
 from pydantic import TypeAdapter
 from pydantic_ai.agent.abstract import AbstractAgent
@@ -16,7 +16,6 @@ from temporalio.client import Client, WorkflowHandle
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.model._ids import ledger_run_id
-from agentledger.model._options import options_or_keywords
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import Usage
 from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
@@ -92,37 +91,36 @@ async def abandon_parked(handle: WorkflowHandle[Any, Any], reason: str | None = 
     await handle.execute_update('abandon', AbandonRequest(reason=reason))
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(TypedDict, total=False):
     """What a run is started with, besides its agent and prompt: where it runs, its inputs, its limits.
 
-    Pass one as `options=` to `start`, `run`, `continue_run` or `fork_run` to start runs alike, or give
-    the same names as keyword arguments (they build one); not both.
+    `start`, `run`, `continue_run` and `fork_run` take these as keyword arguments; to start runs alike,
+    build one (`RunOptions(task_queue='agents', ...)`, a dict) and pass it as `**options`.
     """
 
-    task_queue: str | None = None
+    task_queue: str | None
     """The task queue of the workers serving the agent: required by `start` and `run`; the source run's
     by default for `continue_run` and `fork_run`."""
-    workflow_id: str | None = None
+    workflow_id: str | None
     """The Temporal workflow id: `<agent name>-<random>` by default (`<agent name>-continue-<random>` or
     `-fork-` for a seeded run)."""
-    deps: Any = None
+    deps: Any
     """The agent's deps; they cross as data and are validated against its `deps_type` in the workflow."""
-    message_history: list[ModelMessage] | None = None
+    message_history: list[ModelMessage] | None
     """Messages the run starts after (not for a seeded run: its snapshot is its history)."""
-    conversation_id: str | None = None
+    conversation_id: str | None
     """The conversation the run belongs to; a seeded run's is its source run's by default."""
-    usage_limits: UsageLimits | None = None
+    usage_limits: UsageLimits | None
     """pydantic-ai's usage limits of the run; its delegates' usage counts against them too."""
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None
     """Free-form data recorded with the run (not sent to the model)."""
-    fresh_start: bool = False
+    fresh_start: bool
     """Start a workflow id whose last run failed afresh, instead of resuming that run from its latest
     valid snapshot."""
-    history_event_limit: int | None = None
+    history_event_limit: int | None
     """Continue as new (one ledger run across the Temporal runs) before a model request once the
     history has this many events; Temporal's suggestion is always followed."""
-    park_on_failure: bool = False
+    park_on_failure: bool
     """A failing agent parks instead of failing and waits for `AgentRunHandle.resume` or `abandon`
     (README, "Park on failure")."""
 
@@ -131,24 +129,13 @@ async def start(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
     prompt: str | Sequence[UserContent] | None = None,
-    *,
-    options: RunOptions | None = None,
-    task_queue: str | None = None,
-    message_history: list[ModelMessage] | None = None,
-    deps: Any = None,
-    conversation_id: str | None = None,
-    usage_limits: UsageLimits | None = None,
-    workflow_id: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    fresh_start: bool = False,
-    history_event_limit: int | None = None,
-    park_on_failure: bool = False,
+    **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start one run of `agent` (an agent or its registered name) as an `AgentRunWorkflow`.
 
     The client needs `LedgerPlugin` (or pydantic-ai's plugin) for its payload converter; a worker
-    serving the agent on the task queue does the work. The run is started with `options`, or with
-    the keyword arguments of the same names (see `RunOptions`); a task queue is required. Starting a
+    serving the agent on the task queue does the work. `options` are the `RunOptions`; a task queue is
+    required. Starting a
     workflow id whose last run failed resumes that run from its latest valid snapshot unless
     `fresh_start=True`. With `park_on_failure=True` a failing agent parks instead of failing and
     waits for `AgentRunHandle.resume` or `abandon` (README, "Park on failure").
@@ -156,19 +143,7 @@ async def start(
     name = agent if isinstance(agent, str) else agent.name
     if not name:
         raise ValueError('the agent needs a name: Agent(..., name="...")')
-    keywords = RunOptions(
-        task_queue=task_queue,
-        workflow_id=workflow_id,
-        deps=deps,
-        message_history=message_history,
-        conversation_id=conversation_id,
-        usage_limits=usage_limits,
-        metadata=metadata,
-        fresh_start=fresh_start,
-        history_event_limit=history_event_limit,
-        park_on_failure=park_on_failure,
-    )
-    return await _start(client, agent, name, prompt, options_or_keywords(options, keywords))
+    return await _start(client, agent, name, prompt, options)
 
 
 async def _start(
@@ -182,27 +157,28 @@ async def _start(
     snapshot_id: str | None = None,
 ) -> AgentRunHandle[OutputT]:
     """Start the workflow: the one place run options become its input and start arguments."""
-    if options.task_queue is None:
-        raise ValueError('the run needs a task queue: task_queue=... or options=RunOptions(task_queue=...)')
+    task_queue = options.get('task_queue')
+    if task_queue is None:
+        raise ValueError('the run needs a task queue: task_queue=...')
     input = AgentRunInput(
         agent=name,
         prompt=prompt if prompt is None or isinstance(prompt, str) else list(prompt),
-        message_history=options.message_history,
-        deps=options.deps,
-        conversation_id=options.conversation_id,
-        usage_limits=options.usage_limits,
-        metadata=options.metadata or {},
+        message_history=options.get('message_history'),
+        deps=options.get('deps'),
+        conversation_id=options.get('conversation_id'),
+        usage_limits=options.get('usage_limits'),
+        metadata=options.get('metadata') or {},
         continue_from=continue_from,
         snapshot_id=snapshot_id,
-        fresh_start=options.fresh_start,
-        history_event_limit=options.history_event_limit,
-        park_on_failure=options.park_on_failure,
+        fresh_start=options.get('fresh_start', False),
+        history_event_limit=options.get('history_event_limit'),
+        park_on_failure=options.get('park_on_failure', False),
     )
     handle = await client.start_workflow(
         AgentRunWorkflow.run,
         input,
-        id=options.workflow_id or f'{name}-{uuid.uuid4().hex[:12]}',
-        task_queue=options.task_queue,
+        id=options.get('workflow_id') or f'{name}-{uuid.uuid4().hex[:12]}',
+        task_queue=task_queue,
     )
     first_run_id = handle.first_execution_run_id or handle.result_run_id or ''
     return AgentRunHandle(
@@ -216,31 +192,10 @@ async def run(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
     prompt: str | Sequence[UserContent] | None = None,
-    *,
-    options: RunOptions | None = None,
-    task_queue: str | None = None,
-    message_history: list[ModelMessage] | None = None,
-    deps: Any = None,
-    conversation_id: str | None = None,
-    usage_limits: UsageLimits | None = None,
-    workflow_id: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    fresh_start: bool = False,
-    history_event_limit: int | None = None,
+    **options: Unpack[RunOptions],
 ) -> AgentRunResult[OutputT]:
     """Run `agent` once as an `AgentRunWorkflow` and wait for its result (see `start`)."""
-    keywords = RunOptions(
-        task_queue=task_queue,
-        workflow_id=workflow_id,
-        deps=deps,
-        message_history=message_history,
-        conversation_id=conversation_id,
-        usage_limits=usage_limits,
-        metadata=metadata,
-        fresh_start=fresh_start,
-        history_event_limit=history_event_limit,
-    )
-    handle: AgentRunHandle[OutputT] = await start(client, agent, prompt, options=options_or_keywords(options, keywords))
+    handle: AgentRunHandle[OutputT] = await start(client, agent, prompt, **options)
     return await handle.result()
 
 
@@ -266,7 +221,7 @@ async def _seeded(
     agent: AbstractAgent[Any, OutputT] | None,
     ledger: Ledger | None,
 ) -> AgentRunHandle[OutputT]:
-    if options.message_history is not None:
+    if options.get('message_history') is not None:
         raise ValueError('a continued or forked run starts from its snapshot: it takes no message_history')
     store = _ledger_of(client, ledger)
     async with store:
@@ -274,12 +229,12 @@ async def _seeded(
         seed = await resolve_seed(store, continue_from=run_id, at_step=at_step, snapshot_id=snapshot)
         source = await store.run(run_id)
     name = source.agent_name
-    options = replace(
-        options,
-        task_queue=options.task_queue or source.task_queue,
-        workflow_id=options.workflow_id or f'{name}-{seed.reason}-{uuid.uuid4().hex[:12]}',
-        conversation_id=options.conversation_id or source.conversation_id,
-    )
+    options = {
+        **options,
+        'task_queue': options.get('task_queue') or source.task_queue,
+        'workflow_id': options.get('workflow_id') or f'{name}-{seed.reason}-{uuid.uuid4().hex[:12]}',
+        'conversation_id': options.get('conversation_id') or source.conversation_id,
+    }
     return await _start(
         client,
         agent if agent is not None else name,
@@ -298,11 +253,8 @@ async def continue_run(
     prompt: str | Sequence[UserContent] | None = None,
     *,
     agent: AbstractAgent[Any, OutputT] | None = None,
-    options: RunOptions | None = None,
-    deps: Any = None,
-    task_queue: str | None = None,
-    workflow_id: str | None = None,
     ledger: Ledger | None = None,
+    **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start a new run seeded with `run_id`'s latest valid snapshot, optionally with a new prompt.
 
@@ -310,16 +262,15 @@ async def continue_run(
     completed before the snapshot are not run again; calls that were in flight are not in a valid
     snapshot (they show as in doubt in `ledger.tool_effects`). Raises `RunNotFoundError` /
     `SnapshotNotFoundError` before starting anything when the run has nothing to continue from.
-    `agent` (optional) types the output; `deps` are the new run's deps; the task queue defaults to the
-    source run's (`options` may give the other `RunOptions` too). The ledger comes from the client's
+    `agent` (optional) types the output; `options` are the `RunOptions` (all but `message_history`):
+    the task queue and conversation default to the source run's. The ledger comes from the client's
     `LedgerPlugin` unless given.
     """
-    keywords = RunOptions(deps=deps, task_queue=task_queue, workflow_id=workflow_id)
     return await _seeded(
         client,
         run_id,
         prompt,
-        options_or_keywords(options, keywords),
+        options,
         at_step=None,
         snapshot=None,
         agent=agent,
@@ -335,11 +286,8 @@ async def fork_run(
     snapshot: str | None = None,
     prompt: str | Sequence[UserContent] | None = None,
     agent: AbstractAgent[Any, OutputT] | None = None,
-    options: RunOptions | None = None,
-    deps: Any = None,
-    task_queue: str | None = None,
-    workflow_id: str | None = None,
     ledger: Ledger | None = None,
+    **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start a new run seeded with the valid snapshot at or before `at_step` (or exactly `snapshot`).
 
@@ -348,12 +296,11 @@ async def fork_run(
     """
     if (at_step is None) == (snapshot is None):
         raise ValueError('fork_run needs exactly one of at_step= or snapshot=')
-    keywords = RunOptions(deps=deps, task_queue=task_queue, workflow_id=workflow_id)
     return await _seeded(
         client,
         run_id,
         prompt,
-        options_or_keywords(options, keywords),
+        options,
         at_step=at_step,
         snapshot=snapshot,
         agent=agent,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypedDict, Unpack
 
 import anyio
 from pydantic import TypeAdapter
@@ -50,7 +50,6 @@ from agentledger.errors import (
 )
 from agentledger.model._conversions import error_info, failure_cause, run_usage
 from agentledger.model._ids import delegate_workflow_id, ledger_run_id
-from agentledger.model._options import options_or_keywords
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
 from agentledger.workflows._agent_run import AgentRunWorkflow, preview
@@ -79,20 +78,20 @@ DepsFunction: TypeAlias = Callable[[RunContext[Any]], Any]
 """Computes a delegate's deps from the orchestrator's run context (in workflow code: deterministic, no I/O)."""
 
 
-@dataclass(frozen=True)
-class DelegateOptions:
+class DelegateOptions(TypedDict, total=False):
     """How a delegate's calls run: its deps, its child workflow, its retries and what its failure does.
 
-    Pass one as `options=` to `delegate` (or `DelegateTool`) to make several delegates alike, or give
-    the same names as keyword arguments (they build one); not both. `delegate` documents each option.
+    `delegate` (and `DelegateTool`) take these as keyword arguments and document each; to make several
+    delegates alike, build one (`DelegateOptions(task_queue='research')`, a dict) and pass it as
+    `**options`.
     """
 
-    deps: DepsFunction | None = None
-    task_queue: str | None = None
-    execution_timeout: timedelta | None = None
-    retry_policy: RetryPolicy | None = None
-    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL
-    on_failure: OnFailure = 'tool_error'
+    deps: DepsFunction | None
+    task_queue: str | None
+    execution_timeout: timedelta | None
+    retry_policy: RetryPolicy | None
+    parent_close_policy: ParentClosePolicy
+    on_failure: OnFailure
 
 
 _NEVER_RETRIED = (
@@ -278,33 +277,29 @@ class DelegateTool(Tool[Any]):
         name: str | None = None,
         description: str | None = None,
         input_type: type[Any] = str,
-        options: DelegateOptions | None = None,
-        deps: DepsFunction | None = None,
-        task_queue: str | None = None,
-        execution_timeout: timedelta | None = None,
-        retry_policy: RetryPolicy | None = None,
-        parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL,
-        on_failure: OnFailure = 'tool_error',
+        **options: Unpack[DelegateOptions],
     ) -> None:
-        keywords = DelegateOptions(
-            deps=deps,
-            task_queue=task_queue,
-            execution_timeout=execution_timeout,
-            retry_policy=retry_policy,
-            parent_close_policy=parent_close_policy,
-            on_failure=on_failure,
-        )
-        options = options_or_keywords(options, keywords)
+        on_failure = options.get('on_failure', 'tool_error')
         if agent.name is None:
             raise UserError('a delegate agent needs a name: Agent(..., name="...")')
-        if options.on_failure not in ('tool_error', 'raise'):
-            raise UserError(f"on_failure must be 'tool_error' or 'raise', not {options.on_failure!r}")
+        if on_failure not in ('tool_error', 'raise'):
+            raise UserError(f"on_failure must be 'tool_error' or 'raise', not {on_failure!r}")
         self.agent = agent
         """The delegate agent; workers serving the orchestrator serve it too (`LedgerPlugin` finds it)."""
         self.agent_name = agent.name
         self.input_type = input_type
-        self.options = options
-        """How its calls run."""
+        self.deps = options.get('deps')
+        """Builds the delegate's deps from the orchestrator's run context; none when `None`."""
+        self.task_queue = options.get('task_queue')
+        """The child workflow's task queue; the orchestrator's when `None`."""
+        self.execution_timeout = options.get('execution_timeout')
+        """The child workflow's execution timeout, if any."""
+        self.retry_policy = options.get('retry_policy')
+        """How a failed delegate is started again; not at all when `None`."""
+        self.parent_close_policy = options.get('parent_close_policy', ParentClosePolicy.REQUEST_CANCEL)
+        """What happens to a running delegate when its orchestrator closes."""
+        self.on_failure: OnFailure = on_failure
+        """`'tool_error'`: a failed delegate is a failed tool result; `'raise'`: the orchestrator fails too."""
         self._input = TypeAdapter(input_type)
         self._output = output_adapter(agent)
         tool_name = name or agent.name
@@ -344,14 +339,14 @@ class DelegateTool(Tool[Any]):
 
     async def _delegate(self, ctx: RunContext[Any], task: Any) -> Any:
         prompt = self._prompt(task)
-        deps = self.options.deps(ctx) if self.options.deps is not None else None
+        deps = self.deps(ctx) if self.deps is not None else None
         if workflow.in_workflow():
             return await self._as_child_workflow(ctx, prompt, deps)
         return await self._in_process(ctx, prompt, deps)
 
     def _retry(self, error: ErrorInfo, attempt: int) -> timedelta | None:
         """How long to wait before the next attempt, or `None` when this failure is final."""
-        policy = self.options.retry_policy
+        policy = self.retry_policy
         if policy is None or error.type in _NEVER_RETRIED or error.type in (policy.non_retryable_error_types or ()):
             return None
         if policy.maximum_attempts > 0 and attempt >= policy.maximum_attempts:
@@ -365,7 +360,7 @@ class DelegateTool(Tool[Any]):
             # The limits are the whole tree's: a delegate that ran out ran the orchestrator out too.
             return UsageLimitExceeded(failure.error.message)
         error = DelegateFailedError(self.name, failure.child_run_id, failure.error.type, failure.error.message)
-        return error if self.options.on_failure == 'raise' else ToolFailed(str(error))
+        return error if self.on_failure == 'raise' else ToolFailed(str(error))
 
     async def _in_process(self, ctx: RunContext[Any], prompt: str, deps: Any) -> Any:
         attempt = 0
@@ -432,9 +427,9 @@ class DelegateTool(Tool[Any]):
                 AgentRunWorkflow.run,
                 input,
                 id=child_id,
-                task_queue=self.options.task_queue,
-                execution_timeout=self.options.execution_timeout,
-                parent_close_policy=self.options.parent_close_policy,
+                task_queue=self.task_queue,
+                execution_timeout=self.execution_timeout,
+                parent_close_policy=self.parent_close_policy,
                 # A completed child is never run again; a failed one may be, and then resumes from its
                 # latest valid snapshot (a restart of its workflow id).
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
@@ -460,7 +455,7 @@ class DelegateTool(Tool[Any]):
             DELEGATE_RESULT_ACTIVITY,
             child_id,
             result_type=AgentRunOutput,
-            start_to_close_timeout=self.options.execution_timeout or _WAIT_FOR_EARLIER_CHILD,
+            start_to_close_timeout=self.execution_timeout or _WAIT_FOR_EARLIER_CHILD,
             heartbeat_timeout=_RESULT_HEARTBEAT,
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             summary=f'delegate {self.name}: result of {child_id}',
@@ -481,13 +476,7 @@ def delegate(
     name: str | None = None,
     description: str | None = None,
     input_type: type[Any] = str,
-    options: DelegateOptions | None = None,
-    deps: DepsFunction | None = None,
-    task_queue: str | None = None,
-    execution_timeout: timedelta | None = None,
-    retry_policy: RetryPolicy | None = None,
-    parent_close_policy: ParentClosePolicy = ParentClosePolicy.REQUEST_CANCEL,
-    on_failure: OnFailure = 'tool_error',
+    **options: Unpack[DelegateOptions],
 ) -> DelegateTool:
     """Turn `agent` into a tool another agent (the orchestrator) delegates to.
 
@@ -510,7 +499,6 @@ def delegate(
         input_type: What the model passes: `str` (the default) is the delegate's prompt; another type
             (a pydantic model, dataclass or TypedDict) makes the tool's arguments that type's fields,
             validated before anything starts, and the delegate's prompt is the value as JSON.
-        options: The options below as one `DelegateOptions`, instead of keyword arguments.
         deps: A function of the orchestrator's `RunContext` returning the delegate's deps (for example
             `lambda ctx: ctx.deps.account`); none by default. In Temporal they cross as data, validated
             against the delegate's `deps_type` in the child workflow.
@@ -527,17 +515,7 @@ def delegate(
             A delegate that exceeded the usage limits always fails the orchestrator (`UsageLimitExceeded`).
 
     """
-    keywords = DelegateOptions(
-        deps=deps,
-        task_queue=task_queue,
-        execution_timeout=execution_timeout,
-        retry_policy=retry_policy,
-        parent_close_policy=parent_close_policy,
-        on_failure=on_failure,
-    )
-    return DelegateTool(
-        agent, name=name, description=description, input_type=input_type, options=options_or_keywords(options, keywords)
-    )
+    return DelegateTool(agent, name=name, description=description, input_type=input_type, **options)
 
 
 def delegated_agents(agent: AbstractAgent[Any, Any]) -> list[AbstractAgent[Any, Any]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydantic_ai import Agent
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import UsageLimits
@@ -20,6 +21,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
+from temporalio.workflow import ParentClosePolicy
 
 import agentledger
 import agentledger.errors
@@ -482,10 +484,13 @@ def test_delegate_tool_shape() -> None:
     assert broken.name == 'broken' and Draft(title='t', words=1).words == 1
 
 
-def test_delegate_options_are_the_keywords() -> None:
-    """`options=DelegateOptions(...)` makes the same delegate as the keyword arguments; both at once is refused."""
+def test_delegate_options_given_once_make_delegates_alike() -> None:
+    """One `DelegateOptions` passed as `**options` sets every delegate made with it; the rest keep their defaults."""
     options = agentledger.DelegateOptions(task_queue='elsewhere', on_failure='raise')
-    by_options = agentledger.delegate(writer, options=options)
-    assert by_options.options == agentledger.delegate(writer, task_queue='elsewhere', on_failure='raise').options
-    with pytest.raises(TypeError, match='not both'):
-        agentledger.delegate(writer, options=options, task_queue='other')
+    first, second = agentledger.delegate(writer, **options), agentledger.delegate(shaky, **options)
+    for tool in (first, second):
+        assert (tool.task_queue, tool.on_failure) == ('elsewhere', 'raise')
+        assert (tool.deps, tool.retry_policy, tool.execution_timeout) == (None, None, None)
+        assert tool.parent_close_policy == ParentClosePolicy.REQUEST_CANCEL
+    with pytest.raises(UserError, match='on_failure'):
+        agentledger.delegate(writer, on_failure='ignore')  # type: ignore[typeddict-item]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic_ai import DeferredToolRequests
@@ -56,36 +55,31 @@ async def test_typed_output_and_deps(temporal_env: WorkflowEnvironment, tmp_path
         assert (await ledger.runs(agent='typed'))[0].run_id == handle.run_id
 
 
-async def test_run_options_start_the_same_workflow_as_keywords(
-    temporal_env: WorkflowEnvironment, tmp_path: Path
-) -> None:
-    """`options=RunOptions(...)` and the keyword arguments of the same names start identical workflows."""
+async def test_run_options_given_once_start_runs_alike(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """One `RunOptions` passed as `**options` to two starts gives both workflows the same input, every option in it."""
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [typed_agent]) as served:
-        given: dict[str, Any] = {
-            'task_queue': served.task_queue,
-            'deps': Account(user_id=7),
-            'conversation_id': 'conversation-1',
-            'metadata': {'origin': 'test'},
-            'history_event_limit': 10_000,
-            'park_on_failure': True,
-        }
-        by_keywords = await agentledger.start(served.client, typed_agent, 'judge', workflow_id='by-keywords', **given)
-        options = agentledger.RunOptions(workflow_id='by-options', **given)
-        by_options = await agentledger.start(served.client, typed_agent, 'judge', options=options)
+        options = agentledger.RunOptions(
+            task_queue=served.task_queue,
+            deps=Account(user_id=7),
+            conversation_id='conversation-1',
+            metadata={'origin': 'test'},
+            history_event_limit=10_000,
+            park_on_failure=True,
+        )
+        first = await agentledger.start(served.client, typed_agent, 'judge', workflow_id='first', **options)
+        second = await agentledger.start(served.client, typed_agent, 'judge', workflow_id='second', **options)
         inputs = []
-        for handle in (by_keywords, by_options):
+        for handle in (first, second):
             assert (await handle.result()).output == Verdict(user_id=7, approved=True)
             history = await handle.workflow_handle.fetch_history()
             started = history.events[0].workflow_execution_started_event_attributes
             assert started.task_queue.name == served.task_queue
             (input,) = await served.client.data_converter.decode(started.input.payloads, [AgentRunInput])
             inputs.append(input)
-        assert by_options.workflow_id == 'by-options'
+        assert (first.workflow_id, second.workflow_id) == ('first', 'second')
         assert inputs[0] == inputs[1]
-        assert inputs[0].park_on_failure and inputs[0].conversation_id == 'conversation-1'
-
-        with pytest.raises(TypeError, match='not both'):
-            await agentledger.start(served.client, typed_agent, 'judge', options=options, deps=Account(user_id=8))
+        assert (inputs[0].conversation_id, inputs[0].metadata) == ('conversation-1', {'origin': 'test'})
+        assert inputs[0].park_on_failure and inputs[0].history_event_limit == 10_000
 
 
 async def _failure(coro: object) -> ApplicationError:

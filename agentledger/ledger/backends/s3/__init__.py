@@ -104,12 +104,14 @@ it, so no server error can echo it).
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from agentledger.ledger._facade import Ledger, RetryPolicy
-from agentledger.ledger.backends.s3._config import AddressingStyle, ServerSideEncryption
+from agentledger.ledger.backends.s3._config import AddressingStyle, S3Options, ServerSideEncryption
 from agentledger.ledger.backends.s3._layout import FORMAT_VERSION
 from agentledger.ledger.backends.s3._store import S3Store
 
-__all__ = ['FORMAT_VERSION', 'AddressingStyle', 'S3Ledger', 'S3Store', 'ServerSideEncryption']
+__all__ = ['FORMAT_VERSION', 'AddressingStyle', 'S3Ledger', 'S3Options', 'S3Store', 'ServerSideEncryption']
 
 
 class S3Ledger(Ledger):
@@ -129,26 +131,7 @@ class S3Ledger(Ledger):
 
     store: S3Store
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        endpoint_url: str | None = None,
-        region_name: str | None = None,
-        aws_access_key_id: str | None = None,
-        aws_secret_access_key: str | None = None,
-        aws_session_token: str | None = None,
-        profile_name: str | None = None,
-        sse: ServerSideEncryption | None = None,
-        sse_kms_key_id: str | None = None,
-        addressing_style: AddressingStyle | None = None,
-        retry: RetryPolicy | None = None,
-        request_attempts: int = 3,
-        connect_timeout_s: float = 3.0,
-        read_timeout_s: float = 20.0,
-        max_concurrency: int = 16,
-        cache_bytes: int = 64 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, url: str, *, retry: RetryPolicy | None = None, **options: Unpack[S3Options]) -> None:
         """Describe the ledger at `url` (`s3://bucket` or `s3://bucket/prefix`); nothing is contacted until `open()`.
 
         Args:
@@ -178,26 +161,7 @@ class S3Ledger(Ledger):
                 that its hash check sees what is stored.
 
         """
-        super().__init__(
-            S3Store(
-                url,
-                endpoint_url=endpoint_url,
-                region_name=region_name,
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                aws_session_token=aws_session_token,
-                profile_name=profile_name,
-                sse=sse,
-                sse_kms_key_id=sse_kms_key_id,
-                addressing_style=addressing_style,
-                request_attempts=request_attempts,
-                connect_timeout_s=connect_timeout_s,
-                read_timeout_s=read_timeout_s,
-                max_concurrency=max_concurrency,
-                cache_bytes=cache_bytes,
-            ),
-            retry=retry,
-        )
+        super().__init__(S3Store(url, **options), retry=retry)
 
     @property
     def bucket(self) -> str:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, cast
 
 import boto3
 from botocore.config import Config
@@ -35,9 +35,9 @@ from agentledger.errors import LedgerConfigError, LedgerError, LedgerUnavailable
 from agentledger.ledger.backends._encoding import decode, dumps, loads_object
 from agentledger.ledger.backends.s3._cache import ObjectCache
 from agentledger.ledger.backends.s3._config import (
-    AddressingStyle,
+    URL_OPTIONS,
     Credentials,
-    ServerSideEncryption,
+    S3Options,
     checked_options,
     format_url,
     parse_url,
@@ -112,51 +112,30 @@ class Bucket:
     `prefix` the key prefix of every object (`''` for the bucket's root, else ending in `/`).
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        endpoint_url: str | None = None,
-        region_name: str | None = None,
-        aws_access_key_id: str | None = None,
-        aws_secret_access_key: str | None = None,
-        aws_session_token: str | None = None,
-        profile_name: str | None = None,
-        sse: ServerSideEncryption | None = None,
-        sse_kms_key_id: str | None = None,
-        addressing_style: AddressingStyle | None = None,
-        request_attempts: int = 3,
-        connect_timeout_s: float = 3.0,
-        read_timeout_s: float = 20.0,
-        max_concurrency: int = 16,
-        cache_bytes: int = 64 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, url: str, **given: Unpack[S3Options]) -> None:
         """Describe the bucket and prefix `url` names; nothing is contacted until `open()`. See `S3Ledger`."""
         bucket, prefix, options = parse_url(url)
-        explicit = {
-            'endpoint_url': endpoint_url,
-            'region_name': region_name,
-            'profile_name': profile_name,
-            'sse': sse,
-            'sse_kms_key_id': sse_kms_key_id,
-            'addressing_style': addressing_style,
-        }
-        options.update({name: value for name, value in explicit.items() if value is not None})
+        explicit = {name: given.get(name) for name in URL_OPTIONS}
+        options.update({name: value for name, value in explicit.items() if isinstance(value, str)})
         self.bucket = bucket
         self.prefix = prefix
         self._options = options
         self._sse, style = checked_options(options)
         self._sse_kms_key_id = options.get('sse_kms_key_id')
+        aws_access_key_id = given.get('aws_access_key_id')
+        aws_secret_access_key = given.get('aws_secret_access_key')
+        request_attempts = given.get('request_attempts', 3)
+        max_concurrency = given.get('max_concurrency', 16)
         if (aws_access_key_id is None) != (aws_secret_access_key is None):
             raise LedgerConfigError('give both aws_access_key_id and aws_secret_access_key, or neither')
         if request_attempts < 1 or max_concurrency < 1:
             raise LedgerConfigError('request_attempts and max_concurrency must be at least 1')
         self.url = format_url(self.bucket, self.prefix, options)
-        self._credentials = Credentials(aws_access_key_id, aws_secret_access_key, aws_session_token)
+        self._credentials = Credentials(aws_access_key_id, aws_secret_access_key, given.get('aws_session_token'))
         self._config = Config(
             retries={'total_max_attempts': request_attempts, 'mode': 'standard'},
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
+            connect_timeout=given.get('connect_timeout_s', 3.0),
+            read_timeout=given.get('read_timeout_s', 20.0),
             max_pool_connections=max_concurrency,
             s3={'addressing_style': style} if style is not None else None,
         )
@@ -168,7 +147,7 @@ class Bucket:
         self._idle = asyncio.Event()
         self._counters: OrderedDict[str, Counter] = OrderedDict()
         self._stored_content: OrderedDict[str, None] = OrderedDict()
-        self._cache = ObjectCache(cache_bytes)
+        self._cache = ObjectCache(given.get('cache_bytes', 64 * 1024 * 1024))
         self._layout = Layout(self.prefix, self.url)
 
     @property

@@ -5,12 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias, cast
+from typing import Literal, TypeAlias, TypedDict, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from agentledger.errors import LedgerConfigError
 
-__all__ = ['AddressingStyle', 'Credentials', 'ServerSideEncryption', 'checked_options', 'format_url', 'parse_url']
+__all__ = [
+    'URL_OPTIONS',
+    'AddressingStyle',
+    'Credentials',
+    'S3Options',
+    'ServerSideEncryption',
+    'checked_options',
+    'format_url',
+    'parse_url',
+]
 
 ServerSideEncryption: TypeAlias = Literal['AES256', 'aws:kms', 'aws:kms:dsse']
 """The `ServerSideEncryption` values S3 accepts on a PUT."""
@@ -18,10 +27,31 @@ ServerSideEncryption: TypeAlias = Literal['AES256', 'aws:kms', 'aws:kms:dsse']
 AddressingStyle: TypeAlias = Literal['auto', 'path', 'virtual']
 """How requests name the bucket: in the host name (`virtual`), in the path (`path`), or as botocore sees fit."""
 
+
+class S3Options(TypedDict, total=False):
+    """The options of an S3 ledger besides its URL, named once for `S3Ledger` and its store (see `S3Ledger`)."""
+
+    endpoint_url: str | None
+    region_name: str | None
+    aws_access_key_id: str | None
+    aws_secret_access_key: str | None
+    aws_session_token: str | None
+    profile_name: str | None
+    sse: ServerSideEncryption | None
+    sse_kms_key_id: str | None
+    addressing_style: AddressingStyle | None
+    request_attempts: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_concurrency: int
+    cache_bytes: int
+
+
 _BUCKET = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]')
 _PREFIX_SEGMENT = re.compile(r'[^\x00-\x1f\x7f]{1,255}')
 
-_URL_OPTIONS = ('endpoint_url', 'region_name', 'profile_name', 'sse', 'sse_kms_key_id', 'addressing_style')
+URL_OPTIONS = ('endpoint_url', 'region_name', 'profile_name', 'sse', 'sse_kms_key_id', 'addressing_style')
+"""The options an S3 ledger URL may carry as query parameters: none of them secret."""
 _SSE_VALUES = ('AES256', 'aws:kms', 'aws:kms:dsse')
 _ADDRESSING_STYLES = ('auto', 'path', 'virtual')
 
@@ -54,13 +84,13 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
             )
     options: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _URL_OPTIONS:
+        if name not in URL_OPTIONS:
             if 'key' in name.lower() or 'secret' in name.lower() or 'token' in name.lower():
                 raise LedgerConfigError(
                     'an S3 ledger URL never carries credentials: use the AWS environment, a profile, '
                     'or the credential options'
                 )
-            raise LedgerConfigError(f'unknown S3 ledger URL option {name!r}; supported: {", ".join(_URL_OPTIONS)}')
+            raise LedgerConfigError(f'unknown S3 ledger URL option {name!r}; supported: {", ".join(URL_OPTIONS)}')
         options[name] = value
     return parts.netloc, ''.join(f'{segment}/' for segment in segments), options
 
@@ -79,7 +109,7 @@ def checked_options(options: Mapping[str, str]) -> tuple[ServerSideEncryption | 
 
 
 def format_url(bucket: str, prefix: str, options: Mapping[str, str]) -> str:
-    query = urlencode([(name, options[name]) for name in _URL_OPTIONS if name in options], safe=':/', quote_via=quote)
+    query = urlencode([(name, options[name]) for name in URL_OPTIONS if name in options], safe=':/', quote_via=quote)
     path = f'/{prefix.rstrip("/")}' if prefix else ''
     return f's3://{bucket}{path}' + (f'?{query}' if query else '')
 
