@@ -725,7 +725,7 @@ async def test_two_worker_processes_share_one_bucket(
 async def test_workers_sharing_a_bucket_resolve_each_others_payloads(
     temporal_env: WorkflowEnvironment, s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
-    """Issue 4: payloads and histories one worker stores in the bucket, the other reads: two worker processes
+    """Payloads and histories one worker stores in the bucket, the other reads: two worker processes
     run bulky runs that continue as new, and the client (on the same bucket) reads their results."""
     address = temporal_env.client.service_client.config.target_host
     task_queue = f'bulky-{uuid.uuid4().hex[:8]}'

@@ -123,7 +123,7 @@ async def unstored_bytes(ledger: Ledger, data: bytes, *, json_text: bool = True)
 
 
 async def test_long_tool_result_is_stored_once_across_snapshot_and_payloads(ledger: Ledger) -> None:
-    """Issue 4 part 5: a 100 KB tool result stored in a snapshot costs next to nothing again inside the JSON
+    """A 100 KB tool result stored in a snapshot costs next to nothing again inside the JSON
     payloads that carry it (other surroundings, other offsets), and every copy comes back byte for byte."""
     text = long_text(100 * 1024, seed=1)
     messages: list[ModelMessage] = [
@@ -173,7 +173,7 @@ def test_unbalanced_brackets_and_brackets_in_strings_only_move_cut_points() -> N
 
 
 async def test_growing_content_shares_the_chunks_of_its_unchanged_part(ledger: Ledger) -> None:
-    """Issue 4 part 5: content-defined chunks: a document that grows by 10% stores about that much again."""
+    """Content-defined chunks: a document that grows by 10% stores about that much again."""
     document = long_text(200 * 1024, seed=2).encode()
     await ledger.load_chunked(await ledger.store_chunked(document, json_text=False))
     grown = document[: len(document) // 2] + long_text(20 * 1024, seed=3).encode() + document[len(document) // 2 :]
@@ -183,7 +183,7 @@ async def test_growing_content_shares_the_chunks_of_its_unchanged_part(ledger: L
 
 @pytest.mark.parametrize('damage', ['altered', 'missing'])
 async def test_damaged_payload_chunk_is_reported_as_corruption(ledger: Ledger, damage: str) -> None:
-    """Issue 4 part 2: a stored payload whose chunk is altered or gone raises LedgerCorruptionError naming it."""
+    """A stored payload whose chunk is altered or gone raises LedgerCorruptionError naming it."""
     payload = json.dumps({'result': long_text(50 * 1024, seed=4)}).encode()
     key = await ledger.store_chunked(payload, json_text=True)
     manifest, pieces = split(payload, json_text=True)
@@ -196,6 +196,6 @@ async def test_damaged_payload_chunk_is_reported_as_corruption(ledger: Ledger, d
 
 
 async def test_unknown_payload_key_is_reported(ledger: Ledger) -> None:
-    """Issue 4 part 2: a payload reference the ledger never stored names itself in the error."""
+    """A payload reference the ledger never stored names itself in the error."""
     with pytest.raises(LedgerCorruptionError, match=r'stored payload 0{64} is missing'):
         await ledger.load_chunked('0' * 64)
