@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -73,6 +74,21 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+_WORKER_IDENTITY = re.compile(r'^\d+@.+?(?=(-[0-9a-f]{32})?$)')
+"""A worker's default identity, `<pid>@<host>`, alone or leading its sticky task queue's name."""
+
+
+def anonymous(value: Any) -> Any:
+    """`value` without what names the recording machine: worker identities and failures' stack traces."""
+    if isinstance(value, dict):
+        return {key: '' if key == 'stackTrace' else anonymous(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [anonymous(item) for item in value]
+    if isinstance(value, str):
+        return _WORKER_IDENTITY.sub('golden-recorder', value)
+    return value
+
+
 async def histories_of(client: Client, ledger: MemoryLedger, run_id: str) -> list[dict[str, Any]]:
     """Every Temporal run of `run_id` and of its delegates, parents first, as they are written out."""
     found: list[dict[str, Any]] = []
@@ -80,7 +96,7 @@ async def histories_of(client: Client, ledger: MemoryLedger, run_id: str) -> lis
         for temporal_run_id in node.run.temporal_run_ids:
             handle = client.get_workflow_handle(node.run.workflow_id, run_id=temporal_run_id)
             history = await handle.fetch_history()
-            found.append({'workflow_id': history.workflow_id, 'history': json.loads(history.to_json())})
+            found.append({'workflow_id': history.workflow_id, 'history': anonymous(json.loads(history.to_json()))})
     return found
 
 
