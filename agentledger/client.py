@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.model._ids import ledger_run_id
+from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import Usage
 from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
@@ -94,20 +95,19 @@ async def abandon_parked(handle: WorkflowHandle[Any, Any], reason: str | None = 
 class RunOptions(TypedDict, total=False):
     """What a run is started with, besides its agent and prompt: where it runs, its inputs, its limits.
 
-    `start`, `run`, `continue_run` and `fork_run` take these as keyword arguments; to start runs alike,
-    build one (`RunOptions(task_queue='agents', ...)`, a dict) and pass it as `**options`.
+    `start`, `run`, `continue_run` and `fork_run` take these as keyword arguments (besides the task
+    queue, which `start` and `run` require); to start runs alike, build one
+    (`RunOptions(conversation_id='c-1', ...)`, a dict) and pass it as `**options`. A name it does not
+    declare is refused with `TypeError`, as an unknown keyword argument is.
     """
 
-    task_queue: str | None
-    """The task queue of the workers serving the agent: required by `start` and `run`; the source run's
-    by default for `continue_run` and `fork_run`."""
     workflow_id: str | None
     """The Temporal workflow id: `<agent name>-<random>` by default (`<agent name>-continue-<random>` or
     `-fork-` for a seeded run)."""
     deps: Any
     """The agent's deps; they cross as data and are validated against its `deps_type` in the workflow."""
     message_history: list[ModelMessage] | None
-    """Messages the run starts after (not for a seeded run: its snapshot is its history)."""
+    """Messages the run starts after (not for a continued or forked run: its snapshot is its history)."""
     conversation_id: str | None
     """The conversation the run belongs to; a seeded run's is its source run's by default."""
     usage_limits: UsageLimits | None
@@ -116,7 +116,7 @@ class RunOptions(TypedDict, total=False):
     """Free-form data recorded with the run (not sent to the model)."""
     fresh_start: bool
     """Start a workflow id whose last run failed afresh, instead of resuming that run from its latest
-    valid snapshot."""
+    valid snapshot (not for a continued or forked run: it starts from the snapshot it names)."""
     history_event_limit: int | None
     """Continue as new (one ledger run across the Temporal runs) before a model request once the
     history has this many events; Temporal's suggestion is always followed."""
@@ -129,13 +129,14 @@ async def start(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
     prompt: str | Sequence[UserContent] | None = None,
+    *,
+    task_queue: str,
     **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start one run of `agent` (an agent or its registered name) as an `AgentRunWorkflow`.
 
     The client needs `LedgerPlugin` (or pydantic-ai's plugin) for its payload converter; a worker
-    serving the agent on the task queue does the work. `options` are the `RunOptions`; a task queue is
-    required. Starting a
+    serving the agent on `task_queue` does the work; `options` are the `RunOptions`. Starting a
     workflow id whose last run failed resumes that run from its latest valid snapshot unless
     `fresh_start=True`. With `park_on_failure=True` a failing agent parks instead of failing and
     waits for `AgentRunHandle.resume` or `abandon` (README, "Park on failure").
@@ -143,7 +144,8 @@ async def start(
     name = agent if isinstance(agent, str) else agent.name
     if not name:
         raise ValueError('the agent needs a name: Agent(..., name="...")')
-    return await _start(client, agent, name, prompt, options)
+    check_options('start', options, RunOptions)
+    return await _start(client, agent, name, prompt, task_queue, options)
 
 
 async def _start(
@@ -151,15 +153,13 @@ async def _start(
     agent: AbstractAgent[Any, OutputT] | str,
     name: str,
     prompt: str | Sequence[UserContent] | None,
+    task_queue: str,
     options: RunOptions,
     *,
     continue_from: str | None = None,
     snapshot_id: str | None = None,
 ) -> AgentRunHandle[OutputT]:
     """Start the workflow: the one place run options become its input and start arguments."""
-    task_queue = options.get('task_queue')
-    if task_queue is None:
-        raise ValueError('the run needs a task queue: task_queue=...')
     input = AgentRunInput(
         agent=name,
         prompt=prompt if prompt is None or isinstance(prompt, str) else list(prompt),
@@ -192,10 +192,13 @@ async def run(
     client: Client,
     agent: AbstractAgent[Any, OutputT] | str,
     prompt: str | Sequence[UserContent] | None = None,
+    *,
+    task_queue: str,
     **options: Unpack[RunOptions],
 ) -> AgentRunResult[OutputT]:
     """Run `agent` once as an `AgentRunWorkflow` and wait for its result (see `start`)."""
-    handle: AgentRunHandle[OutputT] = await start(client, agent, prompt, **options)
+    check_options('run', options, RunOptions)
+    handle: AgentRunHandle[OutputT] = await start(client, agent, prompt, task_queue=task_queue, **options)
     return await handle.result()
 
 
@@ -214,6 +217,7 @@ async def _seeded(
     client: Client,
     run_id: str,
     prompt: str | Sequence[UserContent] | None,
+    task_queue: str | None,
     options: RunOptions,
     *,
     at_step: int | None,
@@ -221,8 +225,9 @@ async def _seeded(
     agent: AbstractAgent[Any, OutputT] | None,
     ledger: Ledger | None,
 ) -> AgentRunHandle[OutputT]:
-    if options.get('message_history') is not None:
-        raise ValueError('a continued or forked run starts from its snapshot: it takes no message_history')
+    refused = [name for name in ('message_history', 'fresh_start') if options.get(name)]
+    if refused:
+        raise ValueError(f'a continued or forked run starts from its snapshot: it takes no {refused[0]}')
     store = _ledger_of(client, ledger)
     async with store:
         # Checked here so a bad run id, snapshot id or step fails before any workflow starts.
@@ -231,7 +236,6 @@ async def _seeded(
     name = source.agent_name
     options = {
         **options,
-        'task_queue': options.get('task_queue') or source.task_queue,
         'workflow_id': options.get('workflow_id') or f'{name}-{seed.reason}-{uuid.uuid4().hex[:12]}',
         'conversation_id': options.get('conversation_id') or source.conversation_id,
     }
@@ -240,6 +244,7 @@ async def _seeded(
         agent if agent is not None else name,
         name,
         prompt,
+        task_queue or source.task_queue,
         options,
         continue_from=run_id,
         # A fork pins the snapshot chosen here; a continuation takes the latest when the run starts.
@@ -254,6 +259,7 @@ async def continue_run(
     *,
     agent: AbstractAgent[Any, OutputT] | None = None,
     ledger: Ledger | None = None,
+    task_queue: str | None = None,
     **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start a new run seeded with `run_id`'s latest valid snapshot, optionally with a new prompt.
@@ -262,14 +268,16 @@ async def continue_run(
     completed before the snapshot are not run again; calls that were in flight are not in a valid
     snapshot (they show as in doubt in `ledger.tool_effects`). Raises `RunNotFoundError` /
     `SnapshotNotFoundError` before starting anything when the run has nothing to continue from.
-    `agent` (optional) types the output; `options` are the `RunOptions` (all but `message_history`):
-    the task queue and conversation default to the source run's. The ledger comes from the client's
-    `LedgerPlugin` unless given.
+    `agent` (optional) types the output; the task queue and the conversation default to the source
+    run's; `options` are the other `RunOptions` but `message_history` and `fresh_start`. The ledger
+    comes from the client's `LedgerPlugin` unless given.
     """
+    check_options('continue_run', options, RunOptions)
     return await _seeded(
         client,
         run_id,
         prompt,
+        task_queue,
         options,
         at_step=None,
         snapshot=None,
@@ -287,6 +295,7 @@ async def fork_run(
     prompt: str | Sequence[UserContent] | None = None,
     agent: AbstractAgent[Any, OutputT] | None = None,
     ledger: Ledger | None = None,
+    task_queue: str | None = None,
     **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start a new run seeded with the valid snapshot at or before `at_step` (or exactly `snapshot`).
@@ -296,10 +305,12 @@ async def fork_run(
     """
     if (at_step is None) == (snapshot is None):
         raise ValueError('fork_run needs exactly one of at_step= or snapshot=')
+    check_options('fork_run', options, RunOptions)
     return await _seeded(
         client,
         run_id,
         prompt,
+        task_queue,
         options,
         at_step=at_step,
         snapshot=snapshot,

@@ -50,6 +50,7 @@ from agentledger.errors import (
 )
 from agentledger.model._conversions import error_info, failure_cause, run_usage
 from agentledger.model._ids import delegate_workflow_id, ledger_run_id
+from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
 from agentledger.workflows._agent_run import AgentRunWorkflow, preview
@@ -279,6 +280,7 @@ class DelegateTool(Tool[Any]):
         input_type: type[Any] = str,
         **options: Unpack[DelegateOptions],
     ) -> None:
+        check_options('DelegateTool', options, DelegateOptions)
         on_failure = options.get('on_failure', 'tool_error')
         if agent.name is None:
             raise UserError('a delegate agent needs a name: Agent(..., name="...")')
@@ -515,6 +517,7 @@ def delegate(
             A delegate that exceeded the usage limits always fails the orchestrator (`UsageLimitExceeded`).
 
     """
+    check_options('delegate', options, DelegateOptions)
     return DelegateTool(agent, name=name, description=description, input_type=input_type, **options)
 
 

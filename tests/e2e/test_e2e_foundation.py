@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic_ai import DeferredToolRequests
@@ -56,18 +57,23 @@ async def test_typed_output_and_deps(temporal_env: WorkflowEnvironment, tmp_path
 
 
 async def test_run_options_given_once_start_runs_alike(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    """One `RunOptions` passed as `**options` to two starts gives both workflows the same input, every option in it."""
+    """One `RunOptions` passed as `**options` to two starts gives both workflows the same input, every option in it;
+    a name `RunOptions` does not declare is refused before anything starts."""
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [typed_agent]) as served:
         options = agentledger.RunOptions(
-            task_queue=served.task_queue,
             deps=Account(user_id=7),
             conversation_id='conversation-1',
             metadata={'origin': 'test'},
             history_event_limit=10_000,
             park_on_failure=True,
         )
-        first = await agentledger.start(served.client, typed_agent, 'judge', workflow_id='first', **options)
-        second = await agentledger.start(served.client, typed_agent, 'judge', workflow_id='second', **options)
+        queue = served.task_queue
+        first = await agentledger.start(
+            served.client, typed_agent, 'judge', task_queue=queue, workflow_id='a', **options
+        )
+        second = await agentledger.start(
+            served.client, typed_agent, 'judge', task_queue=queue, workflow_id='b', **options
+        )
         inputs = []
         for handle in (first, second):
             assert (await handle.result()).output == Verdict(user_id=7, approved=True)
@@ -76,10 +82,17 @@ async def test_run_options_given_once_start_runs_alike(temporal_env: WorkflowEnv
             assert started.task_queue.name == served.task_queue
             (input,) = await served.client.data_converter.decode(started.input.payloads, [AgentRunInput])
             inputs.append(input)
-        assert (first.workflow_id, second.workflow_id) == ('first', 'second')
+        assert (first.workflow_id, second.workflow_id) == ('a', 'b')
         assert inputs[0] == inputs[1]
         assert (inputs[0].conversation_id, inputs[0].metadata) == ('conversation-1', {'origin': 'test'})
         assert inputs[0].park_on_failure and inputs[0].history_event_limit == 10_000
+
+        misspelt: dict[str, Any] = {'park_on_faliure': True}
+        with pytest.raises(TypeError, match="start\\(\\) got an unexpected keyword argument 'park_on_faliure'"):
+            await agentledger.start(served.client, typed_agent, 'judge', task_queue=queue, **misspelt)
+        with pytest.raises(ValueError, match='takes no fresh_start'):
+            await agentledger.continue_run(served.client, first.run_id, fresh_start=True)
+        assert [run.workflow_id for run in await ledger.runs()] == ['b', 'a']
 
 
 async def _failure(coro: object) -> ApplicationError:

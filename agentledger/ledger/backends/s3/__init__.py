@@ -110,6 +110,7 @@ from agentledger.ledger._facade import Ledger, RetryPolicy
 from agentledger.ledger.backends.s3._config import AddressingStyle, S3Options, ServerSideEncryption
 from agentledger.ledger.backends.s3._layout import FORMAT_VERSION
 from agentledger.ledger.backends.s3._store import S3Store
+from agentledger.model._options import check_options
 
 __all__ = ['FORMAT_VERSION', 'AddressingStyle', 'S3Ledger', 'S3Options', 'S3Store', 'ServerSideEncryption']
 
@@ -161,6 +162,7 @@ class S3Ledger(Ledger):
                 that its hash check sees what is stored.
 
         """
+        check_options('S3Ledger', options, S3Options)
         super().__init__(S3Store(url, **options), retry=retry)
 
     @property

@@ -43,6 +43,7 @@ from agentledger.ledger.backends.s3._config import (
     parse_url,
 )
 from agentledger.ledger.backends.s3._layout import CREATE, FORMAT, FORMAT_VERSION, MARKER, Layout
+from agentledger.model._options import check_options
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -114,6 +115,7 @@ class Bucket:
 
     def __init__(self, url: str, **given: Unpack[S3Options]) -> None:
         """Describe the bucket and prefix `url` names; nothing is contacted until `open()`. See `S3Ledger`."""
+        check_options('S3Store', given, S3Options)
         bucket, prefix, options = parse_url(url)
         explicit = {name: given.get(name) for name in URL_OPTIONS}
         options.update({name: value for name, value in explicit.items() if isinstance(value, str)})
