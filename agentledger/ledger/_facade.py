@@ -21,8 +21,8 @@ from agentledger.errors import (
     SnapshotNotFoundError,
 )
 from agentledger.ledger._chunks import Manifest, split
-from agentledger.ledger._content import PayloadDeletion, Snapshot, StoredContent, snapshot_content
 from agentledger.ledger._store import LedgerStore, RunFilter
+from agentledger.ledger._stored import PayloadDeletion, Snapshot, StoredContent, snapshot_content
 from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
 from agentledger.model._journal import JournalEntry
@@ -547,8 +547,11 @@ class Ledger:
         if not doomed:
             return PayloadDeletion(manifests=(), chunks=0, bytes=0)
         gone = set(doomed)
-        remaining = list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))
-        deletion, chunks = await self._content.unused_chunks(doomed, remaining)
+
+        async def still_referenced() -> list[str]:
+            return list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))
+
+        deletion, chunks = await self._content.unused_chunks(doomed, still_referenced)
         if dry_run:
             return deletion
         references = await self.payload_references(doomed)

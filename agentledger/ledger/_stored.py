@@ -172,13 +172,20 @@ class StoredContent:
                 used.update({digest: length for digest, length, nested in inner.pieces if not nested})
         return used
 
-    async def unused_chunks(self, doomed: list[str], remaining: list[str]) -> tuple[PayloadDeletion, list[str]]:
-        """What deleting `doomed` payloads removes, with its chunks: those no `remaining` payload nor message uses."""
+    async def unused_chunks(
+        self, doomed: list[str], still_referenced: Callable[[], Awaitable[list[str]]]
+    ) -> tuple[PayloadDeletion, list[str]]:
+        """What deleting `doomed` payloads removes: them, and the chunks no message or other payload uses.
+
+        The other payloads are those `still_referenced()` lists. It is called after the doomed manifests
+        are read, so that a payload referenced meanwhile keeps its chunks.
+        """
         gone = set(doomed)
         found = await self._store.read_blobs(doomed)
         candidates = await self.blobs_of(
             {key: Manifest.parse(data, f'stored payload {key}') for key, data in found.items()}
         )
+        remaining = await still_referenced()
         kept: set[str] = set()
         for start in range(0, len(remaining), 500):
             batch = await self._store.read_blobs(remaining[start : start + 500])
