@@ -19,6 +19,7 @@ __all__ = [
     'UNKNOWN_AGENT',
     'UNRESOLVABLE_HISTORY_REFERENCE',
     'AgentLedgerError',
+    'CliError',
     'DelegateFailedError',
     'EffectBusyError',
     'EffectNotFoundError',
@@ -57,6 +58,14 @@ UNRESOLVABLE_HISTORY_REFERENCE = 'UnresolvableHistoryReference'
 
 class AgentLedgerError(Exception):
     """Base class of every agentledger error."""
+
+
+class CliError(AgentLedgerError):
+    """A command of the `agentledger` command line cannot be carried out as given.
+
+    The command line prints `agentledger: <message>` to stderr and exits with 1, as for any
+    `AgentLedgerError`.
+    """
 
 
 class LedgerError(AgentLedgerError):

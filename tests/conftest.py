@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentledger import Ledger, LedgerPlugin, reconcile_ledger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 # The shared helpers assert too: rewrite them before this module imports them, for readable failures.
 pytest.register_assert_rewrite('tests.helpers')

@@ -8,7 +8,8 @@ from typing import Any
 
 from agentledger.model import Acceptance, ErrorInfo, RunRecord, StepEvent, Usage
 from agentledger.model._records import EventKind
-from agentledger.reconcile import ActivityFact, RunFacts, compare
+from agentledger.reconcile._compare import compare
+from agentledger.reconcile._facts import ActivityFact, RunFacts
 from agentledger.workflows._types import SEAL_RUN_ACTIVITY
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Everything that does I/O on the worker: the ledger's own activities, and reading delegates' results."""
+"""The ledger's own activities (run start, park, resume, seal), reading delegates' results, and the history resolver."""
 
 from agentledger.activities._delegates import delegate_result
 from agentledger.activities._ledger import LedgerActivities

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio import activity
 
@@ -21,6 +21,7 @@ from agentledger.errors import (
 )
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
+from agentledger.ledger._outage import OutageBuffer
 from agentledger.model._records import ForkRef, RunStart
 from agentledger.workflows._types import (
     PARK_RUN_ACTIVITY,
@@ -35,9 +36,6 @@ from agentledger.workflows._types import (
     RunStartResult,
     SealInput,
 )
-
-if TYPE_CHECKING:
-    from agentledger.ledger._outage import OutageBuffer
 
 __all__ = ['LedgerActivities']
 

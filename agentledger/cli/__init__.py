@@ -4,7 +4,7 @@
 Temporal CLI's dev server for the demo, examples, tests and benchmarks.
 """
 
-from agentledger.cli._commands import CliError, main
+from agentledger.cli._commands import main
 from agentledger.cli._devserver import find_temporal_cli, start_dev_server
 
-__all__ = ['CliError', 'find_temporal_cli', 'main', 'start_dev_server']
+__all__ = ['find_temporal_cli', 'main', 'start_dev_server']

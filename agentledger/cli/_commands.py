@@ -36,7 +36,6 @@ from agentledger.cli._parser import (
     DEFAULT_NAMESPACE,
     DELEGATE_DEPTH,
     DEMO_TASK_QUEUE,
-    TEMPORAL_COMMANDS,
     build_parser,
 )
 from agentledger.cli._render import (
@@ -64,7 +63,7 @@ from agentledger.client import (
     resume_parked,
     start,
 )
-from agentledger.errors import AgentLedgerError
+from agentledger.errors import AgentLedgerError, CliError
 from agentledger.ledger import Ledger, open_ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._scopes import Scopes
@@ -75,13 +74,9 @@ from agentledger.payloads._gc import collect_garbage
 from agentledger.plugin import LedgerPlugin
 from agentledger.reconcile import reconcile_ledger, reconcile_run
 
-__all__ = ['CliError', 'main']
+__all__ = ['main']
 
 _Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-class CliError(Exception):
-    """An expected failure: `main` prints `agentledger: <message>` to stderr and exits with 1."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     command = _HANDLERS[args.command]
     try:
         code = asyncio.run(command(args))
-    except (CliError, AgentLedgerError) as error:
+    except AgentLedgerError as error:
         print(f'agentledger: {error}', file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
@@ -612,3 +607,6 @@ _HANDLERS: dict[str, _Command] = {
     'gc': _gc,
 }
 """The coroutine that carries out each command of `build_parser`."""
+
+TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'resume', 'abandon', 'gc', 'reconcile'})
+"""The commands of `_HANDLERS` that start the Temporal SDK's runtime (see `main` for why that matters)."""

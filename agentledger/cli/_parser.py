@@ -144,7 +144,6 @@ __all__ = [
     'DELEGATE_DEPTH',
     'DEMO_LEDGER',
     'DEMO_TASK_QUEUE',
-    'TEMPORAL_COMMANDS',
     'build_parser',
 ]
 
@@ -165,9 +164,6 @@ DEFAULT_TASK_QUEUE = 'agentledger'
 
 DEMO_TASK_QUEUE = 'agentledger-demo'
 """The task queue of the demo's worker."""
-
-TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'resume', 'abandon', 'gc', 'reconcile'})
-"""Commands that start the Temporal SDK's runtime (see `main` for why that matters)."""
 
 DEFAULT_CODEC_PORT = 8081
 """The codec server's port when --port is not given."""

@@ -28,8 +28,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agentledger.client import AgentRunResult
 from agentledger.model._effects import EffectRecord
 from agentledger.model._records import (
     ForkReason,
@@ -44,11 +45,7 @@ from agentledger.model._records import (
 )
 from agentledger.model._rules import total_usage
 from agentledger.payloads._gc import GcReport
-from agentledger.reconcile._repair import RECONCILE_SCHEMA
-
-if TYPE_CHECKING:
-    from agentledger.client import AgentRunResult
-    from agentledger.reconcile import ReconcileReport
+from agentledger.reconcile._repair import RECONCILE_SCHEMA, ReconcileReport
 
 __all__ = [
     'EFFECTS_SCHEMA',

@@ -222,7 +222,7 @@ class Ledger:
     # --- model-call journal ----------------------------------------------------------------------------
 
     async def journal_entry(self, key: str) -> JournalEntry | None:
-        """The journal entry recorded under `key` (see `agentledger.ledger.journal_key`), or `None`."""
+        """The journal entry recorded under `key` (see `agentledger.model._journal.journal_key`), or `None`."""
         stored = await self.record(JOURNAL, key)
         return JournalEntry.from_record(stored) if stored is not None else None
 
@@ -341,7 +341,14 @@ class Ledger:
             raise ValueError(f'limit must be at least 1, got {limit}')
         cursor = await self.run(before) if before is not None else None
         return await self.store.read_runs(
-            RunFilter(agent, status, conversation_id, parent_run_id, workflow_id, forked_from_run_id),
+            RunFilter(
+                agent=agent,
+                status=status,
+                conversation_id=conversation_id,
+                parent_run_id=parent_run_id,
+                workflow_id=workflow_id,
+                forked_from_run_id=forked_from_run_id,
+            ),
             limit=limit,
             before=cursor,
         )

@@ -5,7 +5,6 @@ and `agentledger._compat`) that workflow code imports, so it is safe on Temporal
 event loop and inside the workflow sandbox.
 """
 
-from agentledger.model._conversions import error_info, failure_info, ledger_usage, request_usage, run_usage
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome
 from agentledger.model._journal import JournalEntry
 from agentledger.model._keyed import KeyedRecord
@@ -52,11 +51,6 @@ __all__ = [
     'ToolOutcome',
     'Usage',
     'ValidityProblem',
-    'error_info',
-    'failure_info',
     'is_provider_valid',
-    'ledger_usage',
-    'request_usage',
-    'run_usage',
     'validity_problems',
 ]

@@ -8,7 +8,7 @@ CORS headers for the UI's origin and `OPTIONS` answers the preflight; the Tempor
 `--codec-endpoint`. The endpoint may have a path prefix (`http://host:port/{namespace}` is common):
 any path ending in `/decode` or `/encode` is served.
 
-Decode shows what an agent run's references point at (see `agentledger/_codec.py`). Encode passes
+Decode shows what an agent run's references point at (see `agentledger/payloads/_decode.py`). Encode passes
 payloads through: agentledger stores payloads with Temporal's external storage, not with a payload
 codec, so what the UI sends (a signal, a workflow input) is already what a worker reads.
 

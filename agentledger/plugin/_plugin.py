@@ -123,7 +123,7 @@ class LedgerPlugin(SimplePlugin):
         agents: The agents this worker serves, each named and carrying `TemporalDurability`. The
             agents they delegate to (`agentledger.delegate`) are served too, without being listed.
         payload_threshold: Payloads of agent runs at least this large (bytes) are stored in the ledger,
-            deduplicated, and Temporal's history keeps a reference (see `agentledger/plugin/_storage.py`).
+            deduplicated, and Temporal's history keeps a reference (see `agentledger/payloads/_driver.py`).
             `None` keeps every payload inline. Clients, workers and replayers of one namespace must agree.
         model_journal: Journal every provider response before the model-request activity returns, so
             a later attempt of the same request replays it instead of calling (and paying) the

@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 import agentledger
 from agentledger import Ledger, SqliteLedger
-from agentledger.cli._devserver import find_temporal_cli, start_dev_server
+from agentledger.cli import find_temporal_cli, start_dev_server
 from agentledger.payloads import CodecServer
 
 from ..conftest import serve

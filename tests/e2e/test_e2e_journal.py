@@ -24,8 +24,8 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import Ledger, LedgerPlugin, RetryPolicy, SqliteLedger
+from agentledger.cli import find_temporal_cli
 from agentledger.cli import main as cli
-from agentledger.cli._devserver import find_temporal_cli
 from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger.backends.memory import MemoryStore
 from agentledger.model import KeyedRecord

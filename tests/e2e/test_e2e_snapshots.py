@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import Ledger, SqliteLedger
-from agentledger.cli._devserver import find_temporal_cli
+from agentledger.cli import find_temporal_cli
 from agentledger.errors import RunNotFoundError, SnapshotNotFoundError
 from agentledger.model._content import content_hash
 from agentledger.model._validity import is_provider_valid

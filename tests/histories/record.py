@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import AgentRunHandle, LedgerPlugin, MemoryLedger
-from agentledger.cli._devserver import start_dev_server
+from agentledger.cli import start_dev_server
 
 from ..helpers.agents import calc_agent, notes_agent, relay_agent
 from ..helpers.delegate_agents import boss
