@@ -111,4 +111,4 @@ class ContentObjects(Counters):
     async def read_message_hashes(self) -> list[str]:
         """The hash of every stored message."""
         async with self._operation():
-            return [key.rsplit('/', 1)[-1] for key in await self._list(f'{self.prefix}messages/')]
+            return [key.rsplit('/', 1)[-1] for key in await self._list(self._layout.content_prefix('messages'))]

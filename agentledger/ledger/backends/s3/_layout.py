@@ -65,6 +65,7 @@ class Layout:
     """The ledger's URL, for messages."""
 
     def run_prefix(self, run_id: str) -> str:
+        """Where one run's objects are (its record, counter, events, acceptances, snapshots); checks the id."""
         if not RUN_ID.fullmatch(run_id):
             raise LedgerConfigError(
                 f'run id {run_id!r} cannot name objects in the S3 ledger {self.url}: '
@@ -73,21 +74,29 @@ class Layout:
         return f'{self.prefix}runs/{run_id}/'
 
     def snapshot_key(self, snapshot_id: str) -> str:
+        """The manifest object of one snapshot, under its run; checks the id."""
         match = SNAPSHOT_ID.fullmatch(snapshot_id)
         if match is None:
             raise LedgerConfigError(f'snapshot id {snapshot_id!r} cannot name an object in the S3 ledger {self.url}')
         return f'{self.run_prefix(match["run"])}snapshots/{snapshot_id}.json'
 
+    def content_prefix(self, kind: Literal['messages', 'blobs']) -> str:
+        """Where every message (or blob) is stored."""
+        return f'{self.prefix}{kind}/'
+
     def content_key(self, kind: Literal['messages', 'blobs'], digest: str) -> str:
+        """The object holding one message or blob, addressed by its SHA-256; checks the digest."""
         if not HASH.fullmatch(digest):
             raise LedgerConfigError(f'{digest!r} is not a SHA-256 hex digest and cannot name stored content')
-        return f'{self.prefix}{kind}/{digest[:2]}/{digest}'
+        return f'{self.content_prefix(kind)}{digest[:2]}/{digest}'
 
     def reference_key(self, reference: PayloadReference) -> str:
+        """The object saying that `reference`'s workflow references its stored payload."""
         referrer = digest(f'{reference.namespace}|{reference.workflow_id}')
         return f'{self.reference_prefix(reference.manifest)}{referrer}.json'
 
     def reference_prefix(self, manifest: str | None = None) -> str:
+        """Where the references to one stored payload are (to every payload, without `manifest`)."""
         if manifest is None:
             return f'{self.prefix}payload-refs/'
         if not HASH.fullmatch(manifest):
@@ -95,21 +104,33 @@ class Layout:
         return f'{self.prefix}payload-refs/{manifest}/'
 
     def index_prefix(self, name: str, value: str | None = None) -> str:
+        """Where the entries of the run index `name` are, for the runs whose field has `value`."""
         if value is None:
             return f'{self.prefix}index/runs/{name}/'
         return f'{self.prefix}index/runs/{name}/{digest(value)[:32]}/'
 
     def index_keys(self, start: RunStart) -> list[str]:
+        """The index entries a run gets when it starts: newest first in every index it belongs to."""
         entry = f'{index_time(epoch_us(start.started_at))}-{start.run_id}'
         prefixes = [self.index_prefix('all')] + [
             self.index_prefix(name, value) for name, value in indexed(start) if value is not None
         ]
         return [prefix + entry for prefix in prefixes]
 
+    def record_prefix(self, namespace: str) -> str:
+        """Where the keyed records of `namespace` are, one object each, named by its key's digest."""
+        return f'{self.prefix}records/{namespace}/keys/'
+
     def record_key(self, namespace: str, key: str) -> str:
-        return f'{self.prefix}records/{namespace}/keys/{digest(key)}.json'
+        """The object holding the keyed record `key` of `namespace`."""
+        return f'{self.record_prefix(namespace)}{digest(key)}.json'
+
+    def listed_record_key(self, namespace: str, scope_entry: str) -> str:
+        """The record a scope entry lists: the entry is named by the digest its record is named by."""
+        return f'{self.record_prefix(namespace)}{scope_entry.rsplit("/", 1)[1]}.json'
 
     def record_scope_prefix(self, namespace: str, scope: str) -> str:
+        """Where the entries listing the records of one scope (a workflow id) are."""
         return f'{self.prefix}records/{namespace}/scopes/{digest(scope)[:32]}/'
 
     def index_for(self, filter: RunFilter) -> str:

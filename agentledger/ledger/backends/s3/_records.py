@@ -54,10 +54,10 @@ class RecordObjects(Bucket):
         """Every record of `namespace` (of `scope` only, when given), in no particular order."""
         async with self._operation():
             if scope is None:
-                keys = await self._list(f'{self.prefix}records/{namespace}/keys/')
+                keys = await self._list(self._layout.record_prefix(namespace))
             else:
                 entries = await self._list(self._layout.record_scope_prefix(namespace, scope))
-                keys = [f'{self.prefix}records/{namespace}/keys/{entry.rsplit("/", 1)[1]}.json' for entry in entries]
+                keys = [self._layout.listed_record_key(namespace, entry) for entry in entries]
             stored = await gather_all(self._run(self._get, key) for key in keys)
             records = [
                 self._decode_record(key, item[0], item[1])
