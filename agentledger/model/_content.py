@@ -1,12 +1,18 @@
 """Content addressing of messages and binary parts: canonical JSON, SHA-256, blobs. Pure functions.
 
-A message is stored once under the SHA-256 of its canonical JSON (pydantic-ai's own JSON shape,
-keys sorted, no whitespace), so storage grows with the number of distinct messages, not with the
-number of snapshots that contain them. Binary parts (`BinaryContent.data`) of `BLOB_THRESHOLD`
-bytes or more are cut out into blobs stored once under their own hash, and the message keeps a
-`{"$blob": <hash>}` reference, so an image sent in ten snapshots (or ten runs) is stored once.
+A message is stored once under the SHA-256 of its canonical JSON (pydantic-ai's own JSON shape in
+the canonical form of `agentledger.model._canonical`, keys sorted, no whitespace), so storage grows
+with the number of distinct messages, not with the number of snapshots that contain them. Binary
+parts (`BinaryContent.data`) of `BLOB_THRESHOLD` bytes or more are cut out into blobs stored once
+under their own hash, and the message keeps a `{"$blob": <hash>}` reference, so an image sent in ten
+snapshots (or ten runs) is stored once.
 
-The stored bytes keep pydantic-ai's key order (only the hash uses sorted keys), so a rebuilt
+The canonical form leaves out the fields a pydantic-ai release dumps as empty, so a message stored by
+a worker on one supported release has the address a worker on another computes, and is stored once.
+Messages stored under hash format 1 (which hashed every field) are read and verified as such.
+
+The stored bytes keep pydantic-ai's key order and every field (only the hash uses the canonical
+form), so a rebuilt
 history serialises byte for byte as the original did, and a continuation sends the provider the
 same request bytes. Every field, text, byte and timestamp round-trips. (pydantic-ai itself
 rebuilds `BinaryContent` of an image type as its `BinaryImage` subclass: its round trip, not a loss.)
@@ -24,18 +30,22 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 
 from agentledger.errors import LedgerCorruptionError
+from agentledger.model._canonical import canonical_json, canonical_message
 
-__all__ = ['BLOB_THRESHOLD', 'EncodedMessage', 'canonical_json', 'content_hash', 'decode_message', 'encode_messages']
+__all__ = [
+    'BLOB_THRESHOLD',
+    'EncodedMessage',
+    'canonical_json',
+    'content_hash',
+    'decode_message',
+    'encode_messages',
+    'message_address',
+]
 
 BLOB_THRESHOLD = 4096
 """Binary parts at least this large (in bytes) are stored as separate blobs."""
 
 _BLOB_KEY = '$blob'
-
-
-def canonical_json(value: Any) -> bytes:
-    """The canonical JSON encoding that is hashed: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()
 
 
 def stored_json(value: Any) -> bytes:
@@ -46,6 +56,16 @@ def stored_json(value: Any) -> bytes:
 def content_hash(data: bytes) -> str:
     """The hex SHA-256 of `data`: the key content is stored under."""
     return hashlib.sha256(data).hexdigest()
+
+
+def message_address(message: dict[str, Any]) -> str:
+    """The content address of one dumped (blob-cut) message: the hash of its canonical form."""
+    return content_hash(canonical_json(canonical_message(message)))
+
+
+def _legacy_address(message: Any) -> str:
+    """The address hash format 1 gave a message: the hash of every field."""
+    return content_hash(canonical_json(message))
 
 
 @dataclass(frozen=True)
@@ -95,7 +115,7 @@ def encode_messages(messages: Sequence[ModelMessage]) -> list[EncodedMessage]:
     for message in dumped:
         blobs: dict[str, bytes] = {}
         stored = _cut_blobs(message, blobs)
-        encoded.append(EncodedMessage(hash=content_hash(canonical_json(stored)), data=stored_json(stored), blobs=blobs))
+        encoded.append(EncodedMessage(hash=message_address(stored), data=stored_json(stored), blobs=blobs))
     return encoded
 
 
@@ -124,7 +144,7 @@ def decode_message(digest: str, data: bytes, blobs: Mapping[str, bytes]) -> Mode
         node = json.loads(data)
     except ValueError as error:
         raise LedgerCorruptionError(f'stored message {digest} is not JSON: {error}') from error
-    if content_hash(canonical_json(node)) != digest:
+    if not isinstance(node, dict) or digest not in (message_address(node), _legacy_address(node)):
         raise LedgerCorruptionError(f'stored message {digest} does not match its hash: the ledger row was altered')
     restored = _paste_blobs(node, blobs, f'message {digest}')
     return ModelMessagesTypeAdapter.validate_python([restored])[0]

@@ -1,27 +1,35 @@
-"""The model-call journal's records and its request hash (pure: no I/O).
+"""The model-call journal's records, its request hash and its key (pure: no I/O).
 
 What is hashed (`request_hash`), as canonical JSON (sorted keys, no whitespace), SHA-256:
 
 - the full message list the provider is about to see (after the worker resolved the history
-  reference), each message dumped by pydantic-ai's own `ModelMessagesTypeAdapter`, without the
-  fields that change when the same logical request is made again: `timestamp` (of every message
-  and part: they come from workflow time, which differs after a reset or a restart), `run_id` and
-  `conversation_id` of messages (pydantic-ai's per-run ids, new for every execution);
+  reference), each message dumped by pydantic-ai's own `ModelMessagesTypeAdapter` in the canonical
+  form of `agentledger.model._canonical` (fields a release dumps as empty left out, so every
+  supported pydantic-ai release hashes the same conversation alike), without the fields that change
+  when the same logical request is made again: `timestamp` (of every message and part: they come
+  from workflow time, which differs after a reset or a restart), `request_timestamp` and `duration`
+  of responses (when and how long the provider answered), `run_id` and `conversation_id` of
+  messages (pydantic-ai's per-run ids, new for every execution);
 - the model id the request names (`None` for the agent's default model);
 - the model settings;
 - the model request parameters (tool definitions, output mode and tools, native tools), as
-  pydantic-ai serialises them.
+  pydantic-ai serialises them, in canonical form.
 
 Everything else (the serialized run context with its step and retry counters, deps, telemetry ids)
 is not part of the request a provider sees and is not hashed. A request that differs in any hashed
 byte (another prompt, tool result, instruction, setting or tool schema) has another hash and is
 never answered from the journal.
+
+The same request can be asked twice on purpose: a hook that raises `RetryModelRequest`, or
+`RetryOnModelErrors`, rejects an answer and asks again at the same step, often with the same
+messages. So the key also carries the request's ordinal within its step (counted by workflow code,
+deterministically): the second request at a step is a new model call, while a retried Temporal
+attempt of the same activity (same ordinal) is answered from the journal.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -32,11 +40,19 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import ModelRequestParameters
 
 from agentledger.errors import LedgerCorruptionError
+from agentledger.model._canonical import HASH_FORMAT, canonical_json, canonical_message, canonical_parameters
 from agentledger.model._keyed import JOURNAL, KeyedRecord
 
-__all__ = ['UNHASHED_MESSAGE_FIELDS', 'UNHASHED_PART_FIELDS', 'JournalEntry', 'journal_key', 'request_hash']
+__all__ = [
+    'UNHASHED_MESSAGE_FIELDS',
+    'UNHASHED_PART_FIELDS',
+    'JournalEntry',
+    'journal_key',
+    'request_hash',
+    'request_hash_of_key',
+]
 
-UNHASHED_MESSAGE_FIELDS = frozenset({'timestamp', 'run_id', 'conversation_id'})
+UNHASHED_MESSAGE_FIELDS = frozenset({'timestamp', 'request_timestamp', 'duration', 'run_id', 'conversation_id'})
 """Message fields left out of the request hash: they change between executions of the same request."""
 
 UNHASHED_PART_FIELDS = frozenset({'timestamp'})
@@ -47,11 +63,12 @@ _SETTINGS = TypeAdapter(dict[str, Any] | None)
 
 
 def _stable(message: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in message.items() if k not in UNHASHED_MESSAGE_FIELDS}
-    kept['parts'] = [
-        {k: v for k, v in part.items() if k not in UNHASHED_PART_FIELDS} if isinstance(part, dict) else part
-        for part in message.get('parts', [])
-    ]
+    kept = {k: v for k, v in canonical_message(message).items() if k not in UNHASHED_MESSAGE_FIELDS}
+    if 'parts' in kept:
+        kept['parts'] = [
+            {k: v for k, v in part.items() if k not in UNHASHED_PART_FIELDS} if isinstance(part, dict) else part
+            for part in kept['parts']
+        ]
     return kept
 
 
@@ -67,20 +84,28 @@ def request_hash(
         'messages': [_stable(m) for m in ModelMessagesTypeAdapter.dump_python(list(messages), mode='json')],
         'model_id': model_id,
         'settings': _SETTINGS.dump_python(dict(settings) if settings else None, mode='json'),
-        'parameters': _PARAMETERS.dump_python(parameters, mode='json'),
+        'parameters': canonical_parameters(_PARAMETERS.dump_python(parameters, mode='json')),
     }
-    canonical = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def journal_key(workflow_id: str, lineage_run_id: str, activity_type: str, digest: str) -> str:
-    """`<workflow id>|<ledger run id>|<activity type>|<request hash>`: where a provider response is journaled.
+def journal_key(workflow_id: str, lineage_run_id: str, activity_type: str, digest: str, ordinal: int = 1) -> str:
+    """`<workflow id>|<ledger run>|<activity type>|h<format>:<request hash>:<ordinal>`: where a response is journaled.
 
     `lineage_run_id` is the ledger run the workflow id's current execution chain began with (a
     restart of a failed run keeps its run's; a new, unrelated run of the same workflow id starts a
     new one), so a later run that reuses a workflow id never replays an older run's answers.
+    `ordinal` is the request's place among the model requests of its step (1 for the first), so a
+    request asked again on purpose is a new call. The hash format (`HASH_FORMAT`) is part of the key:
+    entries of another format are never read as this one's.
     """
-    return f'{workflow_id}|{lineage_run_id}|{activity_type}|{digest}'
+    return f'{workflow_id}|{lineage_run_id}|{activity_type}|h{HASH_FORMAT}:{digest}:{ordinal}'
+
+
+def request_hash_of_key(key: str) -> str:
+    """The request hash inside a journal key (either format)."""
+    last = key.rsplit('|', 1)[-1]
+    return last.split(':')[1] if last.startswith('h') and last.count(':') == 2 else last
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agentledger.errors import SnapshotNotFoundError
-from agentledger.model._content import canonical_json, content_hash
+from agentledger.model._canonical import canonical_json
+from agentledger.model._content import content_hash
 from agentledger.model._records import RunRecord, SnapshotRecord
 
 __all__ = ['latest_snapshot', 'snapshot_at_step', 'snapshot_id', 'snapshot_order']
