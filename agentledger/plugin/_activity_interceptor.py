@@ -12,8 +12,9 @@ of a pydantic-ai model-request or tool-call activity started by an `AgentRunWork
 
 Model-call journal (on unless `LedgerPlugin(..., model_journal=False)`): for a plain model request
 (`__model_request`; the streaming one is not journaled, see `_compat.is_journaled_model_request`)
-it looks the request up in the journal first, keyed by workflow id, execution chain, activity type
-and request hash (`agentledger.model._journal`), after the history reference is resolved. A hit
+it looks the request up in the journal first, keyed by workflow id, execution chain, activity type,
+request hash and the request's ordinal at its step (`agentledger.model._journal`), after the history
+reference is resolved. A hit
 is returned without calling the provider and recorded `replayed`; a miss calls the provider and
 journals its response before the attempt returns, so a later attempt of the same request (after a
 worker crash, a `raise`, a reset or a restart) replays the response that was already paid for.
@@ -44,6 +45,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from agentledger._compat import (
+    carries_history,
     classify_activity,
     is_journaled_model_request,
     model_request_inputs,
@@ -60,7 +62,7 @@ from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger._scopes import Scopes
 from agentledger.model._conversions import error_info, request_usage
-from agentledger.model._journal import JournalEntry, journal_key, request_hash
+from agentledger.model._journal import JournalEntry, journal_key, request_hash, request_hash_of_key
 from agentledger.model._records import Acceptance, ErrorInfo, StepEvent
 from agentledger.tools._context import ToolContext, tool_context
 from agentledger.workflows._state import HEADER, ledger_step
@@ -137,6 +139,9 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         info = activity.info()
         kind = classify_activity(info.activity_type)
         if kind is None:
+            # Token counting and compaction are not steps, but their history may be a reference too.
+            if carries_history(info.activity_type) and isinstance(header.get('history'), dict):
+                await self._resolve_history(header['run_id'], header['history'], input)
             return await super().execute_activity(input)
         shape = read_activity_args(kind, input.args)
         shape = dataclasses.replace(shape, step=ledger_step(shape.step, header))
@@ -176,7 +181,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 await self._snapshot(
                     header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
                 )
-            journal = await self._journal_key(header['run_id'], input) if journaled else None
+            journal = await self._journal_key(header, input) if journaled else None
             recorded = await self._journaled(journal) if journal is not None else None
             if recorded is not None:
                 result: Any = recorded.model_response()
@@ -237,18 +242,21 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             tool_name=tool_name,
         )
 
-    async def _journal_key(self, run_id: str, input: ExecuteActivityInput) -> str | None:
+    async def _journal_key(self, header: Mapping[str, Any], input: ExecuteActivityInput) -> str | None:
         info = activity.info()
+        ordinal = header.get('request', 1)
         model_id, settings, parameters = model_request_inputs(input.args)
         digest = request_hash(
             model_request_messages(input.args), model_id=model_id, settings=settings, parameters=parameters
         )
         try:
-            lineage = await self._recording.scopes.journal_run(run_id)
+            lineage = await self._recording.scopes.journal_run(header['run_id'])
         except LedgerError as error:
             self._journal_unavailable(error, 'look up the run of')
             return None
-        return journal_key(info.workflow_id or '', lineage, info.activity_type, digest)
+        return journal_key(
+            info.workflow_id or '', lineage, info.activity_type, digest, ordinal if isinstance(ordinal, int) else 1
+        )
 
     async def _journaled(self, key: str) -> JournalEntry | None:
         try:
@@ -278,7 +286,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             workflow_id=info.workflow_id or '',
             run_id=run_id,
             activity_type=info.activity_type,
-            request_hash=key.rsplit('|', 1)[1],
+            request_hash=request_hash_of_key(key),
             recorded_at=datetime.now(UTC),
             temporal_run_id=info.workflow_run_id or '',
             activity_id=info.activity_id,

@@ -3,7 +3,9 @@
 For every activity an `AgentRunWorkflow` starts, it (1) sets a deterministic activity id, (2)
 attaches the `agentledger` header with the ledger run id and whatever the workflow observed since
 the previous activity (acceptances, workflow-side tool events), (3) for a model request, replaces
-the messages the ledger already holds by a reference (see `workflows/_history.py`), and (4) notes,
+the messages the ledger already holds by a reference (see `workflows/_history.py`; token counting and
+compaction carry the history too and are bounded alike) and numbers it among its step's requests
+(the model-call journal's ordinal), and (4) notes,
 when the activity's handle resolves, that the workflow accepted its result. The callback runs on Temporal's
 deterministic event loop, so replay produces the same acceptances in the same order.
 
@@ -24,6 +26,7 @@ from temporalio.worker import (
 )
 
 from agentledger._compat import (
+    carries_history,
     classify_activity,
     model_request_messages,
     read_activity_args,
@@ -45,13 +48,14 @@ def _outcome(handle: workflow.ActivityHandle[Any]) -> str:
     return 'failed'
 
 
-def _bound_history(state: LedgerRunState, input: StartActivityInput) -> dict[str, Any] | None:
-    """Send a model request only the messages the ledger does not hold yet; the header names the rest."""
+def _bound_history(
+    state: LedgerRunState, input: StartActivityInput, step: int, *, model_request: bool
+) -> dict[str, Any] | None:
+    """Send an activity only the messages the ledger does not hold yet; the header names the rest."""
     messages = model_request_messages(input.args)
-    step = read_activity_args('model_request', input.args).step
-    if not messages or step is None:
+    if not messages:
         return None
-    found = state.history.reference(messages, step + state.step_offset)
+    found = state.history.reference(messages, step, model_request=model_request)
     if found is None:
         return None
     reference, count = found
@@ -73,8 +77,11 @@ class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
             tool_call_id = read_activity_args('tool_call', input.args).tool_call_id
             if tool_call_id is not None:
                 state.dispatched_tool_calls.add(tool_call_id)
-        if kind == 'model_request':
-            reference = _bound_history(state, input)
+        step = read_activity_args('model_request', input.args).step if carries_history(input.activity) else None
+        if step is not None:
+            if kind == 'model_request':
+                values['request'] = state.request_ordinal(step + state.step_offset)
+            reference = _bound_history(state, input, step + state.step_offset, model_request=kind == 'model_request')
             if reference is not None:
                 values['history'] = reference
         header = workflow.payload_converter().to_payload(values)

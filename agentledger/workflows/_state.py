@@ -42,6 +42,7 @@ class LedgerRunState:
     workflow_events: list[StepEvent] = field(default_factory=list)
     """Workflow-side events not yet sent in a header."""
     _next_activity: int = 0
+    _requests_at_step: dict[int, int] = field(default_factory=dict)
     history: HistoryReferences = field(init=False)
     dispatched_tool_calls: set[str] = field(default_factory=set)
     """Tool calls sent to a tool activity (whose interceptor records them)."""
@@ -58,6 +59,16 @@ class LedgerRunState:
         """A deterministic activity id, so acceptances can name the activity they accept."""
         self._next_activity += 1
         return str(self._next_activity)
+
+    def request_ordinal(self, step: int) -> int:
+        """Count a model request at ledger step `step`: 1 for the step's first, 2 when it is asked again.
+
+        pydantic-ai asks again at the same step when a hook raises `RetryModelRequest` or
+        `RetryOnModelErrors` retries; the model-call journal keys on this ordinal so such a request is a
+        new call, not the rejected answer replayed.
+        """
+        self._requests_at_step[step] = self._requests_at_step.get(step, 0) + 1
+        return self._requests_at_step[step]
 
     def accept(self, activity_id: str, outcome: str) -> None:
         """Note that the workflow observed `activity_id` end with `outcome`."""
