@@ -19,6 +19,7 @@ from pydantic_ai.models import ModelRequestParameters
 from agentledger.model._records import StepKind, ToolOutcome
 
 __all__ = [
+    'HISTORY_CARRYING_SUFFIXES',
     'MODEL_REQUEST_SUFFIXES',
     'RUNTIME_SAFE_FLAG',
     'RUN_CONTEXT_KEY',
@@ -28,6 +29,7 @@ __all__ = [
     'TOOL_RESULT_OUTCOMES',
     'WORKER_SHUTDOWN_COMPLETE',
     'ActivityShape',
+    'carries_history',
     'classify_activity',
     'is_journaled_model_request',
     'mark_safe_at_runtime',
@@ -40,14 +42,24 @@ __all__ = [
     'with_model_request_messages',
 ]
 
-SUPPORTED_PYDANTIC_AI = ('2.68.0', '2.69.0')
-"""The pydantic-ai-slim range (inclusive lower, exclusive upper) whose private shapes are pinned here."""
+SUPPORTED_PYDANTIC_AI = ('2.68.0', '2.79.0')
+"""The pydantic-ai-slim range (inclusive lower, exclusive upper) whose private shapes are pinned here.
+
+The upper bound is the next minor release not yet tested; `.ci/run` tests both ends of the range.
+"""
 
 SUPPORTED_TEMPORALIO = ('1.35.0', '1.36.0')
 """The temporalio range pinned here."""
 
 MODEL_REQUEST_SUFFIXES = ('__model_request', '__model_request_stream')
 """Activity-type suffixes of pydantic-ai's model-request activities (`TemporalOperationNamer`)."""
+
+HISTORY_CARRYING_SUFFIXES = ('__model_count_tokens', '__model_compact_messages')
+"""Activity-type suffixes of the other activities whose input carries the message history (a `messages` field).
+
+Token counting (`UsageLimits.count_tokens_before_request`, 2.78 and later) and message compaction are not
+steps of the conversation and are not recorded as steps; their history is bounded like a model request's.
+"""
 
 TOOL_CALL_SUFFIX = '__call_tool'
 """Activity-type suffix of pydantic-ai's tool-call activities (`TemporalOperationNamer`)."""
@@ -61,6 +73,7 @@ Its dict carries `run_step`, `tool_call_id`, `tool_name` and `retry` (`TemporalR
 TOOL_RESULT_OUTCOMES: Mapping[str, ToolOutcome] = {
     'tool_return': 'returned',
     'tool_content_result': 'returned',
+    'tool_return_with_raw_content': 'returned',
     'model_retry': 'retry_requested',
     'validation_error': 'validation_error',
     'call_deferred': 'deferred',
@@ -68,7 +81,10 @@ TOOL_RESULT_OUTCOMES: Mapping[str, ToolOutcome] = {
     'tool_failed': 'failed',
     'run_cancelled': 'cancelled',
 }
-"""The `kind` discriminator of pydantic-ai's private `CallToolResult` union, mapped to ledger outcomes."""
+"""The `kind` discriminator of pydantic-ai's `CallToolResult` union, mapped to ledger outcomes.
+
+It holds every kind of every supported release (2.78 added `tool_return_with_raw_content`).
+"""
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,11 @@ def classify_activity(activity_type: str) -> StepKind | None:
     return None
 
 
+def carries_history(activity_type: str) -> bool:
+    """Whether the activity's input carries the message history (`_RequestParams` or `_CompactMessagesParams`)."""
+    return activity_type.endswith((*MODEL_REQUEST_SUFFIXES, *HISTORY_CARRYING_SUFFIXES))
+
+
 def _field(value: object, name: str) -> Any:
     """An attribute of a private input or result, or the same key of its JSON form (as read back from history)."""
     return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
@@ -145,7 +166,7 @@ def read_activity_args(kind: StepKind, args: Sequence[Any]) -> ActivityShape:
 
 
 def model_request_messages(args: Sequence[Any]) -> list[ModelMessage]:
-    """The message history a model-request activity received (`_RequestParams.messages`)."""
+    """The message history a history-carrying activity received (`_RequestParams.messages`)."""
     messages = getattr(args[0], 'messages', None) if args else None
     return list(messages) if isinstance(messages, list) else []
 
@@ -176,7 +197,7 @@ def model_request_inputs(args: Sequence[Any]) -> tuple[str | None, Mapping[str, 
 
 
 def with_model_request_messages(args: Sequence[Any], messages: list[ModelMessage]) -> list[Any]:
-    """The model-request activity arguments with `_RequestParams.messages` replaced (a dataclass copy)."""
+    """The activity arguments with their `messages` replaced (a dataclass copy of the private input)."""
     return [dataclasses.replace(args[0], messages=messages), *args[1:]]
 
 

@@ -12,14 +12,14 @@ import sys
 import typing
 from importlib.metadata import version
 
+import pydantic_ai.durable_exec
 from packaging.version import Version
 from pydantic_ai.capabilities.abstract import AbstractCapability
+from pydantic_ai.durable_exec import CallToolResult, ModelCompactMessagesId, ModelRequestId, ToolsetCallToolId
 from pydantic_ai.durable_exec._base import BaseDurabilityCapability
-from pydantic_ai.durable_exec._operation import ModelRequestId, ToolsetCallToolId
-from pydantic_ai.durable_exec._toolset import CallToolResult
 from pydantic_ai.durable_exec.temporal import TemporalOperationNamer
 from pydantic_ai.durable_exec.temporal._toolset import CallToolParams
-from pydantic_ai.durable_exec.temporal._transports import _RequestParams
+from pydantic_ai.durable_exec.temporal._transports import _CompactMessagesParams, _RequestParams
 from pydantic_ai.models import ModelRequestParameters
 
 from agentledger import _compat
@@ -64,12 +64,33 @@ def test_activity_inputs_carry_the_run_context_fields_read() -> None:
 
 
 def test_tool_result_kinds_are_all_mapped() -> None:
+    """Containment: the map may name kinds of other releases; a kind this release adds must be mapped."""
     union = typing.get_args(CallToolResult)[0]
     kinds = set()
     for member in typing.get_args(union):
         (kind,) = [f.default for f in dataclasses.fields(member) if f.name == 'kind']
         kinds.add(kind)
-    assert kinds == set(_compat.TOOL_RESULT_OUTCOMES)
+    assert {'tool_return', 'model_retry', 'approval_required'} <= kinds
+    assert not kinds - set(_compat.TOOL_RESULT_OUTCOMES), (
+        f'unmapped tool result kinds: {kinds - set(_compat.TOOL_RESULT_OUTCOMES)}'
+    )
+
+
+def test_history_carrying_activities_are_named_and_carry_messages() -> None:
+    """Compaction and (from 2.78) token counting carry the history: their names end as classified."""
+    namer = TemporalOperationNamer('a')
+    compact = namer.operation_name(ModelCompactMessagesId(model_name='m'))
+    assert _compat.carries_history(compact) and _compat.classify_activity(compact) is None
+    assert 'messages' in {f.name for f in dataclasses.fields(_CompactMessagesParams)}
+    assert 'messages' in {f.name for f in dataclasses.fields(_RequestParams)}
+    count_tokens = getattr(pydantic_ai.durable_exec, 'ModelCountTokensId', None)
+    if Version(version('pydantic-ai-slim')) >= Version('2.78'):
+        assert count_tokens is not None
+    if count_tokens is not None:
+        name = namer.operation_name(count_tokens(model_name='m'))
+        assert _compat.carries_history(name) and _compat.classify_activity(name) is None
+    for other in ('a__event_stream_handler', 'a__toolset__x__get_tools', 'external_event_ask'):
+        assert not _compat.carries_history(other)
 
 
 def test_runtime_safe_flag_is_what_pydantic_ai_checks() -> None:
