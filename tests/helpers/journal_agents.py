@@ -8,6 +8,7 @@ what must be counted lives in files named by environment variables:
 - `AGENTLEDGER_TEST_CRASH`: `<point>:<marker file>`: `os._exit(1)` once at `point` (the marker
   file records that it fired, so the restarted worker does not fire it again). Points:
   `after_model_request` (the model request returned, journal written, completion not reported),
+  `after_final_model_request` (the same, for a request the model answered with text, not a tool call),
   `raise_after_model_request` (the same place, but the attempt raises instead of the worker dying)
   and `inside_effect` (the target performed the charge, `once` has not recorded it).
 """
@@ -67,6 +68,8 @@ class _CrashAfterModelRequest(ActivityInboundInterceptor):
         result = await super().execute_activity(input)
         if activity.info().activity_type.endswith('__model_request'):
             _fire('after_model_request')
+            if not any(isinstance(part, ToolCallPart) for part in getattr(result, 'parts', [])):
+                _fire('after_final_model_request')
             _fire('raise_after_model_request', exit=False)
         return result
 

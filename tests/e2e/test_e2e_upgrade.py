@@ -1,0 +1,114 @@
+"""End-to-end: a fleet upgrades pydantic-ai with runs in flight, and loses nothing.
+
+Runs start on a worker process of the oldest supported pydantic-ai (its own virtualenv, named by
+`AGENTLEDGER_OLDEST_PYTHON`, `.venv-oldest` by default: `scripts/bootstrap.sh` makes it). That
+worker dies right after the provider answered one run's last request (the journal holds the
+answer, Temporal never heard it), with the other runs mid-way. A worker of the newest release (this
+test's own interpreter) finishes them all against the same dev server and ledger: no
+nondeterminism, the answer paid before the switch replayed from the journal (one request hash
+under both releases), every charge made once, and `reconcile` finds the ledger matching history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+import agentledger
+from agentledger import LedgerPlugin, SqliteLedger, reconcile_run
+from agentledger.model._rules import total_usage
+
+from ..helpers import journal_agents
+from ..helpers.journal_agents import PaymentDeps, payments_agent, performed, provider_calls
+
+ROOT = Path(__file__).parents[2]
+OLDEST_PYTHON = Path(os.environ.get('AGENTLEDGER_OLDEST_PYTHON', ROOT / '.venv-oldest' / 'bin' / 'python'))
+RUNS = 4
+
+
+def _release(python: Path) -> str:
+    done = subprocess.run(
+        [str(python), '-c', 'from importlib.metadata import version; print(version("pydantic-ai-slim"))'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture(autouse=True)
+def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(journal_agents.CALLS_ENV, str(tmp_path / 'calls.txt'))
+    monkeypatch.setenv(journal_agents.TARGET_ENV, str(tmp_path / 'target.jsonl'))
+
+
+async def test_runs_started_on_the_oldest_release_finish_on_the_newest(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    if not OLDEST_PYTHON.exists():
+        pytest.fail(
+            f'no interpreter with the oldest supported pydantic-ai at {OLDEST_PYTHON}: run scripts/bootstrap.sh'
+        )
+    oldest = _release(OLDEST_PYTHON)
+    assert oldest != version('pydantic-ai-slim'), 'the two workers must run different pydantic-ai releases'
+
+    host = temporal_env.client.service_client.config.target_host
+    task_queue = f'upgrade-{uuid.uuid4().hex[:8]}'
+    url = f'sqlite:///{tmp_path / "runs.db"}'
+    old_worker = subprocess.Popen(
+        [str(OLDEST_PYTHON), '-m', 'tests.helpers.worker_process', host, task_queue, url, 'payments'],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, journal_agents.CRASH_ENV: f'after_final_model_request:{tmp_path / "fired"}'},
+    )
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        try:
+            assert old_worker.stdout is not None
+            assert old_worker.stdout.readline().strip() == 'ready'
+            starter = await Client.connect(host, plugins=[LedgerPlugin(ledger, agents=[payments_agent])])
+            workflow_ids = [f'upgrade-{uuid.uuid4().hex[:8]}' for _ in range(RUNS)]
+            for workflow_id in workflow_ids:
+                await agentledger.start(
+                    starter, payments_agent, 'pay', task_queue=task_queue, workflow_id=workflow_id, deps=PaymentDeps()
+                )
+            assert await asyncio.to_thread(old_worker.wait, 60) == 1, (
+                'the old worker should have died at its fault point'
+            )
+        finally:
+            if old_worker.poll() is None:
+                old_worker.kill()
+                old_worker.wait()
+        answered_before = provider_calls()
+        assert answered_before >= 2, 'the old worker answered at least one whole run before it died'
+
+        client = await Client.connect(host, plugins=[LedgerPlugin(ledger, agents=[payments_agent])])
+        async with Worker(client, task_queue=task_queue):
+            await asyncio.wait_for(asyncio.gather(*(client.get_workflow_handle(w).result() for w in workflow_ids)), 120)
+
+        # Each run asked the provider twice; the answer paid before the switch was replayed, not paid again.
+        assert provider_calls() == 2 * RUNS
+        assert sorted(c['amount'] for c in performed()) == [5] * RUNS
+        replayed = 0
+        for workflow_id in workflow_ids:
+            handle = client.get_workflow_handle(workflow_id)
+            history = await handle.fetch_history()
+            assert not [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+            [run] = await ledger.runs(workflow_id=workflow_id)
+            assert run.status == 'completed'
+            usage = total_usage(await ledger.steps(run.run_id))
+            assert usage.requests == 2
+            replayed += usage.replayed_requests
+            report = await reconcile_run(client, ledger, run.run_id)
+            assert report.clean, report
+        assert replayed == 1
