@@ -1,6 +1,21 @@
 #!/usr/bin/env bash
-# Install everything and run the test suite against a real Temporal dev server.
+# Install everything and run the test suite against a real Temporal dev server: the whole suite on
+# the newest supported pydantic-ai (.venv), then the compatibility, hashing, golden-history and
+# end-to-end subset on the oldest (.venv-oldest). Arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --oldest
+export AGENTLEDGER_OLDEST_PYTHON="$PWD/.venv-oldest/bin/python"
 .venv/bin/pytest "$@"
+oldest_suite=(
+    tests/test_compat.py
+    tests/test_hash_stability.py
+    tests/test_journal_hash.py
+    tests/test_golden_histories.py
+    tests/e2e/test_e2e_foundation.py
+    tests/e2e/test_e2e_history.py
+    tests/e2e/test_e2e_journal.py
+    tests/e2e/test_e2e_journal_retries.py
+    tests/e2e/test_replay.py
+)
+.venv-oldest/bin/pytest "$@" "${oldest_suite[@]}"

@@ -9,8 +9,10 @@ import dataclasses
 import inspect
 import subprocess
 import sys
+import tomllib
 import typing
 from importlib.metadata import version
+from pathlib import Path
 
 import pydantic_ai.durable_exec
 from packaging.version import Version
@@ -149,3 +151,19 @@ def test_history_json_of_a_tool_activity_reads_like_the_object() -> None:
     for member in union:
         (kind,) = [f.default for f in dataclasses.fields(member) if f.name == 'kind']
         assert _compat.tool_outcome({'kind': kind}) == _compat.TOOL_RESULT_OUTCOMES[kind]
+
+
+def test_the_tested_ends_are_the_supported_range() -> None:
+    """The constraint files the test script installs are the ends of the range pyproject and _compat state."""
+    root = Path(__file__).parents[1]
+    project = tomllib.loads((root / 'pyproject.toml').read_text())
+    [requirement] = [r for r in project['project']['dependencies'] if r.startswith('pydantic-ai-slim')]
+    assert requirement.endswith(f'>={_compat.SUPPORTED_PYDANTIC_AI[0][:-2]},<{_compat.SUPPORTED_PYDANTIC_AI[1][:-2]}')
+
+    def pinned(name: str) -> Version:
+        lines = (root / 'scripts' / 'constraints' / name).read_text().splitlines()
+        [pin] = [line for line in lines if line.startswith('pydantic-ai-slim==')]
+        return Version(pin.split('==')[1])
+
+    assert pinned('oldest.txt') == Version(_compat.SUPPORTED_PYDANTIC_AI[0])
+    assert Version(_compat.SUPPORTED_PYDANTIC_AI[0]) < pinned('newest.txt') < Version(_compat.SUPPORTED_PYDANTIC_AI[1])

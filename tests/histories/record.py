@@ -1,9 +1,12 @@
-"""Record the golden `AgentRunWorkflow` histories in this folder: `python -m tests.histories.record`.
+"""Record the golden `AgentRunWorkflow` histories in this folder (`python -m tests.histories.record`).
 
 Each scenario runs the test agents on a fresh local dev server and writes every workflow history it
-produced (its delegates' and its continued-as-new runs' too) as `<scenario>-<n>.json`: the workflow id
-and `WorkflowHistory.to_json()`. The worker keeps every payload inline (no payload threshold), so the
-histories hold all their content and replay without a ledger (`tests/test_golden_histories.py`).
+produced (its delegates' and its continued-as-new runs' too) as `<scenario>-<n>.json`: the workflow id,
+the pydantic-ai and temporalio releases it was recorded with, and `WorkflowHistory.to_json()`.
+Record with the oldest supported pydantic-ai (`.venv-oldest/bin/python -m tests.histories.record`):
+the test suite replays them on the newest, as a fleet upgrading with runs in flight would. The worker
+keeps every payload inline (no payload threshold), so the histories hold all their content and replay
+without a ledger (`tests/test_golden_histories.py`).
 Re-record deliberately, when a change to the workflows is meant to make the old histories unreplayable.
 """
 
@@ -14,6 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import AgentRunHandle, LedgerPlugin, MemoryLedger
+from agentledger._compat import SUPPORTED_PYDANTIC_AI
 from agentledger.cli import start_dev_server
 
 from ..helpers.agents import calc_agent, notes_agent, relay_agent
@@ -96,11 +101,19 @@ async def histories_of(client: Client, ledger: MemoryLedger, run_id: str) -> lis
         for temporal_run_id in node.run.temporal_run_ids:
             handle = client.get_workflow_handle(node.run.workflow_id, run_id=temporal_run_id)
             history = await handle.fetch_history()
-            found.append({'workflow_id': history.workflow_id, 'history': anonymous(json.loads(history.to_json()))})
+            found.append(
+                {
+                    'workflow_id': history.workflow_id,
+                    'recorded_with': {name: version(name) for name in ('pydantic-ai-slim', 'temporalio')},
+                    'history': anonymous(json.loads(history.to_json())),
+                }
+            )
     return found
 
 
 async def main() -> None:
+    if version('pydantic-ai-slim') != SUPPORTED_PYDANTIC_AI[0]:
+        raise SystemExit(f'record with the oldest supported pydantic-ai ({SUPPORTED_PYDANTIC_AI[0]}): .venv-oldest')
     ledger = MemoryLedger()
     async with await start_dev_server() as env:
         # Every payload stays inline in history, as if the ledger were not there to hold the large ones.
