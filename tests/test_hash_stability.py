@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from importlib.metadata import version
 
 import pytest
 from pydantic_ai.messages import (
@@ -28,7 +29,7 @@ from pydantic_ai.usage import RequestUsage
 from agentledger.errors import LedgerCorruptionError
 from agentledger.model._canonical import HASH_FORMAT, canonical_message, canonical_parameters
 from agentledger.model._content import canonical_json, content_hash, decode_message, encode_messages
-from agentledger.model._journal import journal_key, request_hash, request_hash_of_key
+from agentledger.model._journal import format_1_journal_key, journal_key, request_hash, request_hash_of_key
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -142,3 +143,24 @@ def test_the_journal_key_names_its_format_and_the_requests_ordinal() -> None:
     assert key != journal_key('wf', 'run-1', 'agent__model_request', REQUEST_HASH)
     assert request_hash_of_key(key) == REQUEST_HASH
     assert request_hash_of_key(f'wf|run-1|agent__model_request|{REQUEST_HASH}') == REQUEST_HASH
+
+
+FORMAT_1_REQUEST_HASHES = {
+    '2.68.0': 'a74035ca6a536aadf58b7a0bbef32eaa49d10ba8b698505f674ebb35e83e25a0',
+    '2.78.0': '9ad0037a8e0b588a74004bc6f6187a57fcb32538e662c2dc3d9443310eda61e1',
+}
+"""What agentledger 0.1.0 (hash format 1) computed for the same request: it differed between releases."""
+
+
+def test_the_format_1_key_is_what_agentledger_0_1_computed() -> None:
+    """Attempts of activities scheduled before an agentledger upgrade look their answers up under it."""
+    key = format_1_journal_key(
+        'wf',
+        'run-1',
+        'agent__model_request',
+        CONVERSATION[:3],
+        model_id=None,
+        settings={'temperature': 0.0},
+        parameters=PARAMETERS,
+    )
+    assert key == f'wf|run-1|agent__model_request|{FORMAT_1_REQUEST_HASHES[version("pydantic-ai-slim")]}'

@@ -47,6 +47,7 @@ __all__ = [
     'UNHASHED_MESSAGE_FIELDS',
     'UNHASHED_PART_FIELDS',
     'JournalEntry',
+    'format_1_journal_key',
     'journal_key',
     'request_hash',
     'request_hash_of_key',
@@ -62,14 +63,40 @@ _PARAMETERS = TypeAdapter(ModelRequestParameters)
 _SETTINGS = TypeAdapter(dict[str, Any] | None)
 
 
-def _stable(message: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in canonical_message(message).items() if k not in UNHASHED_MESSAGE_FIELDS}
+_FORMAT_1_UNHASHED = frozenset({'timestamp', 'run_id', 'conversation_id'})
+
+
+def _stable(message: dict[str, Any], *, canonical: bool) -> dict[str, Any]:
+    if canonical:
+        kept = {k: v for k, v in canonical_message(message).items() if k not in UNHASHED_MESSAGE_FIELDS}
+    else:
+        kept = {k: v for k, v in message.items() if k not in _FORMAT_1_UNHASHED}
     if 'parts' in kept:
         kept['parts'] = [
             {k: v for k, v in part.items() if k not in UNHASHED_PART_FIELDS} if isinstance(part, dict) else part
             for part in kept['parts']
         ]
     return kept
+
+
+def _request_digest(
+    messages: Sequence[ModelMessage],
+    model_id: str | None,
+    settings: Mapping[str, Any] | None,
+    parameters: ModelRequestParameters,
+    *,
+    canonical: bool,
+) -> str:
+    dumped = _PARAMETERS.dump_python(parameters, mode='json')
+    body = {
+        'messages': [
+            _stable(m, canonical=canonical) for m in ModelMessagesTypeAdapter.dump_python(list(messages), mode='json')
+        ],
+        'model_id': model_id,
+        'settings': _SETTINGS.dump_python(dict(settings) if settings else None, mode='json'),
+        'parameters': canonical_parameters(dumped) if canonical else dumped,
+    }
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 def request_hash(
@@ -80,13 +107,28 @@ def request_hash(
     parameters: ModelRequestParameters,
 ) -> str:
     """The SHA-256 (hex) of what a model request asks, without what changes between its executions."""
-    body = {
-        'messages': [_stable(m) for m in ModelMessagesTypeAdapter.dump_python(list(messages), mode='json')],
-        'model_id': model_id,
-        'settings': _SETTINGS.dump_python(dict(settings) if settings else None, mode='json'),
-        'parameters': canonical_parameters(_PARAMETERS.dump_python(parameters, mode='json')),
-    }
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return _request_digest(messages, model_id, settings, parameters, canonical=True)
+
+
+def format_1_journal_key(
+    workflow_id: str,
+    lineage_run_id: str,
+    activity_type: str,
+    messages: Sequence[ModelMessage],
+    *,
+    model_id: str | None,
+    settings: Mapping[str, Any] | None,
+    parameters: ModelRequestParameters,
+) -> str:
+    """The key agentledger 0.1.0 (hash format 1) journaled this request under: no format, no ordinal.
+
+    Format 1 hashed every field as the running pydantic-ai release dumps it. An attempt of an
+    activity that workflow code of that version scheduled (its header has no request ordinal) looks
+    here too after a miss, so upgrading agentledger with runs in flight does not pay for answers
+    journaled before the upgrade on the same pydantic-ai release.
+    """
+    digest = _request_digest(messages, model_id, settings, parameters, canonical=False)
+    return f'{workflow_id}|{lineage_run_id}|{activity_type}|{digest}'
 
 
 def journal_key(workflow_id: str, lineage_run_id: str, activity_type: str, digest: str, ordinal: int = 1) -> str:

@@ -62,7 +62,13 @@ from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger._scopes import Scopes
 from agentledger.model._conversions import error_info, request_usage
-from agentledger.model._journal import JournalEntry, journal_key, request_hash, request_hash_of_key
+from agentledger.model._journal import (
+    JournalEntry,
+    format_1_journal_key,
+    journal_key,
+    request_hash,
+    request_hash_of_key,
+)
 from agentledger.model._records import Acceptance, ErrorInfo, StepEvent
 from agentledger.tools._context import ToolContext, tool_context
 from agentledger.workflows._state import HEADER, ledger_step
@@ -181,14 +187,14 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 await self._snapshot(
                     header['run_id'], info.workflow_run_id or '', shape.step, model_request_messages(input.args), base
                 )
-            journal = await self._journal_key(header, input) if journaled else None
-            recorded = await self._journaled(journal) if journal is not None else None
+            keys = await self._journal_keys(header, input) if journaled else None
+            recorded = await self._journaled(keys) if keys is not None else None
             if recorded is not None:
                 result: Any = recorded.model_response()
             else:
                 result = await super().execute_activity(input)
-                if journal is not None:
-                    result = await self._journal(journal, header['run_id'], result)
+                if keys is not None:
+                    result = await self._journal(keys[0], header['run_id'], result)
         except BaseException as error:
             failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
             # Shielded: a cancelled attempt still owes the ledger its end.
@@ -242,28 +248,45 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             tool_name=tool_name,
         )
 
-    async def _journal_key(self, header: Mapping[str, Any], input: ExecuteActivityInput) -> str | None:
+    async def _journal_keys(self, header: Mapping[str, Any], input: ExecuteActivityInput) -> list[str] | None:
+        """The keys to look the request up under: its own, then format 1's if agentledger 0.1.0 scheduled it."""
         info = activity.info()
-        ordinal = header.get('request', 1)
         model_id, settings, parameters = model_request_inputs(input.args)
-        digest = request_hash(
-            model_request_messages(input.args), model_id=model_id, settings=settings, parameters=parameters
-        )
+        messages = model_request_messages(input.args)
+        digest = request_hash(messages, model_id=model_id, settings=settings, parameters=parameters)
         try:
             lineage = await self._recording.scopes.journal_run(header['run_id'])
         except LedgerError as error:
             self._journal_unavailable(error, 'look up the run of')
             return None
-        return journal_key(
-            info.workflow_id or '', lineage, info.activity_type, digest, ordinal if isinstance(ordinal, int) else 1
-        )
+        workflow_id = info.workflow_id or ''
+        ordinal = header.get('request')
+        keys = [
+            journal_key(workflow_id, lineage, info.activity_type, digest, ordinal if isinstance(ordinal, int) else 1)
+        ]
+        if ordinal is None:
+            keys.append(
+                format_1_journal_key(
+                    workflow_id,
+                    lineage,
+                    info.activity_type,
+                    messages,
+                    model_id=model_id,
+                    settings=settings,
+                    parameters=parameters,
+                )
+            )
+        return keys
 
-    async def _journaled(self, key: str) -> JournalEntry | None:
+    async def _journaled(self, keys: list[str]) -> JournalEntry | None:
         try:
-            return await self._recording.ledger.journal_entry(key)
+            for key in keys:
+                found = await self._recording.ledger.journal_entry(key)
+                if found is not None:
+                    return found
         except LedgerError as error:
             self._journal_unavailable(error, 'read')
-            return None
+        return None
 
     def _journal_unavailable(self, error: LedgerError, action: str) -> None:
         """Under `warn`, a journal the ledger cannot serve is skipped (the provider may be paid twice); else fail."""
