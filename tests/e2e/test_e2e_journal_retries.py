@@ -4,7 +4,7 @@ pydantic-ai asks again at the same step when a hook raises `RetryModelRequest` (
 supported range) or when `RetryOnModelErrors` retries a failed request (2.78 and later). Each is a
 new model-request activity with the same messages; the model-call journal keys on the request's
 ordinal at its step, so the second request reaches the provider. Token counting ahead of a request
-(2.78 and later) carries the history too, bounded like a model request's.
+and compaction (2.78 and later) carry the history too, bounded like a model request's.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage, UsageLimits
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
@@ -123,6 +124,20 @@ async def test_a_request_retried_on_a_model_error_is_recorded_as_a_new_request_o
         assert not any(replayed for *_, replayed in requests)
 
 
+async def _carried(client: Client, handle: WorkflowHandle[Any, Any], suffix: str) -> list[tuple[int, bool]]:
+    """Per scheduled activity of type `*suffix`: how many messages its input carried, and whether it had a reference."""
+    carried = []
+    for event in (await handle.fetch_history()).events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attributes = event.activity_task_scheduled_event_attributes
+        if attributes.activity_type.name.endswith(suffix):
+            (params,) = await client.data_converter.decode([attributes.input.payloads[0]], [dict])
+            header = json.loads(attributes.header.fields['agentledger'].data)
+            carried.append((len(params['messages']), 'history' in header))
+    return carried
+
+
 class CountingModel(FunctionModel):
     """A `FunctionModel` that counts tokens ahead of each request (one per message)."""
 
@@ -167,17 +182,75 @@ async def test_token_counting_carries_a_bounded_history_and_is_not_a_step(
         assert (await handle.result()).output == 'done'
         # The model counted the whole history each time: the worker put the referenced messages back.
         assert counted == [1, 3, 5, 7]
-        carried = []
-        for event in (await handle.workflow_handle.fetch_history()).events:
-            if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                continue
-            attributes = event.activity_task_scheduled_event_attributes
-            if attributes.activity_type.name.endswith('__model_count_tokens'):
-                (params,) = await served.client.data_converter.decode([attributes.input.payloads[0]], [dict])
-                header = json.loads(attributes.header.fields['agentledger'].data)
-                carried.append((len(params['messages']), 'history' in header))
+        carried = await _carried(served.client, handle.workflow_handle, '__model_count_tokens')
         own_activity = hasattr(pydantic_ai.durable_exec, 'ModelCountTokensId')
         assert carried == ([(1, False), (2, True), (2, True), (2, True)] if own_activity else [])
         [run] = await ledger.runs()
         steps = {e.activity_type for e in await ledger.events(run.run_id) if e.activity_type}
         assert not any(t.endswith('__model_count_tokens') for t in steps)
+
+
+compactions: list[int] = []
+
+
+class CompactingModel(FunctionModel):
+    """A `FunctionModel` with on-demand compaction: it summarises what it is given into one part."""
+
+    async def compact_messages(self, request_context: Any, *, instructions: str | None = None) -> ModelResponse:
+        from pydantic_ai.messages import CompactionPart
+
+        compactions.append(len(request_context.messages))
+        return ModelResponse(parts=[CompactionPart(content=f'{len(request_context.messages)} messages summarised')])
+
+
+def compacting_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    done = sum(isinstance(m, ModelResponse) for m in messages)
+    if done < 3:
+        return ModelResponse(parts=[ToolCallPart('note', {'i': done})])
+    return ModelResponse(parts=[TextPart(f'done after seeing {len(messages)} messages')])
+
+
+def _compacting_agent() -> Agent[None, str]:
+    from pydantic_ai.capabilities import NativeCompaction  # type: ignore[attr-defined, unused-ignore]
+    from pydantic_ai.profiles import ModelProfile
+
+    model = CompactingModel(compacting_script, profile=ModelProfile(supports_compaction_on_demand=True))  # type: ignore[call-arg, unused-ignore]
+    agent = Agent(
+        model, name='compacting', capabilities=[TemporalDurability(), NativeCompaction(), CompactBeforeStep3()]
+    )
+
+    @agent.tool_plain
+    def note(i: int) -> str:
+        return f'noted {i}'
+
+    return agent
+
+
+@dataclass
+class CompactBeforeStep3(AbstractCapability[Any]):
+    """Asks for compaction before the third model request (from workflow code, as pydantic-ai requires)."""
+
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        if ctx.run_step == 3:
+            ctx.request_compaction()  # type: ignore[attr-defined, unused-ignore]
+        return request_context
+
+
+async def test_compaction_carries_a_bounded_history_and_is_not_a_step(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    pytest.importorskip('pydantic_ai.capabilities.native_compaction', reason='NativeCompaction is 2.78 and later')
+    agent = _compacting_agent()
+    compactions.clear()
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [agent]) as served:
+        handle = await agentledger.start(served.client, agent, 'go', task_queue=served.task_queue)
+        result = await handle.result()
+        assert compactions == [3], compactions
+        carried = await _carried(served.client, handle.workflow_handle, '__model_compact_messages')
+        assert carried == [(0, True)], carried
+        [run] = await ledger.runs()
+        assert run.status == 'completed' and result.output.startswith('done')
+        events = await ledger.events(run.run_id)
+        assert not any((e.activity_type or '').endswith('__model_compact_messages') for e in events)
