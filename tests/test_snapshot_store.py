@@ -33,6 +33,7 @@ from agentledger.model._content import (
     content_hash,
     decode_message,
     encode_messages,
+    message_address,
 )
 from agentledger.model._records import RunRecord, SnapshotKind, SnapshotRecord
 from agentledger.model._snapshots import latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
@@ -93,7 +94,7 @@ def test_message_hash_is_stable_and_covers_its_stored_content() -> None:
     assert [m.hash for m in first[:2]] == [m.hash for m in again[:2]]
     assert first[2].hash != again[2].hash
     for message in first:
-        assert message.hash == content_hash(canonical_json(json.loads(message.data)))
+        assert message.hash == message_address(json.loads(message.data))
         assert re.fullmatch(r'[0-9a-f]{64}', message.hash)
     assert len({m.hash for m in first}) == 3
 
