@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from agentledger._redaction import redact
 from agentledger.cli._demo import DEMO_PROMPT, demo_agent
 from agentledger.cli._devserver import start_dev_server
 from agentledger.cli._parser import (
@@ -41,6 +41,8 @@ from agentledger.cli._parser import (
 from agentledger.cli._render import (
     RunView,
     effects_json,
+    json_safe,
+    json_text,
     reconcile_json,
     render_effects,
     render_gc,
@@ -53,6 +55,7 @@ from agentledger.cli._render import (
     runs_json,
     snapshots_json,
     start_json,
+    terminal_safe,
 )
 from agentledger.client import (
     AgentRunHandle,
@@ -94,10 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         # argparse exits on --help, --version (0) and usage errors (2); callers of main() get the code instead.
         return stop.code if isinstance(stop.code, int) else 0
     command = _HANDLERS[args.command]
+    if args.command != 'worker':
+        _quiet_retries()
     try:
         code = asyncio.run(command(args))
     except AgentLedgerError as error:
-        print(f'agentledger: {error}', file=sys.stderr)
+        print(f'agentledger: {terminal_safe(str(error), lines=False)}', file=sys.stderr)
+        code = 1
+    except RPCError as error:
+        # Any Temporal call a command makes may meet a server that is away or refuses: one line, not a traceback.
+        message = f'Temporal refused or could not be reached: {error.status.name}: {error.message}'
+        print(f'agentledger: {terminal_safe(redact(message), lines=False)}', file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130
@@ -133,13 +143,13 @@ async def _demo(args: argparse.Namespace) -> int:
             result = await _result(handle)
             # Read while the worker (which opened the ledger) is still up.
             view = await _read_view(ledger, result.run_id)
-        print(result.output)
-        print()
-        print(render_timeline(view, ledger_url=ledger.url))
-        print()
-        print(f'agentledger show {result.run_id} --ledger {args.ledger}')
+        _print(result.output)
+        _print()
+        _print(render_timeline(view, ledger_url=ledger.url))
+        _print()
+        _print(f'agentledger show {result.run_id} --ledger {args.ledger}')
         if ui_port is not None:
-            print(
+            _print(
                 f'Temporal UI: http://localhost:{ui_port}/namespaces/{DEFAULT_NAMESPACE}/workflows/{view.run.workflow_id}'
             )
             sys.stdout.flush()
@@ -264,7 +274,7 @@ async def _start_seeded(
         )
         _print_result(await _result(handle), as_json=args.json, forked_from=seed)
     elif args.json:
-        print(json.dumps(start_json(handle.run_id, handle.workflow_id, seed), indent=2, ensure_ascii=False))
+        _print(json_text(start_json(handle.run_id, handle.workflow_id, seed)))
     else:
         facts = [
             ('run', handle.run_id),
@@ -273,7 +283,7 @@ async def _start_seeded(
             ('seeded from', seeded),
         ]
         width = max(len(label) for label, _ in facts)
-        print('\n'.join(f'{label:<{width}}  {value}' for label, value in facts))
+        _print('\n'.join(f'{label:<{width}}  {value}' for label, value in facts))
         _status(f'agentledger show {handle.run_id}')
     return 0
 
@@ -288,7 +298,7 @@ async def _runs(args: argparse.Namespace) -> int:
             limit=args.limit,
             before=args.before,
         )
-    print(json.dumps(runs_json(runs), indent=2, ensure_ascii=False) if args.json else render_runs(runs))
+    _print(json_text(runs_json(runs)) if args.json else render_runs(runs))
     return 0
 
 
@@ -296,16 +306,16 @@ async def _show(args: argparse.Namespace) -> int:
     async with _reading(args.ledger) as ledger:
         view = await _read_view(ledger, args.run_id)
     if args.json:
-        print(json.dumps(run_json(view), indent=2, ensure_ascii=False))
+        _print(json_text(run_json(view)))
     else:
-        print(render_timeline(view, ledger_url=ledger.url))
+        _print(render_timeline(view, ledger_url=ledger.url))
     return 0
 
 
 async def _effects(args: argparse.Namespace) -> int:
     async with _reading(args.ledger) as ledger:
         found = await ledger.effects(workflow_id=args.workflow_id, status='unknown' if args.unknown else None)
-    print(json.dumps(effects_json(found), indent=2, ensure_ascii=False) if args.json else render_effects(found))
+    _print(json_text(effects_json(found)) if args.json else render_effects(found))
     return 0
 
 
@@ -315,7 +325,7 @@ async def _resolve(args: argparse.Namespace) -> int:
         raise CliError('--result goes with --outcome done: an effect that did not happen has no result')
     async with _reading(args.ledger) as ledger:
         effect = await ledger.resolve_effect(args.key, outcome, args.result)
-    print(f'{effect.key}: {effect.status} (resolved by an operator)')
+    _print(f'{effect.key}: {effect.status} (resolved by an operator)')
     return 0
 
 
@@ -335,7 +345,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
                 reports = [await reconcile_run(client, ledger, args.run_id, repair=repair)]
         except RPCError as error:
             raise CliError(f'cannot read histories from Temporal at {args.address}: {error.message}') from error
-    print(json.dumps(reconcile_json(reports), indent=2, ensure_ascii=False) if args.json else render_reconcile(reports))
+    _print(json_text(reconcile_json(reports)) if args.json else render_reconcile(reports))
     return 0 if all(report.clean or report.repaired for report in reports) else 3
 
 
@@ -347,14 +357,14 @@ async def _snapshots(args: argparse.Namespace) -> int:
             if snapshot.record.run_id != args.run_id:
                 raise CliError(f'snapshot {args.messages!r} does not belong to run {args.run_id!r}')
             # pydantic-ai's own message format, so the output loads back with ModelMessagesTypeAdapter.
-            print(ModelMessagesTypeAdapter.dump_json(snapshot.messages, indent=2).decode())
+            _print(json_safe(ModelMessagesTypeAdapter.dump_json(snapshot.messages, indent=2).decode()))
             return 0
         snapshots = await ledger.snapshots(args.run_id)
         latest = await ledger.latest_snapshot(args.run_id) if snapshots else None
     if args.json:
-        print(json.dumps(snapshots_json(args.run_id, snapshots, latest), indent=2, ensure_ascii=False))
+        _print(json_text(snapshots_json(args.run_id, snapshots, latest)))
         return 0
-    print(render_snapshots(snapshots))
+    _print(render_snapshots(snapshots))
     if latest is not None:
         _status(
             f'continue starts from the latest, {latest.snapshot_id}; fork --at-step K from the latest at or before K'
@@ -384,7 +394,7 @@ async def _codec_server(args: argparse.Namespace) -> int:
             raise CliError(f'cannot listen on {args.host}:{args.port}: {error}') from error
         try:
             # The URL on stdout (one line) is what the Temporal UI and CLI are given.
-            print(server.url, flush=True)
+            _print(server.url, flush=True)
             await _until_stopped(
                 f'codec server: decoding payloads from {ledger.url} at {server.url}; '
                 f'temporal server start-dev --ui-codec-endpoint {server.url} (or temporal workflow show '
@@ -407,7 +417,7 @@ async def _gc(args: argparse.Namespace) -> int:
         report = await collect_garbage(
             ledger, client, dry_run=args.dry_run, grace=timedelta(minutes=args.grace_minutes)
         )
-    print(json.dumps(report.to_json(), indent=2, ensure_ascii=False) if args.json else render_gc(report))
+    _print(json_text(report.to_json()) if args.json else render_gc(report))
     return 0
 
 
@@ -484,10 +494,10 @@ def _starting(args: argparse.Namespace) -> Iterator[None]:
 def _print_result(result: AgentRunResult[Any], *, as_json: bool, forked_from: ForkRef | None = None) -> None:
     """The output on stdout (as JSON with `as_json`), and on stderr how to see its timeline."""
     if as_json:
-        print(json.dumps(result_json(result, forked_from=forked_from), indent=2, ensure_ascii=False))
+        _print(json_text(result_json(result, forked_from=forked_from)))
     else:
         output = result.output
-        print(output if isinstance(output, str) else json.dumps(output, indent=2, ensure_ascii=False))
+        _print(output if isinstance(output, str) else json_text(output))
         _status(f'agentledger show {result.run_id}')
 
 
@@ -496,6 +506,13 @@ async def _result(handle: AgentRunHandle[Any]) -> AgentRunResult[Any]:
         return await handle.result()
     except WorkflowFailureError as error:
         raise CliError(f'run {handle.run_id} (workflow {handle.workflow_id}) failed: {_failure(error)}') from error
+    except RPCError as error:
+        # The client already retried for a while: Temporal is away for longer than a blip. The run is not.
+        raise CliError(
+            f'lost Temporal while waiting for run {handle.run_id} (workflow {handle.workflow_id}): '
+            f'{error.status.name}: {error.message}; the run goes on without this command: '
+            f'agentledger show {handle.run_id}'
+        ) from error
 
 
 def _failure(error: BaseException) -> str:
@@ -584,9 +601,24 @@ def _import_agent(spec: str) -> AbstractAgent[Any, Any]:
     return target
 
 
+def _quiet_retries() -> None:
+    """Keep the ledger's per-attempt retry warnings off a command's output: its failure is one `agentledger:` line.
+
+    A worker configures logging and shows them; a command that ends, ends with the error that counts.
+    """
+    quiet = logging.getLogger('agentledger')
+    if not any(isinstance(handler, logging.NullHandler) for handler in quiet.handlers):
+        quiet.addHandler(logging.NullHandler())
+
+
 def _status(message: str) -> None:
     """Progress for the person at the terminal, on stderr so stdout stays the command's result."""
-    print(message, file=sys.stderr, flush=True)
+    print(terminal_safe(message), file=sys.stderr, flush=True)
+
+
+def _print(text: str = '', *, flush: bool = False) -> None:
+    """A command's output on stdout, with control characters escaped (see `terminal_safe`)."""
+    print(terminal_safe(text), flush=flush)
 
 
 _HANDLERS: dict[str, _Command] = {

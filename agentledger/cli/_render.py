@@ -25,6 +25,7 @@ A new key may be added to a shape without changing its version; renaming or remo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,8 @@ __all__ = [
     'START_SCHEMA',
     'RunView',
     'effects_json',
+    'json_safe',
+    'json_text',
     'reconcile_json',
     'render_effects',
     'render_gc',
@@ -69,7 +72,34 @@ __all__ = [
     'runs_json',
     'snapshots_json',
     'start_json',
+    'terminal_safe',
 ]
+
+_CONTROL = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f]')
+_CONTROL_OR_NEWLINE = re.compile('[\x00-\x1f\x7f-\x9f]')
+_C1 = re.compile('[\x7f-\x9f]')
+
+
+def terminal_safe(text: str, *, lines: bool = True) -> str:
+    """`text` with its control characters shown as escapes (ESC as backslash-x1b): stored text cannot drive a terminal.
+
+    A prompt, an id or a model's answer may hold ESC or BEL sequences (colours, cursor moves, a
+    window title, a hyperlink); printed raw they would act on the operator's terminal. Newlines and
+    tabs are kept, unless `lines=False` (a one-line error message).
+    """
+    pattern = _CONTROL if lines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def json_safe(text: str) -> str:
+    """JSON text with DEL and the C1 controls (which JSON allows raw in strings) written as backslash-u escapes."""
+    return _C1.sub(lambda match: f'\\u{ord(match.group()):04x}', text)
+
+
+def json_text(value: Any) -> str:
+    """`value` as the CLI prints JSON: indented, UTF-8 as is, and no raw control character."""
+    return json_safe(json.dumps(value, indent=2, ensure_ascii=False))
+
 
 SHOW_SCHEMA = 'agentledger.show/1'
 """The `schema` value of `run_json` (`agentledger show --json`)."""
