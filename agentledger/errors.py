@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from agentledger._redaction import redact
+
 __all__ = [
     'AGENT_NOT_DURABLE',
     'DELEGATE_RESULT_UNAVAILABLE',
     'INVALID_DEPS',
     'INVALID_SEED',
     'RUN_NOT_PARKED',
+    'UNENCODABLE_RESULT',
     'UNKNOWN_AGENT',
     'UNRESOLVABLE_HISTORY_REFERENCE',
     'AgentLedgerError',
@@ -52,12 +55,23 @@ RUN_NOT_PARKED = 'RunNotParked'
 DELEGATE_RESULT_UNAVAILABLE = 'DelegateResultUnavailable'
 """A delegate's child workflow ran before but Temporal no longer has it (past retention): the call fails for good."""
 
+UNENCODABLE_RESULT = 'UnencodableResult'
+"""A tool call or model request returned a result Temporal cannot encode: the attempt fails for good."""
+
 UNRESOLVABLE_HISTORY_REFERENCE = 'UnresolvableHistoryReference'
 """A model request's history reference names messages the ledger does not hold: the attempt fails for good."""
 
 
 class AgentLedgerError(Exception):
-    """Base class of every agentledger error."""
+    """Base class of every agentledger error.
+
+    Its message never carries a URL's secrets: user information and secret-looking query values of
+    every URL in it are redacted (`agentledger._redaction`), so an error is safe to print, log,
+    store in the ledger and hand to Temporal.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class CliError(AgentLedgerError):

@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / 'agentledger'
 
 LAYERS: list[set[str]] = [
+    {'_redaction'},
     {'errors'},
     {'model'},
     {'_compat'},

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
 
+from agentledger._redaction import redact
+
 __all__ = [
     'OPEN_STATUSES',
     'RUN_ACTIVITY_ID',
@@ -115,11 +117,18 @@ def _dt(value: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    """An error as the ledger keeps it: the exception type, its message, and whether it may be retried."""
+    """An error as the ledger keeps it: the exception type, its message, and whether it may be retried.
+
+    The message is redacted (`agentledger._redaction`): a URL's user information and secret-looking
+    query values never reach a ledger row.
+    """
 
     type: str
     message: str
     retryable: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'message', redact(self.message))
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ErrorInfo | None:

@@ -22,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
@@ -41,7 +44,14 @@ from temporalio.converter import (
 from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError, UnresolvablePayloadReference
 from agentledger.ledger._facade import Ledger
 
-__all__ = ['DRIVER_NAME', 'PAYLOAD_THRESHOLD', 'LedgerStorageDriver', 'referrers', 'with_ledger_storage']
+__all__ = [
+    'DRIVER_NAME',
+    'PAYLOAD_THRESHOLD',
+    'LedgerStorageDriver',
+    'ResultStorage',
+    'referrers',
+    'with_ledger_storage',
+]
 
 DRIVER_NAME = 'agentledger'
 """The driver name Temporal records in each external-storage reference."""
@@ -51,6 +61,8 @@ PAYLOAD_THRESHOLD = 4096
 
 _WORKFLOW_TYPE = 'AgentRunWorkflow'
 _INLINE_FOR_S = 60.0
+_RECENT = 1024
+"""How many stored payloads a driver remembers, so storing one again (see `ResultStorage`) costs no ledger write."""
 _DELEGATE_SEPARATOR = '/delegate/'
 
 
@@ -61,6 +73,8 @@ class LedgerStorageDriver(StorageDriver):
         self._ledger = ledger
         self._inline_while_down = inline_while_down
         self._down_until = 0.0
+        self._recent: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        """(sha256 of a payload's data, whether it is JSON) -> the manifest it was stored under, most recent last."""
 
     @property
     def storing(self) -> bool:
@@ -84,9 +98,7 @@ class LedgerStorageDriver(StorageDriver):
         # The ledger is open while a worker runs; a client or replayer opens it for the call.
         await self._ledger.open()
         try:
-            keys = await asyncio.gather(
-                *(self._ledger.store_chunked(p.data, json_text=_is_json(p), referrers=found) for p in payloads)
-            )
+            keys = await asyncio.gather(*(self._store(p, found) for p in payloads))
         except LedgerUnavailableError:
             if self._inline_while_down:
                 # The task fails and is retried; its retry keeps the payloads inline (see `with_ledger_storage`).
@@ -105,6 +117,19 @@ class LedgerStorageDriver(StorageDriver):
             )
             for key, p in zip(keys, payloads, strict=True)
         ]
+
+    async def _store(self, payload: Payload, found: list[tuple[str, str]]) -> str:
+        # A payload stored moments ago for the same referrers (an activity result stored ahead) is not written again.
+        memo = (hashlib.sha256(payload.data).hexdigest(), _is_json(payload))
+        known = self._recent.get(memo)
+        if known is not None:
+            self._recent.move_to_end(memo)
+            return known
+        key = await self._ledger.store_chunked(payload.data, json_text=memo[1], referrers=found)
+        self._recent[memo] = key
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+        return key
 
     async def retrieve(
         self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
@@ -129,6 +154,27 @@ class LedgerStorageDriver(StorageDriver):
         payload.ParseFromString(base64.b64decode(claim.claim_data.get('metadata', '')))
         payload.data = data
         return payload
+
+
+@dataclass(frozen=True)
+class ResultStorage:
+    """Stores an activity's result in the ledger before the attempt counts as completed.
+
+    Temporal encodes and stores an activity's result after the activity returns, so a storage
+    failure there would come after the ledger recorded the attempt `completed`. The activity
+    interceptor stores the result ahead with this (the same driver, threshold and selection as
+    Temporal's external storage), so a failure fails the attempt in both; Temporal's own store call
+    then finds the payload in the driver's memory and writes nothing.
+    """
+
+    driver: LedgerStorageDriver
+    threshold: int
+
+    async def store_ahead(self, target: StorageDriverWorkflowInfo, payload: Payload) -> None:
+        """Store `payload` for `target` now if Temporal's external storage will store it."""
+        if target.type != _WORKFLOW_TYPE or payload.ByteSize() < self.threshold or not self.driver.storing:
+            return
+        await self.driver.store(StorageDriverStoreContext(target=target), [payload])
 
 
 def _is_json(payload: Payload) -> bool:
@@ -164,16 +210,14 @@ def _agent_runs_only(
     return select
 
 
-def with_ledger_storage(
-    converter: DataConverter, ledger: Ledger, threshold: int, *, inline_while_down: bool = False
-) -> DataConverter:
-    """`converter` with the payloads of agent runs of at least `threshold` bytes stored in `ledger`.
+def with_ledger_storage(converter: DataConverter, driver: LedgerStorageDriver, threshold: int) -> DataConverter:
+    """`converter` with the payloads of agent runs of at least `threshold` bytes stored by `driver` in its ledger.
 
-    With `inline_while_down` (the `warn` outage policy), a ledger that cannot store a payload makes
-    the payloads of the next minute stay inline in Temporal's history (up to Temporal's own payload
-    limit), so runs go on; under `fail` the task is retried until the ledger is back.
+    With `inline_while_down` (the driver's, under the `warn` outage policy), a ledger that cannot
+    store a payload makes the payloads of the next minute stay inline in Temporal's history (up to
+    Temporal's own payload limit), so runs go on; under `fail` the task is retried until the ledger
+    is back.
     """
-    driver = LedgerStorageDriver(ledger, inline_while_down=inline_while_down)
     storage = ExternalStorage(
         drivers=[driver],
         driver_selector=_agent_runs_only(driver),

@@ -42,9 +42,12 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.converter import StorageDriverWorkflowInfo
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from agentledger._compat import (
+    ActivityShape,
     carries_history,
     classify_activity,
     is_journaled_model_request,
@@ -57,7 +60,7 @@ from agentledger._compat import (
 )
 from agentledger.activities._failures import ledger_failure
 from agentledger.activities._history import HistoryResolver
-from agentledger.errors import LedgerError, LedgerUnavailableError
+from agentledger.errors import UNENCODABLE_RESULT, LedgerError, LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger._scopes import Scopes
@@ -69,7 +72,8 @@ from agentledger.model._journal import (
     request_hash,
     request_hash_of_key,
 )
-from agentledger.model._records import Acceptance, ErrorInfo, StepEvent
+from agentledger.model._records import Acceptance, ErrorInfo, StepEvent, StepKind
+from agentledger.payloads._driver import ResultStorage
 from agentledger.tools._context import ToolContext, tool_context
 from agentledger.workflows._state import HEADER, ledger_step
 
@@ -108,6 +112,8 @@ class ActivityRecording:
     owed: OutageBuffer | None = None
     """Under the `fail` policy: keeps the ends of attempts the ledger refused, written when it is back."""
     model_journal: bool = True
+    storage: ResultStorage | None = None
+    """Stores results that Temporal's external storage will store, ahead of it (`None`: payloads stay inline)."""
     """Journal provider responses, and replay them to later attempts of the same request."""
 
 
@@ -195,6 +201,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 result = await super().execute_activity(input)
                 if keys is not None:
                     result = await self._journal(keys[0], header['run_id'], result)
+            await self._encoded(result, _what(kind, shape))
         except BaseException as error:
             failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
             # Shielded: a cancelled attempt still owes the ledger its end.
@@ -234,6 +241,37 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
 
         await self._write(completed, owe=failed_instead)
         return result
+
+    async def _encoded(self, result: Any, what: str) -> None:
+        """Encode the result as Temporal is about to (and store it where payload storage applies) before it counts.
+
+        Temporal encodes an activity's result after the activity returns; a result it cannot encode
+        (a string with lone surrogates, a structure nested too deep) fails there and is retried
+        forever, while an end written before would say `completed`. So the interceptor encodes it
+        first, with the attempt's own payload converter: a result that cannot be encoded fails the
+        attempt for good, naming what and why, and a storage failure fails it retryably.
+        """
+        try:
+            [payload] = activity.payload_converter().to_payloads([result])
+        except Exception as error:
+            raise ApplicationError(
+                f'agentledger: the result of {what} cannot be encoded for Temporal: {type(error).__name__}: {error}',
+                type=UNENCODABLE_RESULT,
+                non_retryable=True,
+            ) from error
+        if self._recording.storage is None:
+            return
+        info = activity.info()
+        target = StorageDriverWorkflowInfo(
+            namespace=info.workflow_namespace or info.namespace,
+            id=info.workflow_id,
+            type=info.workflow_type,
+            run_id=info.workflow_run_id,
+        )
+        try:
+            await self._recording.storage.store_ahead(target, payload)
+        except LedgerError as error:
+            raise ledger_failure(error) from error
 
     def _tool_context(self, run_id: str, tool_name: str | None) -> ToolContext:
         info = activity.info()
@@ -406,6 +444,13 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             raise failure from error
         except LedgerError as error:
             raise ledger_failure(error) from error
+
+
+def _what(kind: StepKind, shape: ActivityShape) -> str:
+    """The attempt's subject, as an error message names it."""
+    if kind == 'tool_call':
+        return f'tool call {shape.tool_name} ({shape.tool_call_id})'
+    return f'the model request of step {shape.step}'
 
 
 def _describe(event: StepEvent) -> str:

@@ -29,7 +29,8 @@ from agentledger.activities._history import HistoryResolver
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer, OutagePolicy
 from agentledger.ledger._scopes import Scopes
-from agentledger.payloads._driver import PAYLOAD_THRESHOLD, with_ledger_storage
+from agentledger.payloads._driver import PAYLOAD_THRESHOLD, LedgerStorageDriver, ResultStorage, with_ledger_storage
+from agentledger.payloads._failures import with_redacted_failures
 from agentledger.plugin._activity_interceptor import ActivityRecording, LedgerActivityInterceptor
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
@@ -50,9 +51,16 @@ class LedgerInterceptor(Interceptor):
         *,
         owed: OutageBuffer | None = None,
         model_journal: bool = True,
+        storage: ResultStorage | None = None,
     ) -> None:
         self._recording = ActivityRecording(
-            ledger, histories or HistoryResolver(ledger), Scopes(ledger), outage, owed=owed, model_journal=model_journal
+            ledger,
+            histories or HistoryResolver(ledger),
+            Scopes(ledger),
+            outage,
+            owed=owed,
+            model_journal=model_journal,
+            storage=storage,
         )
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
@@ -64,7 +72,13 @@ class LedgerInterceptor(Interceptor):
         return workflow_interceptor_class(input)
 
 
-SANDBOX_PASSTHROUGH = ('agentledger._compat', 'agentledger.errors', 'agentledger.model', 'agentledger.workflows')
+SANDBOX_PASSTHROUGH = (
+    'agentledger._compat',
+    'agentledger._redaction',
+    'agentledger.errors',
+    'agentledger.model',
+    'agentledger.workflows',
+)
 """The agentledger modules the workflow sandbox passes through: exactly what workflow code imports.
 
 The agent registry and the run state must be the worker's own modules (not sandbox re-imports) for
@@ -161,16 +175,21 @@ class LedgerPlugin(SimplePlugin):
 
         # One resolver for the interceptor and the seal, so the seal finds the last request's history at hand.
         histories = HistoryResolver(ledger)
+        # One driver for Temporal's external storage and the interceptor, which stores results ahead of it.
+        driver = LedgerStorageDriver(ledger, inline_while_down=outage == 'warn')
+        storage = ResultStorage(driver, payload_threshold) if payload_threshold is not None else None
         super().__init__(
             'agentledger.LedgerPlugin',
-            interceptors=[LedgerInterceptor(ledger, histories, warn, owed=owed, model_journal=model_journal)],
+            interceptors=[
+                LedgerInterceptor(ledger, histories, warn, owed=owed, model_journal=model_journal, storage=storage)
+            ],
             activities=[*LedgerActivities(ledger, histories, warn, owed=owed).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
-            data_converter=None
-            if payload_threshold is None
-            else lambda converter: with_ledger_storage(
-                converter or DataConverter.default, ledger, payload_threshold, inline_while_down=outage == 'warn'
+            data_converter=lambda converter: with_redacted_failures(
+                converter or DataConverter.default
+                if storage is None
+                else with_ledger_storage(converter or DataConverter.default, storage.driver, storage.threshold)
             ),
         )
 

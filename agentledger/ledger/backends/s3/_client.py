@@ -31,6 +31,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from agentledger._redaction import redact
 from agentledger.errors import LedgerConfigError, LedgerError, LedgerUnavailableError
 from agentledger.ledger.backends._encoding import decode, dumps, loads_object
 from agentledger.ledger.backends.s3._cache import ObjectCache
@@ -156,8 +157,8 @@ class Bucket:
     def endpoint(self) -> str:
         """The endpoint the ledger talks to (known for certain once open)."""
         if self._client is not None:
-            return self._client.meta.endpoint_url
-        return self._options.get('endpoint_url') or 'the default AWS S3 endpoint'
+            return redact(str(self._client.meta.endpoint_url))
+        return redact(str(self._options.get('endpoint_url') or 'the default AWS S3 endpoint'))
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

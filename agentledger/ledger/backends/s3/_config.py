@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, TypedDict, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from agentledger._redaction import redact
 from agentledger.errors import LedgerConfigError
 
 __all__ = [
@@ -67,15 +68,23 @@ class Credentials:
 
 def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
     """Split `s3://bucket/prefix?options` into the bucket, the prefix (`''` or ending in `/`) and the options."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        # A malformed authority (an unclosed IPv6 bracket, say): only the reason is echoed, not the URL.
+        raise LedgerConfigError(f'not a valid S3 ledger URL: {error}') from None
     if parts.scheme != 's3':
         raise LedgerConfigError(f'an S3 ledger URL starts with s3://, got scheme {parts.scheme!r}')
     if '@' in parts.netloc:
         raise LedgerConfigError(
             'an S3 ledger URL never carries credentials: use the AWS environment, a profile, or the credential options'
         )
+    if not parts.netloc:
+        raise LedgerConfigError(
+            'an S3 ledger URL names its bucket (s3://BUCKET or s3://BUCKET/prefix): this one has none'
+        )
     if not _BUCKET.fullmatch(parts.netloc):
-        raise LedgerConfigError(f'{parts.netloc!r} is not a valid S3 bucket name (in {_scheme_and_bucket(url)})')
+        raise LedgerConfigError(f'{parts.netloc!r} is not a valid S3 bucket name')
     segments = [segment for segment in parts.path.split('/') if segment]
     for segment in segments:
         if segment in ('.', '..') or not _PREFIX_SEGMENT.fullmatch(segment):
@@ -109,11 +118,7 @@ def checked_options(options: Mapping[str, str]) -> tuple[ServerSideEncryption | 
 
 
 def format_url(bucket: str, prefix: str, options: Mapping[str, str]) -> str:
+    """The ledger's URL as it is shown: `s3://bucket/prefix?options`, credentials in an option redacted."""
     query = urlencode([(name, options[name]) for name in URL_OPTIONS if name in options], safe=':/', quote_via=quote)
     path = f'/{prefix.rstrip("/")}' if prefix else ''
-    return f's3://{bucket}{path}' + (f'?{query}' if query else '')
-
-
-def _scheme_and_bucket(url: str) -> str:
-    # Only what precedes the path is echoed: the rest of a malformed URL may hold anything.
-    return url.split('/', 3)[2] if url.count('/') >= 2 else 's3 URL'
+    return redact(f's3://{bucket}{path}' + (f'?{query}' if query else ''))
