@@ -21,7 +21,7 @@ from agentledger.errors import (
     SnapshotNotFoundError,
 )
 from agentledger.ledger._chunks import Manifest, split
-from agentledger.ledger._store import LedgerStore, RunFilter
+from agentledger.ledger._store import LedgerStore, RunFilter, RunList
 from agentledger.ledger._stored import PayloadDeletion, Snapshot, StoredContent, snapshot_content
 from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
@@ -335,12 +335,16 @@ class Ledger:
         forked_from_run_id: str | None = None,
         limit: int = 50,
         before: str | None = None,
-    ) -> list[RunRecord]:
-        """List runs, newest first. Page with `before=<the last run id of the previous page>`."""
+    ) -> RunList:
+        """List runs, newest first. Page with `before=<the last run id of the previous page>`.
+
+        A stored run record that does not decode does not fail the listing: it is left out, logged as a
+        warning, and reported in the result's `corrupt` (see `RunList`); `run(id)` of it raises.
+        """
         if limit < 1:
             raise ValueError(f'limit must be at least 1, got {limit}')
         cursor = await self.run(before) if before is not None else None
-        return await self.store.read_runs(
+        found = await self.store.read_runs(
             RunFilter(
                 agent=agent,
                 status=status,
@@ -352,6 +356,9 @@ class Ledger:
             limit=limit,
             before=cursor,
         )
+        for error in found.corrupt:
+            logger.warning('skipped a corrupt run record while listing runs: %s', error)
+        return found
 
     async def run_tree(self, run_id: str, *, max_depth: int | None = None) -> RunTree:
         """The run and the delegate runs it started, recursively (oldest child first), `max_depth` levels deep.

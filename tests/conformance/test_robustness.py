@@ -1,19 +1,21 @@
-"""Conformance: failures on every backend: unknown ids, retried and failing writes, ledgers sharing a store."""
+"""Conformance: failures on every backend: unknown ids, retried and failing writes, ledgers sharing a store,
+run records corrupted behind the ledger's back."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentledger.errors import LedgerUnavailableError, RunNotFoundError
+from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError, RunNotFoundError
 from agentledger.ledger import Ledger
 from agentledger.ledger.backends.memory import MemoryStore
 
-from ..helpers.ledgers import FAST_RETRY, SHARED_BACKENDS, make_sharing_pair
-from ..helpers.records import event, run_start
+from ..helpers.ledgers import FAST_RETRY, SHARED_BACKENDS, corrupt_run_record, make_sharing_pair
+from ..helpers.records import event, ids, run_start
 
 
 async def test_unknown_run_id_raises_run_not_found(ledger: Ledger) -> None:
@@ -80,3 +82,33 @@ async def test_two_ledgers_sharing_a_store_lose_no_update(backend: str, tmp_path
         assert len(events) == 11 + 30
         assert len({e.seq for e in events}) == len(events)
         assert events == await second.events('r1')
+
+
+async def test_a_corrupt_run_record_is_skipped_by_listings_and_reported_c19(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C19: a run record that does not decode is left out of listings and reported; reading it raises."""
+    for index in range(1, 6):
+        await ledger.start_run(run_start(f'r{index}', started=index))
+    if not corrupt_run_record(ledger, 'r3'):
+        pytest.skip(f'{type(ledger).__name__} holds records as objects: none can fail to decode')
+
+    with caplog.at_level(logging.WARNING, logger='agentledger.ledger'):
+        listed = await ledger.runs()
+    assert ids(listed) == ['r5', 'r4', 'r2', 'r1']
+    [error] = listed.corrupt
+    assert isinstance(error, LedgerCorruptionError) and error.run_id == 'r3'
+    assert "'r3'" in str(error) or '/r3/' in str(error)
+    assert [r.getMessage() for r in caplog.records if r.name == 'agentledger.ledger'] == [
+        f'skipped a corrupt run record while listing runs: {error}'
+    ]
+
+    # The corrupt record takes no place in a page, and paging goes on past it.
+    page = await ledger.runs(limit=3)
+    assert ids(page) == ['r5', 'r4', 'r2'] and [e.run_id for e in page.corrupt] == ['r3']
+    assert ids(await ledger.runs(agent='support', limit=2, before='r4')) == ['r2', 'r1']
+    assert ids(await ledger.runs(limit=2)) == ['r5', 'r4']
+
+    with pytest.raises(LedgerCorruptionError, match='r3') as info:
+        await ledger.run('r3')
+    assert info.value.run_id == 'r3'

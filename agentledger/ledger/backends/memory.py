@@ -10,7 +10,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 
 from agentledger.ledger._facade import Ledger
-from agentledger.ledger._store import RunFilter
+from agentledger.ledger._store import RunFilter, RunList
 from agentledger.model._keyed import KeyedRecord
 from agentledger.model._records import (
     Acceptance,
@@ -127,12 +127,15 @@ class MemoryStore:
         """Return the run record, or `None`."""
         return self._runs.get(run_id)
 
-    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
+    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> RunList:
+        """Return up to `limit` runs matching `filter`, newest first, strictly older than `before` when given.
+
+        Records are held as objects, so none is ever corrupt.
+        """
         ordered = sorted(self._runs.values(), key=lambda r: (r.started_at, r.run_id), reverse=True)
         if before is not None:
             ordered = [r for r in ordered if (r.started_at, r.run_id) < (before.started_at, before.run_id)]
-        return [r for r in ordered if filter.matches(r)][:limit]
+        return RunList([r for r in ordered if filter.matches(r)][:limit])
 
     async def read_events(self, run_id: str) -> list[StepEvent]:
         """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""

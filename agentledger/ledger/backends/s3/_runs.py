@@ -152,7 +152,7 @@ class RunObjects(Counters):
         async with self._operation():
             key = self._layout.run_prefix(run_id) + 'run.json'
             stored = await self._run(self._get, key)
-            return self._decode(key, stored[0], decode_run) if stored is not None else None
+            return self._decode(key, stored[0], decode_run, run_id=run_id) if stored is not None else None
 
     async def read_events(self, run_id: str) -> list[StepEvent]:
         """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""
