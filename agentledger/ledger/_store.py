@@ -112,8 +112,16 @@ class RunStore(Protocol):
         """Store acceptances that are not stored yet (by key)."""
         ...
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically.
+
+        Return whether a run record was stored to fold into. Without one (the record was lost) the
+        event is stored all the same, so the seal is kept for `reconcile` to rebuild the record from.
+        """
+        ...
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` (and whatever lists it) unless a run record with its id is stored: a lost record rebuilt."""
         ...
 
     async def rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:

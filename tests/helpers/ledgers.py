@@ -1,7 +1,7 @@
 """The ledger backends the conformance suite runs against, and test-only views of what each stores.
 
 A new backend is added here: to `BACKENDS` and `make_ledger` (and, for the storage checks, to
-`stored_content`, `tamper` and `corrupt_run_record`; to `make_sharing_pair` if two
+`stored_content`, `tamper`, `drop_run_record` and `corrupt_run_record`; to `make_sharing_pair` if two
 processes can share its store).
 """
 
@@ -76,6 +76,20 @@ def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
         s3_tamper(ledger, table, digest, data)
         return
     raise NotImplementedError(f'no tampering for {type(ledger).__name__}: add it to tamper')
+
+
+def drop_run_record(ledger: Ledger, run_id: str) -> None:
+    """Lose a run's record behind the ledger's back (its events, acceptances and snapshots stay)."""
+    if isinstance(ledger, MemoryLedger):
+        del ledger.store._runs[run_id]
+    elif isinstance(ledger, SqliteLedger):
+        assert raw_sql(Path(ledger.store.path), 'DELETE FROM runs WHERE run_id = ?', (run_id,)) == 1
+    elif isinstance(ledger, S3Ledger):
+        client, key = admin_client(ledger.endpoint), f'{ledger.prefix}runs/{run_id}/run.json'
+        client.head_object(Bucket=ledger.bucket, Key=key)
+        client.delete_object(Bucket=ledger.bucket, Key=key)
+    else:
+        raise NotImplementedError(f'no way to lose a run record of {type(ledger).__name__}: add it here')
 
 
 def corrupt_run_record(ledger: Ledger, run_id: str) -> bool:

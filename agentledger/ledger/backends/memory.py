@@ -82,8 +82,8 @@ class MemoryStore:
             for acceptance in acceptances:
                 self._acceptances.setdefault(acceptance.run_id, {}).setdefault(acceptance.key, acceptance)
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically; whether a record was."""
         async with self._lock:
             existing = self._runs.get(seal.run_id)
             if existing is not None:
@@ -91,6 +91,12 @@ class MemoryStore:
                 if updated is not None:
                     self._runs[seal.run_id] = updated
             self._append([event])
+            return existing is not None
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` unless a run record with its id is stored."""
+        async with self._lock:
+            self._runs.setdefault(record.run_id, record)
 
     async def rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
         """Remove the run's events with these `seq`s, then store `events`, each in place of any row of its key."""

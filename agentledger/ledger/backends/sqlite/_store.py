@@ -27,6 +27,7 @@ from agentledger.ledger.backends.sqlite._schema import (
     INSERT_BLOB,
     INSERT_EVENT,
     INSERT_MESSAGE,
+    INSERT_RUN,
     INSERT_SNAPSHOT,
     SELECT_PAYLOAD_REFERENCES,
     SELECT_RUN,
@@ -89,15 +90,27 @@ class SqliteStore(Database):
 
         await self._submit(write)
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically; whether a record was."""
+        found = [False]
 
         async def write(connection: aiosqlite.Connection) -> None:
             existing = await self._select_run(connection, seal.run_id)
+            found[0] = existing is not None
             updated = apply_seal(existing, seal) if existing is not None else None
             if updated is not None:
                 await connection.execute(UPSERT_RUN, run_row(updated))
             await connection.executemany(INSERT_EVENT, event_rows([event]))
+
+        await self._submit(write)
+        return found[0]
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` unless a run record with its id is stored."""
+        row = run_row(record)
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.execute(INSERT_RUN, row)
 
         await self._submit(write)
 
