@@ -91,7 +91,14 @@ class LedgerUnavailableError(LedgerError):
 
 
 class LedgerCorruptionError(LedgerError):
-    """A stored row does not decode (or no longer matches its hash); it is reported, never returned."""
+    """A stored row does not decode (or no longer matches its hash); it is reported, never returned.
+
+    `run_id` names the run when the row is a run record, so a listing that skips it can say which run it was.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class UnresolvablePayloadReference(LedgerCorruptionError):

@@ -339,10 +339,10 @@ def faulty_store(base: type[Any], faults: Faults, points: frozenset[str]) -> typ
                 _txn_fault.reset(token)
             await faults.fire(completed_fault(events, 'after_ledger_write'))
 
-        async def write_seal(self, seal: Any, event: Any) -> None:
+        async def write_seal(self, seal: Any, event: Any) -> bool:
             if 'in_seal' in points:
                 await faults.fire(faults.match(seal.workflow_id, 'in_seal'))
-            await super().write_seal(seal, event)
+            return await super().write_seal(seal, event)
 
         # SQLite: the write runs in the writer task's `BEGIN IMMEDIATE` transaction; the fault fires
         # after the write's statements and before `COMMIT`.

@@ -6,11 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agentledger.model import Acceptance, ErrorInfo, RunRecord, StepEvent, Usage
+from agentledger.model import Acceptance, ErrorInfo, ForkRef, RunRecord, StepEvent, Usage
 from agentledger.model._records import EventKind
-from agentledger.reconcile._compare import compare
+from agentledger.reconcile._compare import compare, rebuilt_record
 from agentledger.reconcile._facts import ActivityFact, RunFacts
-from agentledger.workflows._types import SEAL_RUN_ACTIVITY
+from agentledger.workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 TOOL = 'agent__toolset__call_tool'
@@ -227,3 +227,59 @@ def test_a_run_that_closed_without_a_seal_is_sealed_with_how_temporal_says_it_en
         assert (after['error'] or {}).get('type') == error_type
         end = findings['missing', 'event'].after
         assert end is not None and end['kind'] == kind
+
+
+def start_fact(temporal_run_id: str, started: float, result: dict[str, Any]) -> ActivityFact:
+    start = {
+        'run_id': 'run-1',
+        'workflow_id': 'wf',
+        'temporal_run_id': temporal_run_id,
+        'agent_name': 'a',
+        'started_at': at(started).isoformat(),
+        'task_queue': 'q',
+        'conversation_id': 'c1',
+        'parent_run_id': None,
+        'parent_tool_call_id': None,
+        'prompt_preview': 'hi',
+        'forked_from': None,
+    }
+    return ActivityFact(
+        temporal_run_id=temporal_run_id,
+        activity_id='1',
+        activity_type=RUN_STARTED_ACTIVITY,
+        scheduled_at=at(started),
+        header={'run_id': 'run-1', 'accepted': [], 'events': []},
+        args=({'start': start},),
+        last_attempt=1,
+        close='completed',
+        result=result,
+    )
+
+
+def test_a_lost_record_is_rebuilt_from_the_starts_in_history_and_sealed_c19() -> None:
+    """C19: every Temporal run's start folds into the record, the lineage from the start's result; then the seal."""
+    seed = {'run_id': 'run-0', 'snapshot_id': 'run-0:s1', 'reason': 'continue'}
+    started = start_fact('t1', 0, {'forked_from': seed})
+    first = replace(facts(), activities=(started,), close='continued_as_new', continued_as='t2')
+    second = facts(start_fact('t2', 5, {}), temporal_run_id='t2', started_at=at(5))
+    assert rebuilt_record('run-1', []) is None
+    assert rebuilt_record('run-2', [first, second]) is None
+
+    record = rebuilt_record('run-1', [first, second])
+    assert record is not None
+    assert (record.temporal_run_ids, record.status, record.started_at) == (('t1', 't2'), 'running', T0)
+    assert (record.agent_name, record.task_queue, record.conversation_id, record.prompt_preview) == (
+        'a',
+        'q',
+        'c1',
+        'hi',
+    )
+    assert record.forked_from == ForkRef('run-0', 'run-0:s1', 'continue')
+
+    comparison = compare(record, [run_end('t2')], [], [first, second], record_lost=True)
+    [lost] = [f for f in comparison.findings if f.row == 'run']
+    assert (lost.category, lost.key, lost.before) == ('missing', 'run-1', None)
+    assert lost.after is not None
+    assert RunRecord.from_json(lost.after) == replace(
+        record, status='completed', ended_at=at(9), updated_at=at(9), output_preview='ok'
+    )

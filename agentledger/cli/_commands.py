@@ -289,16 +289,21 @@ async def _start_seeded(
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    async with _reading(args.ledger) as ledger:
-        runs = await ledger.runs(
-            agent=args.agent,
-            status=args.status,
-            conversation_id=args.conversation,
-            parent_run_id=args.parent,
-            limit=args.limit,
-            before=args.before,
-        )
+    # A corrupt record is reported below in the command's own words; the ledger's warning would say it twice.
+    with _quiet('agentledger.ledger'):
+        async with _reading(args.ledger) as ledger:
+            runs = await ledger.runs(
+                agent=args.agent,
+                status=args.status,
+                conversation_id=args.conversation,
+                parent_run_id=args.parent,
+                limit=args.limit,
+                before=args.before,
+            )
     _print(json_text(runs_json(runs)) if args.json else render_runs(runs))
+    # The good runs are the result; a record that does not decode is reported, not allowed to hide them.
+    for error in runs.corrupt:
+        _status(f'agentledger: skipped 1 corrupt run record: {error.run_id}: {error}')
     return 0
 
 
@@ -530,6 +535,18 @@ async def _dev_server(plugin: Plugin, ui_port: int | None) -> WorkflowEnvironmen
             return await start_dev_server(plugins=[plugin], ui=ui_port is not None, ui_port=ui_port)
     except (RuntimeError, OSError) as error:
         raise CliError(f'cannot start a Temporal dev server: {error}') from error
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only errors from logger `name` for a while: for warnings the command reports in its own words."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentledger.ledger._facade import Ledger, PayloadDeletion, RetryPolicy, Snapshot
 from agentledger.ledger._outage import OutagePolicy
-from agentledger.ledger._store import LedgerStore, RunFilter
+from agentledger.ledger._store import LedgerStore, RunFilter, RunList
 from agentledger.ledger._url import open_ledger
 from agentledger.ledger.backends.memory import MemoryLedger, MemoryStore
 
@@ -28,6 +28,7 @@ __all__ = [
     'PayloadDeletion',
     'RetryPolicy',
     'RunFilter',
+    'RunList',
     'S3Ledger',
     'Snapshot',
     'SqliteLedger',

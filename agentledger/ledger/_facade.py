@@ -21,7 +21,7 @@ from agentledger.errors import (
     SnapshotNotFoundError,
 )
 from agentledger.ledger._chunks import Manifest, split
-from agentledger.ledger._store import LedgerStore, RunFilter
+from agentledger.ledger._store import LedgerStore, RunFilter, RunList
 from agentledger.ledger._stored import PayloadDeletion, Snapshot, StoredContent, snapshot_content
 from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
@@ -179,10 +179,24 @@ class Ledger:
             )
 
     async def seal_run(self, seal: RunSeal) -> None:
-        """Record how a run ended (and its terminal run event); activities never accepted become abandoned."""
-        await self._retrying(
-            f'seal of run {seal.run_id}', lambda: self.store.write_seal(seal, run_event_for_seal(seal))
-        )
+        """Record how a run ended (and its terminal run event); activities never accepted become abandoned.
+
+        A run whose record is missing (lost behind the ledger's back) still gets its terminal event, which
+        holds the whole seal, and a warning says so: `reconcile` rebuilds the record from its events and
+        Temporal's history. The seal is never dropped, and failing it would only retry what cannot succeed.
+        """
+        event = run_event_for_seal(seal)
+        found = await self._retrying(f'seal of run {seal.run_id}', lambda: self.store.write_seal(seal, event))
+        if not found:
+            logger.warning(
+                'run %s has no run record in the ledger at %s: its seal (%s) is kept as its %s event; '
+                '`agentledger reconcile %s` rebuilds the record',
+                seal.run_id,
+                self.url,
+                seal.status,
+                event.kind,
+                seal.run_id,
+            )
 
     # --- keyed records -------------------------------------------------------------------------------
 
@@ -294,6 +308,13 @@ class Ledger:
         if acceptances:
             await self._retrying('a repair of stored acceptances', lambda: self.store.rewrite_acceptances(acceptances))
 
+    async def restore_run(self, record: RunRecord) -> None:
+        """Store a run record where none is stored: `reconcile`'s audited rebuild of a lost record.
+
+        A record stored meanwhile (a live start) is left as it is; fold the rest in with `update_run`.
+        """
+        await self._retrying(f'a rebuilt record of run {record.run_id}', lambda: self.store.create_run(record))
+
     async def update_run(self, run_id: str, fold: Callable[[RunRecord], RunRecord | None]) -> None:
         """Fold a change into the run record atomically (a transaction, or compare-and-swap on S3).
 
@@ -335,12 +356,16 @@ class Ledger:
         forked_from_run_id: str | None = None,
         limit: int = 50,
         before: str | None = None,
-    ) -> list[RunRecord]:
-        """List runs, newest first. Page with `before=<the last run id of the previous page>`."""
+    ) -> RunList:
+        """List runs, newest first. Page with `before=<the last run id of the previous page>`.
+
+        A stored run record that does not decode does not fail the listing: it is left out, logged as a
+        warning, and reported in the result's `corrupt` (see `RunList`); `run(id)` of it raises.
+        """
         if limit < 1:
             raise ValueError(f'limit must be at least 1, got {limit}')
         cursor = await self.run(before) if before is not None else None
-        return await self.store.read_runs(
+        found = await self.store.read_runs(
             RunFilter(
                 agent=agent,
                 status=status,
@@ -352,6 +377,9 @@ class Ledger:
             limit=limit,
             before=cursor,
         )
+        for error in found.corrupt:
+            logger.warning('skipped a corrupt run record while listing runs: %s', error)
+        return found
 
     async def run_tree(self, run_id: str, *, max_depth: int | None = None) -> RunTree:
         """The run and the delegate runs it started, recursively (oldest child first), `max_depth` levels deep.
@@ -388,6 +416,17 @@ class Ledger:
         events = await self.store.read_events(run_id)
         acceptances = await self.store.read_acceptances(run_id)
         return derive_event_states(events, acceptances, sealed_temporal_run_ids=_sealed(record, events))
+
+    async def stored_rows(self, run_id: str) -> tuple[list[StepEvent], list[Acceptance]]:
+        """The run's stored events (in causal order, states as stored) and acceptances, with or without its record.
+
+        Unlike `events`, this needs no run record: what is left of a run whose record was lost is what
+        `reconcile` rebuilds the record from. Raises `RunNotFoundError` when the run has no events either.
+        """
+        events = await self.store.read_events(run_id)
+        if not events:
+            raise RunNotFoundError(run_id)
+        return events, await self.store.read_acceptances(run_id)
 
     async def acceptances(self, run_id: str) -> list[Acceptance]:
         """The activities whose results the run's workflow observed (what `reconcile` checks against history)."""

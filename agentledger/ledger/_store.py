@@ -8,10 +8,11 @@ so that the ledger retries it. `MemoryStore` is the reference implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from agentledger.errors import LedgerCorruptionError
 from agentledger.model._keyed import KeyedRecord
 from agentledger.model._records import (
     Acceptance,
@@ -24,7 +25,16 @@ from agentledger.model._records import (
     StepEvent,
 )
 
-__all__ = ['ContentStore', 'KeyedStore', 'LedgerStore', 'PayloadRefStore', 'RunFilter', 'RunStore', 'StoreLifecycle']
+__all__ = [
+    'ContentStore',
+    'KeyedStore',
+    'LedgerStore',
+    'PayloadRefStore',
+    'RunFilter',
+    'RunList',
+    'RunStore',
+    'StoreLifecycle',
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,23 @@ class RunFilter:
                 or (run.forked_from is not None and run.forked_from.run_id == self.forked_from_run_id)
             )
         )
+
+
+class RunList(list[RunRecord]):
+    """A page of runs, newest first, and the stored run records the listing skipped because they do not decode.
+
+    One damaged record must not hide every other run, so a listing leaves it out and reports it in
+    `corrupt` (each error names its run in `run_id`) instead of failing; reading that run directly
+    (`Ledger.run`) still raises the `LedgerCorruptionError`. A plain list in every other respect.
+    """
+
+    corrupt: tuple[LedgerCorruptionError, ...]
+    """The run records met while listing that do not decode, in the order they were met."""
+
+    def __init__(self, runs: Iterable[RunRecord] = (), corrupt: Iterable[LedgerCorruptionError] = ()) -> None:
+        """The runs `runs`, and the records skipped as `corrupt`."""
+        super().__init__(runs)
+        self.corrupt = tuple(corrupt)
 
 
 class StoreLifecycle(Protocol):
@@ -85,8 +112,16 @@ class RunStore(Protocol):
         """Store acceptances that are not stored yet (by key)."""
         ...
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically.
+
+        Return whether a run record was stored to fold into. Without one (the record was lost) the
+        event is stored all the same, so the seal is kept for `reconcile` to rebuild the record from.
+        """
+        ...
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` (and whatever lists it) unless a run record with its id is stored: a lost record rebuilt."""
         ...
 
     async def rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
@@ -108,8 +143,13 @@ class RunStore(Protocol):
         """Return the run record, or `None`."""
         ...
 
-    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
+    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> RunList:
+        """Return up to `limit` runs matching `filter`, newest first, strictly older than `before` when given.
+
+        A stored record that does not decode is not returned and does not count towards `limit`: it is
+        reported in the result's `corrupt` (a record that cannot be read cannot be checked against
+        `filter` either, so every one the listing meets is reported).
+        """
         ...
 
     async def read_events(self, run_id: str) -> list[StepEvent]:

@@ -37,12 +37,12 @@ from agentledger.model._records import (
     StepEvent,
     Usage,
 )
-from agentledger.model._rules import run_event_for_seal, run_event_for_start
+from agentledger.model._rules import apply_run_start, run_event_for_seal, run_event_for_start
 from agentledger.reconcile._facts import ActivityFact, RunFacts
 from agentledger.workflows._state import ledger_step
 from agentledger.workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
 
-__all__ = ['Category', 'Comparison', 'Finding', 'RowKind', 'compare']
+__all__ = ['Category', 'Comparison', 'Finding', 'RowKind', 'compare', 'rebuilt_record']
 
 Category: TypeAlias = Literal['missing', 'divergent', 'orphan', 'duplicate']
 """What is wrong with a row: lost (in history, not in the ledger), disagreeing with history, not in
@@ -298,6 +298,35 @@ def _accepted_usage(events: Iterable[StepEvent], chain: Sequence[RunFacts]) -> U
     return usage
 
 
+def rebuilt_record(run_id: str, chain: Sequence[RunFacts]) -> RunRecord | None:
+    """The run record the run's starts wrote, rebuilt from history for a run whose record was lost.
+
+    Every completed `run_started` activity of the run holds the `RunStart` the workflow sent (agent,
+    task queue, conversation, parent, prompt) and its result the lineage the activity resolved; they are
+    folded as the ledger folded them when they ran. How the run went on and ended is left to `compare`.
+    `None` when history holds no start of the run (past retention, or never started).
+    """
+    record: RunRecord | None = None
+    for facts in chain:
+        for activity in facts.activities:
+            header = activity.header or {}
+            first = activity.args[0] if activity.args and isinstance(activity.args[0], dict) else {}
+            if (
+                activity.activity_type != RUN_STARTED_ACTIVITY
+                or activity.close != 'completed'
+                or header.get('run_id') != run_id
+                or 'start' not in first
+            ):
+                continue
+            start = _parse_start(first['start'])
+            # The lineage is resolved by the activity (continue, fork, restart), so its result holds it.
+            seeded = activity.result.get('forked_from') if isinstance(activity.result, dict) else None
+            if isinstance(seeded, dict):
+                start = replace(start, forked_from=ForkRef.from_json(seeded))
+            record = apply_run_start(record, start) or record
+    return record
+
+
 def compare(
     record: RunRecord,
     events: Sequence[StepEvent],
@@ -305,12 +334,15 @@ def compare(
     chain: Sequence[RunFacts],
     *,
     unknown_runs: Iterable[str] = (),
+    record_lost: bool = False,
 ) -> Comparison:
     """Compare one ledger run (its record, stored events and acceptances) with its Temporal runs' facts.
 
     `chain` holds every Temporal run of the ledger run that Temporal still has, oldest first;
     `unknown_runs` the Temporal run ids the ledger names that Temporal does not know (their rows are orphans).
     Read the ledger before the history: a row written after history was read could look like an orphan.
+    `record_lost`: the ledger has no run record, and `record` is the one `rebuilt_record` made; the
+    record is then missing, whatever history says of how the run went on.
     """
     findings: list[Finding] = []
     ok = 0
@@ -336,7 +368,12 @@ def compare(
         ids = tuple(dict.fromkeys([*record.temporal_run_ids, *(facts.temporal_run_id for facts in chain)]))
         wanted = replace(record, temporal_run_ids=ids, status='running', ended_at=None)
         target = wanted if record.status != 'parked' else replace(wanted, status='parked')
-    if target is not None and target != record:
+    if record_lost:
+        rebuilt = target if target is not None else record
+        ended = f', sealed {rebuilt.status} as Temporal says it ended' if rebuilt.ended_at is not None else ''
+        reason = f'the run record is lost: rebuilt from its events and its start in history{ended}'
+        findings.append(Finding('missing', 'run', record.run_id, reason, after=rebuilt.to_json()))
+    elif target is not None and target != record:
         category: Category = 'missing' if record.status == 'running' and target.status != 'running' else 'divergent'
         changed = sorted(name for name, value in target.to_json().items() if record.to_json()[name] != value)
         findings.append(

@@ -15,10 +15,11 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from agentledger.errors import LedgerCorruptionError, RunNotFoundError
 from agentledger.ledger._facade import Ledger
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import Acceptance, RunRecord, RunStatus, StepEvent
-from agentledger.reconcile._compare import Category, Comparison, Finding, audit_detail, compare
+from agentledger.reconcile._compare import Category, Comparison, Finding, audit_detail, compare, rebuilt_record
 from agentledger.reconcile._facts import RunFacts, fetch_run_facts
 
 __all__ = ['RECONCILE_SCHEMA', 'ReconcileReport', 'reconcile_ledger', 'reconcile_run']
@@ -36,7 +37,8 @@ class ReconcileReport:
     run_id: str
     workflow_id: str
     status: RunStatus
-    """The run's status in the ledger after reconcile (repaired, or as it was in report mode)."""
+    """The run's status in the ledger after reconcile (repaired, or as it was in report mode; for a lost
+    record left as it is, the status its rebuild would have)."""
     open: bool
     """Whether the run's workflow is still running; open runs are only reported unless `repair=True`."""
     repaired: bool
@@ -83,22 +85,24 @@ async def _latest_run_id(client: Client, workflow_id: str) -> str | None:
         raise
 
 
-def _belongs(facts: RunFacts, record: RunRecord) -> bool:
+def _belongs(facts: RunFacts, run_id: str) -> bool:
     """Whether a Temporal run of the workflow id is one of this ledger run's (same execution chain)."""
     explicit = facts.input.get('ledger_run_id') if isinstance(facts.input, dict) else None
     if explicit is not None:
-        return bool(explicit == record.run_id)
-    return ledger_run_id(facts.workflow_id, facts.first_execution_run_id) == record.run_id
+        return bool(explicit == run_id)
+    return ledger_run_id(facts.workflow_id, facts.first_execution_run_id) == run_id
 
 
-async def _chain(client: Client, record: RunRecord, events: Sequence[StepEvent]) -> tuple[list[RunFacts], list[str]]:
+async def _chain(
+    client: Client, run_id: str, workflow_id: str, recorded: Sequence[str], events: Sequence[StepEvent]
+) -> tuple[list[RunFacts], list[str]]:
     """Every Temporal run of the ledger run that Temporal has, oldest first, and the ids it does not know.
 
-    The ledger names some (its record, its events); resets and continue-as-new past what the ledger
-    saw are found from the workflow's latest run and the links between runs.
+    The ledger names some (the `recorded` ones of its record, its events); resets and continue-as-new
+    past what the ledger saw are found from the workflow's latest run and the links between runs.
     """
-    wanted = list(dict.fromkeys([*record.temporal_run_ids, *(e.temporal_run_id for e in events)]))
-    latest = await _latest_run_id(client, record.workflow_id)
+    wanted = list(dict.fromkeys([*recorded, *(e.temporal_run_id for e in events)]))
+    latest = await _latest_run_id(client, workflow_id)
     if latest is not None and latest not in wanted:
         wanted.append(latest)
     found: dict[str, RunFacts] = {}
@@ -107,11 +111,11 @@ async def _chain(client: Client, record: RunRecord, events: Sequence[StepEvent])
         temporal_run_id = wanted.pop(0)
         if temporal_run_id in found or temporal_run_id in unknown:
             continue
-        facts = await fetch_run_facts(client, record.workflow_id, temporal_run_id)
+        facts = await fetch_run_facts(client, workflow_id, temporal_run_id)
         if facts is None:
             unknown.append(temporal_run_id)
             continue
-        if temporal_run_id not in record.temporal_run_ids and not _belongs(facts, record):
+        if temporal_run_id not in recorded and not _belongs(facts, run_id):
             continue
         found[temporal_run_id] = facts
         wanted += [link for link in (facts.reset_from, facts.continued_as) if link]
@@ -127,20 +131,41 @@ async def reconcile_run(client: Client, ledger: Ledger, run_id: str, *, repair: 
     and only reports open ones; `False` only reports; `True` repairs open runs too. Every repair is
     recorded as a `ledger_repaired` event holding the finding (row before, row after, why), and a run
     marked degraded by a ledger outage is cleared once its rows match history again.
-    Raises `RunNotFoundError` for an unknown run id.
+
+    A run whose record is lost (its events are stored, its record is not) has the record rebuilt: the
+    workflow id its events name leads to its Temporal runs, whose `run_started` activities hold what
+    the record was made of and whose end says how the run ended; the rebuild is a `missing` run finding,
+    repaired and audited like the others. Raises `RunNotFoundError` for a run id with neither record
+    nor events, and `LedgerCorruptionError` for a lost record that history no longer holds the start of.
     """
-    record = await ledger.run(run_id)
     # The ledger first: a row written after the history was read would otherwise look like an orphan.
-    events = await ledger.events(run_id)
-    acceptances = await ledger.acceptances(run_id)
-    chain, unknown = await _chain(client, record, events)
-    comparison = compare(record, events, acceptances, chain, unknown_runs=unknown)
+    stored: RunRecord | None
+    try:
+        stored = await ledger.run(run_id)
+        events = await ledger.events(run_id)
+        acceptances = await ledger.acceptances(run_id)
+    except RunNotFoundError:
+        stored = None
+        events, acceptances = await ledger.stored_rows(run_id)
+    workflow_id = stored.workflow_id if stored is not None else events[0].workflow_id
+    recorded = stored.temporal_run_ids if stored is not None else ()
+    chain, unknown = await _chain(client, run_id, workflow_id, recorded, events)
+    record = stored if stored is not None else rebuilt_record(run_id, chain)
+    if record is None:
+        raise LedgerCorruptionError(
+            f'run {run_id!r} has {len(events)} stored event(s) but no run record, and Temporal has no start of it '
+            f'in the history of workflow {workflow_id!r} to rebuild the record from',
+            run_id=run_id,
+        )
+    comparison = compare(record, events, acceptances, chain, unknown_runs=unknown, record_lost=stored is None)
     do_repair = (not comparison.open) if repair is None else repair
     repaired = False
     if do_repair and (any(f.repairable for f in comparison.findings) or record.degraded):
-        await _repair(ledger, record, comparison)
+        await _repair(ledger, record, comparison, lost=stored is None)
         repaired = True
         record = await ledger.run(run_id)
+    elif stored is None:
+        record = next(RunRecord.from_json(f.after) for f in comparison.findings if f.row == 'run' and f.after)
     return ReconcileReport(
         run_id=run_id,
         workflow_id=record.workflow_id,
@@ -183,8 +208,11 @@ def _audit(record: RunRecord, finding: Finding, now: datetime) -> StepEvent:
     )
 
 
-async def _repair(ledger: Ledger, record: RunRecord, comparison: Comparison) -> None:
-    """Write what the comparison found: replacements first, then what is missing, the record, and the audit."""
+async def _repair(ledger: Ledger, record: RunRecord, comparison: Comparison, *, lost: bool) -> None:
+    """Write what the comparison found: replacements first, then what is missing, the record, and the audit.
+
+    `lost`: the ledger has no run record and `record` is the rebuilt one.
+    """
     now = datetime.now(UTC)
     repairs = [f for f in comparison.findings if f.repairable]
     for finding in repairs:
@@ -221,7 +249,9 @@ async def _repair(ledger: Ledger, record: RunRecord, comparison: Comparison) -> 
         updated = RunRecord.from_json(target) if target is not None else stored
         return replace(updated, degraded=())
 
-    if target is not None or record.degraded:
+    if lost and target is not None:
+        await ledger.restore_run(RunRecord.from_json(target))
+    elif target is not None or record.degraded:
         await ledger.update_run(record.run_id, fold)
     audits = [_audit(record, finding, now) for finding in repairs]
     if record.degraded and not any(f.row == 'run' for f in repairs):

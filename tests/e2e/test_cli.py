@@ -377,6 +377,31 @@ async def test_runs_lists_the_run(recorded: Recorded, capsys: pytest.CaptureFixt
         assert capsys.readouterr().out.strip() == 'No runs.'
 
 
+async def test_runs_skips_a_corrupt_run_record_and_reports_it_c19(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C19: `runs` lists the good runs and says on stderr which record it skipped; `show` of it fails naming it."""
+    path = tmp_path / 'runs.db'
+    async with SqliteLedger(path) as ledger:
+        for index, run_id in enumerate(['run-old', 'run-bad', 'run-new']):
+            await ledger.start_run(RunStart(run_id, f'wf-{run_id}', 't1', 'demo', at(index), 'tq'))
+    with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        raw.execute("UPDATE runs SET usage = 'not json' WHERE run_id = 'run-bad'")
+    url = f'sqlite:///{path}'
+
+    for argv in (['runs', '--ledger', url], ['runs', '--ledger', url, '--json']):
+        assert await invoke(*argv) == 0
+        captured = capsys.readouterr()
+        assert 'run-new' in captured.out and 'run-old' in captured.out and 'run-bad' not in captured.out
+        [line] = captured.err.splitlines()
+        assert line.startswith("agentledger: skipped 1 corrupt run record: run-bad: row 'run-bad' of table runs")
+        assert line.endswith('does not decode: Expecting value: line 1 column 1 (char 0)')
+
+    assert await invoke('show', 'run-bad', '--ledger', url) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("agentledger: row 'run-bad' of table runs") and 'does not decode' in err
+
+
 async def test_runs_reads_the_ledger_from_the_environment(
     recorded: Recorded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
@@ -26,7 +28,7 @@ from agentledger.model import Acceptance, RunRecord, StepEvent
 from ..conftest import expect_discrepancy, serve
 from ..helpers import agents
 from ..helpers.agents import calc_agent, holder_agent
-from ..helpers.ledgers import raw_sql
+from ..helpers.ledgers import drop_run_record, raw_sql
 from ..helpers.s3_server import admin_client
 
 
@@ -264,3 +266,61 @@ async def test_reconcile_seals_a_terminated_run_and_leaves_an_open_one_alone(
             hold = next(s for s in await other.steps(handle.run_id) if s.tool_name == 'hold')
             assert hold.status == 'abandoned'
             assert (await reconcile_run(served.client, other, handle.run_id)).clean
+
+
+async def test_reconcile_rebuilds_a_run_record_lost_before_the_seal_c19(
+    temporal_env: WorkflowEnvironment, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C19: the record lost mid-run, the seal is kept and reported, and reconcile rebuilds the record (audited)."""
+    async with serve(temporal_env, ledger, [holder_agent]) as served:
+        handle = await agentledger.start(served.client, holder_agent, 'go', task_queue=served.task_queue)
+
+        async def holding() -> RunRecord:
+            while True:
+                with contextlib.suppress(RunNotFoundError):
+                    events = await ledger.events(handle.run_id)
+                    if any(e.tool_name == 'hold' and e.kind == 'tool_call_started' for e in events):
+                        return await ledger.run(handle.run_id)
+                await asyncio.sleep(0.05)
+
+        started = await asyncio.wait_for(holding(), timeout=30)
+        drop_run_record(ledger, handle.run_id)
+        with caplog.at_level(logging.WARNING, logger='agentledger.ledger'):
+            agents.released.add(handle.workflow_id)
+            result = await handle.result()
+        client = served.client
+    assert any(
+        r.name == 'agentledger.ledger' and f'run {handle.run_id} has no run record' in r.getMessage()
+        for r in caplog.records
+    )
+    assert result.output == 'released'
+
+    async with reader(ledger) as other:
+        with pytest.raises(RunNotFoundError):
+            await other.run(handle.run_id)
+        assert handle.run_id not in [run.run_id for run in await other.runs()]
+        dry = await reconcile_run(client, other, handle.run_id, repair=False)
+        assert not dry.repaired and not dry.open and dry.status == 'completed'
+        [lost] = dry.findings
+        assert (lost.category, lost.row, lost.key, lost.before) == ('missing', 'run', handle.run_id, None)
+        assert 'the run record is lost' in lost.reason
+        with pytest.raises(RunNotFoundError):
+            await other.run(handle.run_id)  # a dry run writes nothing
+
+        repaired = await reconcile_run(client, other, handle.run_id)
+        assert repaired.repaired and repaired.status == 'completed'
+        record = await other.run(handle.run_id)
+        # What the start wrote, sealed as the seal would have: the seal's usage and output included.
+        assert replace(record, status='running', ended_at=None, usage=started.usage, output_preview=None) == replace(
+            started, updated_at=record.updated_at
+        )
+        assert record.usage.requests == 3 and record.output_preview == 'released'
+        [end] = [e for e in await other.events(handle.run_id) if e.kind == 'run_completed']
+        assert record.ended_at == end.timestamp
+        assert handle.run_id in [run.run_id for run in await other.runs()]
+        [audit] = audits(await other.events(handle.run_id))
+        assert (audit['category'], audit['row'], audit['before']) == ('missing', 'run', None)
+        assert (await reconcile_run(client, other, handle.run_id)).clean
+
+    with pytest.raises(RunNotFoundError, match='no-such-run'):
+        await reconcile_run(client, ledger, 'no-such-run')

@@ -1,7 +1,8 @@
 """The ledger backends the conformance suite runs against, and test-only views of what each stores.
 
 A new backend is added here: to `BACKENDS` and `make_ledger` (and, for the storage checks, to
-`stored_content` and `tamper`; to `make_sharing_pair` if two processes can share its store).
+`stored_content`, `tamper`, `drop_run_record` and `corrupt_run_record`; to `make_sharing_pair` if two
+processes can share its store).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from agentledger.ledger import Ledger, MemoryLedger, RetryPolicy
 from agentledger.ledger.backends.s3 import S3Ledger
 from agentledger.ledger.backends.sqlite import SqliteLedger
 
-from .s3_server import s3_ledger, shared_s3_server
+from .s3_server import admin_client, s3_ledger, shared_s3_server
 from .s3_server import stored_content as s3_stored_content
 from .s3_server import tamper as s3_tamper
 
@@ -75,6 +76,36 @@ def tamper(ledger: Ledger, table: str, digest: str, data: bytes | None) -> None:
         s3_tamper(ledger, table, digest, data)
         return
     raise NotImplementedError(f'no tampering for {type(ledger).__name__}: add it to tamper')
+
+
+def drop_run_record(ledger: Ledger, run_id: str) -> None:
+    """Lose a run's record behind the ledger's back (its events, acceptances and snapshots stay)."""
+    if isinstance(ledger, MemoryLedger):
+        del ledger.store._runs[run_id]
+    elif isinstance(ledger, SqliteLedger):
+        assert raw_sql(Path(ledger.store.path), 'DELETE FROM runs WHERE run_id = ?', (run_id,)) == 1
+    elif isinstance(ledger, S3Ledger):
+        client, key = admin_client(ledger.endpoint), f'{ledger.prefix}runs/{run_id}/run.json'
+        client.head_object(Bucket=ledger.bucket, Key=key)
+        client.delete_object(Bucket=ledger.bucket, Key=key)
+    else:
+        raise NotImplementedError(f'no way to lose a run record of {type(ledger).__name__}: add it here')
+
+
+def corrupt_run_record(ledger: Ledger, run_id: str) -> bool:
+    """Write bytes that are not JSON where a run's record is stored; `False` for a backend that stores no bytes."""
+    if isinstance(ledger, MemoryLedger):
+        return False  # records are held as objects: there is nothing to decode, so nothing to corrupt
+    if isinstance(ledger, SqliteLedger):
+        query = "UPDATE runs SET temporal_run_ids = 'not json' WHERE run_id = ?"
+        assert raw_sql(Path(ledger.store.path), query, (run_id,)) == 1
+        return True
+    if isinstance(ledger, S3Ledger):
+        client, key = admin_client(ledger.endpoint), f'{ledger.prefix}runs/{run_id}/run.json'
+        client.head_object(Bucket=ledger.bucket, Key=key)
+        client.put_object(Bucket=ledger.bucket, Key=key, Body=b'{"run_id": "' + run_id.encode() + b'", trailing')
+        return True
+    raise NotImplementedError(f'no way to corrupt a run record of {type(ledger).__name__}: add it here')
 
 
 def raw_sql(path: Path, sql: str, parameters: tuple[Any, ...] = ()) -> int:

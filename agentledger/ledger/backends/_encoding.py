@@ -43,12 +43,15 @@ def loads_object(text: str | bytes) -> dict[str, Any]:
     return value
 
 
-def decode(where: str, build: Callable[[], T]) -> T:
-    """Run `build`; a value it refuses raises `LedgerCorruptionError` saying `where` the record does not decode."""
+def decode(where: str, build: Callable[[], T], *, run_id: str | None = None) -> T:
+    """Run `build`; a value it refuses raises `LedgerCorruptionError` saying `where` the record does not decode.
+
+    `run_id` (for a run record) is carried by the error, so a listing that skips the record can name the run.
+    """
     try:
         return build()
     except (ValueError, TypeError, KeyError) as error:
-        raise LedgerCorruptionError(f'{where} does not decode: {error}') from error
+        raise LedgerCorruptionError(f'{where} does not decode: {error}', run_id=run_id) from error
 
 
 def decode_run(value: dict[str, Any]) -> RunRecord:

@@ -10,7 +10,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 
 from agentledger.ledger._facade import Ledger
-from agentledger.ledger._store import RunFilter
+from agentledger.ledger._store import RunFilter, RunList
 from agentledger.model._keyed import KeyedRecord
 from agentledger.model._records import (
     Acceptance,
@@ -82,8 +82,8 @@ class MemoryStore:
             for acceptance in acceptances:
                 self._acceptances.setdefault(acceptance.run_id, {}).setdefault(acceptance.key, acceptance)
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically; whether a record was."""
         async with self._lock:
             existing = self._runs.get(seal.run_id)
             if existing is not None:
@@ -91,6 +91,12 @@ class MemoryStore:
                 if updated is not None:
                     self._runs[seal.run_id] = updated
             self._append([event])
+            return existing is not None
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` unless a run record with its id is stored."""
+        async with self._lock:
+            self._runs.setdefault(record.run_id, record)
 
     async def rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
         """Remove the run's events with these `seq`s, then store `events`, each in place of any row of its key."""
@@ -127,12 +133,15 @@ class MemoryStore:
         """Return the run record, or `None`."""
         return self._runs.get(run_id)
 
-    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
+    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> RunList:
+        """Return up to `limit` runs matching `filter`, newest first, strictly older than `before` when given.
+
+        Records are held as objects, so none is ever corrupt.
+        """
         ordered = sorted(self._runs.values(), key=lambda r: (r.started_at, r.run_id), reverse=True)
         if before is not None:
             ordered = [r for r in ordered if (r.started_at, r.run_id) < (before.started_at, before.run_id)]
-        return [r for r in ordered if filter.matches(r)][:limit]
+        return RunList([r for r in ordered if filter.matches(r)][:limit])
 
     async def read_events(self, run_id: str) -> list[StepEvent]:
         """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""

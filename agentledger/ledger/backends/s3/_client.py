@@ -420,8 +420,8 @@ class Bucket:
                     self._cache.put(key, item[0])
         return [(key, found.get(key)) for key in keys]
 
-    def _decode(self, key: str, data: bytes, build: Callable[[dict[str, Any]], T]) -> T:
-        return decode(f'object {key!r} in the S3 ledger {self.url}', lambda: build(loads_object(data)))
+    def _decode(self, key: str, data: bytes, build: Callable[[dict[str, Any]], T], *, run_id: str | None = None) -> T:
+        return decode(f'object {key!r} in the S3 ledger {self.url}', lambda: build(loads_object(data)), run_id=run_id)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

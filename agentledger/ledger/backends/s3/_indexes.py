@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agentledger.ledger._store import RunFilter
+from agentledger.errors import LedgerCorruptionError
+from agentledger.ledger._store import RunFilter, RunList
 from agentledger.ledger.backends._encoding import decode_run, epoch_us
 from agentledger.ledger.backends.s3._client import (
     Bucket,
@@ -21,14 +22,18 @@ __all__ = ['RunIndex']
 class RunIndex(Bucket):
     """`read_runs`: pages through the narrowest index, reading only the run records a page needs."""
 
-    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
+    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> RunList:
+        """Return up to `limit` runs matching `filter`, newest first, strictly older than `before` when given.
+
+        A listed record that does not decode is reported in the result's `corrupt`, and the listing goes on past it.
+        """
         async with self._operation():
             index = self._layout.index_for(filter)
             cursor = (epoch_us(before.started_at), before.run_id) if before is not None else None
             # Every key of the cursor's start time sorts after this one, so listing starts at its group.
             start_after = index + index_time(cursor[0]) if cursor is not None else None
             found: list[RunRecord] = []
+            corrupt: list[LedgerCorruptionError] = []
             listed: list[tuple[int, str]] = []
             token: str | None = None
             # One key past the page tells its last start time is complete; the cursor's own key is listed too.
@@ -54,13 +59,17 @@ class RunIndex(Bucket):
                     records = await self._get_many(
                         [self._layout.run_prefix(run_id) + 'run.json' for _, run_id in chunk]
                     )
-                    for (started_us, _), (key, data) in zip(chunk, records, strict=True):
+                    for (started_us, run_id), (key, data) in zip(chunk, records, strict=True):
                         if data is None:
                             continue  # indexed before its record was written, which never happened
-                        record = self._decode(key, data, decode_run)
+                        try:
+                            record = self._decode(key, data, decode_run, run_id=run_id)
+                        except LedgerCorruptionError as error:
+                            corrupt.append(error)
+                            continue
                         if epoch_us(record.started_at) == started_us and filter.matches(record):
                             found.append(record)
                             if len(found) == limit:
-                                return found
+                                return RunList(found, corrupt)
                 if token is None:
-                    return found
+                    return RunList(found, corrupt)

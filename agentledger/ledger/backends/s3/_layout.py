@@ -16,7 +16,7 @@ from typing import Final, Literal
 from agentledger.errors import LedgerConfigError
 from agentledger.ledger._store import RunFilter
 from agentledger.ledger.backends._encoding import epoch_us
-from agentledger.model._records import PayloadReference, RunStart
+from agentledger.model._records import PayloadReference, RunRecord, RunStart
 
 __all__ = [
     'CREATE',
@@ -109,8 +109,8 @@ class Layout:
             return f'{self.prefix}index/runs/{name}/'
         return f'{self.prefix}index/runs/{name}/{digest(value)[:32]}/'
 
-    def index_keys(self, start: RunStart) -> list[str]:
-        """The index entries a run gets when it starts: newest first in every index it belongs to."""
+    def index_keys(self, start: RunStart | RunRecord) -> list[str]:
+        """The index entries a run gets when it starts (or its lost record is rebuilt): newest first in every index."""
         entry = f'{index_time(epoch_us(start.started_at))}-{start.run_id}'
         prefixes = [self.index_prefix('all')] + [
             self.index_prefix(name, value) for name, value in indexed(start) if value is not None
@@ -147,7 +147,7 @@ class Layout:
         return self.index_prefix('all')
 
 
-def indexed(start: RunStart) -> Iterable[tuple[str, str | None]]:
+def indexed(start: RunStart | RunRecord) -> Iterable[tuple[str, str | None]]:
     """The indexed facts of a run, fixed from its start."""
     yield 'agent', start.agent_name
     yield 'conversation', start.conversation_id

@@ -47,12 +47,29 @@ class RunObjects(Counters):
                 self._counters.setdefault(start.run_id, Counter(known=True))
             await self._put_events([event])
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically; whether a record was."""
         async with self._operation():
             key = self._layout.run_prefix(seal.run_id) + 'run.json'
-            await self._fold_run(key, lambda existing: apply_seal(existing, seal) if existing is not None else None)
+            found = False
+
+            def fold(existing: RunRecord | None) -> RunRecord | None:
+                nonlocal found
+                found = existing is not None
+                return apply_seal(existing, seal) if existing is not None else None
+
+            await self._fold_run(key, fold)
             await self._put_events([event])
+            return found
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` unless a run record with its id is stored; its index entries first, as a start writes them."""
+        async with self._operation():
+            await gather_all(
+                self._run(self._put, index_key, b'', CREATE) for index_key in self._layout.index_keys(record)
+            )
+            key = self._layout.run_prefix(record.run_id) + 'run.json'
+            await self._fold_run(key, lambda existing: record if existing is None else None)
 
     async def write_events(self, events: Sequence[StepEvent]) -> None:
         """Store events that are not stored yet (by key), assigning `seq` in arrival order."""
@@ -152,7 +169,7 @@ class RunObjects(Counters):
         async with self._operation():
             key = self._layout.run_prefix(run_id) + 'run.json'
             stored = await self._run(self._get, key)
-            return self._decode(key, stored[0], decode_run) if stored is not None else None
+            return self._decode(key, stored[0], decode_run, run_id=run_id) if stored is not None else None
 
     async def read_events(self, run_id: str) -> list[StepEvent]:
         """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""

@@ -16,6 +16,7 @@ __all__ = [
     'INSERT_BLOB',
     'INSERT_EVENT',
     'INSERT_MESSAGE',
+    'INSERT_RUN',
     'INSERT_SNAPSHOT',
     'IN_CHUNK',
     'MIGRATIONS',
@@ -150,6 +151,7 @@ UPSERT_RUN = (
     f'INSERT INTO runs ({", ".join(RUN_COLUMNS)}) VALUES ({", ".join("?" for _ in RUN_COLUMNS)}) '
     f'ON CONFLICT (run_id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])}'
 )
+INSERT_RUN = f'INSERT OR IGNORE INTO runs ({", ".join(RUN_COLUMNS)}) VALUES ({", ".join("?" for _ in RUN_COLUMNS)})'
 INSERT_EVENT = 'INSERT OR IGNORE INTO events (event_key, run_id, body) VALUES (?, ?, ?)'
 INSERT_ACCEPTANCE = 'INSERT OR IGNORE INTO acceptances (acceptance_key, run_id, body) VALUES (?, ?, ?)'
 INSERT_MESSAGE = 'INSERT OR IGNORE INTO messages (hash, data) VALUES (?, ?)'

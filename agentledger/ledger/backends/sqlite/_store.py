@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 
 from agentledger.errors import LedgerCorruptionError
-from agentledger.ledger._store import RunFilter
+from agentledger.ledger._store import RunFilter, RunList
 from agentledger.ledger.backends._encoding import (
     decode,
     decode_event,
@@ -27,6 +27,7 @@ from agentledger.ledger.backends.sqlite._schema import (
     INSERT_BLOB,
     INSERT_EVENT,
     INSERT_MESSAGE,
+    INSERT_RUN,
     INSERT_SNAPSHOT,
     SELECT_PAYLOAD_REFERENCES,
     SELECT_RUN,
@@ -89,15 +90,27 @@ class SqliteStore(Database):
 
         await self._submit(write)
 
-    async def write_seal(self, seal: RunSeal, event: StepEvent) -> None:
-        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically."""
+    async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
+        """Fold `seal` into the run record (see `apply_seal`) and store its event, atomically; whether a record was."""
+        found = [False]
 
         async def write(connection: aiosqlite.Connection) -> None:
             existing = await self._select_run(connection, seal.run_id)
+            found[0] = existing is not None
             updated = apply_seal(existing, seal) if existing is not None else None
             if updated is not None:
                 await connection.execute(UPSERT_RUN, run_row(updated))
             await connection.executemany(INSERT_EVENT, event_rows([event]))
+
+        await self._submit(write)
+        return found[0]
+
+    async def create_run(self, record: RunRecord) -> None:
+        """Store `record` unless a run record with its id is stored."""
+        row = run_row(record)
+
+        async def write(connection: aiosqlite.Connection) -> None:
+            await connection.execute(INSERT_RUN, row)
 
         await self._submit(write)
 
@@ -235,8 +248,11 @@ class SqliteStore(Database):
         rows = await self._fetch(f'{SELECT_RUN} WHERE run_id = ?', (run_id,))
         return self._decode_run(rows[0]) if rows else None
 
-    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> list[RunRecord]:
-        """Return the runs matching `filter`, newest first, strictly older than `before` when given."""
+    async def read_runs(self, filter: RunFilter, *, limit: int, before: RunRecord | None) -> RunList:
+        """Return up to `limit` runs matching `filter`, newest first, strictly older than `before` when given.
+
+        A row that does not decode is reported in the result's `corrupt`, and the rows after it are read in its place.
+        """
         conditions: list[str] = []
         parameters: list[Any] = []
         for column, value in (
@@ -250,14 +266,25 @@ class SqliteStore(Database):
             if value is not None:
                 conditions.append(f'{column} = ?')
                 parameters.append(value)
-        if before is not None:
-            conditions.append('(started_at_us, run_id) < (?, ?)')
-            parameters.extend((epoch_us(before.started_at), before.run_id))
-        where = f' WHERE {" AND ".join(conditions)}' if conditions else ''
-        rows = await self._fetch(
-            f'{SELECT_RUN}{where} ORDER BY started_at_us DESC, run_id DESC LIMIT ?', (*parameters, limit)
-        )
-        return [self._decode_run(row) for row in rows]
+        cursor: tuple[Any, ...] = (epoch_us(before.started_at), before.run_id) if before is not None else ()
+        found: list[RunRecord] = []
+        corrupt: list[LedgerCorruptionError] = []
+        while True:
+            where = ' AND '.join([*conditions, *(['(started_at_us, run_id) < (?, ?)'] if cursor else [])])
+            wanted = limit - len(found)
+            rows = await self._fetch(
+                f'{SELECT_RUN}{" WHERE " if where else ""}{where} ORDER BY started_at_us DESC, run_id DESC LIMIT ?',
+                (*parameters, *cursor, wanted),
+            )
+            for row in rows:
+                try:
+                    found.append(self._decode_run(row))
+                except LedgerCorruptionError as error:
+                    corrupt.append(error)
+            if len(rows) < wanted or len(found) == limit:
+                return RunList(found, corrupt)
+            # The plain key columns still order a row whose record does not decode: go on after the last one.
+            cursor = (rows[-1]['started_at_us'], rows[-1]['run_id'])
 
     async def read_events(self, run_id: str) -> list[StepEvent]:
         """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""
@@ -378,7 +405,7 @@ class SqliteStore(Database):
         )
 
     def _decode_run(self, row: sqlite3.Row) -> RunRecord:
-        return decode(self._where('runs', row['run_id']), lambda: decode_run(run_value(row)))
+        return decode(self._where('runs', row['run_id']), lambda: decode_run(run_value(row)), run_id=row['run_id'])
 
     def _decode_snapshot(self, row: sqlite3.Row) -> SnapshotRecord:
         def build() -> SnapshotRecord:
