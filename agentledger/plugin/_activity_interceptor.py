@@ -249,7 +249,8 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         (a string with lone surrogates, a structure nested too deep) fails there and is retried
         forever, while an end written before would say `completed`. So the interceptor encodes it
         first, with the attempt's own payload converter: a result that cannot be encoded fails the
-        attempt for good, naming what and why, and a storage failure fails it retryably.
+        attempt for good, naming what and why, and a storage failure fails it retryably (under the
+        `warn` outage policy the result stays inline in Temporal's history instead).
         """
         try:
             [payload] = activity.payload_converter().to_payloads([result])
@@ -270,6 +271,11 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         )
         try:
             await self._recording.storage.store_ahead(target, payload)
+        except LedgerUnavailableError as error:
+            if self._recording.outage is None:
+                raise ledger_failure(error) from error
+            # Under `warn` the driver now keeps payloads inline for a while: Temporal will not store this one.
+            logger.warning('agentledger: %s keeps its result inline, the ledger cannot store it (warn policy)', what)
         except LedgerError as error:
             raise ledger_failure(error) from error
 
