@@ -7,12 +7,17 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from agentledger import LedgerPlugin
 from agentledger.errors import (
     LedgerConfigError,
     LedgerCorruptionError,
@@ -27,6 +32,7 @@ from agentledger.ledger.backends.sqlite._schema import MIGRATIONS
 from agentledger.model import ErrorInfo, Usage
 from agentledger.model._records import ForkRef
 
+from ..helpers.agents import calc_agent
 from ..helpers.ledgers import FAST_RETRY, directory_state, raw_sql, unwritable
 from ..helpers.records import T0, acceptance, at, conversation, event, ids, run_seal, run_start, snapshot_steps, states
 
@@ -453,3 +459,20 @@ async def test_sqlite_read_only_open_of_a_wal_file_in_a_directory_it_may_not_wri
         assert sorted(item.name for item in path.parent.iterdir()) == ['ledger.db']
     finally:
         path.parent.chmod(0o755)
+
+
+async def test_worker_refuses_to_start_on_a_ledger_it_cannot_write(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`LedgerPlugin` probes a write as the worker starts: a worker that could not record refuses to serve."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path):
+        pass
+    ledger = SqliteLedger(path, read_only=True)
+    plugin = LedgerPlugin(ledger, agents=[calc_agent])
+    client = await Client.connect(temporal_env.client.service_client.config.target_host, plugins=[plugin])
+    worker = Worker(client, task_queue=f'tq-{uuid.uuid4().hex[:8]}')
+    with pytest.raises(LedgerReadOnlyError, match=r'probe record .* is open read-only'):
+        await asyncio.wait_for(worker.run(), timeout=30)
+    # The worker closed the ledger it opened.
+    assert ledger.store._reader is None
