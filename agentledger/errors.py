@@ -31,6 +31,8 @@ __all__ = [
     'LedgerConfigError',
     'LedgerCorruptionError',
     'LedgerError',
+    'LedgerPermissionError',
+    'LedgerReadOnlyError',
     'LedgerUnavailableError',
     'RunNotFoundError',
     'SnapshotNotFoundError',
@@ -112,6 +114,23 @@ class UnresolvablePayloadReference(LedgerCorruptionError):
 
 class LedgerConfigError(LedgerError):
     """A ledger URL or option is invalid."""
+
+
+class LedgerPermissionError(LedgerConfigError):
+    """The ledger's storage refused this process: a file or directory it may not open or write, S3 access denied.
+
+    Raised at once, never retried: waiting does not grant a permission. The message says what was
+    refused and where (never a credential); the fix is the file's or directory's mode and owner, the
+    credentials' policy, or opening the ledger read-only for reading.
+    """
+
+
+class LedgerReadOnlyError(LedgerError):
+    """A write reached a ledger opened read-only (`read_only=True`, or `?mode=ro` in its URL); nothing was written.
+
+    Readers (the command line's `runs`, `show`, `effects`, the codec server) open the ledger
+    read-only, so they neither need write access nor change the file or bucket they read.
+    """
 
 
 class RunNotFoundError(LedgerError, LookupError):

@@ -207,7 +207,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _resume_or_abandon(args: argparse.Namespace) -> int:
     """`resume` / `abandon`: send the update to the parked run's workflow, after checking the ledger says parked."""
-    async with _reading(args.ledger) as ledger:
+    # Read-only: the worker running the workflow records what the update changes.
+    async with _reading(args.ledger, read_only=True) as ledger:
         record = await ledger.run(args.run_id)
     if record.status != 'parked':
         raise CliError(
@@ -242,7 +243,8 @@ async def _start_seeded(
     args: argparse.Namespace, *, prompt: str | None, at_step: int | None, snapshot: str | None
 ) -> int:
     """Start a run seeded from `args.run_id` (continue without `at_step` / `snapshot`, else fork) and report it."""
-    async with _reading(args.ledger) as ledger:
+    # Writable: the client stores the new run's large inputs in the ledger.
+    async with _reading(args.ledger, read_only=False) as ledger:
         # Resolved before connecting, so a bad run id, snapshot id or step says so even when Temporal is down.
         seed = await resolve_seed(ledger, continue_from=args.run_id, at_step=at_step, snapshot_id=snapshot)
         task_queue: str = args.task_queue or (await ledger.run(args.run_id)).task_queue
@@ -291,7 +293,7 @@ async def _start_seeded(
 async def _runs(args: argparse.Namespace) -> int:
     # A corrupt record is reported below in the command's own words; the ledger's warning would say it twice.
     with _quiet('agentledger.ledger'):
-        async with _reading(args.ledger) as ledger:
+        async with _reading(args.ledger, read_only=True) as ledger:
             runs = await ledger.runs(
                 agent=args.agent,
                 status=args.status,
@@ -308,7 +310,7 @@ async def _runs(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=True) as ledger:
         view = await _read_view(ledger, args.run_id)
     if args.json:
         _print(json_text(run_json(view)))
@@ -318,7 +320,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _effects(args: argparse.Namespace) -> int:
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=True) as ledger:
         found = await ledger.effects(workflow_id=args.workflow_id, status='unknown' if args.unknown else None)
     _print(json_text(effects_json(found)) if args.json else render_effects(found))
     return 0
@@ -328,7 +330,7 @@ async def _resolve(args: argparse.Namespace) -> int:
     outcome: ResolveOutcome = args.outcome
     if outcome == 'not-done' and args.result is not None:
         raise CliError('--result goes with --outcome done: an effect that did not happen has no result')
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=False) as ledger:
         effect = await ledger.resolve_effect(args.key, outcome, args.result)
     _print(f'{effect.key}: {effect.status} (resolved by an operator)')
     return 0
@@ -340,7 +342,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
     if args.dry_run and args.repair_open:
         raise CliError('--dry-run repairs nothing; it cannot be combined with --repair-open')
     repair = False if args.dry_run else True if args.repair_open else None
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=args.dry_run) as ledger:
         # No agents: this client only reads histories, decoded with the converter the workers use.
         client = await _connect(args.address, args.namespace, LedgerPlugin(ledger))
         try:
@@ -355,7 +357,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
 
 
 async def _snapshots(args: argparse.Namespace) -> int:
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=True) as ledger:
         if args.messages is not None:
             await ledger.run(args.run_id)
             snapshot = await ledger.snapshot(args.messages)
@@ -385,7 +387,7 @@ async def _codec_server(args: argparse.Namespace) -> int:
         token = os.environ.get(args.auth_token_env, '').strip()
         if not token:
             raise CliError(f'--auth-token-env {args.auth_token_env}: that environment variable is unset or empty')
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=True) as ledger:
         server = CodecServer(
             ledger,
             host=args.host,
@@ -411,7 +413,7 @@ async def _codec_server(args: argparse.Namespace) -> int:
 
 
 async def _gc(args: argparse.Namespace) -> int:
-    async with _reading(args.ledger) as ledger:
+    async with _reading(args.ledger, read_only=args.dry_run) as ledger:
         try:
             client = await Client.connect(args.address)
         except RuntimeError as error:
@@ -430,10 +432,14 @@ async def _gc(args: argparse.Namespace) -> int:
 
 
 @asynccontextmanager
-async def _reading(url: str) -> AsyncIterator[Ledger]:
-    """Open the ledger at `url` for reading; a SQLite file that does not exist is an error, not an empty ledger."""
-    ledger = open_ledger(url)
-    # Opening a SQLite ledger creates its file; for a read that only hides a wrong path or directory.
+async def _reading(url: str, *, read_only: bool) -> AsyncIterator[Ledger]:
+    """Open the existing ledger at `url`; a SQLite file that does not exist is an error, not an empty ledger.
+
+    A command that only reads opens it `read_only`: it then needs no write access and changes nothing
+    (no schema migration, no S3 marker), even run against a ledger that workers are writing.
+    """
+    ledger = open_ledger(url, read_only=read_only)
+    # Opening a SQLite ledger creates its file; for a command on an existing ledger that only hides a wrong path.
     sqlite_path = ledger.url.removeprefix('sqlite:///') if ledger.url.startswith('sqlite:///') else None
     if sqlite_path is not None and not Path(sqlite_path).exists():
         raise CliError(f'no ledger at {url}: {sqlite_path} does not exist (pass --ledger or set $AGENTLEDGER_LEDGER)')
@@ -442,13 +448,13 @@ async def _reading(url: str) -> AsyncIterator[Ledger]:
 
 
 async def _check_ledger(url: str) -> None:
-    """Open and close the ledger at `url` once, so a ledger that cannot be opened fails here with its own message.
+    """Open the ledger at `url` and probe a write, so a ledger a worker could not use fails here with its own message.
 
-    The worker's `LedgerPlugin` opens its ledger as the worker starts; when that fails, temporalio
-    (1.35) never marks the worker shut down, and leaving `async with Worker(...)` waits forever.
+    The worker's `LedgerPlugin` does the same as the worker starts, but `async with Worker(...)`
+    reports that only once the worker is running, after the command has said it is serving.
     """
-    async with open_ledger(url):
-        pass
+    async with open_ledger(url) as ledger:
+        await ledger.check_writable()
 
 
 async def _read_view(ledger: Ledger, run_id: str) -> RunView:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from pydantic_ai.messages import ModelMessage
 from agentledger.errors import (
     EffectNotFoundError,
     LedgerCorruptionError,
+    LedgerReadOnlyError,
     LedgerUnavailableError,
     RunNotFoundError,
     SnapshotNotFoundError,
@@ -61,6 +63,12 @@ logger = logging.getLogger('agentledger.ledger')
 
 T = TypeVar('T')
 
+# What `check_writable` stores and deletes: a reference to content that is never stored, so that a
+# probe left behind (its delete failed) names a missing payload, which `agentledger gc` drops.
+_PROBE_MANIFEST = content_hash(b'agentledger write probe')
+_PROBE_NAMESPACE = 'agentledger-write-probe'
+_PROBE = 'a probe record (the check that this process may write the ledger)'
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -76,8 +84,11 @@ class Ledger:
 
     Writes are idempotent (at-least-once delivery collapses onto each record's key) and are retried
     with backoff; a write that still fails raises `LedgerUnavailableError` naming what was not
-    written, never a silent drop. Reads derive each event's state and each step's accepted attempt
-    with the shared rules in `agentledger.model._rules`, so all backends answer alike.
+    written, never a silent drop. A write the storage refuses for good (`LedgerPermissionError`,
+    `LedgerConfigError`, `LedgerCorruptionError`) is raised at once, and a ledger opened with
+    `read_only=True` refuses every write with `LedgerReadOnlyError` before it reaches the store.
+    Reads derive each event's state and each step's accepted attempt with the shared rules in
+    `agentledger.model._rules`, so all backends answer alike.
 
     The backend is the `store` it holds (see `agentledger.ledger._store`); `MemoryLedger`,
     `SqliteLedger` and `S3Ledger` are this class over their own store. Use it as an async context
@@ -90,10 +101,18 @@ class Ledger:
     retry: RetryPolicy
     """How failed writes (and opens) are retried."""
 
-    def __init__(self, store: LedgerStore, *, retry: RetryPolicy | None = None) -> None:
-        """A ledger over `store`; nothing is opened until `open()`."""
+    read_only: bool
+    """Whether every write is refused with `LedgerReadOnlyError` (see `__init__`)."""
+
+    def __init__(self, store: LedgerStore, *, retry: RetryPolicy | None = None, read_only: bool = False) -> None:
+        """A ledger over `store`; nothing is opened until `open()`.
+
+        `read_only=True` refuses every write with `LedgerReadOnlyError` naming it. `SqliteLedger` and
+        `S3Ledger` given it also open their storage without writing (no schema migration, no marker).
+        """
         self.store = store
         self.retry = retry if retry is not None else RetryPolicy()
+        self.read_only = read_only
         self._users = 0
         # Concurrent first users (a client storing several payloads at once) must open the store once.
         self._opening = asyncio.Lock()
@@ -138,6 +157,8 @@ class Ledger:
     # --- writes --------------------------------------------------------------------------------------
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], *, action: str = 'write') -> T:
+        if action == 'write':
+            self._check_not_read_only(what)
         delay = self.retry.initial_backoff_s
         last: BaseException | None = None
         for attempt in range(1, self.retry.attempts + 1):
@@ -156,6 +177,22 @@ class Ledger:
             if action == 'write'
             else f'could not {action} {what} at {self.url} after {self.retry.attempts} attempts: {last}'
         ) from last
+
+    def _check_not_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise LedgerReadOnlyError(f'cannot write {what}: the ledger at {self.url} is open read-only')
+
+    async def check_writable(self) -> None:
+        """Prove that this process may write the ledger: store a throwaway payload reference, then delete it.
+
+        `LedgerPlugin` calls it when a worker starts, so that a worker on a ledger it cannot write (a
+        read-only file or directory, S3 credentials without `s3:PutObject`) refuses to start with that
+        error (`LedgerPermissionError`, `LedgerReadOnlyError` for a ledger opened read-only) instead of
+        serving and then failing every attempt.
+        """
+        probe = PayloadReference(_PROBE_MANIFEST, _PROBE_NAMESPACE, uuid.uuid4().hex, datetime.now(UTC))
+        await self._retrying(_PROBE, lambda: self.store.write_payload_references([probe]))
+        await self._retrying(_PROBE, lambda: self.store.delete_payload_references([probe]))
 
     async def start_run(self, start: RunStart) -> None:
         """Record that a Temporal run of ledger run `start.run_id` began (and its `run_started` event)."""
@@ -466,6 +503,8 @@ class Ledger:
         `base` (a stored snapshot's id and hashes, which `messages` starts with) makes that snapshot
         the parent and skips encoding the messages it holds, so the write costs only the new ones.
         """
+        # Refused before anything is read: whether a snapshot would be stored must not decide whether this raises.
+        self._check_not_read_only(f'a snapshot of run {run_id}')
         if not is_provider_valid(messages):
             logger.info('not snapshotting run %s at step %d: the history is not provider-valid', run_id, step)
             return None

@@ -130,7 +130,8 @@ class LedgerPlugin(SimplePlugin):
     On the client it installs pydantic-ai's payload converter. On a worker it also registers
     `AgentRunWorkflow`, the agents' activities (via pydantic-ai's `AgentPlugin`), the ledger's own
     activities and the interceptors that write StepEvents; it opens the ledger when the worker starts
-    (so a bad ledger fails at start, with its own message) and closes it when the worker stops.
+    and checks that it can write it (so a bad or read-only ledger fails at start, with its own
+    message), and closes it when the worker stops.
 
     Args:
         ledger: Where runs are recorded.
@@ -194,12 +195,23 @@ class LedgerPlugin(SimplePlugin):
         )
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
-        """Open the ledger for as long as the worker runs; a ledger that cannot be opened fails the start."""
+        """Open the ledger for as long as the worker runs; a ledger that cannot be opened or written fails the start.
+
+        A worker records every attempt, so one that cannot write (a read-only file or directory, S3
+        credentials that may only read, a ledger opened read-only) refuses to start with that error
+        (`Ledger.check_writable`) rather than poll its task queue and fail every attempt it takes.
+        """
         try:
             await self.ledger.open()
         except BaseException:
             # temporalio waits for a worker that never started to finish shutting down; say it has.
             mark_worker_never_started(worker)
+            raise
+        try:
+            await self.ledger.check_writable()
+        except BaseException:
+            mark_worker_never_started(worker)
+            await self.ledger.close()
             raise
         try:
             await next(worker)

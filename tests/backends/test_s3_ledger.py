@@ -41,17 +41,20 @@ from agentledger.errors import (
     LedgerConfigError,
     LedgerCorruptionError,
     LedgerError,
+    LedgerPermissionError,
+    LedgerReadOnlyError,
     LedgerUnavailableError,
     SnapshotNotFoundError,
 )
 from agentledger.ledger import open_ledger
 from agentledger.ledger.backends.s3 import FORMAT_VERSION, S3Ledger
+from agentledger.ledger.backends.s3._client import Bucket
 from agentledger.model._content import content_hash
 
 from ..conftest import check_at_session_end, check_served_ledgers, serve
 from ..helpers.agents import calc_agent
 from ..helpers.checks import check_calc_run, check_complete_calc_run, retried_failures
-from ..helpers.records import acceptance, conversation, event, run_seal, run_start, snapshot_steps
+from ..helpers.records import acceptance, conversation, event, ids, run_seal, run_start, snapshot_steps
 from ..helpers.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
@@ -224,8 +227,9 @@ class AuthServer:
                 time.sleep(0.05)
         root = {'endpoint_url': self.endpoint, 'region_name': REGION, 'aws_access_key_id': 'root'}
         iam = boto3.client('iam', aws_secret_access_key='root', **root)
-        self.allowed = self._user(iam, 'ledger-writer', allow=True)
-        self.denied = self._user(iam, 'ledger-nobody', allow=False)
+        self.allowed = self._user(iam, 'ledger-writer', ['s3:*'])
+        self.denied = self._user(iam, 'ledger-nobody', [])
+        self.reader = self._user(iam, 'ledger-reader', ['s3:List*', 's3:Get*'])
         boto3.client('s3', aws_secret_access_key='root', **root).create_bucket(Bucket='auth-ledger')
         # From now on every request must be signed by a known user and allowed by its policies.
         request = urllib.request.Request(
@@ -234,15 +238,15 @@ class AuthServer:
         urllib.request.urlopen(request, timeout=5).close()
 
     @staticmethod
-    def _user(iam: Any, name: str, *, allow: bool) -> tuple[str, str]:
+    def _user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
         iam.create_user(UserName=name)
-        if allow:
-            policy = {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': 's3:*', 'Resource': '*'}]}
+        if actions:
+            policy = {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': actions, 'Resource': '*'}]}
             iam.put_user_policy(UserName=name, PolicyName='ledger', PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=name)['AccessKey']
         return key['AccessKeyId'], key['SecretAccessKey']
 
-    def ledger(self, access_key_id: str, secret: str) -> S3Ledger:
+    def ledger(self, access_key_id: str, secret: str, *, read_only: bool = False) -> S3Ledger:
         return S3Ledger(
             's3://auth-ledger/prod',
             endpoint_url=self.endpoint,
@@ -250,6 +254,7 @@ class AuthServer:
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret,
             retry=FAST_RETRY,
+            read_only=read_only,
         )
 
 
@@ -295,6 +300,73 @@ async def test_refused_credentials_are_a_config_error_at_open_that_shows_no_secr
     assert code in message and what in message
     assert 'auth-ledger' in message and auth_server.endpoint in message
     assert secret not in message and secret not in caplog.text and secret not in ledger.url
+
+
+async def test_credentials_that_may_only_read_are_refused_at_once_and_read_read_only(
+    auth_server: AuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C17: AccessDenied on a write is a permission error raised at once; the same credentials read read-only."""
+    async with auth_server.ledger(*auth_server.allowed) as writer:
+        await writer.start_run(run_start('r-readable'))
+    reader_key, reader_secret = auth_server.reader
+    with caplog.at_level(logging.WARNING, logger='agentledger'), pytest.raises(LedgerPermissionError) as info:
+        await auth_server.ledger(reader_key, reader_secret).open()
+    message = str(info.value)
+    assert 'AccessDenied' in message and 'writing' in message and 'open it read-only' in message
+    assert 'ledger open failed' not in caplog.text
+    assert reader_secret not in message and reader_secret not in caplog.text
+    async with auth_server.ledger(reader_key, reader_secret, read_only=True) as reader:
+        assert (await reader.run('r-readable')).status == 'running'
+        with pytest.raises(LedgerReadOnlyError):
+            await reader.start_run(run_start('r-other'))
+
+
+# --- read-only -------------------------------------------------------------------------------------------
+
+
+def count_all_requests(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the S3 requests of every ledger opened from now on by operation name, from its first request."""
+    counts: Counter[str] = Counter()
+    make_client = Bucket._make_client
+
+    def counting(self: Bucket) -> Any:
+        client = make_client(self)
+        client.meta.events.register('before-call.s3', lambda model, **_: counts.update([model.name]))
+        return client
+
+    monkeypatch.setattr(Bucket, '_make_client', counting)
+    return counts
+
+
+async def test_read_only_open_and_reads_send_no_put(
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only ledger reads the marker instead of writing it, and never sends a PUT or DELETE."""
+    async with s3_server.ledger(s3_bucket) as writer:
+        await writer.start_run(run_start())
+        await writer.record_events([event('1', 1, 'tool_call_started')])
+    keys = all_keys(writer)
+    counts = count_all_requests(monkeypatch)
+    async with s3_server.ledger(s3_bucket, read_only=True) as reader:
+        assert ids(await reader.runs()) == ['r1']
+        assert [e.kind for e in await reader.events('r1')] == ['run_started', 'tool_call_started']
+        with pytest.raises(LedgerReadOnlyError, match='open read-only'):
+            await reader.record_events([event('2', 1, 'tool_call_started')])
+        with pytest.raises(LedgerReadOnlyError, match='open read-only'):
+            await reader.store.write_events([event('2', 1, 'tool_call_started')])
+    assert counts['GetObject'] > 0 and counts['ListObjectsV2'] > 0
+    assert counts['PutObject'] == counts['DeleteObject'] == 0, counts
+    assert all_keys(writer) == keys
+
+
+async def test_read_only_open_of_a_prefix_without_a_ledger(s3_server: S3Server, s3_bucket: str) -> None:
+    """A reader does not create the ledger it did not find: it says the prefix holds none."""
+    ledger = s3_server.ledger(s3_bucket, 'nothing-here', read_only=True)
+    with pytest.raises(
+        LedgerConfigError, match=r"no agentledger ledger at s3://.*/nothing-here\?.*holds no 'agentledger\.json' marker"
+    ):
+        await ledger.open()
+    assert all_keys(ledger) == []
 
 
 # --- layout and security ---------------------------------------------------------------------------------

@@ -1,24 +1,39 @@
-"""`SqliteLedger` beyond the shared conformance suite: persistence, schema versions, corruption, locking."""
+"""`SqliteLedger` beyond the shared conformance suite: persistence, schema versions, corruption, locking, read-only."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import time
+import uuid
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from agentledger.errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
+from agentledger import LedgerPlugin
+from agentledger.errors import (
+    LedgerConfigError,
+    LedgerCorruptionError,
+    LedgerError,
+    LedgerPermissionError,
+    LedgerReadOnlyError,
+    LedgerUnavailableError,
+)
 from agentledger.ledger import Ledger, RetryPolicy
 from agentledger.ledger.backends.sqlite import SCHEMA_VERSION, SqliteLedger
 from agentledger.ledger.backends.sqlite._schema import MIGRATIONS
 from agentledger.model import ErrorInfo, Usage
 from agentledger.model._records import ForkRef
 
-from ..helpers.ledgers import FAST_RETRY, raw_sql
+from ..helpers.agents import calc_agent
+from ..helpers.ledgers import FAST_RETRY, directory_state, raw_sql, unwritable
 from ..helpers.records import T0, acceptance, at, conversation, event, ids, run_seal, run_start, snapshot_steps, states
 
 
@@ -111,12 +126,17 @@ async def test_sqlite_file_that_is_not_a_database_is_corruption(tmp_path: Path) 
     assert str(path) in str(info.value)
 
 
-async def test_sqlite_path_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+async def test_sqlite_path_that_cannot_be_opened_is_refused_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLITE_CANTOPEN does not pass by waiting: it is raised on the first attempt, not after the retry budget."""
     path = tmp_path / 'a-directory.db'
     path.mkdir()
-    with pytest.raises(LedgerUnavailableError, match='unable to open') as info:
-        await SqliteLedger(path).open()
+    with caplog.at_level(logging.WARNING, logger='agentledger.ledger'), pytest.raises(LedgerPermissionError) as info:
+        await SqliteLedger(path, retry=RetryPolicy(attempts=5, initial_backoff_s=1.0)).open()
+    assert 'unable to open' in str(info.value) and 'SQLITE_CANTOPEN' in str(info.value)
     assert str(path) in str(info.value)
+    assert 'ledger open failed' not in caplog.text
 
 
 async def test_sqlite_directory_that_cannot_be_created_is_unavailable(tmp_path: Path) -> None:
@@ -336,3 +356,123 @@ async def test_sqlite_lock_released_mid_retry_loses_nothing(tmp_path: Path, capl
             ('-', 0, 'run_started', 'accepted'),
             ('1', 1, 'tool_call_started', 'accepted'),
         ]
+
+
+# --- read-only -------------------------------------------------------------------------------------------
+
+
+async def test_sqlite_read_only_open_reads_without_writing_a_byte(tmp_path: Path) -> None:
+    """A reader of a file it may not write: no WAL switch, no migration, no -wal or -shm, the file unchanged."""
+    path = tmp_path / 'ro' / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await write_a_full_run(ledger)
+        expected = await ledger.events('r1')
+    with unwritable(path) as before:
+        async with SqliteLedger(path, read_only=True) as reader:
+            assert ids(await reader.runs()) == ['r2', 'r1']
+            assert await reader.events('r1') == expected
+            assert (await reader.run('r1')).output_preview == 'bye'
+        assert directory_state(path.parent) == before
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute('PRAGMA journal_mode').fetchall() == [('delete',)]
+
+
+async def test_sqlite_read_only_open_refuses_another_schema_version_and_migrates_nothing(tmp_path: Path) -> None:
+    """A read-only open cannot migrate: a file of another schema version is refused, naming it, and left as is."""
+    older = tmp_path / 'older' / 'ledger.db'
+    older.parent.mkdir()
+    create_v1_ledger(older)
+    newer = tmp_path / 'newer' / 'ledger.db'
+    async with SqliteLedger(newer):
+        pass
+    raw_sql(newer, 'UPDATE schema_version SET version = ?', (SCHEMA_VERSION + 1,))
+    empty = tmp_path / 'empty' / 'ledger.db'
+    empty.parent.mkdir()
+    raw_sql(empty, 'CREATE TABLE unrelated (x)')
+    cases = [
+        (older, f'has schema version 1, but this version of agentledger reads version {SCHEMA_VERSION}'),
+        (newer, f'has schema version {SCHEMA_VERSION + 1}'),
+        (empty, 'is not an agentledger SQLite ledger: it has no schema version'),
+    ]
+    for path, message in cases:
+        with unwritable(path) as before:
+            with pytest.raises(LedgerConfigError, match=message) as info:
+                await SqliteLedger(path, read_only=True).open()
+            assert str(path) in str(info.value)
+            assert directory_state(path.parent) == before
+    missing = tmp_path / 'missing.db'
+    with pytest.raises(LedgerConfigError, match='the file does not exist'):
+        await SqliteLedger(missing, read_only=True).open()
+    assert not missing.exists()
+
+
+async def test_sqlite_read_only_ledger_refuses_writes_before_the_file(tmp_path: Path) -> None:
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await ledger.start_run(run_start())
+    async with SqliteLedger(path, read_only=True) as reader:
+        with pytest.raises(LedgerReadOnlyError, match=r'cannot write 1 event\(s\) of run r1: .* is open read-only'):
+            await reader.record_events([event('1', 1, 'tool_call_started')])
+        # The store refuses too, for code that writes to it directly.
+        with pytest.raises(LedgerReadOnlyError, match='open read-only'):
+            await reader.store.write_events([event('1', 1, 'tool_call_started')])
+    async with SqliteLedger(path) as ledger:
+        assert [e.kind for e in await ledger.events('r1')] == ['run_started']
+
+
+async def test_sqlite_write_the_file_refuses_is_raised_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """C17: SQLITE_READONLY is a permission problem, not an outage: raised on the first attempt, never retried."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path, retry=RetryPolicy(attempts=5, initial_backoff_s=1.0)) as ledger:
+        await ledger.start_run(run_start())
+        # What a file this process may only read answers every write (root cannot be denied by file modes).
+        assert ledger.store._writer is not None
+        await ledger.store._writer.execute('PRAGMA query_only = ON')
+        started = time.monotonic()
+        with (
+            caplog.at_level(logging.WARNING, logger='agentledger.ledger'),
+            pytest.raises(LedgerPermissionError) as info,
+        ):
+            await ledger.record_events([event('1', 1, 'tool_call_started')])
+        assert time.monotonic() - started < 0.9
+        assert 'ledger write failed' not in caplog.text
+        message = str(info.value)
+        assert 'SQLITE_READONLY' in message and 'attempt to write a readonly database' in message
+        assert str(path) in message and 'open it read-only' in message
+        await ledger.store._writer.execute('PRAGMA query_only = OFF')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write any directory')
+async def test_sqlite_read_only_open_of_a_wal_file_in_a_directory_it_may_not_write(tmp_path: Path) -> None:
+    """SQLite cannot create the -shm index of a WAL file there; with no -wal file the reader reads it as immutable."""
+    path = tmp_path / 'ro' / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await write_a_full_run(ledger)
+    path.parent.chmod(0o555)
+    try:
+        with pytest.raises(LedgerPermissionError, match='SQLITE_READONLY'):
+            await SqliteLedger(path).open()
+        async with SqliteLedger(path, read_only=True) as reader:
+            assert ids(await reader.runs()) == ['r2', 'r1']
+        assert sorted(item.name for item in path.parent.iterdir()) == ['ledger.db']
+    finally:
+        path.parent.chmod(0o755)
+
+
+async def test_worker_refuses_to_start_on_a_ledger_it_cannot_write(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`LedgerPlugin` probes a write as the worker starts: a worker that could not record refuses to serve."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path):
+        pass
+    ledger = SqliteLedger(path, read_only=True)
+    plugin = LedgerPlugin(ledger, agents=[calc_agent])
+    client = await Client.connect(temporal_env.client.service_client.config.target_host, plugins=[plugin])
+    worker = Worker(client, task_queue=f'tq-{uuid.uuid4().hex[:8]}')
+    with pytest.raises(LedgerReadOnlyError, match=r'probe record .* is open read-only'):
+        await asyncio.wait_for(worker.run(), timeout=30)
+    # The worker closed the ledger it opened.
+    assert ledger.store._reader is None

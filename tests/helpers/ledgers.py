@@ -1,14 +1,15 @@
 """The ledger backends the conformance suite runs against, and test-only views of what each stores.
 
-A new backend is added here: to `BACKENDS` and `make_ledger` (and, for the storage checks, to
-`stored_content`, `tamper`, `drop_run_record` and `corrupt_run_record`; to `make_sharing_pair` if two
-processes can share its store).
+A new backend is added here: to `BACKENDS`, `make_ledger` and `read_only_view` (and, for the storage
+checks, to `stored_content`, `tamper`, `drop_run_record` and `corrupt_run_record`; to `make_sharing_pair`
+if two processes can share its store).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,17 @@ def raw_sql(path: Path, sql: str, parameters: tuple[Any, ...] = ()) -> int:
         return raw.execute(sql, parameters).rowcount
 
 
+def read_only_view(ledger: Ledger) -> Ledger:
+    """An unopened ledger over the same store as `ledger`, opened read-only, as a reading process opens it."""
+    if isinstance(ledger, MemoryLedger):
+        return Ledger(ledger.store, read_only=True)
+    if isinstance(ledger, SqliteLedger):
+        return SqliteLedger(ledger.store.path, retry=FAST_RETRY, read_only=True)
+    if isinstance(ledger, S3Ledger):
+        return shared_s3_server().ledger(ledger.bucket, ledger.prefix.rstrip('/'), retry=FAST_RETRY, read_only=True)
+    raise NotImplementedError(f'no read-only view of {type(ledger).__name__}: add one to read_only_view')
+
+
 def make_sharing_pair(backend: str, tmp_path: Path) -> tuple[Ledger, Ledger]:
     """Two ledgers on one store, as two worker processes have them (own connections or clients)."""
     if backend == 'sqlite':
@@ -123,3 +135,28 @@ def make_sharing_pair(backend: str, tmp_path: Path) -> tuple[Ledger, Ledger]:
         bucket = server.new_bucket()
         return server.ledger(bucket), server.ledger(bucket)
     raise ValueError(f'{backend!r} has no store two ledgers can share')
+
+
+@contextmanager
+def unwritable(path: Path) -> Iterator[dict[str, tuple[bytes, int]]]:
+    """The SQLite ledger at `path` as a process without write access finds it; yields its directory's files.
+
+    The file is switched to rollback-journal mode first, so that a reader creates no `-wal` or `-shm`
+    beside it (a WAL file's reader does, where it may): any file that appears, and any change of the
+    file's bytes or mtime, was a write. Then the file is made 0444 and its directory 0555, which binds
+    every user but root (the tests may run as root, so they check the files rather than rely on the
+    modes). The modes are restored afterwards, so that the test's directory can be removed.
+    """
+    raw_sql(path, 'PRAGMA journal_mode = DELETE')
+    path.chmod(0o444)
+    path.parent.chmod(0o555)
+    try:
+        yield directory_state(path.parent)
+    finally:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
+
+
+def directory_state(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of `directory` with its bytes and mtime (ns)."""
+    return {item.name: (item.read_bytes(), item.stat().st_mtime_ns) for item in sorted(directory.iterdir())}

@@ -241,6 +241,6 @@ class MemoryLedger(Ledger):
 
     store: MemoryStore
 
-    def __init__(self) -> None:
-        """An empty ledger; `open()` connects to nothing."""
-        super().__init__(MemoryStore())
+    def __init__(self, *, read_only: bool = False) -> None:
+        """An empty ledger; `open()` connects to nothing. `read_only` refuses every write (for `memory://?mode=ro`)."""
+        super().__init__(MemoryStore(), read_only=read_only)

@@ -91,7 +91,11 @@ whole writes with backoff; what still fails raises `LedgerUnavailableError` nami
 written. Writes are idempotent, so a retry after an ambiguous failure (a timeout after S3 applied
 the PUT) stores nothing twice. Refused credentials, a missing bucket or a store that ignores
 conditional writes raise `LedgerConfigError` at `open()`, which `LedgerPlugin` calls when a worker
-starts.
+starts; refused credentials and denied access are its subclass `LedgerPermissionError`, raised at once.
+
+Read-only (`S3Ledger(url, read_only=True)`, `?mode=ro` for `open_ledger`): `open()` lists the prefix
+and reads the marker (a prefix without one holds no ledger: `LedgerConfigError`), and the store sends
+no PUT and no DELETE; every write raises `LedgerReadOnlyError`.
 
 Security: every key is built from validated parts: run ids and snapshot ids must match a strict
 pattern (letters, digits, `-`, `_`), content hashes must be SHA-256 hex, and free text (workflow ids,
@@ -132,7 +136,9 @@ class S3Ledger(Ledger):
 
     store: S3Store
 
-    def __init__(self, url: str, *, retry: RetryPolicy | None = None, **options: Unpack[S3Options]) -> None:
+    def __init__(
+        self, url: str, *, retry: RetryPolicy | None = None, read_only: bool = False, **options: Unpack[S3Options]
+    ) -> None:
         """Describe the ledger at `url` (`s3://bucket` or `s3://bucket/prefix`); nothing is contacted until `open()`.
 
         Args:
@@ -151,6 +157,9 @@ class S3Ledger(Ledger):
             addressing_style: `path` for stores that serve buckets only under the path (many MinIO
                 setups); by default botocore's choice.
             retry: How whole ledger writes are retried (see `RetryPolicy`).
+            read_only: Never write: `open()` checks that the prefix holds a ledger (its marker) instead of
+                writing the marker, every write raises `LedgerReadOnlyError`, and the credentials need
+                only `s3:ListBucket` and `s3:GetObject`.
             request_attempts: How many times botocore sends one request before the call fails
                 (standard retry mode, with its own jittered backoff).
             connect_timeout_s: How long one connection attempt may take; short, so an unreachable
@@ -163,7 +172,7 @@ class S3Ledger(Ledger):
 
         """
         check_options('S3Ledger', options, S3Options)
-        super().__init__(S3Store(url, **options), retry=retry)
+        super().__init__(S3Store(url, read_only=read_only, **options), retry=retry, read_only=read_only)
 
     @property
     def bucket(self) -> str:

@@ -32,7 +32,13 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from agentledger._redaction import redact
-from agentledger.errors import LedgerConfigError, LedgerError, LedgerUnavailableError
+from agentledger.errors import (
+    LedgerConfigError,
+    LedgerError,
+    LedgerPermissionError,
+    LedgerReadOnlyError,
+    LedgerUnavailableError,
+)
 from agentledger.ledger.backends._encoding import decode, dumps, loads_object
 from agentledger.ledger.backends.s3._cache import ObjectCache
 from agentledger.ledger.backends.s3._config import (
@@ -111,12 +117,14 @@ class Bucket:
     The store's capabilities (`_runs`, `_content`, `_records`, ...) are built on its calls: `_put`,
     `_get`, `_delete`, `_exists` and `_list_page` block and run on the pool through `_run`; every
     store method runs inside `_operation()`, so `close()` waits for it. `bucket` is the bucket's name and
-    `prefix` the key prefix of every object (`''` for the bucket's root, else ending in `/`).
+    `prefix` the key prefix of every object (`''` for the bucket's root, else ending in `/`). Opened
+    `read_only`, it never sends a PUT or DELETE.
     """
 
-    def __init__(self, url: str, **given: Unpack[S3Options]) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, **given: Unpack[S3Options]) -> None:
         """Describe the bucket and prefix `url` names; nothing is contacted until `open()`. See `S3Ledger`."""
         check_options('S3Store', given, S3Options)
+        self.read_only = read_only
         bucket, prefix, options = parse_url(url)
         explicit = {name: given.get(name) for name in URL_OPTIONS}
         options.update({name: value for name, value in explicit.items() if isinstance(value, str)})
@@ -166,9 +174,11 @@ class Bucket:
         """Build the client, then prove the ledger usable before any run depends on it.
 
         Checks that the endpoint answers, the bucket exists, the credentials may list and write, the
-        layout is one this code reads, and the store enforces conditional writes. Raises
-        `LedgerUnavailableError` when the endpoint cannot be reached and `LedgerConfigError` for refused
-        credentials, a missing bucket, a newer layout or a store that ignores conditional writes.
+        layout is one this code reads, and the store enforces conditional writes. Read-only, it writes
+        nothing: it checks that the credentials may list and read and that the prefix holds a ledger.
+        Raises `LedgerUnavailableError` when the endpoint cannot be reached, `LedgerPermissionError`
+        for refused credentials or access, and `LedgerConfigError` for a missing bucket, a newer layout,
+        a store that ignores conditional writes, or (read-only) a prefix that holds no ledger.
         """
         if self._client is not None:
             return
@@ -228,6 +238,15 @@ class Bucket:
     async def _verify(self) -> None:
         await self._run(self._list_page, self.prefix, None, None, 1)
         marker = self.prefix + MARKER
+        if self.read_only:
+            found = await self._run(self._get, marker)
+            if found is None:
+                raise LedgerConfigError(
+                    f'no agentledger ledger at {self.url}: the prefix holds no {MARKER!r} marker '
+                    '(a ledger is created when it is first opened read-write, as by a worker)'
+                )
+            self._check_marker(marker, found[0])
+            return
         body = json_body({'format': FORMAT, 'version': FORMAT_VERSION})
         if await self._run(self._put, marker, body, CREATE) is None:
             stored = await self._run(self._get, marker)
@@ -284,6 +303,7 @@ class Bucket:
 
     def _put(self, key: str, body: bytes, condition: str | None) -> str | None:
         """PUT `body` at `key` if `condition` (`CREATE`, an ETag, `None`: always) holds; the new ETag, or `None`."""
+        self._check_writable(key)
         request: PutObjectRequestTypeDef = {'Bucket': self.bucket, 'Key': key, 'Body': body}
         if condition == CREATE:
             request['IfNoneMatch'] = CREATE
@@ -306,6 +326,10 @@ class Bucket:
         except BotoCoreError as error:
             raise self._translate(error, f'writing {key!r} to') from None
 
+    def _check_writable(self, key: str) -> None:
+        if self.read_only:
+            raise LedgerReadOnlyError(f'cannot write {key!r} to the S3 ledger {self.url}: it is open read-only')
+
     def _get(self, key: str) -> tuple[bytes, str] | None:
         """GET `key`: its bytes and ETag, or `None` when there is no such key."""
         try:
@@ -319,6 +343,7 @@ class Bucket:
             raise self._translate(error, f'reading {key!r} from') from None
 
     def _delete(self, key: str) -> None:
+        self._check_writable(key)
         try:
             self._s3().delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as error:
@@ -369,14 +394,19 @@ class Bucket:
             if code == 'NotImplemented' or status == 501:
                 return LedgerConfigError(f'{where} failed: the store does not implement this request: {detail}')
             if code in _CREDENTIAL_CODES:
-                return LedgerConfigError(
+                return LedgerPermissionError(
                     f'{where} failed: the credentials were refused: {detail}. Check AWS_ACCESS_KEY_ID / '
                     'AWS_SECRET_ACCESS_KEY / AWS_PROFILE or the explicit credential options'
                 )
             if code in _DENIED_CODES or status == 403:
-                return LedgerConfigError(
-                    f'{where} failed: access denied: {detail}. The credentials need s3:ListBucket, '
-                    f's3:GetObject and s3:PutObject on bucket {self.bucket!r}'
+                needs = (
+                    's3:ListBucket and s3:GetObject'
+                    if self.read_only
+                    else 's3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject'
+                )
+                return LedgerPermissionError(
+                    f'{where} failed: access denied: {detail}. The credentials need {needs} on bucket '
+                    f'{self.bucket!r}' + ('' if self.read_only else '; to only read the ledger, open it read-only')
                 )
             if code in _TRANSIENT_CODES or status is None or status >= 500 or status in (408, 409, 429):
                 return LedgerUnavailableError(f'{where} failed: {detail} (HTTP {status})')

@@ -39,6 +39,14 @@ Schema (version 3, see `_schema.MIGRATIONS`)::
 Older files (version 1: no lineage columns, no snapshot tables; version 2: no `degraded`, no records,
 no payload references) are migrated in place on `open()`.
 
+Read-only (`SqliteLedger(path, read_only=True)`, `sqlite:///runs.db?mode=ro`): one connection opened
+with `mode=ro`, no migration (a file of another schema version is refused, naming it), no switch to
+WAL, no writer; every write raises `LedgerReadOnlyError`. It needs read access to the file only, and
+changes nothing: what the command line's reading commands and the codec server use. In a directory
+it may not write, SQLite cannot create the WAL file's shared-memory index; when no `-wal` file exists
+(no writer is connected, every commit is in the file) the file is then read as immutable, so a
+writer that connects later is not seen by that reader.
+
 Why WAL: readers (the CLI, the read connection of every worker) never block the writer and see
 only committed transactions; with `synchronous=NORMAL` a commit survives a crash of the process
 (an OS crash or power loss may roll back the last commits, but never corrupts the file).
@@ -68,6 +76,7 @@ class SqliteLedger(Ledger):
 
     Several worker processes on one host may share the file; each serialises its own writes on its
     writer task, and `BEGIN IMMEDIATE` serialises the processes. The file's path is `store.path`.
+    Opened `read_only`, it writes nothing, not even to open (see the module docstring).
     """
 
     store: SqliteStore
@@ -78,10 +87,15 @@ class SqliteLedger(Ledger):
         *,
         retry: RetryPolicy | None = None,
         busy_timeout_s: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         """Describe the ledger at `path`; nothing is opened until `open()`.
 
         `busy_timeout_s` is how long one attempt waits for another process's lock before the write
         fails with `LedgerUnavailableError` (and `retry` decides whether it is tried again).
+        `read_only` opens the file for reading only, without creating, migrating or changing it, and
+        refuses every write with `LedgerReadOnlyError`; the file must exist at this code's schema version.
         """
-        super().__init__(SqliteStore(path, busy_timeout_s=busy_timeout_s), retry=retry)
+        super().__init__(
+            SqliteStore(path, busy_timeout_s=busy_timeout_s, read_only=read_only), retry=retry, read_only=read_only
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,26 +14,32 @@ from typing import Any
 
 import aiosqlite
 
-from agentledger.errors import LedgerConfigError, LedgerCorruptionError, LedgerError, LedgerUnavailableError
+from agentledger.errors import (
+    LedgerConfigError,
+    LedgerCorruptionError,
+    LedgerError,
+    LedgerPermissionError,
+    LedgerReadOnlyError,
+    LedgerUnavailableError,
+)
 from agentledger.ledger.backends.sqlite._schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ['Database']
 
 # Primary result codes of failures that say nothing about the data and may pass: another process
-# holds the lock, the file or its directory is (momentarily) unreachable, the disk is full.
+# holds the lock, an I/O error, the disk is full.
 _UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_PROTOCOL,
-        sqlite3.SQLITE_PERM,
-    }
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL}
 )
+# The file or its directory may not be opened or written by this process: waiting does not change that.
+_PERMISSION_CODES = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM})
+# The same refusals as sqlite3 words them, for an error that carries no result code.
+_PERMISSION_MESSAGES = ('attempt to write a readonly database', 'unable to open database file')
 _CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# A read-only connection to a WAL file could not create the file's shared-memory index (`-shm`) beside it.
+_NO_SHARED_MEMORY = frozenset(
+    {sqlite3.SQLITE_READONLY_DIRECTORY, sqlite3.SQLITE_READONLY_CANTINIT, sqlite3.SQLITE_CANTOPEN}
+)
 
 _Write = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -54,17 +62,19 @@ class Database:
     """A SQLite file in WAL mode: a read connection, and a writer task that commits queued writes in batches.
 
     The store's writes are `_submit`ted as functions of the writer connection, each run inside the
-    batch's `BEGIN IMMEDIATE` transaction; its reads `_fetch` on the reader.
+    batch's `BEGIN IMMEDIATE` transaction; its reads `_fetch` on the reader. Opened `read_only`, it
+    has the reader only and writes nothing, not even to open.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0, read_only: bool = False) -> None:
         """Describe the database at `path`; nothing is opened until `open()`.
 
         `busy_timeout_s` is how long one attempt waits for another process's lock before the write
-        fails with `LedgerUnavailableError`.
+        fails with `LedgerUnavailableError`. `read_only` opens the file for reading only (see `open`).
         """
         self.path = os.fspath(path)
         self.url = f'sqlite:///{self.path}'
+        self.read_only = read_only
         self._busy_timeout_ms = max(0, round(busy_timeout_s * 1000))
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -76,17 +86,23 @@ class Database:
     async def open(self) -> None:
         """Create the file (and its directory) if needed, migrate the schema and start the writer task.
 
-        Raises `LedgerUnavailableError` when the file cannot be opened, `LedgerCorruptionError` when it
-        is not a SQLite database, and `LedgerConfigError` when its schema is newer than this code.
+        Read-only, it only connects for reading (see `_open_read_only`). Raises `LedgerPermissionError`
+        when the file or its directory may not be opened or written, `LedgerCorruptionError` when it is
+        not a SQLite database, and `LedgerConfigError` when its schema is newer than this code (or,
+        read-only, is missing or older).
         """
-        if self._writer is not None:
+        if self._reader is not None:
+            return
+        if self.read_only:
+            self._reader = await self._open_read_only()
             return
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise LedgerUnavailableError(
-                f'cannot create the directory of the SQLite ledger {self.path}: {error}'
-            ) from error
+            where = f'cannot create the directory of the SQLite ledger {self.path}: {error}'
+            if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+                raise LedgerPermissionError(where) from error
+            raise LedgerUnavailableError(where) from error
         writer = await self._connect(self.path)
         try:
             await self._execute_pragmas(writer, 'PRAGMA journal_mode = WAL', 'PRAGMA synchronous = NORMAL')
@@ -113,11 +129,74 @@ class Database:
                 if connection is not None:
                     await connection.close()
 
-    async def _connect(self, database: str, *, uri: bool = False) -> aiosqlite.Connection:
+    async def _open_read_only(self) -> aiosqlite.Connection:
+        """Connect for reading without writing a byte: `mode=ro`, no journal-mode switch, no migration.
+
+        The schema must be the one this code reads: a read-only open cannot migrate an older file.
+        A WAL file is read through a shared-memory index (`-shm`) that SQLite creates beside it; in a
+        directory this process may not write, and with no `-wal` file (so the main file holds every
+        committed transaction and no writer is connected), the file is read as immutable instead.
+        """
+        if not Path(self.path).is_file():
+            raise LedgerConfigError(f'no SQLite ledger at {self.path}: the file does not exist')
+        uri = Path(self.path).absolute().as_uri()
+        reader = await self._connect(f'{uri}?mode=ro', uri=True)
         try:
-            # isolation_level=None: no implicit transactions; every transaction here is an explicit BEGIN.
-            connection = await aiosqlite.connect(database, uri=uri, isolation_level=None)
+            try:
+                version = await self._schema_version(reader)
+            except sqlite3.Error as error:
+                code = getattr(error, 'sqlite_errorcode', None)
+                if code not in _NO_SHARED_MEMORY or Path(f'{self.path}-wal').exists():
+                    raise self._translate(error, 'opening') from error
+                await reader.close()
+                reader = await self._connect(f'{uri}?mode=ro&immutable=1', uri=True)
+                version = await self._schema_version(reader)
         except sqlite3.Error as error:
+            await reader.close()
+            raise self._translate(error, 'opening') from error
+        except BaseException:
+            await reader.close()
+            raise
+        if version != SCHEMA_VERSION:
+            await reader.close()
+            raise self._schema_mismatch(version)
+        return reader
+
+    @staticmethod
+    async def _schema_version(connection: aiosqlite.Connection) -> int | None:
+        """The file's schema version, or `None` when it has no `schema_version` table (not a ledger)."""
+        tables = list(
+            await connection.execute_fetchall(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            )
+        )
+        if not tables:
+            return None
+        rows = list(await connection.execute_fetchall('SELECT MAX(version) FROM schema_version'))
+        version: int = rows[0][0] or 0
+        return version
+
+    def _schema_mismatch(self, version: int | None) -> LedgerConfigError:
+        if version is None:
+            return LedgerConfigError(f'{self.path} is not an agentledger SQLite ledger: it has no schema version')
+        if version > SCHEMA_VERSION:
+            return LedgerConfigError(
+                f'the SQLite ledger {self.path} has schema version {version}, but this version of '
+                f'agentledger knows versions up to {SCHEMA_VERSION}; upgrade agentledger to use it'
+            )
+        return LedgerConfigError(
+            f'the SQLite ledger {self.path} has schema version {version}, but this version of agentledger '
+            f'reads version {SCHEMA_VERSION} and a read-only open does not migrate: open it once read-write '
+            '(a worker, or SqliteLedger without read_only) to migrate it'
+        )
+
+    async def _connect(self, database: str, *, uri: bool = False) -> aiosqlite.Connection:
+        # isolation_level=None: no implicit transactions; every transaction here is an explicit BEGIN.
+        connecting = aiosqlite.connect(database, uri=uri, isolation_level=None)
+        try:
+            connection = await connecting
+        except sqlite3.Error as error:
+            await _thread_ended(connecting)
             raise self._translate(error, 'opening') from error
         connection.row_factory = sqlite3.Row
         try:
@@ -142,10 +221,7 @@ class Database:
                 rows = list(await connection.execute_fetchall('SELECT MAX(version) FROM schema_version'))
                 version: int = rows[0][0] or 0
                 if version > SCHEMA_VERSION:
-                    raise LedgerConfigError(
-                        f'the SQLite ledger {self.path} has schema version {version}, but this version of '
-                        f'agentledger knows versions up to {SCHEMA_VERSION}; upgrade agentledger to use it'
-                    )
+                    raise self._schema_mismatch(version)
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[target]:
                         await connection.execute(statement)
@@ -164,6 +240,8 @@ class Database:
 
     async def _submit(self, write: _Write) -> None:
         """Queue `write` for the writer task and wait until its transaction committed (or failed)."""
+        if self.read_only:
+            raise LedgerReadOnlyError(f'cannot write to the SQLite ledger {self.path}: it is open read-only')
         if self._writer_task is None or self._writer_task.done():
             raise LedgerError(f'the SQLite ledger {self.path} is not open')
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -253,6 +331,16 @@ class Database:
         primary = code & 0xFF if code is not None else None
         name = getattr(error, 'sqlite_errorname', type(error).__name__)
         message = f'{doing} the SQLite ledger {self.path} failed ({name}): {error}'
+        if primary in _PERMISSION_CODES or (primary is None and str(error) in _PERMISSION_MESSAGES):
+            needs = (
+                'read access to the file'
+                if self.read_only
+                else 'read and write access to the file and its directory (SQLite keeps its -wal and -shm files '
+                'beside it); to only read it, open it read-only (read_only=True, or ?mode=ro in its URL)'
+            )
+            return LedgerPermissionError(
+                f'{doing} the SQLite ledger {self.path} was refused ({name}): {error}; this process needs {needs}'
+            )
         if primary in _UNAVAILABLE_CODES:
             return LedgerUnavailableError(message)
         if primary in _CORRUPTION_CODES:
@@ -266,6 +354,19 @@ class Database:
             return list(await self._reader.execute_fetchall(sql, parameters))
         except sqlite3.Error as error:
             raise self._translate(error, 'reading') from error
+
+
+async def _thread_ended(connecting: aiosqlite.Connection) -> None:
+    """Wait for the thread of a connection whose connect failed.
+
+    aiosqlite stops that thread without waiting for it, and the thread then reports to the event
+    loop: once `asyncio.run` has closed the loop (a command that could not open its ledger ends at
+    once) that prints an "Event loop is closed" traceback after the command's own error.
+    """
+    # aiosqlite 0.22 runs the connection on `_thread`; 0.21's connection is itself the thread.
+    thread = connecting if isinstance(connecting, threading.Thread) else getattr(connecting, '_thread', None)
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        await asyncio.to_thread(thread.join)
 
 
 def _resolve(pending: _Pending) -> None:
