@@ -274,7 +274,7 @@ async def test_a_token_guards_decode_but_not_the_preflight(tmp_path: Path) -> No
 
 
 async def test_codec_server_command(tmp_path: Path) -> None:
-    """`agentledger codec-server` prints its URL, serves the protocol, and stops on SIGTERM."""
+    """`agentledger codec-server` prints its URL, serves the protocol (its namespace only), and stops on SIGTERM."""
     async with SqliteLedger(tmp_path / 'runs.db'):
         pass
     process = await asyncio.create_subprocess_exec(
@@ -288,6 +288,8 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         '0',
         '--ui-origin',
         UI,
+        '--namespace',
+        'default',
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parents[2],
@@ -299,6 +301,8 @@ async def test_codec_server_command(tmp_path: Path) -> None:
         plain = Payload(metadata={'encoding': b'json/plain'}, data=b'"hi"')
         _, headers, (same,) = await post(f'{url}/decode', [plain], Origin=UI)
         assert same == plain and headers['Access-Control-Allow-Origin'] == UI
+        status, _, _ = await asyncio.to_thread(http, 'POST', f'{url}/decode', b'{}', **{'X-Namespace': 'other'})
+        assert status == 403
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
