@@ -34,6 +34,7 @@ __all__ = [
     'LedgerPermissionError',
     'LedgerReadOnlyError',
     'LedgerUnavailableError',
+    'MalformedPayloads',
     'RunNotFoundError',
     'SnapshotNotFoundError',
     'UnresolvablePayloadReference',
@@ -109,6 +110,15 @@ class UnresolvablePayloadReference(LedgerCorruptionError):
     Raised where Temporal decodes the payload: an activity attempt fails with it and is retried, a
     workflow task fails with it and is retried, so the run waits (visibly) for the content to be
     restored or for a worker that shares the ledger, instead of failing or running without it.
+    """
+
+
+class MalformedPayloads(AgentLedgerError, ValueError):
+    """Payloads sent to be decoded are not well-formed: the request is wrong, not the ledger.
+
+    A body that is not protobuf JSON of payloads, invalid base64, or a reference or `agentledger`
+    header whose fields have the wrong type. The codec server answers 400 with the message; a
+    well-formed reference the ledger cannot resolve decodes to an error result instead.
     """
 
 

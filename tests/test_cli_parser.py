@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from agentledger.cli._commands import _HANDLERS, TEMPORAL_COMMANDS
 from agentledger.cli._parser import build_parser
 
@@ -19,3 +21,16 @@ def test_every_command_has_a_handler_and_every_handler_a_command() -> None:
 
 def test_the_commands_that_start_temporal_are_commands() -> None:
     assert set(TEMPORAL_COMMANDS) <= set(_HANDLERS)
+
+
+def test_codec_server_takes_allowed_hosts_and_namespaces() -> None:
+    parse = build_parser().parse_args
+    args = parse(
+        ['codec-server', '--allowed-host', 'codec.example.com:8443', '--allowed-host', '[::1]', '--namespace', 'prod']
+    )
+    assert args.allowed_host == ['codec.example.com:8443', '[::1]'] and args.namespace == ['prod']
+    defaults = parse(['codec-server'])
+    assert defaults.allowed_host == [] and defaults.namespace is None
+    for wrong in ('codec.example.com:99999', 'codec.example.com:', 'user@codec.example.com'):
+        with pytest.raises(SystemExit):
+            parse(['codec-server', '--allowed-host', wrong])

@@ -394,6 +394,8 @@ async def _codec_server(args: argparse.Namespace) -> int:
             port=args.port,
             ui_origins=args.ui_origin or DEFAULT_UI_ORIGINS,
             auth_token=token,
+            allowed_hosts=args.allowed_host,
+            namespaces=args.namespace,
         )
         try:
             await server.start()

@@ -71,7 +71,7 @@ Commands::
         the signals of the same names instead.
 
     agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
-                             [--auth-token-env VAR]
+                             [--auth-token-env VAR] [--allowed-host HOST[:PORT] ...] [--namespace NS ...]
         Serve Temporal's remote codec protocol (POST /decode, /encode) until Ctrl-C or SIGTERM, so the
         Temporal UI (`temporal server start-dev --ui-codec-endpoint URL`) and CLI (`temporal workflow
         show --codec-endpoint URL`) show agent runs' payloads read back from the ledger: stored payloads
@@ -80,6 +80,9 @@ Commands::
         is the browser origin of the Temporal UI that may call it. The port defaults to 8081.
         --auth-token-env VAR requires `Authorization: Bearer <token>` on every request, the token read
         from environment variable VAR (`temporal workflow show --codec-auth "Bearer <token>"`).
+        --allowed-host (repeatable, `*` for any) adds a Host header value accepted besides the loopback
+        names on its port (against DNS rebinding): the name clients use behind a proxy or beyond
+        loopback. --namespace (repeatable) serves only requests whose X-Namespace is one of them.
 
     agentledger gc [--ledger URL] [--address HOST:PORT] [--grace-minutes N] [--dry-run] [--json]
         Delete payloads stored in the ledger through Temporal's external storage that no workflow
@@ -133,6 +136,7 @@ from typing import Any, get_args
 from agentledger import __version__
 from agentledger.model import RunStatus
 from agentledger.payloads._codec_server import DEFAULT_UI_ORIGINS
+from agentledger.payloads._codec_wire import parse_host
 from agentledger.payloads._gc import DEFAULT_GRACE
 
 __all__ = [
@@ -312,6 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='VAR',
         help='require "Authorization: Bearer <token>", the token read from environment variable VAR',
     )
+    codec.add_argument(
+        '--allowed-host',
+        action='append',
+        type=_host,
+        default=[],
+        metavar='HOST[:PORT]',
+        help='a Host header value accepted besides the loopback names, repeatable, * for any',
+    )
+    codec.add_argument(
+        '--namespace',
+        action='append',
+        metavar='NS',
+        help='serve only requests whose X-Namespace is NS, repeatable (default: any namespace)',
+    )
 
     gc = commands.add_parser('gc', help='delete stored payloads no workflow inside its retention references')
     _ledger_option(gc)
@@ -376,6 +394,15 @@ def _json_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(f'not valid JSON: {error}') from error
+
+
+def _host(text: str) -> str:
+    if text != '*':
+        try:
+            parse_host(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+    return text
 
 
 def _non_negative_int(text: str) -> int:

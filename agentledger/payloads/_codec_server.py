@@ -12,7 +12,14 @@ Decode shows what an agent run's references point at (see `agentledger/payloads/
 payloads through: agentledger stores payloads with Temporal's external storage, not with a payload
 codec, so what the UI sends (a signal, a workflow input) is already what a worker reads.
 
-Stdlib only (asyncio streams): the server answers a handful of requests from one operator's UI.
+Decoded payloads are the runs' messages and tool results, so a request is checked before its body
+is read, cheapest first: the `Host` (against DNS rebinding), the `Origin` (a browser page the UI's
+origins do not include is refused, not just left without CORS headers), the bearer token, the
+namespace, then the body's size. Errors name no ledger location and nothing the ledger holds.
+
+Built on `aiohttp.web`: one dependency that brings HTTP/1.1 keep-alive, chunked bodies, a body size
+limit (`client_max_size`), header size limits and idle timeouts, all of which a hand-made parser
+gets wrong one by one (Starlette would need an ASGI server, uvicorn, beside it).
 """
 
 from __future__ import annotations
@@ -21,58 +28,37 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from aiohttp import web
 
+from agentledger.errors import MalformedPayloads
 from agentledger.ledger._facade import Ledger
+from agentledger.payloads._codec_wire import encode_payloads, parse_host, parse_payloads
 from agentledger.payloads._decode import PayloadDecoder
 
-__all__ = ['DEFAULT_UI_ORIGINS', 'CodecServer']
+__all__ = ['DEFAULT_MAX_BODY_SIZE', 'DEFAULT_UI_ORIGINS', 'CodecServer']
 
 logger = logging.getLogger('agentledger.codec')
 
 DEFAULT_UI_ORIGINS = ('http://localhost:8233', 'http://127.0.0.1:8233')
 """The origins of the dev server's web UI (`temporal server start-dev`), allowed when none are given."""
 
-_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_MAX_BODY_SIZE = 8 * 1024 * 1024
+"""The largest request body accepted, in bytes: a few of Temporal's 2 MB payloads, base64-encoded."""
+
+_LOOPBACK_NAMES = frozenset({'127.0.0.1', 'localhost', '::1'})
+_WILDCARD_HOSTS = {'': '127.0.0.1', '0.0.0.0': '127.0.0.1', '::': '::1'}
+"""Addresses that listen on every interface, and the loopback address to reach each by."""
 _ALLOWED_HEADERS = 'X-Namespace, Content-Type, Authorization'
-_REASONS = {
-    200: 'OK',
-    204: 'No Content',
-    400: 'Bad Request',
-    401: 'Unauthorized',
-    404: 'Not Found',
-    405: 'Method Not Allowed',
-    411: 'Length Required',
-    413: 'Content Too Large',
-    500: 'Internal Server Error',
-}
-
-
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    body: bytes = b''
-    content_type: str = 'application/json'
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+# Request line and each header line: enough for a long bearer token (a JWT), far from a flood.
+_MAX_LINE_SIZE = 8190
+_MAX_HEADERS = 64
+# After an answer sent before the body was read (401, 413, ...), how long the rest is read and dropped.
+_LINGERING_S = 2.0
+_SHUTDOWN_S = 5.0
 
 
 class CodecServer:
@@ -81,12 +67,24 @@ class CodecServer:
     Use it as an async context manager (or `start()` / `close()`); `url` is what to pass as
     `--ui-codec-endpoint` or `--codec-endpoint`. `port=0` picks a free port. `ui_origins` are the
     browser origins allowed to call it (the Temporal UI's address, e.g. `http://localhost:8233`);
-    `'*'` allows any origin.
+    `'*'` allows any origin. A request from another origin is refused (403).
 
     `auth_token`: when given, every decode and encode request must carry `Authorization: Bearer
     <auth_token>` (the Temporal CLI's `--codec-auth`, the UI's "pass access token" setting) or gets
-    401; the browser's preflight needs none. Decoded payloads are the run's messages and tool
-    results, so serve them beyond loopback only with a token (and TLS in front).
+    401 before its body is read; the browser's preflight needs none. Decoded payloads are the run's
+    messages and tool results, so serve them beyond loopback only with a token (and TLS in front).
+
+    `allowed_hosts` (`HOST[:PORT]`, without a port any port; `'*'` for any host): the `Host` header
+    values accepted besides the loopback names (`127.0.0.1`, `localhost`, `[::1]`) and `host` on the
+    server's own port. A browser tricked by DNS rebinding sends the attacker's name, which is refused
+    (403); behind a proxy, or listening beyond loopback, name the host clients use.
+
+    `namespaces`: when given, a request whose `X-Namespace` is not one of them is refused (403), and
+    a stored payload is decoded only when a workflow of the request's namespace references it.
+
+    `max_body_size` bounds a request's body (413 beyond it, before it is read when its length is
+    declared); `idle_timeout` closes a connection that sends no complete request for that long (one
+    that was just opened, or idle between requests); `read_timeout` bounds reading a request's body.
     """
 
     def __init__(
@@ -97,44 +95,73 @@ class CodecServer:
         port: int = 0,
         ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS,
         auth_token: str | None = None,
+        allowed_hosts: Sequence[str] = (),
+        namespaces: Sequence[str] | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        idle_timeout: float = 15.0,
+        read_timeout: float = 30.0,
     ) -> None:
         if auth_token is not None and not auth_token.strip():
             raise ValueError('auth_token must be a non-empty string (or None for no authentication)')
+        if namespaces is not None and not namespaces:
+            raise ValueError('namespaces must name at least one namespace (or be None for any)')
+        if max_body_size <= 0 or idle_timeout <= 0 or read_timeout <= 0:
+            raise ValueError('max_body_size, idle_timeout and read_timeout must be positive')
         self._ledger = ledger
-        self._decoder = PayloadDecoder(ledger)
+        self._decoder = PayloadDecoder(ledger, detailed_errors=False)
         self._host = host
         self._port = port
         self._origins = frozenset(origin.rstrip('/') for origin in ui_origins)
         self._authorization = f'Bearer {auth_token}'.encode() if auth_token is not None else None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._any_host = '*' in allowed_hosts
+        self._hosts = [parse_host(allowed) for allowed in allowed_hosts if allowed != '*']
+        self._own_names = _LOOPBACK_NAMES | ({host.lower()} if host not in _WILDCARD_HOSTS else set())
+        self._namespaces = frozenset(namespaces) if namespaces is not None else None
+        self._max_body_size = max_body_size
+        self._idle_timeout = idle_timeout
+        self._read_timeout = read_timeout
+        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        """The endpoint's base URL (the port is known once started)."""
-        host = f'[{self._host}]' if ':' in self._host else self._host
+        """The endpoint's base URL (the port is known once started); a loopback address for a wildcard host."""
+        host = _WILDCARD_HOSTS.get(self._host, self._host)
+        host = f'[{host}]' if ':' in host else host
         return f'http://{host}:{self._port}'
 
     async def start(self) -> None:
         """Open the ledger and listen; raises `OSError` when the address is taken."""
+        app = web.Application(client_max_size=self._max_body_size)
+        app.router.add_route('*', '/{path:.*}', self._handle)
+        app.on_response_prepare.append(self._cors)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=self._idle_timeout,
+            max_line_size=_MAX_LINE_SIZE,
+            max_field_size=_MAX_LINE_SIZE,
+            max_headers=_MAX_HEADERS,
+            lingering_time=_LINGERING_S,
+            shutdown_timeout=_SHUTDOWN_S,
+        )
         await self._ledger.open()
         try:
-            self._server = await asyncio.start_server(self._connection, self._host, self._port)
+            await runner.setup()
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
         except OSError:
+            await runner.cleanup()
             await self._ledger.close()
             raise
-        self._port = self._server.sockets[0].getsockname()[1]
+        self._runner = runner
+        self._port = runner.addresses[0][1]
 
     async def close(self) -> None:
         """Stop listening, end open connections and release the ledger."""
-        server, self._server = self._server, None
-        if server is None:
+        runner, self._runner = self._runner, None
+        if runner is None:
             return
-        server.close()
-        # Idle keep-alive connections would hold `wait_closed` open.
-        for writer in list(self._writers):
-            writer.close()
-        await server.wait_closed()
+        await runner.cleanup()
         await self._ledger.close()
 
     async def __aenter__(self) -> Self:
@@ -146,118 +173,91 @@ class CodecServer:
     ) -> None:
         await self.close()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Check the request cheapest first, everything before its body is read; then decode or encode."""
+        if not self._host_allowed(request.headers.get('Host')):
+            return _error(403, 'this Host is not allowed')
+        origin = request.headers.get('Origin')
+        if origin is not None and not self._origin_allowed(origin):
+            return _error(403, 'this Origin is not allowed')
+        if request.method == 'OPTIONS':
+            return web.Response(status=204)
+        operation = request.path.rstrip('/').rsplit('/', 1)[-1]
+        if operation not in ('decode', 'encode'):
+            return _error(404, 'no such endpoint: POST .../decode or .../encode')
+        if request.method != 'POST':
+            return _error(405, 'POST a JSON body of payloads', headers={'Allow': 'POST, OPTIONS'})
+        if self._authorization is not None:
+            given = request.headers.get('Authorization')
+            # Bytes, since `compare_digest` refuses non-ASCII text; aiohttp keeps undecodable bytes as surrogates.
+            if given is None or not hmac.compare_digest(given.encode('utf-8', 'surrogateescape'), self._authorization):
+                which = 'no' if given is None else 'a wrong'
+                message = f'{which} Authorization header: send "Bearer <token>"'
+                return _error(401, message, headers={'WWW-Authenticate': 'Bearer'})
+        # The Temporal CLI sends an empty X-Namespace unless it is given --namespace: the same as none.
+        namespace = request.headers.get('X-Namespace') or None
+        if self._namespaces is not None and namespace not in self._namespaces:
+            return _error(403, 'this namespace is not served here')
+        if request.content_length is not None and request.content_length > self._max_body_size:
+            return _error(413, f'the body is larger than {self._max_body_size} bytes', close=True)
         try:
-            while True:
-                try:
-                    request = await _read_request(reader)
-                except _BadRequest as error:
-                    await _write(writer, _error(error.status, str(error)), cors=(), keep_alive=False)
-                    return
-                if request is None:
-                    return
-                response = await self._handle(request)
-                keep_alive = request.headers.get('connection', '').lower() != 'close'
-                await _write(writer, response, cors=self._cors(request), keep_alive=keep_alive)
-                if not keep_alive:
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+            async with asyncio.timeout(self._read_timeout):
+                body = await request.read()
+        except TimeoutError:
+            return _error(408, 'the body did not arrive in time', close=True)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f'the body is larger than {self._max_body_size} bytes', close=True)
+        try:
+            payloads = parse_payloads(body)
+            if operation == 'decode':
+                payloads = await self._decoder.decode(payloads, namespace=namespace)
+        except MalformedPayloads as error:
+            return _error(400, str(error))
+        except Exception as error:
+            # The exception may quote what the ledger holds: its detail goes to the debug log only.
+            logger.warning('decoding failed (%s); the traceback is logged at debug level', type(error).__name__)
+            logger.debug('decoding failed', exc_info=True)
+            return _error(500, 'decoding failed')
+        return web.Response(body=encode_payloads(payloads), content_type='application/json')
 
-    def _cors(self, request: _Request) -> tuple[tuple[str, str], ...]:
-        origin = request.headers.get('origin')
-        if origin is None or not (origin in self._origins or '*' in self._origins):
-            return ()
+    async def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Add CORS headers to each answer to an allowed browser origin, errors too, so that the UI can read them."""
+        origin = request.headers.get('Origin')
+        if origin is None or not self._origin_allowed(origin):
+            return
         # The UI may send credentials (an Authorization header), and then `*` is not accepted: echo the origin.
-        return (
-            ('Access-Control-Allow-Origin', origin),
-            ('Access-Control-Allow-Credentials', 'true'),
-            ('Access-Control-Allow-Headers', _ALLOWED_HEADERS),
-            ('Access-Control-Allow-Methods', 'POST, OPTIONS'),
-            ('Vary', 'Origin'),
+        response.headers.update(
+            {
+                'Access-Control-Allow-Origin': origin,
+                'Access-Control-Allow-Credentials': 'true',
+                'Access-Control-Allow-Headers': _ALLOWED_HEADERS,
+                'Access-Control-Allow-Methods': 'POST, OPTIONS',
+                'Vary': 'Origin',
+            }
         )
 
-    async def _handle(self, request: _Request) -> _Response:
-        if request.method == 'OPTIONS':
-            return _Response(204, content_type='')
-        operation = request.path.split('?', 1)[0].rstrip('/').rsplit('/', 1)[-1]
-        if operation not in ('decode', 'encode'):
-            return _error(404, f'no such endpoint {request.path!r}: POST .../decode or .../encode')
-        if request.method != 'POST':
-            return _error(405, f'{request.method} is not allowed here: POST a JSON body of payloads')
-        if self._authorization is not None and not hmac.compare_digest(
-            request.headers.get('authorization', '').encode(), self._authorization
-        ):
-            given = 'a wrong' if 'authorization' in request.headers else 'no'
-            return _error(401, f'{given} Authorization header: this codec server wants "Bearer <its token>"')
-        payloads = Payloads()
+    def _origin_allowed(self, origin: str) -> bool:
+        return origin in self._origins or '*' in self._origins
+
+    def _host_allowed(self, value: str | None) -> bool:
+        if self._any_host:
+            return True
+        if value is None:
+            return False
         try:
-            json_format.Parse(request.body or b'{}', payloads, ignore_unknown_fields=True)
-        except (json_format.ParseError, ValueError) as error:
-            return _error(400, f'the body is not a JSON object of payloads ({{"payloads": [...]}}): {error}')
-        if operation == 'decode':
-            try:
-                decoded = await self._decoder.decode(payloads.payloads)
-            except Exception as error:
-                logger.exception('decoding %d payload(s) failed', len(payloads.payloads))
-                return _error(500, f'decoding failed: {type(error).__name__}: {error}')
-            payloads = Payloads(payloads=decoded)
-        return _Response(200, json_format.MessageToJson(payloads, indent=None).encode())
+            name, port = parse_host(value)
+        except ValueError:
+            return False
+        port = 80 if port is None else port
+        if port == self._port and name in self._own_names:
+            return True
+        return any(name == allowed and allowed_port in (None, port) for allowed, allowed_port in self._hosts)
 
 
-async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
-    """The next request on the connection, or `None` when the client closed it."""
-    try:
-        head = await reader.readuntil(b'\r\n\r\n')
-    except asyncio.IncompleteReadError as error:
-        if error.partial.strip():
-            raise _BadRequest(400, 'the request ended before its headers did') from error
-        return None
-    except asyncio.LimitOverrunError as error:
-        raise _BadRequest(400, 'the request headers are too long') from error
-    lines = head.decode('latin-1').split('\r\n')
-    parts = lines[0].split(' ')
-    if len(parts) != 3 or not parts[2].startswith('HTTP/1.'):
-        raise _BadRequest(400, f'not an HTTP/1.1 request line: {lines[0]!r}')
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(':')
-            headers[name.strip().lower()] = value.strip()
-    if headers.get('transfer-encoding', '').lower() not in ('', 'identity'):
-        raise _BadRequest(411, 'send the body with a Content-Length, not chunked')
-    try:
-        length = int(headers.get('content-length', '0'))
-    except ValueError as error:
-        raise _BadRequest(400, f'bad Content-Length {headers["content-length"]!r}') from error
-    if length > _MAX_BODY:
-        raise _BadRequest(413, f'the body is {length} bytes; at most {_MAX_BODY} are accepted')
-    body = await reader.readexactly(length) if length > 0 else b''
-    return _Request(method=parts[0].upper(), path=parts[1], headers=headers, body=body)
-
-
-def _error(status: int, message: str) -> _Response:
-    return _Response(status, json.dumps({'error': message}).encode())
-
-
-async def _write(
-    writer: asyncio.StreamWriter, response: _Response, *, cors: tuple[tuple[str, str], ...], keep_alive: bool
-) -> None:
-    headers = [
-        *((('Content-Type', response.content_type),) if response.content_type else ()),
-        ('Content-Length', str(len(response.body))),
-        ('Connection', 'keep-alive' if keep_alive else 'close'),
-        *cors,
-    ]
-    if response.status == 405:
-        headers.append(('Allow', 'POST, OPTIONS'))
-    if response.status == 401:
-        headers.append(('WWW-Authenticate', 'Bearer'))
-    head = f'HTTP/1.1 {response.status} {_REASONS.get(response.status, "")}\r\n'
-    head += ''.join(f'{name}: {value}\r\n' for name, value in headers)
-    writer.write(head.encode('latin-1') + b'\r\n' + response.body)
-    await writer.drain()
+def _error(status: int, message: str, *, close: bool = False, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON error answer; `close` ends the connection, whose body was not read to its end."""
+    response = web.Response(status=status, text=json.dumps({'error': message}), content_type='application/json')
+    response.headers.update(headers or {})
+    if close:
+        response.force_close()
+    return response
