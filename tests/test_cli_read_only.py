@@ -49,20 +49,19 @@ async def test_runs_and_show_read_a_ledger_they_may_not_write_and_change_nothing
     assert after == before
 
 
-def test_worker_refuses_a_read_only_ledger_before_it_serves(tmp_path: Path) -> None:
-    path = tmp_path / 'runs.db'
-    done = agentledger(
-        'worker',
-        '--agent',
-        'tests.helpers.agents:calc_agent',
-        '--ledger',
-        f'sqlite:///{path}?mode=ro',
-        '--address',
-        'localhost:1',
-    )
+def refused_worker(path: Path) -> str:
+    """Start `agentledger worker` on `path` read-only: it must exit 1 before serving; return its one line."""
+    argv = ['worker', '--agent', 'tests.helpers.agents:calc_agent', '--ledger', f'sqlite:///{path}?mode=ro']
+    done = agentledger(*argv, '--address', 'localhost:1')
     assert done.returncode == 1
     assert 'serving' not in done.stderr
     [line] = done.stderr.strip().splitlines()
+    return line
+
+
+def test_worker_refuses_a_read_only_ledger_before_it_serves(tmp_path: Path) -> None:
+    path = tmp_path / 'runs.db'
+    line = refused_worker(path)
     assert line.startswith('agentledger: ') and 'no SQLite ledger at' in line and 'does not exist' in line
     assert not path.exists()
 
@@ -71,18 +70,7 @@ async def test_worker_refuses_a_ledger_opened_read_only_with_one_line(tmp_path: 
     path = tmp_path / 'runs.db'
     await recorded_ledger(path)
     before = directory_state(tmp_path)['runs.db']
-    done = agentledger(
-        'worker',
-        '--agent',
-        'tests.helpers.agents:calc_agent',
-        '--ledger',
-        f'sqlite:///{path}?mode=ro',
-        '--address',
-        'localhost:1',
-    )
-    assert done.returncode == 1
-    assert 'serving' not in done.stderr
-    [line] = done.stderr.strip().splitlines()
+    line = refused_worker(path)
     assert line.startswith('agentledger: cannot write a probe record'), line
     assert f'the ledger at sqlite:///{path} is open read-only' in line
     # The file is as it was; a WAL file's reader may add SQLite's -wal and -shm beside it where it can.
