@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,8 @@ from agentledger.workflows._types import (
 )
 
 __all__ = ['LedgerActivities']
+
+logger = logging.getLogger('agentledger.ledger')
 
 _RESTARTABLE = ('failed', 'running')
 """Statuses of an earlier run of the same workflow id that a new start resumes.
@@ -110,7 +113,21 @@ class LedgerActivities:
             return RunStartResult(forked_from=seed, message_history=snapshot.messages)
 
     async def _resume(self, start: RunStart, resume: ResumePoint) -> RunStartResult:
-        """A Temporal run continued as new: record it under the same ledger run, rebuild the history it carries."""
+        """A Temporal run continued as new: record it under the same ledger run, rebuild the history it carries.
+
+        The run's record exists unless it was lost behind the ledger's back: then this start recreates
+        it (kept, not dropped) and says so, since the record now lacks the earlier Temporal runs.
+        """
+        try:
+            await self._ledger.run(start.run_id)
+        except RunNotFoundError:
+            logger.warning(
+                'agentledger: run %s had no run record when Temporal run %s continued it; recreated from this '
+                'start, without its earlier Temporal runs until `agentledger reconcile %s` rebuilds them',
+                start.run_id,
+                start.temporal_run_id,
+                start.run_id,
+            )
         await self._ledger.start_run(start)
         if resume.history is None:
             return RunStartResult(message_history=list(resume.new_messages))

@@ -16,6 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pydantic_ai import Agent
+from pydantic_ai.durable_exec.temporal import TemporalDurability
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from temporalio.testing import WorkflowEnvironment
 
 import agentledger
@@ -324,3 +328,57 @@ async def test_reconcile_rebuilds_a_run_record_lost_before_the_seal_c19(
 
     with pytest.raises(RunNotFoundError, match='no-such-run'):
         await reconcile_run(client, ledger, 'no-such-run')
+
+
+dropping: list[tuple[Ledger, str]] = []
+"""The ledger and run whose record the `forgetful` agent's tool loses, once."""
+
+
+def forgetful_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    done = sum(isinstance(m, ModelResponse) for m in messages)
+    if done < 6:
+        return ModelResponse(parts=[ToolCallPart('step_on', {'i': done})])
+    return ModelResponse(parts=[TextPart('done')])
+
+
+forgetful_agent = Agent(FunctionModel(forgetful_script), name='forgetful', capabilities=[TemporalDurability()])
+
+
+@forgetful_agent.tool_plain
+def step_on(i: int) -> str:
+    if i == 1 and dropping:
+        drop_run_record(*dropping.pop())
+    return f'step {i}'
+
+
+async def test_a_start_that_finds_no_run_record_recreates_and_reports_it_c19(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that continues as new after its record was lost: the continued run's start recreates the record
+    (kept, not dropped) and says so; `reconcile` then restores the Temporal runs the recreated record lacks."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        async with serve(temporal_env, ledger, [forgetful_agent]) as served:
+            handle = await agentledger.start(
+                served.client, forgetful_agent, 'go', task_queue=served.task_queue, history_event_limit=30
+            )
+            dropping.append((ledger, handle.run_id))
+            result = await handle.result()
+            client = served.client
+        assert not dropping, 'the tool lost the record'
+        warned = [r.getMessage() for r in caplog.records if 'had no run record when Temporal run' in r.getMessage()]
+        assert warned and f'agentledger reconcile {result.run_id}' in warned[0]
+        recreated = await ledger.run(result.run_id)
+        history_runs = []
+        run_id: str | None = None
+        while True:
+            described = await client.get_workflow_handle(handle.workflow_id, run_id=run_id).describe()
+            history_runs.append(described.run_id)
+            events = (await client.get_workflow_handle(handle.workflow_id, run_id=run_id).fetch_history()).events
+            started = events[0].workflow_execution_started_event_attributes
+            if not started.continued_execution_run_id:
+                break
+            run_id = started.continued_execution_run_id
+        assert len(history_runs) >= 2
+        assert set(recreated.temporal_run_ids) < set(history_runs)
+        await reconcile_run(client, ledger, result.run_id)
+        assert set((await ledger.run(result.run_id)).temporal_run_ids) == set(history_runs)
