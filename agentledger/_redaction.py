@@ -6,7 +6,7 @@ someone else reads it (log lines, error messages, CLI output, ledger rows, activ
 Temporal's history) goes through `redact`, which replaces, in every URL found in the text:
 
 - the user information (`user:password@`, or a lone `user@`) by `***@`;
-- the value of every query parameter whose name looks secret (`password`, `secret`, `token`,
+- the value of every query (or fragment) parameter whose name looks secret (`password`, `secret`, `token`,
   `signature`, `credential`, `auth`, `session`, an API, access or private key, `key`, `sig`, and the
   `X-Amz-` family) by `***` (a key *id* such as `sse_kms_key_id` names a key and is kept);
 - and, recursively, the same in query values that are URLs themselves (`endpoint_url=…`).
@@ -30,30 +30,35 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _TRAILING = '.,;:)]}'
+_USER_INFO = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://)(?!\*\*\*@)[^\s?#]*@')
+"""A URL's scheme and everything up to the last `@` before its query or fragment: the user information."""
 
 
 def redact_url(url: str) -> str:
-    """`url` with its user information and secret-looking query values replaced by `***`."""
+    """`url` with its user information and secret-looking query and fragment values replaced by `***`."""
+    # User information first, as text: a password holding `/` would end `urlsplit`'s authority early.
+    url = _USER_INFO.sub(rf'\1{REDACTED}@', url, count=1)
     try:
         parts = urlsplit(url)
     except ValueError:
         # Not parseable as a URL (a bad IPv6 literal, say): keep only the scheme.
         return f'{url.split("://", 1)[0]}://{REDACTED}'
-    netloc = parts.netloc
-    if '@' in netloc:
-        netloc = f'{REDACTED}@{netloc.rsplit("@", 1)[1]}'
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        kept = [(name, REDACTED if _SECRET_NAME.search(name) else redact(value)) for name, value in pairs]
-        if kept != pairs:
-            query = urlencode(kept, safe=':/*@')
-    if netloc == parts.netloc and query == parts.query:
+    query, fragment = _redacted_parameters(parts.query), _redacted_parameters(parts.fragment)
+    if query == parts.query and fragment == parts.fragment:
         return url
     # Spelled out rather than `urlunsplit`, which drops an empty authority (`sqlite:////abs/path`).
-    rebuilt = f'{parts.scheme}://{netloc}{parts.path}'
+    rebuilt = f'{parts.scheme}://{parts.netloc}{parts.path}'
     rebuilt += f'?{query}' if query else ''
-    return rebuilt + (f'#{parts.fragment}' if parts.fragment else '')
+    return rebuilt + (f'#{fragment}' if fragment else '')
+
+
+def _redacted_parameters(text: str) -> str:
+    """A query (or a fragment of `name=value` pairs, as OAuth's implicit flow writes) with secret values redacted."""
+    if '=' not in text:
+        return text
+    pairs = parse_qsl(text, keep_blank_values=True)
+    kept = [(name, REDACTED if _SECRET_NAME.search(name) else redact(value)) for name, value in pairs]
+    return urlencode(kept, safe=':/*@') if kept != pairs else text
 
 
 def redact(text: str) -> str:

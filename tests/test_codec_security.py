@@ -123,6 +123,20 @@ async def test_the_token_is_checked_before_the_body_is_read(ledger: Ledger) -> N
         assert status == 200
 
 
+async def test_a_client_that_asks_leave_to_send_its_body_gets_it_only_past_the_checks(ledger: Ledger) -> None:
+    """`Expect: 100-continue`: the headers are checked first; a refused request is answered, never invited."""
+    async with CodecServer(ledger, auth_token=TOKEN) as server:
+        head, _ = post(server, b'', 'Expect: 100-continue')
+        status, _ = await exchange(server, head.replace('Content-Length: 0', 'Content-Length: 1000000'))
+        assert status == 401
+        head, _ = post(server, b'', 'Expect: 100-continue', host='evil.test')
+        status, _ = await exchange(server, head.replace('Content-Length: 0', 'Content-Length: 10'))
+        assert status == 403
+        head, _ = post(server, b'', 'Expect: 100-continue', f'Authorization: Bearer {TOKEN}')
+        status, _ = await exchange(server, head.replace('Content-Length: 0', 'Content-Length: 10'))
+        assert status == 100
+
+
 async def test_bodies_and_headers_are_bounded(ledger: Ledger) -> None:
     """A body declared too large is 413 before it is read, a chunked one once it passes the limit; huge headers 4xx."""
     async with CodecServer(ledger) as server:

@@ -10,6 +10,14 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio.api.failure.v1 import Failure
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    FailureConverter,
+)
+from temporalio.exceptions import ApplicationError
 
 from agentledger import open_ledger
 from agentledger._redaction import redact, redact_url
@@ -17,6 +25,7 @@ from agentledger.errors import AgentLedgerError, LedgerConfigError, LedgerError,
 from agentledger.ledger.backends.memory import MemoryLedger
 from agentledger.ledger.backends.s3 import S3Ledger
 from agentledger.model import ErrorInfo
+from agentledger.payloads._failures import with_redacted_failures
 
 SECRET = 'pl4nted-s3cret'
 
@@ -32,6 +41,10 @@ def test_user_information_and_secret_query_values_are_redacted() -> None:
     )
     assert redact_url(f'https://h/?api_key={SECRET}&token={SECRET}&page=2') == 'https://h/?api_key=***&token=***&page=2'
     assert redact(f's3://b/p?endpoint_url=http://u:{SECRET}@h:9000') == 's3://b/p?endpoint_url=http://***@h:9000'
+    assert redact_url(f'http://admin:pa/{SECRET}@host:9000/x') == 'http://***@host:9000/x'
+    assert redact_url(f'https://app/callback#access_token={SECRET}&state=1') == (
+        'https://app/callback#access_token=***&state=1'
+    )
     encoded = quote(f'http://u:{SECRET}@h', safe='')
     assert SECRET not in redact(f's3://b/p?endpoint_url={encoded}&region_name=eu')
 
@@ -107,3 +120,23 @@ def test_any_run_id_is_found_or_not_found_never_an_internal_error(run_id: str) -
                 await ledger.run(run_id)
 
     asyncio.run(look_up())
+
+
+@pytest.mark.parametrize('inner', [DefaultFailureConverter, DefaultFailureConverterWithEncodedAttributes])
+def test_failures_reach_temporal_redacted_whatever_the_failure_converter(inner: type[FailureConverter]) -> None:
+    """Every message and stack trace of a failure and its causes, encoded attributes included."""
+    converter = with_redacted_failures(DataConverter(failure_converter_class=inner))
+    try:
+        try:
+            raise ConnectionError(f'Could not connect to the endpoint URL: "http://k:{SECRET}@h:1/b"')
+        except ConnectionError as cause:
+            raise ApplicationError(f'agentledger: writing to s3://b/p?endpoint_url=http://k:{SECRET}@h:1') from cause
+    except ApplicationError as error:
+        failure = Failure()
+        converter.failure_converter.to_failure(error, converter.payload_converter, failure)
+    assert SECRET not in str(failure) and SECRET not in failure.cause.message
+    if failure.HasField('encoded_attributes'):
+        assert SECRET not in str(converter.payload_converter.from_payload(failure.encoded_attributes, dict))
+        assert SECRET not in str(converter.payload_converter.from_payload(failure.cause.encoded_attributes, dict))
+    back = converter.failure_converter.from_failure(failure, converter.payload_converter)
+    assert 'http://***@h:1' in str(back)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         # argparse exits on --help, --version (0) and usage errors (2); callers of main() get the code instead.
         return stop.code if isinstance(stop.code, int) else 0
     command = _HANDLERS[args.command]
-    if args.command != 'worker':
+    if args.command not in ('worker', 'codec-server'):
         _quiet_retries()
     try:
         code = asyncio.run(command(args))
@@ -629,7 +629,8 @@ def _import_agent(spec: str) -> AbstractAgent[Any, Any]:
 def _quiet_retries() -> None:
     """Keep the ledger's per-attempt retry warnings off a command's output: its failure is one `agentledger:` line.
 
-    A worker configures logging and shows them; a command that ends, ends with the error that counts.
+    A worker and a codec server run until stopped and show them; a command that ends, ends with the
+    error that counts.
     """
     quiet = logging.getLogger('agentledger')
     if not any(isinstance(handler, logging.NullHandler) for handler in quiet.handlers):

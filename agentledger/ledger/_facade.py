@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -183,16 +182,16 @@ class Ledger:
             raise LedgerReadOnlyError(f'cannot write {what}: the ledger at {self.url} is open read-only')
 
     async def check_writable(self) -> None:
-        """Prove that this process may write the ledger: store a throwaway payload reference, then delete it.
+        """Prove that this process may write the ledger: write the one probe record (a payload reference).
 
         `LedgerPlugin` calls it when a worker starts, so that a worker on a ledger it cannot write (a
         read-only file or directory, S3 credentials without `s3:PutObject`) refuses to start with that
         error (`LedgerPermissionError`, `LedgerReadOnlyError` for a ledger opened read-only) instead of
-        serving and then failing every attempt.
+        serving and then failing every attempt. Every worker writes the same record again (no delete,
+        so no delete permission is needed), and `payload_references` never lists it.
         """
-        probe = PayloadReference(_PROBE_MANIFEST, _PROBE_NAMESPACE, uuid.uuid4().hex, datetime.now(UTC))
+        probe = PayloadReference(_PROBE_MANIFEST, _PROBE_NAMESPACE, _PROBE_NAMESPACE, datetime.now(UTC))
         await self._retrying(_PROBE, lambda: self.store.write_payload_references([probe]))
-        await self._retrying(_PROBE, lambda: self.store.delete_payload_references([probe]))
 
     async def start_run(self, start: RunStart) -> None:
         """Record that a Temporal run of ledger run `start.run_id` began (and its `run_started` event)."""
@@ -616,9 +615,11 @@ class Ledger:
         if manifests is not None and not manifests:
             return []
         wanted = None if manifests is None else list(dict.fromkeys(manifests))
-        return await self._retrying(
+        found = await self._retrying(
             'payload references', lambda: self.store.read_payload_references(wanted), action='read'
         )
+        # The write probe (see `check_writable`) references no payload: it is nobody's to collect.
+        return [reference for reference in found if reference.namespace != _PROBE_NAMESPACE]
 
     async def delete_payloads(self, manifests: Sequence[str], *, dry_run: bool = False) -> PayloadDeletion:
         """Delete stored payloads: their references, their manifests, and each chunk nothing else uses.

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from agentledger.errors import MalformedPayloads
 from agentledger.ledger._facade import Ledger
@@ -132,7 +132,7 @@ class CodecServer:
     async def start(self) -> None:
         """Open the ledger and listen; raises `OSError` when the address is taken."""
         app = web.Application(client_max_size=self._max_body_size)
-        app.router.add_route('*', '/{path:.*}', self._handle)
+        app.router.add_route('*', '/{path:.*}', self._handle, expect_handler=self._expect)
         app.on_response_prepare.append(self._cors)
         runner = web.AppRunner(
             app,
@@ -173,8 +173,8 @@ class CodecServer:
     ) -> None:
         await self.close()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        """Check the request cheapest first, everything before its body is read; then decode or encode."""
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """The answer that refuses `request` from its headers alone, cheapest check first; `None` to go on."""
         if not self._host_allowed(request.headers.get('Host')):
             return _error(403, 'this Host is not allowed')
         origin = request.headers.get('Origin')
@@ -200,6 +200,26 @@ class CodecServer:
             return _error(403, 'this namespace is not served here')
         if request.content_length is not None and request.content_length > self._max_body_size:
             return _error(413, f'the body is larger than {self._max_body_size} bytes', close=True)
+        return None
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue`: the client waits for leave to send its body, given only if the headers pass."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        if request.headers.get('Expect', '').lower() != '100-continue':
+            return _error(417, 'only Expect: 100-continue is understood')
+        if request.version == HttpVersion11:
+            await request.writer.write(b'HTTP/1.1 100 Continue\r\n\r\n')
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Check the request cheapest first, everything before its body is read; then decode or encode."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        operation = request.path.rstrip('/').rsplit('/', 1)[-1]
+        namespace = request.headers.get('X-Namespace') or None
         try:
             async with asyncio.timeout(self._read_timeout):
                 body = await request.read()

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
+    ActivitySerializationContext,
     DataConverter,
     ExternalStorage,
+    PayloadCodec,
     StorageDriver,
     StorageDriverActivityInfo,
     StorageDriverClaim,
@@ -39,6 +41,7 @@ from temporalio.converter import (
     StorageDriverSelectContext,
     StorageDriverStoreContext,
     StorageDriverWorkflowInfo,
+    WithSerializationContext,
 )
 
 from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError, UnresolvablePayloadReference
@@ -73,8 +76,8 @@ class LedgerStorageDriver(StorageDriver):
         self._ledger = ledger
         self._inline_while_down = inline_while_down
         self._down_until = 0.0
-        self._recent: OrderedDict[tuple[str, bool], str] = OrderedDict()
-        """(sha256 of a payload's data, whether it is JSON) -> the manifest it was stored under, most recent last."""
+        self._recent: OrderedDict[tuple[str, bool, tuple[tuple[str, str], ...]], str] = OrderedDict()
+        """(sha256 of a payload's data, whether it is JSON, its referrers) -> the manifest it was stored under."""
 
     @property
     def storing(self) -> bool:
@@ -119,11 +122,11 @@ class LedgerStorageDriver(StorageDriver):
         ]
 
     async def _store(self, payload: Payload, found: list[tuple[str, str]]) -> str:
-        # A payload stored moments ago for the same referrers (an activity result stored ahead) is not written again.
-        memo = (hashlib.sha256(payload.data).hexdigest(), _is_json(payload))
-        known = self._recent.get(memo)
+        # The same bytes for the same workflows, stored moments ago (an activity result stored ahead), are not
+        # written again; the memory is spent on that one use, and a memo never stands in for other referrers.
+        memo = (hashlib.sha256(payload.data).hexdigest(), _is_json(payload), tuple(found))
+        known = self._recent.pop(memo, None)
         if known is not None:
-            self._recent.move_to_end(memo)
             return known
         key = await self._ledger.store_chunked(payload.data, json_text=memo[1], referrers=found)
         self._recent[memo] = key
@@ -156,23 +159,34 @@ class LedgerStorageDriver(StorageDriver):
         return payload
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResultStorage:
     """Stores an activity's result in the ledger before the attempt counts as completed.
 
     Temporal encodes and stores an activity's result after the activity returns, so a storage
     failure there would come after the ledger recorded the attempt `completed`. The activity
-    interceptor stores the result ahead with this (the same driver, threshold and selection as
-    Temporal's external storage), so a failure fails the attempt in both; Temporal's own store call
-    then finds the payload in the driver's memory and writes nothing.
+    interceptor stores the result ahead with this (the same driver, threshold, selection and payload
+    codec as Temporal's own encoding), so a failure fails the attempt in both; Temporal's own store
+    call then finds the payload in the driver's memory and writes nothing.
     """
 
     driver: LedgerStorageDriver
     threshold: int
+    codec: PayloadCodec | None = None
+    """The client's payload codec, which Temporal applies before external storage (set by `LedgerPlugin`)."""
 
-    async def store_ahead(self, target: StorageDriverWorkflowInfo, payload: Payload) -> None:
-        """Store `payload` for `target` now if Temporal's external storage will store it."""
-        if target.type != _WORKFLOW_TYPE or payload.ByteSize() < self.threshold or not self.driver.storing:
+    async def store_ahead(
+        self, target: StorageDriverWorkflowInfo, payload: Payload, context: ActivitySerializationContext
+    ) -> None:
+        """Store `payload` (as the codec encodes it) for `target` now if Temporal's external storage will store it."""
+        if target.type != _WORKFLOW_TYPE or not self.driver.storing:
+            return
+        codec = self.codec
+        if codec is not None:
+            if isinstance(codec, WithSerializationContext):
+                codec = codec.with_context(context)
+            [payload] = await codec.encode([payload])
+        if payload.ByteSize() < self.threshold:
             return
         await self.driver.store(StorageDriverStoreContext(target=target), [payload])
 

@@ -27,11 +27,20 @@ from agentledger._redaction import redact
 __all__ = ['RedactingFailureConverter', 'redact_failure', 'with_redacted_failures']
 
 
-def redact_failure(failure: Failure) -> None:
-    """Redact the message and stack trace of `failure` and of every cause under it, in place."""
+def redact_failure(failure: Failure, payload_converter: PayloadConverter) -> None:
+    """Redact the message and stack trace of `failure` and of every cause under it, in place.
+
+    A converter that encodes common attributes (`DefaultFailureConverterWithEncodedAttributes`) moves
+    them into `encoded_attributes`; they are decoded, redacted and encoded again there.
+    """
     while True:
         failure.message = redact(failure.message)
         failure.stack_trace = redact(failure.stack_trace)
+        if failure.HasField('encoded_attributes'):
+            attributes = payload_converter.from_payload(failure.encoded_attributes, dict)
+            if isinstance(attributes, dict):
+                redacted = {k: redact(v) if isinstance(v, str) else v for k, v in attributes.items()}
+                failure.encoded_attributes.CopyFrom(payload_converter.to_payload(redacted))
         if not failure.HasField('cause'):
             return
         failure = failure.cause
@@ -45,11 +54,12 @@ class RedactingFailureConverter(FailureConverter, WithSerializationContext):
 
     def __init__(self, inner: FailureConverter | None = None) -> None:
         self.inner = inner if inner is not None else self.inner_class()
+        """The converter that does the conversion; this one only redacts what it wrote."""
 
     def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
         """Convert with the inner converter, then redact every message and stack trace in the chain."""
         self.inner.to_failure(exception, payload_converter, failure)
-        redact_failure(failure)
+        redact_failure(failure, payload_converter)
 
     def from_failure(self, failure: Failure, payload_converter: PayloadConverter) -> BaseException:
         """Convert with the inner converter: what comes back from history was redacted on the way in."""

@@ -42,7 +42,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import StorageDriverWorkflowInfo
+from temporalio.converter import ActivitySerializationContext, StorageDriverWorkflowInfo
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
@@ -112,9 +112,9 @@ class ActivityRecording:
     owed: OutageBuffer | None = None
     """Under the `fail` policy: keeps the ends of attempts the ledger refused, written when it is back."""
     model_journal: bool = True
+    """Journal provider responses, and replay them to later attempts of the same request."""
     storage: ResultStorage | None = None
     """Stores results that Temporal's external storage will store, ahead of it (`None`: payloads stay inline)."""
-    """Journal provider responses, and replay them to later attempts of the same request."""
 
 
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
@@ -263,14 +263,21 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         if self._recording.storage is None:
             return
         info = activity.info()
+        namespace = info.workflow_namespace or info.namespace
         target = StorageDriverWorkflowInfo(
-            namespace=info.workflow_namespace or info.namespace,
-            id=info.workflow_id,
-            type=info.workflow_type,
-            run_id=info.workflow_run_id,
+            namespace=namespace, id=info.workflow_id, type=info.workflow_type, run_id=info.workflow_run_id
+        )
+        context = ActivitySerializationContext(
+            namespace=namespace,
+            workflow_id=info.workflow_id,
+            workflow_type=info.workflow_type,
+            activity_type=info.activity_type,
+            activity_id=info.activity_id,
+            activity_task_queue=info.task_queue,
+            is_local=info.is_local,
         )
         try:
-            await self._recording.storage.store_ahead(target, payload)
+            await self._recording.storage.store_ahead(target, payload, context)
         except LedgerUnavailableError as error:
             if self._recording.outage is None:
                 raise ledger_failure(error) from error

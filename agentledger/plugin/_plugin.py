@@ -124,6 +124,16 @@ def _check_agents(agents: Sequence[AbstractAgent[Any, Any]]) -> list[AbstractAge
     return list(agents)
 
 
+def _with_storage(converter: DataConverter | None, storage: ResultStorage | None) -> DataConverter:
+    """The client's converter with the ledger's external storage (when payloads go to the ledger)."""
+    base = converter or DataConverter.default
+    if storage is None:
+        return base
+    # Results stored ahead of Temporal are encoded as Temporal encodes them: its codec, then storage.
+    storage.codec = base.payload_codec
+    return with_ledger_storage(base, storage.driver, storage.threshold)
+
+
 class LedgerPlugin(SimplePlugin):
     """Add to a Temporal client (and so to its workers) to run pydantic-ai agents with a ledger.
 
@@ -187,11 +197,7 @@ class LedgerPlugin(SimplePlugin):
             activities=[*LedgerActivities(ledger, histories, warn, owed=owed).activities, delegate_result],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
-            data_converter=lambda converter: with_redacted_failures(
-                converter or DataConverter.default
-                if storage is None
-                else with_ledger_storage(converter or DataConverter.default, storage.driver, storage.threshold)
-            ),
+            data_converter=lambda converter: with_redacted_failures(_with_storage(converter, storage)),
         )
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:

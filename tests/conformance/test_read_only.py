@@ -90,3 +90,10 @@ async def test_read_only_ledger_reads_everything_and_refuses_every_write(ledger:
     assert await ledger.record(EFFECTS, 'effect-2') is None
     assert await ledger.load_chunked(payload) == b'payload ' * 500
     assert {r.workflow_id for r in await ledger.payload_references()} == {'wf-run-a'}
+
+
+async def test_the_write_probe_needs_no_delete_and_is_nobodys_payload(ledger: Ledger) -> None:
+    """A worker's start-up probe writes one record, the same each time, that no payload listing (nor gc) shows."""
+    await ledger.check_writable()
+    await ledger.check_writable()
+    assert await ledger.payload_references() == []
