@@ -9,10 +9,15 @@ when an upstream release changes one, so an upgrade breaks a test rather than th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_ai._utils import Some
+from pydantic_ai.agent.abstract import AbstractAgent
+from pydantic_ai.capabilities import AbstractCapability, CombinedCapability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import ModelRequestParameters
 
@@ -21,6 +26,7 @@ from agentledger.model._records import StepKind, ToolOutcome
 __all__ = [
     'HISTORY_CARRYING_SUFFIXES',
     'MODEL_REQUEST_SUFFIXES',
+    'OVERRIDE_ROOT_CAPABILITY',
     'RUNTIME_SAFE_FLAG',
     'RUN_CONTEXT_KEY',
     'SUPPORTED_PYDANTIC_AI',
@@ -39,6 +45,7 @@ __all__ = [
     'read_activity_args',
     'tool_outcome',
     'tool_result_detail',
+    'with_added_capability',
     'with_model_request_messages',
 ]
 
@@ -110,6 +117,36 @@ def mark_safe_at_runtime(cls: type[Any]) -> type[Any]:
     """Class decorator: declare a capability that adds no toolsets and no durable operations."""
     setattr(cls, RUNTIME_SAFE_FLAG, True)
     return cls
+
+
+OVERRIDE_ROOT_CAPABILITY = '_override_root_capability'
+"""The private `Agent` context variable holding the root capability an `override` installs (pydantic-ai < 2.78).
+
+pydantic-ai 2.78 added `Agent.override(capabilities=...)`; before it, the only way to add a capability to
+the runs of an agent the user built (and calls in their own workflow) is to set this variable to the
+agent's own capabilities plus the added one, which is what that public parameter does.
+"""
+
+
+def with_added_capability(agent: AbstractAgent[Any, Any], capability: AbstractCapability[Any]) -> Any:
+    """A context manager in which every run of `agent` also has `capability` (pydantic-ai's `override`).
+
+    The agent's own capabilities stay as they are (already bound to it); only `capability` is added.
+    """
+    own = list(agent.root_capability.capabilities)
+    if 'capabilities' in inspect.signature(agent.override).parameters:
+        return agent.override(capabilities=[*own, capability])
+    return _legacy_override(agent, CombinedCapability([*own, capability.for_agent(agent)]))
+
+
+@contextmanager
+def _legacy_override(agent: AbstractAgent[Any, Any], root: CombinedCapability[Any]) -> Iterator[None]:
+    variable = getattr(agent, OVERRIDE_ROOT_CAPABILITY)
+    token = variable.set(Some(root))
+    try:
+        yield
+    finally:
+        variable.reset(token)
 
 
 WORKER_SHUTDOWN_COMPLETE = '_shutdown_complete_event'

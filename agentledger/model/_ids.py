@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ['delegate_workflow_id', 'ledger_run_id']
+__all__ = ['delegate_workflow_id', 'ledger_run_id', 'own_workflow_run_id']
 
 
 def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
@@ -18,6 +18,20 @@ def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
     workflow id again after it closed is a new chain and a new ledger run.
     """
     digest = hashlib.sha256(f'{workflow_id}\x00{first_execution_run_id}'.encode()).hexdigest()
+    return f'run-{digest[:20]}'
+
+
+def own_workflow_run_id(
+    workflow_id: str, first_execution_run_id: str, continued_run_id: str | None, ordinal: int
+) -> str:
+    """The ledger run id of the `ordinal`-th agent run (from 1) inside a user's own workflow run.
+
+    Like `ledger_run_id`, it survives resets (the copied start event keeps both run ids) and differs
+    when the same workflow id is started again. A user workflow that continues as new numbers its
+    agent runs from 1 again, so the Temporal run it continued from is part of the id too.
+    """
+    parts = [workflow_id, first_execution_run_id, continued_run_id or '', str(ordinal)]
+    digest = hashlib.sha256('\x00'.join(parts).encode()).hexdigest()
     return f'run-{digest[:20]}'
 
 

@@ -108,7 +108,11 @@ StepStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', '
 """The status of one step (one activity) as the workflow saw it."""
 
 RUN_ACTIVITY_ID = '-'
-"""The `activity_id` of run-level events (`run_*`), which belong to no agent activity."""
+"""The `activity_id` of run-level events (`run_*`), which belong to no agent activity, in an `AgentRunWorkflow`.
+
+Event keys hold the workflow id and the Temporal run id; the agent runs inside one run of a user's own
+workflow share both, so their run-level events use `agent-<ordinal>.run` instead (`RunStart.event_id`).
+"""
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -380,6 +384,10 @@ class RunStart:
     parent_tool_call_id: str | None = None
     prompt_preview: str | None = None
     forked_from: ForkRef | None = None
+    workflow_type: str | None = None
+    """The Temporal workflow type the agent ran in (`AgentRunWorkflow`, or the user's own workflow)."""
+    event_id: str = RUN_ACTIVITY_ID
+    """The activity id of the run's own events (its start and end), see `RUN_ACTIVITY_ID`."""
 
 
 @dataclass(frozen=True)
@@ -394,6 +402,8 @@ class RunSeal:
     usage: Usage = field(default_factory=Usage)
     error: ErrorInfo | None = None
     output_preview: str | None = None
+    event_id: str = RUN_ACTIVITY_ID
+    """The activity id of the run's own events, as its `RunStart` has it."""
 
 
 @dataclass(frozen=True)
@@ -422,6 +432,9 @@ class RunRecord:
 
     The run went on without them; `reconcile` rebuilds them from Temporal's history and clears this.
     """
+    workflow_type: str | None = None
+    """The Temporal workflow type the agent ran in: `AgentRunWorkflow`, or a user's own workflow that called
+    `Agent.run` (several ledger runs may share its workflow id). `None` for runs recorded before 0.3."""
 
     @property
     def temporal_run_id(self) -> str:

@@ -64,6 +64,7 @@ def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | 
             parent_tool_call_id=start.parent_tool_call_id,
             prompt_preview=start.prompt_preview,
             forked_from=start.forked_from,
+            workflow_type=start.workflow_type,
         )
     if start.temporal_run_id in existing.temporal_run_ids:
         return None
@@ -128,7 +129,7 @@ def run_event_for_start(start: RunStart) -> StepEvent:
         run_id=start.run_id,
         workflow_id=start.workflow_id,
         temporal_run_id=start.temporal_run_id,
-        activity_id='-',
+        activity_id=start.event_id,
         attempt=0,
         kind='run_started',
         timestamp=start.started_at,
@@ -146,7 +147,7 @@ def run_event_for_seal(seal: RunSeal) -> StepEvent:
         run_id=seal.run_id,
         workflow_id=seal.workflow_id,
         temporal_run_id=seal.temporal_run_id,
-        activity_id='-',
+        activity_id=seal.event_id,
         attempt=0,
         kind=kind,  # type: ignore[arg-type]
         timestamp=seal.ended_at,

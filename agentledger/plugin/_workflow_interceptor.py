@@ -9,16 +9,26 @@ compaction carry the history too and are bounded alike) and numbers it among its
 when the activity's handle resolves, that the workflow accepted its result. The callback runs on Temporal's
 deterministic event loop, so replay produces the same acceptances in the same order.
 
-Other workflows on the same worker pass through untouched.
+In a user's own workflow, the inbound interceptor adds an `OwnRunRecorder` to the runs of every agent
+the worker serves, for as long as each of the workflow's handlers (its run method, signal and update
+handlers) runs; each run of such an agent is then a ledger run (see `workflows/_own.py`), and its
+activities are handled as above. Everything else in the workflow (its own activities, child workflows,
+timers) passes through untouched, and so do workflows that run no served agent.
 """
 
 from __future__ import annotations
 
+import inspect
+from contextlib import ExitStack
 from typing import Any
 
+from pydantic_ai.agent.abstract import AbstractAgent
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.worker import (
+    ExecuteWorkflowInput,
+    HandleSignalInput,
+    HandleUpdateInput,
     StartActivityInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
@@ -30,9 +40,12 @@ from agentledger._compat import (
     classify_activity,
     model_request_messages,
     read_activity_args,
+    with_added_capability,
     with_model_request_messages,
 )
-from agentledger.workflows._state import HEADER, LedgerRunState, current_state
+from agentledger.workflows._own import OwnRunRecorder
+from agentledger.workflows._registry import served_agents
+from agentledger.workflows._state import HEADER, STATE_ATTRIBUTE, LedgerRunState, current_state
 
 __all__ = ['LedgerWorkflowInboundInterceptor', 'workflow_interceptor_class']
 
@@ -91,12 +104,70 @@ class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
         return handle
 
 
+def _workflow_agents(instance: object, served: list[AbstractAgent[Any, Any]]) -> list[AbstractAgent[Any, Any]]:
+    """The agent objects a user's workflow may run that are served agents: the served ones, and their copies.
+
+    The workflow sandbox imports a workflow's module afresh for each run, so an agent defined or
+    imported there (not passed through) is a copy with the served agent's name. The copies found are
+    those in the workflow's module globals and in its class's `__pydantic_ai_agents__` (pydantic-ai's
+    way of listing a workflow's agents).
+    """
+    names = {agent.name for agent in served}
+    found = list(served)
+    cls = type(instance)
+    candidates: list[object] = list(getattr(cls, '__pydantic_ai_agents__', None) or ())
+    module_globals = next((value.__globals__ for value in vars(cls).values() if inspect.isfunction(value)), {})
+    candidates.extend(module_globals.values())
+    for candidate in candidates:
+        if (
+            isinstance(candidate, AbstractAgent)
+            and candidate.name in names
+            and all(candidate is not seen for seen in found)
+        ):
+            found.append(candidate)
+    return found
+
+
 class LedgerWorkflowInboundInterceptor(WorkflowInboundInterceptor):
-    """Installs the outbound interceptor on every workflow; it only acts on `AgentRunWorkflow`."""
+    """Installs the outbound interceptor on every workflow, and records the served agents' runs in users' own."""
+
+    _recorder: OwnRunRecorder | None = None
+    _agents: list[AbstractAgent[Any, Any]] | None = None
 
     def init(self, outbound: WorkflowOutboundInterceptor) -> None:
         """Wrap the outbound chain."""
         super().init(_LedgerWorkflowOutbound(outbound))
+
+    def _recording(self) -> ExitStack:
+        """The served agents' runs recorded for the duration of one handler of a user's own workflow."""
+        stack = ExitStack()
+        if hasattr(workflow.instance(), STATE_ATTRIBUTE):
+            return stack  # an `AgentRunWorkflow` records its one run itself
+        if self._agents is None:
+            self._agents = _workflow_agents(workflow.instance(), served_agents(workflow.info().task_queue))
+        if not self._agents:
+            return stack
+        if self._recorder is None:
+            # One per workflow run: it numbers the workflow's agent runs.
+            self._recorder = OwnRunRecorder()
+        for agent in self._agents:
+            stack.enter_context(with_added_capability(agent, self._recorder))
+        return stack
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        """Run the workflow with the served agents' runs recorded."""
+        with self._recording():
+            return await super().execute_workflow(input)
+
+    async def handle_signal(self, input: HandleSignalInput) -> None:
+        """Run a signal handler with the served agents' runs recorded."""
+        with self._recording():
+            await super().handle_signal(input)
+
+    async def handle_update_handler(self, input: HandleUpdateInput) -> Any:
+        """Run an update handler with the served agents' runs recorded."""
+        with self._recording():
+            return await super().handle_update_handler(input)
 
 
 def workflow_interceptor_class(input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai.agent.abstract import AbstractAgent
@@ -19,7 +18,6 @@ from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from agentledger.errors import (
@@ -28,12 +26,11 @@ from agentledger.errors import (
     INVALID_SEED,
     RUN_NOT_PARKED,
     UNKNOWN_AGENT,
-    LedgerConfigError,
-    LedgerCorruptionError,
 )
 from agentledger.model._conversions import error_info, ledger_usage, run_usage
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
+from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_input
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
 from agentledger.workflows._state import LedgerRunState, current_state
@@ -53,31 +50,9 @@ from agentledger.workflows._types import (
     RunFailureDetails,
     RunStartInput,
     RunStartResult,
-    SealInput,
 )
 
-__all__ = ['LEDGER_ACTIVITY_RETRY', 'AgentRunWorkflow', 'preview']
-
-LEDGER_ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=[LedgerCorruptionError.__name__, LedgerConfigError.__name__],
-)
-"""Ledger activities retry with backoff: a ledger outage pauses the run rather than losing its records."""
-
-_LEDGER_ACTIVITY_TIMEOUT = timedelta(seconds=30)
-_LEDGER_OUTAGE_LIMIT = timedelta(minutes=10)
-_PREVIEW = 200
-_R = TypeVar('_R')
-
-
-def preview(value: object) -> str | None:
-    """A short text of a prompt or output for the ledger and the Temporal UI (at most 200 characters)."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + '…'
+__all__ = ['AgentRunWorkflow']
 
 
 class _RunRejected(Exception):
@@ -265,7 +240,7 @@ class AgentRunWorkflow:
         now = workflow.now()
         state.note_run_event('run_parked', f'park:{self._parks}', now, error=error, usage=usage)
         self._parked = error
-        await _ledger_activity(
+        await ledger_activity(
             PARK_RUN_ACTIVITY, ParkInput(run_id=state.run_id, error=error, parked_at=now), f'park {state.run_id}'
         )
         workflow.set_current_details(
@@ -294,7 +269,7 @@ class AgentRunWorkflow:
         state = self._agentledger_state
         now = workflow.now()
         state.note_run_event('run_resumed', f'resume:{self._parks}', now, detail=preview(decision.prompt))
-        seed = await _ledger_activity(
+        seed = await ledger_activity(
             RESUME_RUN_ACTIVITY,
             ResumeInput(run_id=state.run_id, resumed_at=now),
             f'resume {state.run_id}',
@@ -328,7 +303,7 @@ class AgentRunWorkflow:
             parent_tool_call_id=input.parent_tool_call_id,
             prompt_preview=preview(input.prompt),
         )
-        return await _ledger_activity(
+        return await ledger_activity(
             RUN_STARTED_ACTIVITY,
             RunStartInput(
                 start=start,
@@ -363,48 +338,9 @@ class AgentRunWorkflow:
             error=error,
             output_preview=output_preview,
         )
-        await _ledger_activity(
-            SEAL_RUN_ACTIVITY, _seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
+        await ledger_activity(
+            SEAL_RUN_ACTIVITY, seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
         )
-
-
-@overload
-async def _ledger_activity(name: str, arg: Any, summary: str) -> None: ...
-
-
-@overload
-async def _ledger_activity(name: str, arg: Any, summary: str, *, result_type: type[_R]) -> _R: ...
-
-
-async def _ledger_activity(name: str, arg: Any, summary: str, *, result_type: type[Any] | None = None) -> Any:
-    """Run one of the ledger's own activities: retried with backoff through an outage of up to ten minutes."""
-    return await workflow.execute_activity(
-        name,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=_LEDGER_ACTIVITY_TIMEOUT,
-        schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
-        retry_policy=LEDGER_ACTIVITY_RETRY,
-        summary=f'ledger: {summary}',
-    )
-
-
-def _seal_input(
-    state: LedgerRunState, seal: RunSeal, final_messages: list[ModelMessage] | None, final_step: int
-) -> SealInput:
-    """The seal's input; the final history carries only what the ledger does not hold yet."""
-    reference = None
-    if final_messages is not None:
-        found = state.history.reference(final_messages, final_step, model_request=False)
-        if found is not None:
-            reference, count = found
-            final_messages = final_messages[count:]
-    return SealInput(
-        seal=seal,
-        final_messages=final_messages,
-        final_step=final_step,
-        final_history=reference,
-    )
 
 
 def _continue_as_new(input: AgentRunInput, ctx: RunContext[Any], messages: list[ModelMessage]) -> None:

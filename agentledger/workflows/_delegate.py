@@ -53,7 +53,8 @@ from agentledger.model._ids import delegate_workflow_id, ledger_run_id
 from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter
 from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
-from agentledger.workflows._agent_run import AgentRunWorkflow, preview
+from agentledger.workflows._agent_run import AgentRunWorkflow
+from agentledger.workflows._ledger_calls import preview
 from agentledger.workflows._state import LedgerRunState, current_state
 from agentledger.workflows._types import DELEGATE_RESULT_ACTIVITY, AgentRunInput, AgentRunOutput, RunFailureDetails
 

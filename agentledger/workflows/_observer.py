@@ -21,7 +21,7 @@ from temporalio import workflow
 
 from agentledger._compat import mark_safe_at_runtime
 from agentledger.model._records import StepEvent, ToolOutcome
-from agentledger.workflows._state import LedgerRunState
+from agentledger.workflows._state import LedgerRunState, current_state
 
 __all__ = ['LedgerObserver']
 
@@ -37,18 +37,25 @@ class LedgerObserver(AbstractCapability[Any]):
 
     def __init__(
         self,
-        state: LedgerRunState,
+        state: LedgerRunState | None = None,
         *,
         continue_as_new: Callable[[RunContext[Any], list[ModelMessage]], None] | None = None,
     ) -> None:
-        self._state = state
+        self._fixed_state = state
         self._continue_as_new = continue_as_new
+
+    @property
+    def _state(self) -> LedgerRunState | None:
+        """The run's state: the one given, or that of the ledger run this code belongs to (`None`: not recorded)."""
+        return self._fixed_state if self._fixed_state is not None else current_state()
 
     async def before_model_request(
         self, ctx: RunContext[Any], request_context: ModelRequestContext
     ) -> ModelRequestContext:
         """Note the step; give the run the chance to continue as new with the history it is about to send."""
-        self._state.last_step = max(self._state.last_step, self._state.step_offset + ctx.run_step)
+        state = self._state
+        if state is not None:
+            state.last_step = max(state.last_step, state.step_offset + ctx.run_step)
         if self._continue_as_new is not None:
             self._continue_as_new(ctx, request_context.messages)
         return request_context
@@ -56,23 +63,26 @@ class LedgerObserver(AbstractCapability[Any]):
     def _record(
         self, ctx: RunContext[Any], call: ToolCallPart, prefix: str, outcome: ToolOutcome, detail: str | None
     ) -> None:
+        state = self._state
+        if state is None:
+            return
         activity_id = f'{prefix}:{call.tool_call_id}'
         common: dict[str, Any] = dict(
-            run_id=self._state.run_id,
-            workflow_id=self._state.workflow_id,
-            temporal_run_id=self._state.temporal_run_id,
+            run_id=state.run_id,
+            workflow_id=state.workflow_id,
+            temporal_run_id=state.temporal_run_id,
             activity_id=activity_id,
             attempt=0,
             timestamp=workflow.now(),
-            step=ctx.run_step + self._state.step_offset,
+            step=ctx.run_step + state.step_offset,
             tool_call_id=call.tool_call_id,
             tool_name=call.tool_name,
         )
-        self._state.workflow_events.append(StepEvent(kind='tool_call_started', **common))
-        self._state.workflow_events.append(
+        state.workflow_events.append(StepEvent(kind='tool_call_started', **common))
+        state.workflow_events.append(
             StepEvent(kind='tool_call_completed', outcome=outcome, detail=detail, duration_s=0.0, **common)
         )
-        self._state.accept(activity_id, 'completed')
+        state.accept(activity_id, 'completed')
 
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
@@ -85,7 +95,8 @@ class LedgerObserver(AbstractCapability[Any]):
         for calls, outcome in deferred:
             for call in calls:
                 # A call deferred by its own tool activity was recorded by that activity.
-                if call.tool_call_id not in self._state.dispatched_tool_calls:
+                state = self._state
+                if state is not None and call.tool_call_id not in state.dispatched_tool_calls:
                     self._record(ctx, call, 'deferred', outcome, None)
         return None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic_ai.agent.abstract import AbstractAgent
 
-__all__ = ['agent_names', 'lookup_agent', 'register_agent']
+__all__ = ['agent_names', 'lookup_agent', 'register_agent', 'served_agents']
 
 _agents: dict[tuple[str | None, str], AbstractAgent[Any, Any]] = {}
 
@@ -40,3 +40,12 @@ def lookup_agent(task_queue: str, name: str) -> AbstractAgent[Any, Any] | None:
 def agent_names(task_queue: str) -> list[str]:
     """The names of the agents served on `task_queue`, sorted."""
     return sorted({name for queue, name in _agents if queue in (task_queue, None)})
+
+
+def served_agents(task_queue: str) -> list[AbstractAgent[Any, Any]]:
+    """The agents served on `task_queue` (or registered for any queue), each once, in registration order."""
+    found: list[AbstractAgent[Any, Any]] = []
+    for (queue, _), agent in _agents.items():
+        if queue in (task_queue, None) and all(agent is not seen for seen in found):
+            found.append(agent)
+    return found

@@ -1,4 +1,8 @@
-"""What a running `AgentRunWorkflow` has observed and not yet handed to the ledger.
+"""What a running ledger run has observed and not yet handed to the ledger.
+
+A ledger run is an `AgentRunWorkflow` execution chain, or one `Agent.run` of a listed agent inside a
+user's own workflow (see `workflows/_own.py`); the first keeps its state on the workflow instance, the
+second in a context variable that pydantic-ai carries from the run's `wrap_run` into the run's tasks.
 
 Workflow code cannot write the ledger (no I/O there), so it keeps observations here and the
 workflow outbound interceptor attaches them, as a header, to the next activity it starts; the
@@ -12,6 +16,7 @@ state: replay rebuilds it identically.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +26,7 @@ from temporalio import workflow
 from agentledger.model._records import Acceptance, EventKind, StepEvent
 from agentledger.workflows._history import HistoryReferences
 
-__all__ = ['HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
+__all__ = ['CURRENT_RUN', 'HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
 
 HEADER = 'agentledger'
 """The activity header carrying the ledger run id, new acceptances and workflow-side events."""
@@ -51,6 +56,8 @@ class LedgerRunState:
     run (continue-as-new), or by this one before it parked and was resumed."""
     last_step: int = 0
     """The ledger step of the latest model request this ledger run made (a resumed run numbers on from it)."""
+    activity_prefix: str = ''
+    """Put before this run's activity ids: several agent runs of one user workflow must not share one."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
@@ -58,7 +65,7 @@ class LedgerRunState:
     def next_activity_id(self) -> str:
         """A deterministic activity id, so acceptances can name the activity they accept."""
         self._next_activity += 1
-        return str(self._next_activity)
+        return f'{self.activity_prefix}{self._next_activity}'
 
     def request_ordinal(self, step: int) -> int:
         """Count a model request at ledger step `step`: 1 for the step's first, 2 when it is asked again.
@@ -124,7 +131,18 @@ def ledger_step(step: int | None, header: Mapping[str, Any] | None) -> int | Non
     return step + offset
 
 
+CURRENT_RUN: ContextVar[LedgerRunState | None] = ContextVar('agentledger_current_run', default=None)
+"""The state of the agent run this code belongs to, inside a user's own workflow (set by its `wrap_run`)."""
+
+
 def current_state() -> LedgerRunState | None:
-    """The `LedgerRunState` of the workflow this code runs in, or `None` outside an `AgentRunWorkflow`."""
+    """The `LedgerRunState` of the ledger run this workflow code belongs to, or `None` outside any.
+
+    Inside a user's own workflow, that of the listed agent's run this code runs in; in an
+    `AgentRunWorkflow`, the workflow's own.
+    """
+    own = CURRENT_RUN.get()
+    if own is not None:
+        return own
     state = getattr(workflow.instance(), STATE_ATTRIBUTE, None)
     return state if isinstance(state, LedgerRunState) else None

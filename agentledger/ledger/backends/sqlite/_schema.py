@@ -31,7 +31,7 @@ __all__ = [
     'run_value',
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code writes; `open()` migrates older files up to it."""
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -121,6 +121,7 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
     ],
+    4: ['ALTER TABLE runs ADD COLUMN workflow_type TEXT'],
 }
 """Version -> the statements that migrate the previous version to it, applied in one transaction."""
 
@@ -145,6 +146,7 @@ RUN_COLUMNS = (
     'forked_from',
     'forked_from_run_id',
     'degraded',
+    'workflow_type',
 )
 SELECT_RUN = f'SELECT {", ".join(RUN_COLUMNS)} FROM runs'
 UPSERT_RUN = (
@@ -192,6 +194,7 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         dumps(asdict(run.forked_from)) if run.forked_from is not None else None,
         run.forked_from.run_id if run.forked_from is not None else None,
         dumps(list(run.degraded)),
+        run.workflow_type,
     )
 
 

@@ -1,0 +1,68 @@
+"""Users' own workflows that call durable agents, written as a team on Temporal writes them.
+
+The workflow sandbox imports this module afresh for each workflow run, so the agents below are the
+sandbox's copies of the ones `tests.helpers.agents` defines: as in a real user's workflow module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import activity, workflow
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic_ai import Agent
+    from pydantic_ai.durable_exec.temporal import TemporalDurability
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from tests.helpers.agents import calc_agent
+
+
+def _echo(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    return ModelResponse(parts=[TextPart('echo')])
+
+
+unlisted_agent = Agent(FunctionModel(_echo), name='unlisted', capabilities=[TemporalDurability()])
+"""A durable agent the ledger plugin does not list: its runs are not recorded."""
+
+
+@activity.defn
+async def prepare(topic: str) -> str:
+    """A plain activity of the user's own."""
+    return f'{topic}!'
+
+
+@workflow.defn
+class ReviewWorkflow:
+    """A plain activity, an agent run, a signal, another agent run."""
+
+    def __init__(self) -> None:
+        self._note: str | None = None
+
+    @workflow.signal
+    def approve(self, note: str) -> None:
+        """Let the second agent run go."""
+        self._note = note
+
+    @workflow.run
+    async def run(self, topic: str) -> list[str]:
+        """Return both runs' outputs."""
+        prepared = await workflow.execute_activity(prepare, topic, start_to_close_timeout=timedelta(seconds=10))
+        first = await calc_agent.run(f'compute {prepared}')
+        await workflow.wait_condition(lambda: self._note is not None)
+        second = await calc_agent.run(f'compute again: {self._note}')
+        return [first.output, second.output]
+
+
+@workflow.defn
+class FanOutWorkflow:
+    """Two agent runs at once, and a run of an agent the plugin does not list."""
+
+    @workflow.run
+    async def run(self, topic: str) -> list[str]:
+        """Return the three outputs."""
+        results = await asyncio.gather(calc_agent.run(f'{topic} a'), calc_agent.run(f'{topic} b'))
+        other = await unlisted_agent.run(topic)
+        return [*(r.output for r in results), other.output]
