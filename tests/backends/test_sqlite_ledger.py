@@ -260,7 +260,7 @@ async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: P
         assert [r.workflow_id for r in await ledger.payload_references([key])] == ['wf-a']
 
     with closing(sqlite3.connect(path)) as raw:
-        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
         indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {'runs_forked_from', 'snapshots_run', 'records_scope'} <= indexes
 
