@@ -269,8 +269,9 @@ async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: P
         assert (await reopened.snapshot(seed.snapshot_id)).record == seed
 
 
-async def test_sqlite_version_2_file_migrates_to_version_3(tmp_path: Path) -> None:
-    """Version 3 adds the `degraded` mark of runs recorded under the `warn` outage policy; older runs have none."""
+async def test_sqlite_version_2_file_migrates_to_the_current_version(tmp_path: Path) -> None:
+    """Version 3 adds the `degraded` mark of runs recorded under the `warn` outage policy, version 4 the
+    workflow type; older runs have neither."""
     path = tmp_path / 'ledger.db'
     create_v1_ledger(path)
     with closing(sqlite3.connect(path, isolation_level=None)) as raw:
@@ -279,11 +280,12 @@ async def test_sqlite_version_2_file_migrates_to_version_3(tmp_path: Path) -> No
         raw.execute('UPDATE schema_version SET version = 2')
     async with SqliteLedger(path) as ledger:
         assert (await ledger.run('run-old')).degraded == ()
+        assert (await ledger.run('run-old')).workflow_type is None
         await ledger.update_run('run-old', lambda run: replace(run, degraded=('lost',)))
     async with SqliteLedger(path) as reopened:
         assert (await reopened.run('run-old')).degraded == ('lost',)
     with closing(sqlite3.connect(path)) as raw:
-        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(3,)]
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
 
 
 async def test_sqlite_snapshot_row_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
