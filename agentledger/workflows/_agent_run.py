@@ -302,6 +302,7 @@ class AgentRunWorkflow:
             parent_run_id=input.parent_run_id,
             parent_tool_call_id=input.parent_tool_call_id,
             prompt_preview=preview(input.prompt),
+            workflow_type=info.workflow_type,
         )
         return await ledger_activity(
             RUN_STARTED_ACTIVITY,

@@ -33,6 +33,7 @@ from agentledger.model._rules import total_usage
 
 from ..helpers import journal_agents
 from ..helpers.journal_agents import PaymentDeps, payments_agent, performed, provider_calls
+from ..helpers.own_workflows import PaymentsWorkflow
 from ..helpers.s3_server import shared_s3_server
 
 ROOT = Path(__file__).parents[2]
@@ -97,7 +98,9 @@ async def worker(
 ) -> AsyncIterator[Client]:
     plugin = LedgerPlugin(ledger, agents=[payments_agent], model_journal=journal)
     client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
-    async with Worker(client, task_queue=task_queue, interceptors=[journal_agents.CrashPoints()]):
+    async with Worker(
+        client, task_queue=task_queue, workflows=[PaymentsWorkflow], interceptors=[journal_agents.CrashPoints()]
+    ):
         yield client
 
 
@@ -108,12 +111,19 @@ async def start_payment(
     *,
     deps: PaymentDeps | None = None,
     workflow_id: str | None = None,
+    via: str = 'AgentRunWorkflow',
 ) -> str:
-    """Start a `payments` run (the worker that serves it may be a subprocess); return its workflow id."""
+    """Start a `payments` run (the worker that serves it may be a subprocess); return its workflow id.
+
+    `via='PaymentsWorkflow'` runs the agent inside that user workflow instead of an `AgentRunWorkflow`.
+    """
     client = await Client.connect(
         env.client.service_client.config.target_host, plugins=[LedgerPlugin(ledger, agents=[payments_agent])]
     )
     workflow_id = workflow_id or f'payments-{uuid.uuid4().hex[:8]}'
+    if via == 'PaymentsWorkflow':
+        await client.start_workflow(PaymentsWorkflow.run, deps or PaymentDeps(), id=workflow_id, task_queue=task_queue)
+        return workflow_id
     await agentledger.start(
         client, payments_agent, 'pay', task_queue=task_queue, workflow_id=workflow_id, deps=deps or PaymentDeps()
     )
@@ -128,10 +138,22 @@ async def finished_run_id(client: Client, ledger: Ledger, workflow_id: str) -> s
 
 
 @pytest.mark.parametrize(
-    ('backend', 'journal'), [('sqlite', True), ('sqlite', False), ('s3', True)], ids=['sqlite', 'no-journal', 's3']
+    ('backend', 'journal', 'via'),
+    [
+        ('sqlite', True, 'AgentRunWorkflow'),
+        ('sqlite', False, 'AgentRunWorkflow'),
+        ('s3', True, 'AgentRunWorkflow'),
+        ('sqlite', True, 'PaymentsWorkflow'),
+    ],
+    ids=['sqlite', 'no-journal', 's3', 'own-workflow'],
 )
 async def test_worker_killed_after_the_provider_answered_replays_the_journaled_response(
-    temporal_env: WorkflowEnvironment, tmp_path: Path, backend: str, journal: bool, capsys: pytest.CaptureFixture[str]
+    temporal_env: WorkflowEnvironment,
+    tmp_path: Path,
+    backend: str,
+    journal: bool,
+    via: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The worker dies after the provider answered and the journal holds the response, before Temporal
     hears of it: the retry replays the response (the provider is called once per step); without the
@@ -143,7 +165,7 @@ async def test_worker_killed_after_the_provider_answered_replays_the_journaled_r
         with doomed_worker(
             host, task_queue, stored.url, f'after_model_request:{tmp_path / "fired"}', journal=journal, env=stored.env
         ):
-            workflow_id = await start_payment(temporal_env, ledger, task_queue)
+            workflow_id = await start_payment(temporal_env, ledger, task_queue, via=via)
         assert provider_calls() == 1
         async with worker(temporal_env, ledger, task_queue, journal=journal) as client:
             run_id = await finished_run_id(client, ledger, workflow_id)
@@ -186,9 +208,13 @@ async def test_attempt_that_raised_after_the_answer_replays_it(
         assert (step.attempts, step.accepted_attempt, step.replayed) == (2, 2, True)
 
 
-@pytest.mark.parametrize('backend', ['sqlite', 's3'])
+@pytest.mark.parametrize(
+    ('backend', 'via'),
+    [('sqlite', 'AgentRunWorkflow'), ('s3', 'AgentRunWorkflow'), ('sqlite', 'PaymentsWorkflow')],
+    ids=['sqlite', 's3', 'own-workflow'],
+)
 async def test_once_effect_across_a_worker_killed_inside_it_reconciles_with_the_target(
-    temporal_env: WorkflowEnvironment, tmp_path: Path, backend: str
+    temporal_env: WorkflowEnvironment, tmp_path: Path, backend: str, via: str
 ) -> None:
     """The worker dies right after the target charged: the retry asks the target and does not charge again."""
     host = temporal_env.client.service_client.config.target_host
@@ -196,7 +222,7 @@ async def test_once_effect_across_a_worker_killed_inside_it_reconciles_with_the_
     async with store(backend, tmp_path) as stored:
         ledger = stored.ledger
         with doomed_worker(host, task_queue, stored.url, f'inside_effect:{tmp_path / "fired"}', env=stored.env):
-            workflow_id = await start_payment(temporal_env, ledger, task_queue)
+            workflow_id = await start_payment(temporal_env, ledger, task_queue, via=via)
         [started] = await ledger.effects(workflow_id=workflow_id)
         assert started.status == 'started' and len(performed()) == 1
         async with worker(temporal_env, ledger, task_queue) as client:
@@ -268,9 +294,13 @@ async def test_once_effect_without_reconcile_waits_for_agentledger_resolve(
         assert 'already done' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('journal', [True, False], ids=['journal', 'no-journal'])
+@pytest.mark.parametrize(
+    ('journal', 'via'),
+    [(True, 'AgentRunWorkflow'), (False, 'AgentRunWorkflow'), (True, 'PaymentsWorkflow')],
+    ids=['journal', 'no-journal', 'own-workflow'],
+)
 async def test_reset_to_the_first_workflow_task_repeats_no_effect(
-    temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool
+    temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool, via: str
 ) -> None:
     """C11/C14: a completed run reset to its first workflow task runs again, as one ledger run naming both
     Temporal runs. With the journal the model requests replay (same tool_call_id), so the effect is not
@@ -281,7 +311,7 @@ async def test_reset_to_the_first_workflow_task_repeats_no_effect(
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
         task_queue = f'reset-{uuid.uuid4().hex[:8]}'
         async with worker(temporal_env, ledger, task_queue, journal=journal) as client:
-            workflow_id = await start_payment(temporal_env, ledger, task_queue)
+            workflow_id = await start_payment(temporal_env, ledger, task_queue, via=via)
             run_id = await finished_run_id(client, ledger, workflow_id)
             first_run = (await ledger.run(run_id)).temporal_run_id
             assert (provider_calls(), len(performed())) == (2, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from pathlib import Path
 
@@ -9,11 +10,22 @@ from pydantic_ai.durable_exec.temporal import AgentPlugin
 from temporalio.testing import WorkflowEnvironment
 
 from agentledger import SqliteLedger
+from agentledger.model import is_provider_valid
 
 from ..conftest import serve
 from ..helpers.agents import calc_agent
 from ..helpers.checks import check_complete_calc_run
-from ..helpers.own_workflows import FanOutWorkflow, ReviewWorkflow, prepare, unlisted_agent
+from ..helpers.delegate_agents import boss
+from ..helpers.own_workflows import (
+    LONG_STEPS,
+    FanOutWorkflow,
+    ResearchWorkflow,
+    ReviewWorkflow,
+    long_agent,
+    prepare,
+    unlisted_agent,
+)
+from .test_e2e_history import model_request_inputs
 
 
 async def test_each_agent_run_in_a_user_workflow_is_a_ledger_run(
@@ -63,3 +75,45 @@ async def test_concurrent_runs_are_separate_and_unlisted_agents_unrecorded(
         for run in runs:
             events = await check_complete_calc_run(ledger, run.run_id)
             assert {event.run_id for event in events} == {run.run_id}
+
+
+async def test_bounded_history_valid_snapshots_and_delegates_in_a_user_workflow(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Model requests carry a reference plus their new messages, every snapshot is provider-valid and chained,
+    and an orchestrator's delegates are child runs linked to the user workflow's agent run."""
+    async with (
+        SqliteLedger(tmp_path / 'runs.db') as ledger,
+        serve(temporal_env, ledger, [long_agent, boss], workflows=[ResearchWorkflow]) as served,
+    ):
+        workflow_id = f'research-{uuid.uuid4().hex[:8]}'
+        handle = await served.client.start_workflow(
+            ResearchWorkflow.run, 'tides', id=workflow_id, task_queue=served.task_queue
+        )
+        long_output, brief = await handle.result()
+        assert long_output == f'{1 + 2 * (LONG_STEPS - 1)} messages seen'
+        assert brief == 'facts: tides rise twice a day | A POEM ON TIDES (4 words)'
+
+        inputs = await model_request_inputs(served.client, handle)
+        long_inputs = inputs[:LONG_STEPS]
+        assert long_inputs[0] == (1, False)
+        assert long_inputs[1:] == [(2, True)] * (LONG_STEPS - 1)
+
+        runs = {run.agent_name: run for run in await ledger.runs(workflow_id=workflow_id)}
+        assert set(runs) == {'long-own', 'boss'}
+        for run in runs.values():
+            snapshots = await ledger.snapshots(run.run_id)
+            assert snapshots and snapshots[0].parent_id is None
+            for parent, child in itertools.pairwise(snapshots):
+                assert child.parent_id == parent.snapshot_id
+            for record in snapshots:
+                assert is_provider_valid((await ledger.snapshot(record.snapshot_id)).messages)
+
+        orchestrator = runs['boss']
+        children = await ledger.runs(parent_run_id=orchestrator.run_id)
+        assert sorted(child.agent_name for child in children) == ['researcher', 'writer']
+        for child in children:
+            assert child.status == 'completed' and child.workflow_type == 'AgentRunWorkflow'
+            assert child.workflow_id == f'{workflow_id}/delegate/{child.parent_tool_call_id}'
+        rolled = sum((child.usage.requests for child in children), 0)
+        assert orchestrator.usage.requests == 2 + rolled

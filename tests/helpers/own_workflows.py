@@ -14,10 +14,12 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai import Agent
     from pydantic_ai.durable_exec.temporal import TemporalDurability
-    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tests.helpers.agents import calc_agent
+from tests.helpers.delegate_agents import boss
+from tests.helpers.journal_agents import PaymentDeps, payments_agent
 
 
 def _echo(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -66,3 +68,45 @@ class FanOutWorkflow:
         results = await asyncio.gather(calc_agent.run(f'{topic} a'), calc_agent.run(f'{topic} b'))
         other = await unlisted_agent.run(topic)
         return [*(r.output for r in results), other.output]
+
+
+@workflow.defn
+class PaymentsWorkflow:
+    """A user's workflow around one run of the `payments` agent (its `charge` tool uses `agentledger.once`)."""
+
+    @workflow.run
+    async def run(self, deps: PaymentDeps) -> str:
+        """Pay, and return the agent's output."""
+        result = await payments_agent.run('pay', deps=deps)
+        return result.output
+
+
+LONG_STEPS = 6
+
+
+def _long_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    done = sum(1 for m in messages if isinstance(m, ModelResponse))
+    if done + 1 >= LONG_STEPS:
+        return ModelResponse(parts=[TextPart(f'{len(messages)} messages seen')])
+    return ModelResponse(parts=[ToolCallPart('fetch', {'i': done})])
+
+
+long_agent = Agent(FunctionModel(_long_script), name='long-own', capabilities=[TemporalDurability()])
+
+
+@long_agent.tool_plain
+def fetch(i: int) -> str:
+    """About 8 KB of new content per step."""
+    return f'{i:05d}' * 1600
+
+
+@workflow.defn
+class ResearchWorkflow:
+    """A long agent run, then an orchestrator whose delegates run as child `AgentRunWorkflow`s."""
+
+    @workflow.run
+    async def run(self, topic: str) -> list[str]:
+        """Return both outputs."""
+        long = await long_agent.run(f'read {topic}')
+        brief = await boss.run(f'brief {topic}')
+        return [long.output, brief.output]

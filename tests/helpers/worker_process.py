@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 
 from agentledger import LedgerPlugin, open_ledger
 
-from . import agents, journal_agents
+from . import agents, journal_agents, own_workflows
 
 
 async def main(host: str, task_queue: str, ledger_url: str, names: list[str]) -> None:
@@ -22,7 +22,12 @@ async def main(host: str, task_queue: str, ledger_url: str, names: list[str]) ->
     journal = journal_agents.NO_JOURNAL_ENV not in os.environ
     plugin = LedgerPlugin(open_ledger(ledger_url), agents=served, model_journal=journal)
     client = await Client.connect(host, plugins=[plugin])
-    async with Worker(client, task_queue=task_queue, interceptors=[journal_agents.CrashPoints()]):
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[own_workflows.PaymentsWorkflow],
+        interceptors=[journal_agents.CrashPoints()],
+    ):
         print('ready', flush=True)
         await asyncio.Event().wait()
 
