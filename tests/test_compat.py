@@ -26,6 +26,7 @@ from pydantic_ai.models import ModelRequestParameters
 
 from agentledger import _compat
 from agentledger.workflows._observer import LedgerObserver
+from agentledger.workflows._own import OwnRunRecorder
 
 
 def _within(installed: str, supported: tuple[str, str]) -> bool:
@@ -167,3 +168,30 @@ def test_the_tested_ends_are_the_supported_range() -> None:
 
     assert pinned('oldest.txt') == Version(_compat.SUPPORTED_PYDANTIC_AI[0])
     assert Version(_compat.SUPPORTED_PYDANTIC_AI[0]) < pinned('newest.txt') < Version(_compat.SUPPORTED_PYDANTIC_AI[1])
+
+
+def test_an_added_capability_runs_with_the_agents_own_and_only_inside_the_block() -> None:
+    """`with_added_capability` adds a capability to an agent's runs (the public `override(capabilities=...)` where the
+    release has it, else the private override variable, which must then exist and hold an `Option`)."""
+    from pydantic_ai import Agent
+    from pydantic_ai.capabilities import AbstractCapability as Capability
+    from pydantic_ai.durable_exec.temporal import TemporalDurability
+    from pydantic_ai.models.test import TestModel
+
+    class Counting(Capability[None]):
+        runs = 0
+
+        async def before_run(self, ctx: typing.Any) -> None:
+            Counting.runs += 1
+
+    agent = Agent(TestModel(), name='compat-probe', capabilities=[TemporalDurability()])
+    own = list(agent.root_capability.capabilities)
+    if 'capabilities' not in inspect.signature(agent.override).parameters:
+        variable = getattr(agent, _compat.OVERRIDE_ROOT_CAPABILITY)
+        assert variable.get() is None
+    with _compat.with_added_capability(agent, Counting()):
+        agent.run_sync('hi')
+    agent.run_sync('hi')
+    assert Counting.runs == 1
+    assert list(agent.root_capability.capabilities) == own
+    assert getattr(OwnRunRecorder, _compat.RUNTIME_SAFE_FLAG) is True
