@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 from pydantic_ai.agent.abstract import AbstractAgent
 from temporalio import workflow
@@ -119,12 +119,13 @@ def _workflow_agents(instance: object, served: list[AbstractAgent[Any, Any]]) ->
     module_globals = next((value.__globals__ for value in vars(cls).values() if inspect.isfunction(value)), {})
     candidates.extend(module_globals.values())
     for candidate in candidates:
+        # `type()`, not `isinstance`: the sandbox's restricted proxies (of modules, of `datetime`...) fail the latter.
         if (
-            isinstance(candidate, AbstractAgent)
-            and candidate.name in names
+            issubclass(type(candidate), AbstractAgent)
+            and cast(AbstractAgent[Any, Any], candidate).name in names
             and all(candidate is not seen for seen in found)
         ):
-            found.append(candidate)
+            found.append(cast(AbstractAgent[Any, Any], candidate))
     return found
 
 

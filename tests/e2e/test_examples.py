@@ -12,7 +12,17 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.parametrize(
-    'example', ['quickstart.py', 'delegates.py', 'once.py', 'codec_server.py', 'gc.py', 'reconcile.py', 'park.py']
+    'example',
+    [
+        'quickstart.py',
+        'delegates.py',
+        'once.py',
+        'codec_server.py',
+        'gc.py',
+        'reconcile.py',
+        'park.py',
+        'own_workflow.py',
+    ],
 )
 def test_example_runs(example: str) -> None:
     done = subprocess.run(
