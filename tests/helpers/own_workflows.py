@@ -38,7 +38,7 @@ async def prepare(topic: str) -> str:
 
 @workflow.defn
 class ReviewWorkflow:
-    """A plain activity, an agent run, a signal, another agent run."""
+    """A plain activity, an agent run, a signal, another agent run (through `iter`)."""
 
     def __init__(self) -> None:
         self._note: str | None = None
@@ -54,8 +54,11 @@ class ReviewWorkflow:
         prepared = await workflow.execute_activity(prepare, topic, start_to_close_timeout=timedelta(seconds=10))
         first = await calc_agent.run(f'compute {prepared}')
         await workflow.wait_condition(lambda: self._note is not None)
-        second = await calc_agent.run(f'compute again: {self._note}')
-        return [first.output, second.output]
+        async with calc_agent.iter(f'compute again: {self._note}') as second:
+            async for _ in second:
+                pass
+        assert second.result is not None
+        return [first.output, second.result.output]
 
 
 @workflow.defn
