@@ -15,9 +15,11 @@ from agentledger.model import is_provider_valid
 from ..conftest import serve
 from ..helpers.agents import calc_agent
 from ..helpers.checks import check_complete_calc_run
-from ..helpers.delegate_agents import boss
+from ..helpers.delegate_agents import boss, broken
 from ..helpers.own_workflows import (
     LONG_STEPS,
+    BatchWorkflow,
+    FallbackWorkflow,
     FanOutWorkflow,
     ResearchWorkflow,
     ReviewWorkflow,
@@ -117,3 +119,44 @@ async def test_bounded_history_valid_snapshots_and_delegates_in_a_user_workflow(
             assert child.workflow_id == f'{workflow_id}/delegate/{child.parent_tool_call_id}'
         rolled = sum((child.usage.requests for child in children), 0)
         assert orchestrator.usage.requests == 2 + rolled
+
+
+async def test_a_user_workflow_that_continues_as_new_gets_a_ledger_run_per_agent_run(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Each Temporal run of the chain numbers its agent runs from 1 again: the ids still differ, one run each."""
+    async with (
+        SqliteLedger(tmp_path / 'runs.db') as ledger,
+        serve(temporal_env, ledger, [calc_agent], workflows=[BatchWorkflow]) as served,
+    ):
+        workflow_id = f'batch-{uuid.uuid4().hex[:8]}'
+        handle = await served.client.start_workflow(BatchWorkflow.run, 3, id=workflow_id, task_queue=served.task_queue)
+        assert await handle.result() == 1
+        runs = list(await ledger.runs(workflow_id=workflow_id))
+        assert sorted(run.prompt_preview or '' for run in runs) == ['round 1', 'round 2', 'round 3']
+        assert len({run.temporal_run_id for run in runs}) == 3
+        for run in runs:
+            await check_complete_calc_run(ledger, run.run_id)
+
+
+async def test_a_failed_agent_run_the_workflow_catches_is_sealed_failed(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The agent's failure reaches the workflow as the agent's error, and its ledger run is sealed `failed`."""
+    async with (
+        SqliteLedger(tmp_path / 'runs.db') as ledger,
+        serve(temporal_env, ledger, [calc_agent, broken], workflows=[FallbackWorkflow]) as served,
+    ):
+        workflow_id = f'fallback-{uuid.uuid4().hex[:8]}'
+        result = await served.client.execute_workflow(
+            FallbackWorkflow.run, 'stock', id=workflow_id, task_queue=served.task_queue
+        )
+        assert result == 'done'
+        runs = {run.agent_name: run for run in await ledger.runs(workflow_id=workflow_id)}
+        assert runs['calc'].status == 'completed'
+        failed = runs['broken']
+        assert failed.status == 'failed' and failed.error is not None
+        assert 'the warehouse is on fire' in failed.error.message
+        events = await ledger.events(failed.run_id)
+        assert [events[0].kind, events[-1].kind] == ['run_started', 'run_failed']
+        assert all(event.state != 'provisional' for event in events)

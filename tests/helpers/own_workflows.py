@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tests.helpers.agents import calc_agent
-from tests.helpers.delegate_agents import boss
+from tests.helpers.delegate_agents import boss, broken
 from tests.helpers.journal_agents import PaymentDeps, payments_agent
 
 
@@ -113,3 +113,30 @@ class ResearchWorkflow:
         long = await long_agent.run(f'read {topic}')
         brief = await boss.run(f'brief {topic}')
         return [long.output, brief.output]
+
+
+@workflow.defn
+class BatchWorkflow:
+    """Runs the agent once per Temporal run and continues as new until `rounds` runs are done."""
+
+    @workflow.run
+    async def run(self, rounds: int) -> int:
+        """Return how many rounds ran."""
+        await calc_agent.run(f'round {rounds}')
+        if rounds > 1:
+            workflow.continue_as_new(rounds - 1)
+        return rounds
+
+
+@workflow.defn
+class FallbackWorkflow:
+    """An agent run that fails, caught by the workflow, then one that works."""
+
+    @workflow.run
+    async def run(self, topic: str) -> str:
+        """Return the working run's output, after the broken one failed."""
+        try:
+            await broken.run(f'{topic} first')
+        except Exception as error:
+            workflow.logger.info('the broken agent failed as expected: %s', error)
+        return (await calc_agent.run(f'{topic} instead')).output
