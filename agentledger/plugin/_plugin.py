@@ -32,6 +32,7 @@ from agentledger.ledger._scopes import Scopes
 from agentledger.payloads._driver import PAYLOAD_THRESHOLD, LedgerStorageDriver, ResultStorage, with_ledger_storage
 from agentledger.payloads._failures import with_redacted_failures
 from agentledger.plugin._activity_interceptor import ActivityRecording, LedgerActivityInterceptor
+from agentledger.plugin._registrations import registered_once, workflows_registered_once
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
@@ -134,6 +135,15 @@ def _with_storage(converter: DataConverter | None, storage: ResultStorage | None
     return with_ledger_storage(base, storage.driver, storage.threshold)
 
 
+def _activities(plugin: SimplePlugin) -> list[Any]:
+    """The activities a plugin was given as a list (a `SimplePlugin` may be given a function instead)."""
+    return list(plugin.activities) if isinstance(plugin.activities, Sequence) else []
+
+
+def _workflows(plugin: SimplePlugin) -> list[type]:
+    return list(plugin.workflows) if isinstance(plugin.workflows, Sequence) else []
+
+
 class LedgerPlugin(SimplePlugin):
     """Add to a Temporal client (and so to its workers) to run pydantic-ai agents with a ledger.
 
@@ -142,6 +152,10 @@ class LedgerPlugin(SimplePlugin):
     activities and the interceptors that write StepEvents; it opens the ledger when the worker starts
     and checks that it can write it (so a bad or read-only ledger fails at start, with its own
     message), and closes it when the worker stops.
+
+    An activity or workflow the worker also registers itself (the agents' activities, its own
+    `AgentPlugin` or `PydanticAIPlugin`, `AgentRunWorkflow`) is registered once when both are the
+    same; two different ones under one name raise a `ValueError` naming both and which is the plugin's.
 
     Args:
         ledger: Where runs are recorded.
@@ -183,6 +197,7 @@ class LedgerPlugin(SimplePlugin):
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
+        agent_activities = [activity for plugin in self._agent_plugins for activity in _activities(plugin)]
 
         # One resolver for the interceptor and the seal, so the seal finds the last request's history at hand.
         histories = HistoryResolver(ledger)
@@ -199,6 +214,9 @@ class LedgerPlugin(SimplePlugin):
             workflow_runner=_passthrough_agentledger,
             data_converter=lambda converter: with_redacted_failures(_with_storage(converter, storage)),
         )
+        # What this plugin registers, to tell it apart from what the worker registers itself.
+        self._own_activities = [*_activities(self), *agent_activities]
+        self._own_workflows = [AgentRunWorkflow, *(w for plugin in self._agent_plugins for w in _workflows(plugin))]
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
         """Open the ledger for as long as the worker runs; a ledger that cannot be opened or written fails the start.
@@ -232,16 +250,17 @@ class LedgerPlugin(SimplePlugin):
         return super().configure_client(self._pydantic_ai.configure_client(config))
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
-        """Register the agents (by task queue) and their activities, then the ledger's parts."""
+        """Register the agents (by task queue) and their activities, then the ledger's parts, each name once."""
         for agent in self.agents:
             register_agent(config['task_queue'], agent)
         config = self._pydantic_ai.configure_worker(config)
         for plugin in self._agent_plugins:
             config = plugin.configure_worker(config)
-        return super().configure_worker(config)
+        return registered_once(super().configure_worker(config), self._own_activities, self._own_workflows)
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
         """Replay with the same converter, runner, workflows, interceptors and agents as the worker."""
         for agent in self.agents:
             register_agent(None, agent)
-        return super().configure_replayer(self._pydantic_ai.configure_replayer(config))
+        config = super().configure_replayer(self._pydantic_ai.configure_replayer(config))
+        return workflows_registered_once(config, self._own_workflows)
