@@ -29,10 +29,16 @@ from agentledger.activities._history import HistoryResolver
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer, OutagePolicy
 from agentledger.ledger._scopes import Scopes
-from agentledger.payloads._driver import PAYLOAD_THRESHOLD, LedgerStorageDriver, ResultStorage, with_ledger_storage
+from agentledger.payloads._driver import (
+    PAYLOAD_THRESHOLD,
+    LedgerPayloads,
+    LedgerStorageDriver,
+    ResultStorage,
+    with_ledger_storage,
+)
 from agentledger.payloads._failures import with_redacted_failures
 from agentledger.plugin._activity_interceptor import ActivityRecording, LedgerActivityInterceptor
-from agentledger.plugin._registrations import registered_once, workflows_registered_once
+from agentledger.plugin._registrations import activity_name, registered_once, workflows_registered_once
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
@@ -132,7 +138,7 @@ def _with_storage(converter: DataConverter | None, storage: ResultStorage | None
         return base
     # Results stored ahead of Temporal are encoded as Temporal encodes them: its codec, then storage.
     storage.codec = base.payload_codec
-    return with_ledger_storage(base, storage.driver, storage.threshold)
+    return with_ledger_storage(base, storage.driver, storage.threshold, storage.payloads)
 
 
 def _activities(plugin: SimplePlugin) -> list[Any]:
@@ -153,6 +159,11 @@ class LedgerPlugin(SimplePlugin):
     and checks that it can write it (so a bad or read-only ledger fails at start, with its own
     message), and closes it when the worker stops.
 
+    An external storage the client's `DataConverter` already has (its drivers, selector and
+    threshold) is kept: the ledger stores only the payloads of agent runs (see `payload_threshold`),
+    every other payload goes where that storage sends it, and each reference is read back by the
+    driver that wrote it. The payload codec is kept too.
+
     An activity or workflow the worker also registers itself (the agents' activities, its own
     `AgentPlugin` or `PydanticAIPlugin`, `AgentRunWorkflow`) is registered once when both are the
     same; two different ones under one name raise a `ValueError` naming both and which is the plugin's.
@@ -163,7 +174,10 @@ class LedgerPlugin(SimplePlugin):
             agents they delegate to (`agentledger.delegate`) are served too, without being listed.
         payload_threshold: Payloads of agent runs at least this large (bytes) are stored in the ledger,
             deduplicated, and Temporal's history keeps a reference (see `agentledger/payloads/_driver.py`).
-            `None` keeps every payload inline. Clients, workers and replayers of one namespace must agree.
+            Payloads of agent runs are those of `AgentRunWorkflow`, and those of the agents' pydantic-ai
+            activities and the ledger's own activities in any workflow. `None` keeps them inline (or
+            where the converter's own external storage puts them). Clients, workers and replayers of one
+            namespace must agree.
         model_journal: Journal every provider response before the model-request activity returns, so
             a later attempt of the same request replays it instead of calling (and paying) the
             provider again (see the README, "Model-call journal"). On by default.
@@ -203,7 +217,8 @@ class LedgerPlugin(SimplePlugin):
         histories = HistoryResolver(ledger)
         # One driver for Temporal's external storage and the interceptor, which stores results ahead of it.
         driver = LedgerStorageDriver(ledger, inline_while_down=outage == 'warn')
-        storage = ResultStorage(driver, payload_threshold) if payload_threshold is not None else None
+        payloads = LedgerPayloads(frozenset(filter(None, map(activity_name, agent_activities))))
+        storage = ResultStorage(driver, payload_threshold, payloads=payloads) if payload_threshold is not None else None
         super().__init__(
             'agentledger.LedgerPlugin',
             interceptors=[
