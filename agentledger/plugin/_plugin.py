@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from agentledger._compat import mark_worker_never_started
 from agentledger.activities import LedgerActivities, delegate_result
 from agentledger.activities._history import HistoryResolver
+from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer, OutagePolicy
 from agentledger.ledger._scopes import Scopes
@@ -45,6 +47,8 @@ from agentledger.workflows._delegate import delegated_agents
 from agentledger.workflows._registry import register_agent
 
 __all__ = ['SANDBOX_PASSTHROUGH', 'LedgerInterceptor', 'LedgerPlugin']
+
+logger = logging.getLogger('agentledger.worker')
 
 
 class LedgerInterceptor(Interceptor):
@@ -159,14 +163,22 @@ class LedgerPlugin(SimplePlugin):
     and checks that it can write it (so a bad or read-only ledger fails at start, with its own
     message), and closes it when the worker stops.
 
-    An external storage the client's `DataConverter` already has (its drivers, selector and
-    threshold) is kept: the ledger stores only the payloads of agent runs (see `payload_threshold`),
-    every other payload goes where that storage sends it, and each reference is read back by the
-    driver that wrote it. The payload codec is kept too.
+    Adding it changes nothing else of a worker that also runs the application's own workflows and
+    activities:
 
-    An activity or workflow the worker also registers itself (the agents' activities, its own
-    `AgentPlugin` or `PydanticAIPlugin`, `AgentRunWorkflow`) is registered once when both are the
-    same; two different ones under one name raise a `ValueError` naming both and which is the plugin's.
+    - **Payload storage.** An external storage the client's `DataConverter` already has (its
+      drivers, selector and threshold) is kept: the ledger stores only the payloads of agent runs
+      (see `payload_threshold`), every other payload goes where that storage sends it, and each
+      reference is read back by the driver that wrote it. The payload codec is kept too.
+    - **Registrations.** An activity or workflow the worker also registers itself (the agents'
+      activities, its own `AgentPlugin` or `PydanticAIPlugin`, `AgentRunWorkflow`) is registered
+      once when both are the same; two different ones under one name raise a `ValueError` naming
+      both and which is the plugin's.
+    - **A ledger that is down** (`LedgerUnavailableError`: unreachable, locked) when the worker
+      starts does not stop it: a warning names the ledger and the error, the worker starts, and the
+      ledger is opened by the first operation that needs it. Until then agent runs follow the
+      `outage` policy, and the application's other workflows and activities run as without the
+      plugin. A ledger that is misconfigured, read-only, refused or corrupt still fails the start.
 
     Args:
         ledger: Where runs are recorded.
@@ -234,24 +246,45 @@ class LedgerPlugin(SimplePlugin):
         self._own_workflows = [AgentRunWorkflow, *(w for plugin in self._agent_plugins for w in _workflows(plugin))]
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
-        """Open the ledger for as long as the worker runs; a ledger that cannot be opened or written fails the start.
+        """Open the ledger while the worker runs; a ledger that cannot be used fails the start, a ledger down does not.
 
         A worker records every attempt, so one that cannot write (a read-only file or directory, S3
-        credentials that may only read, a ledger opened read-only) refuses to start with that error
-        (`Ledger.check_writable`) rather than poll its task queue and fail every attempt it takes.
+        credentials that may only read, a ledger opened read-only), or whose ledger is misconfigured
+        or corrupt, refuses to start with that error (`Ledger.check_writable`) rather than poll its
+        task queue and fail every attempt it takes. A ledger that is down for now
+        (`LedgerUnavailableError`: an unreachable endpoint, a locked file) does not keep the worker,
+        and so the application's own workflows and activities on it, from starting: a warning names
+        the ledger and the error, and the ledger opens on first use (`Ledger.open_lazily`); until then
+        agent runs follow the outage policy.
         """
         try:
-            await self.ledger.open()
+            down = await self.ledger.open_lazily()
         except BaseException:
             # temporalio waits for a worker that never started to finish shutting down; say it has.
             mark_worker_never_started(worker)
             raise
-        try:
-            await self.ledger.check_writable()
-        except BaseException:
-            mark_worker_never_started(worker)
-            await self.ledger.close()
-            raise
+        if down is not None:
+            logger.warning(
+                'agentledger: the ledger at %s is unavailable (%s); the worker starts anyway and opens the ledger when '
+                'an agent run first needs it (until then agent runs follow the %r outage policy)',
+                self.ledger.url,
+                down,
+                self.outage,
+            )
+        else:
+            try:
+                await self.ledger.check_writable()
+            except LedgerUnavailableError as error:
+                # Opened, then unavailable for the probe: down, not refused; the next write finds out again.
+                logger.warning(
+                    'agentledger: the ledger at %s could not be checked for writing (%s); the worker starts anyway',
+                    self.ledger.url,
+                    error,
+                )
+            except BaseException:
+                mark_worker_never_started(worker)
+                await self.ledger.close()
+                raise
         try:
             await next(worker)
         finally:
