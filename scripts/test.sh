@@ -14,6 +14,7 @@ oldest_suite=(
     tests/test_golden_histories.py
     tests/e2e/test_e2e_foundation.py
     tests/e2e/test_e2e_history.py
+    tests/e2e/test_e2e_own_setup.py
     tests/e2e/test_e2e_journal.py
     tests/e2e/test_e2e_journal_retries.py
     tests/e2e/test_e2e_own_workflows.py

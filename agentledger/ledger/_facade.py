@@ -91,7 +91,8 @@ class Ledger:
 
     The backend is the `store` it holds (see `agentledger.ledger._store`); `MemoryLedger`,
     `SqliteLedger` and `S3Ledger` are this class over their own store. Use it as an async context
-    manager, or call `open()` / `close()`.
+    manager, or call `open()` / `close()`; `open_lazily()` holds a ledger that is down for now and
+    opens it on first use.
     """
 
     store: LedgerStore
@@ -113,6 +114,11 @@ class Ledger:
         self.retry = retry if retry is not None else RetryPolicy()
         self.read_only = read_only
         self._users = 0
+        self._store_open = False
+        # Failed attempts to open the store for users that hold it (see `open_lazily`), so that the
+        # operations that queued behind one attempt share its failure instead of each trying again.
+        self._open_failures = 0
+        self._open_error: LedgerUnavailableError | None = None
         # Concurrent first users (a client storing several payloads at once) must open the store once.
         self._opening = asyncio.Lock()
         self._content = StoredContent(store, self._retrying)
@@ -135,14 +141,56 @@ class Ledger:
         """Connect and make sure the schema exists; raises a specific error when that is not possible.
 
         Opens are counted: a ledger shared by a worker (which `LedgerPlugin` opens while the worker
-        runs) and by the application reading it stays open until the last user closes it.
+        runs) and by the application reading it stays open until the last user closes it. A ledger
+        held while it is down (`open_lazily`) is opened by the next `open`, which raises if it still is.
         """
         async with self._opening:
-            if self._users == 0:
+            if not self._store_open:
                 # Retried like a write: another process may hold the file's lock while it migrates or
                 # switches journal mode, or an endpoint may be restarting.
                 await self._retrying('the ledger', self.store.open, action='open')
+                self._store_open = True
             self._users += 1
+
+    async def open_lazily(self) -> LedgerUnavailableError | None:
+        """Open like `open`, except that a ledger that is down now is opened later, by the first operation needing it.
+
+        A ledger that cannot be reached or used for now (`LedgerUnavailableError`, after the retries
+        of `open`) does not fail: this user is counted as with `open` (`close` releases it), and every
+        operation first tries to open the store again, within its own retries, until one succeeds. So
+        operations fail with `LedgerUnavailableError` while the ledger stays down, and work once it is
+        back. Any other error (a misconfigured or read-only ledger, refused permissions, a file that is
+        not a ledger) is raised, as by `open`. Returns the error that deferred the opening, or `None`
+        when the ledger is open. `LedgerPlugin` opens a worker's ledger this way.
+        """
+        try:
+            await self.open()
+        except LedgerUnavailableError as error:
+            async with self._opening:
+                self._users += 1
+            return error
+        return None
+
+    async def _ready(self) -> None:
+        """Open the store of a ledger whose opening was deferred (`open_lazily`); raise while it is still down."""
+        if self._store_open or self._users == 0:
+            return
+        failures = self._open_failures
+        async with self._opening:
+            if self._store_open or self._users == 0:
+                return
+            if self._open_failures != failures and self._open_error is not None:
+                # An attempt made while this operation waited for the lock failed: share its answer.
+                raise self._open_error
+            try:
+                await self.store.open()
+            except LedgerUnavailableError as error:
+                self._open_failures += 1
+                self._open_error = error
+                raise
+            self._store_open = True
+            self._open_error = None
+            logger.warning('the ledger at %s is open: it was unavailable when it was first opened', self.url)
 
     async def close(self) -> None:
         """Release this user's hold; the last one closes the connections. Extra calls do nothing."""
@@ -150,7 +198,8 @@ class Ledger:
             if self._users == 0:
                 return
             self._users -= 1
-            if self._users == 0:
+            if self._users == 0 and self._store_open:
+                self._store_open = False
                 await self.store.close()
 
     # --- writes --------------------------------------------------------------------------------------
@@ -162,6 +211,9 @@ class Ledger:
         last: BaseException | None = None
         for attempt in range(1, self.retry.attempts + 1):
             try:
+                if action != 'open':
+                    # A ledger that was down when it was opened (`open_lazily`) is opened by each try.
+                    await self._ready()
                 return await operation()
             except LedgerUnavailableError as error:
                 last = error
@@ -239,6 +291,7 @@ class Ledger:
     async def record(self, namespace: str, key: str) -> KeyedRecord | None:
         """The keyed record stored under `(namespace, key)`, or `None`."""
         check_namespace(namespace)
+        await self._ready()
         return await self.store.read_record(namespace, key)
 
     async def create_record(self, namespace: str, key: str, value: dict[str, Any], *, scope: str) -> KeyedRecord | None:
@@ -267,6 +320,7 @@ class Ledger:
     async def records(self, namespace: str, *, scope: str | None = None) -> list[KeyedRecord]:
         """The keyed records of `namespace` (of one scope when given), ordered by key."""
         check_namespace(namespace)
+        await self._ready()
         return sorted(await self.store.list_records(namespace, scope), key=lambda record: record.key)
 
     # --- model-call journal ----------------------------------------------------------------------------
@@ -376,6 +430,7 @@ class Ledger:
 
     async def run(self, run_id: str) -> RunRecord:
         """Return the run record; raise `RunNotFoundError` for an unknown id."""
+        await self._ready()
         record = await self.store.read_run(run_id)
         if record is None:
             raise RunNotFoundError(run_id)
@@ -400,6 +455,7 @@ class Ledger:
         """
         if limit < 1:
             raise ValueError(f'limit must be at least 1, got {limit}')
+        await self._ready()
         cursor = await self.run(before) if before is not None else None
         found = await self.store.read_runs(
             RunFilter(
@@ -459,6 +515,7 @@ class Ledger:
         Unlike `events`, this needs no run record: what is left of a run whose record was lost is what
         `reconcile` rebuilds the record from. Raises `RunNotFoundError` when the run has no events either.
         """
+        await self._ready()
         events = await self.store.read_events(run_id)
         if not events:
             raise RunNotFoundError(run_id)
@@ -504,6 +561,7 @@ class Ledger:
         """
         # Refused before anything is read: whether a snapshot would be stored must not decide whether this raises.
         self._check_not_read_only(f'a snapshot of run {run_id}')
+        await self._ready()
         if not is_provider_valid(messages):
             logger.info('not snapshotting run %s at step %d: the history is not provider-valid', run_id, step)
             return None
@@ -550,6 +608,7 @@ class Ledger:
         stored content is missing or no longer matches its hash: corrupted messages are never returned.
         """
         run_id = run_id_of(snapshot_id)
+        await self._ready()
         record = await self.store.read_snapshot(snapshot_id)
         if record is None or record.run_id != run_id:
             raise SnapshotNotFoundError(f'no snapshot with id {snapshot_id!r}')
@@ -633,6 +692,7 @@ class Ledger:
         if not doomed:
             return PayloadDeletion(manifests=(), chunks=0, bytes=0)
         gone = set(doomed)
+        await self._ready()
 
         async def still_referenced() -> list[str]:
             return list(dict.fromkeys(r.manifest for r in await self.payload_references() if r.manifest not in gone))

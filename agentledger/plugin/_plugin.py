@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,18 +27,28 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from agentledger._compat import mark_worker_never_started
 from agentledger.activities import LedgerActivities, delegate_result
 from agentledger.activities._history import HistoryResolver
+from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer, OutagePolicy
 from agentledger.ledger._scopes import Scopes
-from agentledger.payloads._driver import PAYLOAD_THRESHOLD, LedgerStorageDriver, ResultStorage, with_ledger_storage
+from agentledger.payloads._driver import (
+    PAYLOAD_THRESHOLD,
+    LedgerPayloads,
+    LedgerStorageDriver,
+    ResultStorage,
+    with_ledger_storage,
+)
 from agentledger.payloads._failures import with_redacted_failures
 from agentledger.plugin._activity_interceptor import ActivityRecording, LedgerActivityInterceptor
+from agentledger.plugin._registrations import activity_name, registered_once, workflows_registered_once
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
 from agentledger.workflows._registry import register_agent
 
 __all__ = ['SANDBOX_PASSTHROUGH', 'LedgerInterceptor', 'LedgerPlugin']
+
+logger = logging.getLogger('agentledger.worker')
 
 
 class LedgerInterceptor(Interceptor):
@@ -131,7 +142,16 @@ def _with_storage(converter: DataConverter | None, storage: ResultStorage | None
         return base
     # Results stored ahead of Temporal are encoded as Temporal encodes them: its codec, then storage.
     storage.codec = base.payload_codec
-    return with_ledger_storage(base, storage.driver, storage.threshold)
+    return with_ledger_storage(base, storage.driver, storage.threshold, storage.payloads)
+
+
+def _activities(plugin: SimplePlugin) -> list[Any]:
+    """The activities a plugin was given as a list (a `SimplePlugin` may be given a function instead)."""
+    return list(plugin.activities) if isinstance(plugin.activities, Sequence) else []
+
+
+def _workflows(plugin: SimplePlugin) -> list[type]:
+    return list(plugin.workflows) if isinstance(plugin.workflows, Sequence) else []
 
 
 class LedgerPlugin(SimplePlugin):
@@ -143,13 +163,33 @@ class LedgerPlugin(SimplePlugin):
     and checks that it can write it (so a bad or read-only ledger fails at start, with its own
     message), and closes it when the worker stops.
 
+    Adding it changes nothing else of a worker that also runs the application's own workflows and
+    activities:
+
+    - **Payload storage.** An external storage the client's `DataConverter` already has (its
+      drivers, selector and threshold) is kept: the ledger stores only the payloads of agent runs
+      (see `payload_threshold`), every other payload goes where that storage sends it, and each
+      reference is read back by the driver that wrote it. The payload codec is kept too.
+    - **Registrations.** An activity or workflow the worker also registers itself (the agents'
+      activities, its own `AgentPlugin` or `PydanticAIPlugin`, `AgentRunWorkflow`) is registered
+      once when both are the same; two different ones under one name raise a `ValueError` naming
+      both and which is the plugin's.
+    - **A ledger that is down** (`LedgerUnavailableError`: unreachable, locked) when the worker
+      starts does not stop it: a warning names the ledger and the error, the worker starts, and the
+      ledger is opened by the first operation that needs it. Until then agent runs follow the
+      `outage` policy, and the application's other workflows and activities run as without the
+      plugin. A ledger that is misconfigured, read-only, refused or corrupt still fails the start.
+
     Args:
         ledger: Where runs are recorded.
         agents: The agents this worker serves, each named and carrying `TemporalDurability`. The
             agents they delegate to (`agentledger.delegate`) are served too, without being listed.
         payload_threshold: Payloads of agent runs at least this large (bytes) are stored in the ledger,
             deduplicated, and Temporal's history keeps a reference (see `agentledger/payloads/_driver.py`).
-            `None` keeps every payload inline. Clients, workers and replayers of one namespace must agree.
+            Payloads of agent runs are those of `AgentRunWorkflow`, and those of the agents' pydantic-ai
+            activities and the ledger's own activities in any workflow. `None` keeps them inline (or
+            where the converter's own external storage puts them). Clients, workers and replayers of one
+            namespace must agree.
         model_journal: Journal every provider response before the model-request activity returns, so
             a later attempt of the same request replays it instead of calling (and paying) the
             provider again (see the README, "Model-call journal"). On by default.
@@ -183,12 +223,14 @@ class LedgerPlugin(SimplePlugin):
         self.agents = _check_agents(_with_delegates(agents))
         self._pydantic_ai = PydanticAIPlugin()
         self._agent_plugins = [AgentPlugin(agent) for agent in self.agents]
+        agent_activities = [activity for plugin in self._agent_plugins for activity in _activities(plugin)]
 
         # One resolver for the interceptor and the seal, so the seal finds the last request's history at hand.
         histories = HistoryResolver(ledger)
         # One driver for Temporal's external storage and the interceptor, which stores results ahead of it.
         driver = LedgerStorageDriver(ledger, inline_while_down=outage == 'warn')
-        storage = ResultStorage(driver, payload_threshold) if payload_threshold is not None else None
+        payloads = LedgerPayloads(frozenset(filter(None, map(activity_name, agent_activities))))
+        storage = ResultStorage(driver, payload_threshold, payloads=payloads) if payload_threshold is not None else None
         super().__init__(
             'agentledger.LedgerPlugin',
             interceptors=[
@@ -199,26 +241,50 @@ class LedgerPlugin(SimplePlugin):
             workflow_runner=_passthrough_agentledger,
             data_converter=lambda converter: with_redacted_failures(_with_storage(converter, storage)),
         )
+        # What this plugin registers, to tell it apart from what the worker registers itself.
+        self._own_activities = [*_activities(self), *agent_activities]
+        self._own_workflows = [AgentRunWorkflow, *(w for plugin in self._agent_plugins for w in _workflows(plugin))]
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
-        """Open the ledger for as long as the worker runs; a ledger that cannot be opened or written fails the start.
+        """Open the ledger while the worker runs; a ledger that cannot be used fails the start, a ledger down does not.
 
         A worker records every attempt, so one that cannot write (a read-only file or directory, S3
-        credentials that may only read, a ledger opened read-only) refuses to start with that error
-        (`Ledger.check_writable`) rather than poll its task queue and fail every attempt it takes.
+        credentials that may only read, a ledger opened read-only), or whose ledger is misconfigured
+        or corrupt, refuses to start with that error (`Ledger.check_writable`) rather than poll its
+        task queue and fail every attempt it takes. A ledger that is down for now
+        (`LedgerUnavailableError`: an unreachable endpoint, a locked file) does not keep the worker,
+        and so the application's own workflows and activities on it, from starting: a warning names
+        the ledger and the error, and the ledger opens on first use (`Ledger.open_lazily`); until then
+        agent runs follow the outage policy.
         """
         try:
-            await self.ledger.open()
+            down = await self.ledger.open_lazily()
         except BaseException:
             # temporalio waits for a worker that never started to finish shutting down; say it has.
             mark_worker_never_started(worker)
             raise
-        try:
-            await self.ledger.check_writable()
-        except BaseException:
-            mark_worker_never_started(worker)
-            await self.ledger.close()
-            raise
+        if down is not None:
+            logger.warning(
+                'agentledger: the ledger at %s is unavailable (%s); the worker starts anyway and opens the ledger when '
+                'an agent run first needs it (until then agent runs follow the %r outage policy)',
+                self.ledger.url,
+                down,
+                self.outage,
+            )
+        else:
+            try:
+                await self.ledger.check_writable()
+            except LedgerUnavailableError as error:
+                # Opened, then unavailable for the probe: down, not refused; the next write finds out again.
+                logger.warning(
+                    'agentledger: the ledger at %s could not be checked for writing (%s); the worker starts anyway',
+                    self.ledger.url,
+                    error,
+                )
+            except BaseException:
+                mark_worker_never_started(worker)
+                await self.ledger.close()
+                raise
         try:
             await next(worker)
         finally:
@@ -232,16 +298,17 @@ class LedgerPlugin(SimplePlugin):
         return super().configure_client(self._pydantic_ai.configure_client(config))
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
-        """Register the agents (by task queue) and their activities, then the ledger's parts."""
+        """Register the agents (by task queue) and their activities, then the ledger's parts, each name once."""
         for agent in self.agents:
             register_agent(config['task_queue'], agent)
         config = self._pydantic_ai.configure_worker(config)
         for plugin in self._agent_plugins:
             config = plugin.configure_worker(config)
-        return super().configure_worker(config)
+        return registered_once(super().configure_worker(config), self._own_activities, self._own_workflows)
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
         """Replay with the same converter, runner, workflows, interceptors and agents as the worker."""
         for agent in self.agents:
             register_agent(None, agent)
-        return super().configure_replayer(self._pydantic_ai.configure_replayer(config))
+        config = super().configure_replayer(self._pydantic_ai.configure_replayer(config))
+        return workflows_registered_once(config, self._own_workflows)

@@ -360,6 +360,42 @@ async def test_sqlite_lock_released_mid_retry_loses_nothing(tmp_path: Path, capl
         ]
 
 
+async def test_sqlite_ledger_locked_at_open_is_opened_by_its_first_use_once_free(tmp_path: Path) -> None:
+    """`open_lazily` (how a worker opens its ledger): a locked file is down, not refused. The hold is counted,
+    every operation tries to open the file again and fails as unavailable while it is locked, and works after."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path):
+        pass
+    ledger = SqliteLedger(path, retry=FAST_RETRY, busy_timeout_s=0.05)
+    blocker = lock_exclusively(path)
+    try:
+        down = await ledger.open_lazily()
+        assert isinstance(down, LedgerUnavailableError) and 'database is locked' in str(down)
+        with pytest.raises(LedgerUnavailableError, match=r'could not write run start of r1 .* database is locked'):
+            await ledger.start_run(run_start())
+        with pytest.raises(LedgerUnavailableError, match='database is locked'):
+            await ledger.runs()
+        with pytest.raises(LedgerUnavailableError, match='database is locked'):
+            await ledger.open()  # another user's open fails as it would have, and is not counted
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await ledger.start_run(run_start())
+    assert ids(await ledger.runs()) == ['r1']
+    await ledger.close()
+    assert ledger.store._reader is None  # the one hold released: closed
+
+
+async def test_sqlite_ledger_that_is_not_a_database_still_fails_a_lazy_open(tmp_path: Path) -> None:
+    path = tmp_path / 'not-a-db'
+    path.write_bytes(b'this is not sqlite' * 100)
+    ledger = SqliteLedger(path, retry=FAST_RETRY)
+    with pytest.raises(LedgerCorruptionError):
+        await ledger.open_lazily()
+    with pytest.raises(LedgerError, match='not open'):
+        await ledger.runs()  # nothing is held: no later use opens it
+
+
 # --- read-only -------------------------------------------------------------------------------------------
 
 
