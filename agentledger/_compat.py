@@ -43,6 +43,8 @@ __all__ = [
     'model_request_inputs',
     'model_request_messages',
     'read_activity_args',
+    'registered_activity_name',
+    'registered_workflow_name',
     'tool_outcome',
     'tool_result_detail',
     'with_added_capability',
@@ -147,6 +149,25 @@ def _legacy_override(agent: AbstractAgent[Any, Any], root: CombinedCapability[An
         yield
     finally:
         variable.reset(token)
+
+
+def registered_activity_name(activity: Any) -> str | None:
+    """The activity type a callable is registered under, as Temporal's worker reads it (`None`: not an activity).
+
+    temporalio keeps it in the private `temporalio.activity._Definition`; dynamic activities have no name.
+    """
+    import temporalio.activity
+
+    definition = temporalio.activity._Definition.from_callable(activity)
+    return definition.name if definition is not None else None
+
+
+def registered_workflow_name(workflow_class: type) -> str | None:
+    """The workflow type a class is registered under (`temporalio.workflow._Definition`; `None`: not a workflow)."""
+    import temporalio.workflow
+
+    definition = temporalio.workflow._Definition.from_class(workflow_class)
+    return definition.name if definition is not None else None
 
 
 WORKER_SHUTDOWN_COMPLETE = '_shutdown_complete_event'

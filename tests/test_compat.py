@@ -195,3 +195,17 @@ def test_an_added_capability_runs_with_the_agents_own_and_only_inside_the_block(
     assert Counting.runs == 1
     assert list(agent.root_capability.capabilities) == own
     assert getattr(OwnRunRecorder, _compat.RUNTIME_SAFE_FLAG) is True
+
+
+def test_registered_names_are_read_as_temporal_reads_them() -> None:
+    from temporalio import activity
+
+    from agentledger.workflows import AgentRunWorkflow
+
+    @activity.defn(name='probe-activity')
+    async def probe() -> None: ...
+
+    assert _compat.registered_activity_name(probe) == 'probe-activity'
+    assert _compat.registered_activity_name(lambda: None) is None
+    assert _compat.registered_workflow_name(AgentRunWorkflow) == 'AgentRunWorkflow'
+    assert _compat.registered_workflow_name(int) is None

@@ -8,8 +8,7 @@ activity named ..."). Registrations of one name are one registration when they a
 function, bound methods of the same object, the same class): the first is kept. Different ones
 under one name are a mistake, raised as a `ValueError` naming both and which one is the plugin's.
 
-Temporal reads an activity's or workflow's name from its private definition (`_Definition`), as
-its worker does; temporalio is pinned (`agentledger._compat.SUPPORTED_TEMPORALIO`).
+Names are read as Temporal's worker reads them (`agentledger._compat.registered_activity_name`).
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import temporalio.activity
-import temporalio.workflow
 from temporalio.worker import ReplayerConfig, WorkerConfig
+
+from agentledger._compat import registered_activity_name, registered_workflow_name
 
 __all__ = ['activity_name', 'registered_once', 'workflows_registered_once']
 
@@ -28,13 +27,7 @@ T = TypeVar('T')
 
 def activity_name(activity: Callable[..., Any]) -> str | None:
     """The activity type an activity callable is registered under (`None`: dynamic, or not an activity)."""
-    definition = temporalio.activity._Definition.from_callable(activity)
-    return definition.name if definition is not None else None
-
-
-def _workflow_name(workflow: type) -> str | None:
-    definition = temporalio.workflow._Definition.from_class(workflow)
-    return definition.name if definition is not None else None
+    return registered_activity_name(activity)
 
 
 def _qualified(registered: object) -> str:
@@ -85,12 +78,12 @@ def registered_once(
     if 'activities' in config:
         config['activities'] = _once('activity', list(config['activities']), activity_name, activities)
     if 'workflows' in config:
-        config['workflows'] = _once('workflow', list(config['workflows']), _workflow_name, workflows)
+        config['workflows'] = _once('workflow', list(config['workflows']), registered_workflow_name, workflows)
     return config
 
 
 def workflows_registered_once(config: ReplayerConfig, workflows: Sequence[type]) -> ReplayerConfig:
     """A replayer's `config` with every workflow registered once; `workflows` are the plugin's."""
     if 'workflows' in config:
-        config['workflows'] = _once('workflow', list(config['workflows']), _workflow_name, workflows)
+        config['workflows'] = _once('workflow', list(config['workflows']), registered_workflow_name, workflows)
     return config

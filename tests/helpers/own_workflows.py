@@ -140,4 +140,3 @@ class FallbackWorkflow:
         except Exception as error:
             workflow.logger.info('the broken agent failed as expected: %s', error)
         return (await calc_agent.run(f'{topic} instead')).output
-
