@@ -29,13 +29,23 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def overhead(data: dict[str, Any]) -> str:
     return _table(
-        ['model requests per run', 'pydantic-ai alone (median)', 'agentledger (median)', 'ratio', 'ledger events/s'],
+        [
+            'model requests per run',
+            'pydantic-ai alone (median)',
+            'agentledger (median)',
+            'ratio',
+            'in your own workflow (median)',
+            'ratio',
+            'ledger events/s',
+        ],
         [
             [
                 str(data['steps']),
                 f'{data["baseline_median_s"] * 1000:.0f} ms',
                 f'{data["agentledger_median_s"] * 1000:.0f} ms',
                 f'{data["ratio"]:.3f}',
+                f'{data["own_workflow_median_s"] * 1000:.0f} ms',
+                f'{data["own_workflow_ratio"]:.3f}',
                 f'{data["ledger_events_per_s"]:.0f}',
             ]
         ],
