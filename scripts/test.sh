@@ -12,6 +12,7 @@ oldest_suite=(
     tests/test_hash_stability.py
     tests/test_journal_hash.py
     tests/test_golden_histories.py
+    tests/test_own_workflow_histories.py
     tests/e2e/test_e2e_foundation.py
     tests/e2e/test_e2e_history.py
     tests/e2e/test_e2e_own_setup.py
