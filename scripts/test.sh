@@ -12,12 +12,14 @@ oldest_suite=(
     tests/test_hash_stability.py
     tests/test_journal_hash.py
     tests/test_golden_histories.py
+    tests/test_own_workflow_histories.py
     tests/e2e/test_e2e_foundation.py
     tests/e2e/test_e2e_history.py
     tests/e2e/test_e2e_own_setup.py
     tests/e2e/test_e2e_journal.py
     tests/e2e/test_e2e_journal_retries.py
     tests/e2e/test_e2e_own_workflows.py
+    tests/e2e/test_e2e_own_replay.py
     tests/e2e/test_replay.py
 )
 .venv-oldest/bin/pytest "$@" "${oldest_suite[@]}"
