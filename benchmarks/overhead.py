@@ -85,7 +85,9 @@ async def main() -> None:
         try:
             host = env.client.service_client.config.target_host
             base_client = await Client.connect(host, plugins=[PydanticAIPlugin()])
-            ledger_client = await Client.connect(host, plugins=[agentledger.LedgerPlugin(ledger, agents=[ledgered, own])])
+            ledger_client = await Client.connect(
+                host, plugins=[agentledger.LedgerPlugin(ledger, agents=[ledgered, own])]
+            )
             # Both unsandboxed, so the difference is the ledger's cost and not the sandbox's.
             base_worker = Worker(
                 base_client,
