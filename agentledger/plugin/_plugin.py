@@ -310,5 +310,9 @@ class LedgerPlugin(SimplePlugin):
         """Replay with the same converter, runner, workflows, interceptors and agents as the worker."""
         for agent in self.agents:
             register_agent(None, agent)
-        config = super().configure_replayer(self._pydantic_ai.configure_replayer(config))
+        config = self._pydantic_ai.configure_replayer(config)
+        # The agents' child workflows (tools run as child workflows) are in the histories replayed.
+        for plugin in self._agent_plugins:
+            config = plugin.configure_replayer(config)
+        config = super().configure_replayer(config)
         return workflows_registered_once(config, self._own_workflows)

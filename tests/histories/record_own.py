@@ -95,14 +95,12 @@ async def ledger_worker(client: Client, task_queue: str) -> AsyncIterator[Worker
 
 
 def ledger_replayer(ledger: Ledger) -> Replayer:
-    """A replayer of `BriefingWorkflow` with `LedgerPlugin`, as a worker with the plugin runs it.
+    """A replayer of `BriefingWorkflow` with `LedgerPlugin` alone, as a worker with the plugin runs it.
 
-    `LedgerPlugin` registers the agents' activities and tool child workflows on a worker, but only
-    `AgentRunWorkflow` on a replayer; pydantic-ai's `AgentPlugin` adds the child workflows, which the
-    child histories need.
+    `LedgerPlugin` registers the agents' tool child workflows on a replayer too, which the child
+    histories need.
     """
-    plugins = [LedgerPlugin(ledger, agents=AGENTS), *(AgentPlugin(agent) for agent in AGENTS)]
-    return Replayer(workflows=[BriefingWorkflow], plugins=plugins)
+    return Replayer(workflows=[BriefingWorkflow], plugins=[LedgerPlugin(ledger, agents=AGENTS)])
 
 
 async def wait_for_signal_wait(handle: WorkflowHandle[Any, Any], timeout_s: float = 30.0) -> None:
