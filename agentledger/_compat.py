@@ -24,6 +24,7 @@ from pydantic_ai.models import ModelRequestParameters
 from agentledger.model._records import StepKind, ToolOutcome
 
 __all__ = [
+    'CHILD_WORKFLOW_SUFFIX',
     'HISTORY_CARRYING_SUFFIXES',
     'MODEL_REQUEST_SUFFIXES',
     'OVERRIDE_ROOT_CAPABILITY',
@@ -38,6 +39,7 @@ __all__ = [
     'carries_history',
     'classify_activity',
     'is_journaled_model_request',
+    'is_tool_child_workflow',
     'mark_safe_at_runtime',
     'mark_worker_never_started',
     'model_request_inputs',
@@ -72,6 +74,18 @@ steps of the conversation and are not recorded as steps; their history is bounde
 
 TOOL_CALL_SUFFIX = '__call_tool'
 """Activity-type suffix of pydantic-ai's tool-call activities (`TemporalOperationNamer`)."""
+
+CHILD_WORKFLOW_SUFFIX = '__child_workflow'
+"""Workflow-type suffix pydantic-ai puts after a tool-call activity's name for a tool run as a child workflow.
+
+Its input is the tool activity's (the same `CallToolParams` wire form) and its result a `CallToolResult`.
+"""
+
+
+def is_tool_child_workflow(workflow_type: str) -> bool:
+    """Whether a child workflow type is pydantic-ai's for a tool configured to run as a child workflow."""
+    return workflow_type.endswith(TOOL_CALL_SUFFIX + CHILD_WORKFLOW_SUFFIX)
+
 
 RUN_CONTEXT_KEY = 'serialized_run_context'
 """The attribute of the private `_RequestParams` / `CallToolParams` activity inputs holding the run context.

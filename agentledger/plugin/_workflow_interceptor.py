@@ -18,18 +18,21 @@ timers) passes through untouched, and so do workflows that run no served agent.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any, cast
 
 from pydantic_ai.agent.abstract import AbstractAgent
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     HandleSignalInput,
     HandleUpdateInput,
     StartActivityInput,
+    StartChildWorkflowInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
     WorkflowOutboundInterceptor,
@@ -38,11 +41,16 @@ from temporalio.worker import (
 from agentledger._compat import (
     carries_history,
     classify_activity,
+    is_tool_child_workflow,
     model_request_messages,
     read_activity_args,
+    tool_outcome,
+    tool_result_detail,
     with_added_capability,
     with_model_request_messages,
 )
+from agentledger.model._conversions import error_info
+from agentledger.model._records import ErrorInfo, StepEvent
 from agentledger.workflows._own import OwnRunRecorder
 from agentledger.workflows._registry import served_agents
 from agentledger.workflows._state import HEADER, STATE_ATTRIBUTE, LedgerRunState, current_state
@@ -56,7 +64,7 @@ def _outcome(handle: workflow.ActivityHandle[Any]) -> str:
     error = handle.exception()
     if error is None:
         return 'completed'
-    if isinstance(error, ActivityError) and isinstance(error.cause, CancelledError):
+    if isinstance(error, ActivityError | ChildWorkflowError) and isinstance(error.cause, CancelledError):
         return 'cancelled'
     return 'failed'
 
@@ -76,7 +84,81 @@ def _bound_history(
     return reference
 
 
+def _record_child_tool_call(state: LedgerRunState, input: StartChildWorkflowInput) -> Callable[[Any], None] | None:
+    """Note the start of a tool call pydantic-ai runs as a child workflow; return what notes its end.
+
+    No activity runs for such a call, so, as for a call whose arguments fail validation, the workflow
+    notes its events (one attempt: the child's own retries are inside it) for the next header.
+    """
+    shape = read_activity_args('tool_call', input.args)
+    if shape.tool_call_id is None:
+        return None
+    state.dispatched_tool_calls.add(shape.tool_call_id)
+    activity_id = f'child:{shape.tool_call_id}'
+    started = workflow.now()
+    common: dict[str, Any] = dict(
+        run_id=state.run_id,
+        workflow_id=state.workflow_id,
+        temporal_run_id=state.temporal_run_id,
+        activity_id=activity_id,
+        attempt=1,
+        activity_type=input.workflow,
+        step=shape.step + state.step_offset if shape.step is not None else None,
+        tool_call_id=shape.tool_call_id,
+        tool_name=shape.tool_name,
+    )
+    state.workflow_events.append(StepEvent(kind='tool_call_started', timestamp=started, **common))
+
+    def ended(done: Any) -> None:
+        now = workflow.now()
+        outcome = _outcome(done)
+        duration = (now - started).total_seconds()
+        if outcome == 'completed':
+            result = done.result()
+            event = StepEvent(
+                kind='tool_call_completed',
+                timestamp=now,
+                duration_s=duration,
+                outcome=tool_outcome(result),
+                detail=tool_result_detail(result),
+                **common,
+            )
+        else:
+            error = done.exception() if not done.cancelled() else None
+            event = StepEvent(
+                kind='tool_call_failed',
+                timestamp=now,
+                duration_s=duration,
+                error=error_info(error, retryable=False)
+                if error is not None
+                else ErrorInfo(type='CancelledError', message='the child workflow was cancelled', retryable=False),
+                **common,
+            )
+        state.workflow_events.append(event)
+        state.accept(activity_id, outcome)
+
+    return ended
+
+
 class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
+    async def start_child_workflow(self, input: StartChildWorkflowInput) -> workflow.ChildWorkflowHandle[Any, Any]:
+        """Record a tool call that pydantic-ai runs as a child workflow, as the ledger run's tool call."""
+        state = current_state()
+        if state is None or not is_tool_child_workflow(input.workflow):
+            return await super().start_child_workflow(input)
+        ended = _record_child_tool_call(state, input)
+        try:
+            handle = await super().start_child_workflow(input)
+        except BaseException as error:
+            if ended is not None:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(error)
+                ended(failed)
+            raise
+        if ended is not None:
+            handle.add_done_callback(ended)
+        return handle
+
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
         state = current_state()
         if state is None:

@@ -123,8 +123,17 @@ async def test_plugin_turned_on_under_a_user_workflow_in_flight(
         events = await ledger.events(scout.run_id)
         assert (events[0].kind, events[-1].kind) == ('run_started', 'run_completed')
         assert kinds(events)['model_request_completed'] == 2
-        # Its `archive` call ran as a child workflow, not an activity: only `count_words` is a tool activity.
-        assert 'count_words' in {e.tool_name for e in events if e.kind == 'tool_call_completed'}
+        # Its `archive` call ran as a child workflow, not an activity: recorded from the workflow, as one attempt.
+        tools = {(e.tool_name, e.kind, e.attempt, e.state, e.outcome) for e in events if e.tool_name is not None}
+        assert tools == {
+            ('count_words', 'tool_call_started', 1, 'accepted', None),
+            ('count_words', 'tool_call_completed', 1, 'accepted', 'returned'),
+            ('archive', 'tool_call_started', 1, 'accepted', None),
+            ('archive', 'tool_call_completed', 1, 'accepted', 'returned'),
+        }
+        archived = next(e for e in events if e.tool_name == 'archive' and e.kind == 'tool_call_completed')
+        assert archived.activity_id == f'child:{archived.tool_call_id}'
+        assert archived.activity_type is not None and archived.activity_type.endswith('__call_tool__child_workflow')
 
         await _replays_with_the_plugin(await with_children(client, history), tmp_path / 'runs.db')
 
