@@ -29,8 +29,8 @@ from agentledger.errors import (
 )
 from agentledger.model._conversions import error_info, ledger_usage, run_usage
 from agentledger.model._ids import ledger_run_id
-from agentledger.model._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
-from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_input
+from agentledger.model._records import ErrorInfo, RunStart, Usage
+from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
 from agentledger.workflows._state import LedgerRunState, current_state
@@ -38,7 +38,6 @@ from agentledger.workflows._types import (
     PARK_RUN_ACTIVITY,
     RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,
-    SEAL_RUN_ACTIVITY,
     AbandonRequest,
     AgentRunInput,
     AgentRunOutput,
@@ -128,7 +127,7 @@ class AgentRunWorkflow:
             deps = _validate_deps(agent, input.deps)
         except _RunRejected as rejected:
             info = ErrorInfo(type=rejected.error_type, message=str(rejected), retryable=False)
-            await self._seal('failed', error=info)
+            await seal_run(self._agentledger_state, 'failed', error=info)
             raise ApplicationError(
                 str(rejected), self._failure_details(Usage()), type=rejected.error_type, non_retryable=True
             ) from None
@@ -150,7 +149,7 @@ class AgentRunWorkflow:
                 )
                 break
             except asyncio.CancelledError:
-                await asyncio.shield(self._seal('cancelled', usage=ledger_usage(spent)))
+                await asyncio.shield(seal_run(self._agentledger_state, 'cancelled', usage=ledger_usage(spent)))
                 raise
             except workflow.NondeterminismError:
                 raise
@@ -164,17 +163,18 @@ class AgentRunWorkflow:
                         continue
                 except asyncio.CancelledError:
                     # Cancelled while parked: the run ends cancelled, not parked.
-                    await asyncio.shield(self._seal('cancelled', usage=usage))
+                    await asyncio.shield(seal_run(self._agentledger_state, 'cancelled', usage=usage))
                     raise
                 if decision is not None:
                     reason = f': {decision.reason}' if decision.reason else ''
                     info = dataclasses.replace(info, message=f'{info.message} (abandoned while parked{reason})')
-                await self._seal('failed', error=info, usage=usage)
+                await seal_run(self._agentledger_state, 'failed', error=info, usage=usage)
                 raise ApplicationError(
                     info.message, self._failure_details(usage), type=info.type, non_retryable=True
                 ) from error
         usage = ledger_usage(result.usage)
-        await self._seal(
+        await seal_run(
+            self._agentledger_state,
             'completed',
             usage=usage,
             output_preview=preview(result.output),
@@ -316,31 +316,6 @@ class AgentRunWorkflow:
             ),
             f'start {state.run_id}',
             result_type=RunStartResult,
-        )
-
-    async def _seal(
-        self,
-        status: RunStatus,
-        *,
-        usage: Usage | None = None,
-        error: ErrorInfo | None = None,
-        output_preview: str | None = None,
-        final_messages: list[ModelMessage] | None = None,
-        final_step: int = 0,
-    ) -> None:
-        state = self._agentledger_state
-        seal = RunSeal(
-            run_id=state.run_id,
-            workflow_id=state.workflow_id,
-            temporal_run_id=state.temporal_run_id,
-            status=status,
-            ended_at=workflow.now(),
-            usage=usage or Usage(),
-            error=error,
-            output_preview=output_preview,
-        )
-        await ledger_activity(
-            SEAL_RUN_ACTIVITY, seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
         )
 
 

@@ -13,11 +13,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from agentledger.errors import LedgerConfigError, LedgerCorruptionError
-from agentledger.model._records import RunSeal
+from agentledger.model._records import ErrorInfo, RunSeal, RunStatus, Usage
 from agentledger.workflows._state import LedgerRunState
-from agentledger.workflows._types import SealInput
+from agentledger.workflows._types import SEAL_RUN_ACTIVITY, SealInput
 
-__all__ = ['LEDGER_ACTIVITY_RETRY', 'ledger_activity', 'preview', 'seal_input']
+__all__ = ['LEDGER_ACTIVITY_RETRY', 'ledger_activity', 'preview', 'seal_input', 'seal_run']
 
 LEDGER_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -59,6 +59,33 @@ async def ledger_activity(name: str, arg: Any, summary: str, *, result_type: typ
         schedule_to_close_timeout=_LEDGER_OUTAGE_LIMIT,
         retry_policy=LEDGER_ACTIVITY_RETRY,
         summary=f'ledger: {summary}',
+    )
+
+
+async def seal_run(
+    state: LedgerRunState,
+    status: RunStatus,
+    *,
+    usage: Usage | None = None,
+    error: ErrorInfo | None = None,
+    output_preview: str | None = None,
+    final_messages: list[ModelMessage] | None = None,
+    final_step: int = 0,
+) -> None:
+    """Seal the ledger run: how it ended, its final history, and what its last activities' ends added."""
+    seal = RunSeal(
+        run_id=state.run_id,
+        workflow_id=state.workflow_id,
+        temporal_run_id=state.temporal_run_id,
+        status=status,
+        ended_at=workflow.now(),
+        usage=usage or Usage(),
+        error=error,
+        output_preview=output_preview,
+        event_id=state.run_event_id,
+    )
+    await ledger_activity(
+        SEAL_RUN_ACTIVITY, seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
     )
 
 

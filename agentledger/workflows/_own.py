@@ -38,11 +38,11 @@ from temporalio import workflow
 from agentledger._compat import mark_safe_at_runtime
 from agentledger.model._conversions import error_info, ledger_usage
 from agentledger.model._ids import own_workflow_run_id
-from agentledger.model._records import ErrorInfo, RunSeal, RunStart, RunStatus, Usage
-from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_input
+from agentledger.model._records import RunStart
+from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._state import CURRENT_RUN, LedgerRunState, current_state
-from agentledger.workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY, RunStartInput, RunStartResult
+from agentledger.workflows._types import RUN_STARTED_ACTIVITY, RunStartInput, RunStartResult
 
 __all__ = ['RUN_PATCH_PREFIX', 'OwnRunRecorder']
 
@@ -97,7 +97,7 @@ class OwnRunRecorder(LedgerObserver):
                     parent_run_id=outer.run_id if outer is not None else None,
                     prompt_preview=preview(ctx.prompt),
                     workflow_type=info.workflow_type,
-                    event_id=f'{state.activity_prefix}run',
+                    event_id=state.run_event_id,
                 ),
                 fresh_start=True,
             ),
@@ -107,47 +107,19 @@ class OwnRunRecorder(LedgerObserver):
         try:
             result = await handler()
         except asyncio.CancelledError:
-            await asyncio.shield(_seal(state, 'cancelled', usage=ledger_usage(ctx.usage)))
+            await asyncio.shield(seal_run(state, 'cancelled', usage=ledger_usage(ctx.usage)))
             raise
         except workflow.NondeterminismError:
             raise
         except Exception as error:
-            await _seal(state, 'failed', usage=ledger_usage(ctx.usage), error=error_info(error, retryable=False))
+            await seal_run(state, 'failed', usage=ledger_usage(ctx.usage), error=error_info(error, retryable=False))
             raise
-        await _seal(
+        await seal_run(
             state,
             'completed',
             usage=ledger_usage(result.usage),
             output_preview=preview(result.output),
-            result=result,
+            final_messages=result.all_messages(),
+            final_step=sum(isinstance(m, ModelResponse) for m in result.new_messages()),
         )
         return result
-
-
-async def _seal(
-    state: LedgerRunState,
-    status: RunStatus,
-    *,
-    usage: Usage,
-    error: ErrorInfo | None = None,
-    output_preview: str | None = None,
-    result: AgentRunResult[Any] | None = None,
-) -> None:
-    seal = RunSeal(
-        run_id=state.run_id,
-        workflow_id=state.workflow_id,
-        temporal_run_id=state.temporal_run_id,
-        status=status,
-        ended_at=workflow.now(),
-        usage=usage,
-        error=error,
-        output_preview=output_preview,
-        event_id=f'{state.activity_prefix}run',
-    )
-    final_messages = result.all_messages() if result is not None else None
-    final_step = sum(isinstance(m, ModelResponse) for m in result.new_messages()) if result is not None else 0
-    await ledger_activity(
-        SEAL_RUN_ACTIVITY,
-        seal_input(state, seal, final_messages, final_step),
-        f'seal {state.run_id} ({status})',
-    )

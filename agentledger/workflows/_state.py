@@ -23,7 +23,7 @@ from typing import Any
 
 from temporalio import workflow
 
-from agentledger.model._records import Acceptance, EventKind, StepEvent
+from agentledger.model._records import RUN_ACTIVITY_ID, Acceptance, EventKind, StepEvent
 from agentledger.workflows._history import HistoryReferences
 
 __all__ = ['CURRENT_RUN', 'HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
@@ -61,6 +61,11 @@ class LedgerRunState:
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
+
+    @property
+    def run_event_id(self) -> str:
+        """The activity id of the run's own events: `-` in an `AgentRunWorkflow`, `agent-<ordinal>.run` in a user's."""
+        return f'{self.activity_prefix}run' if self.activity_prefix else RUN_ACTIVITY_ID
 
     def next_activity_id(self) -> str:
         """A deterministic activity id, so acceptances can name the activity they accept."""
