@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeAlias, cast
 from agentledger._redaction import redact
 
 __all__ = [
+    'AGENT_RUN_WORKFLOW_TYPE',
     'OPEN_STATUSES',
     'RUN_ACTIVITY_ID',
     'Acceptance',
@@ -106,6 +107,9 @@ AcceptanceOutcome: TypeAlias = Literal['completed', 'failed', 'cancelled']
 
 StepStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'abandoned']
 """The status of one step (one activity) as the workflow saw it."""
+
+AGENT_RUN_WORKFLOW_TYPE = 'AgentRunWorkflow'
+"""The Temporal workflow type of `AgentRunWorkflow`; any other `RunRecord.workflow_type` is a user's own workflow."""
 
 RUN_ACTIVITY_ID = '-'
 """The `activity_id` of run-level events (`run_*`), which belong to no agent activity, in an `AgentRunWorkflow`.
@@ -440,6 +444,15 @@ class RunRecord:
     def temporal_run_id(self) -> str:
         """The latest Temporal run id of this ledger run."""
         return self.temporal_run_ids[-1]
+
+    @property
+    def in_own_workflow(self) -> bool:
+        """Whether the run is an `Agent.run` inside a user's own workflow (not an `AgentRunWorkflow`).
+
+        Such a run shares its workflow id and Temporal run with the workflow's other activities and agent
+        runs, and ends when its seal activity ran, not when the workflow closes.
+        """
+        return self.workflow_type is not None and self.workflow_type != AGENT_RUN_WORKFLOW_TYPE
 
     @property
     def duration_s(self) -> float | None:

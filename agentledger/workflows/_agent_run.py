@@ -29,7 +29,7 @@ from agentledger.errors import (
 )
 from agentledger.model._conversions import error_info, ledger_usage, run_usage
 from agentledger.model._ids import ledger_run_id
-from agentledger.model._records import ErrorInfo, RunStart, Usage
+from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE, ErrorInfo, RunStart, Usage
 from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
@@ -62,7 +62,7 @@ class _RunRejected(Exception):
         self.error_type = error_type
 
 
-@workflow.defn(name='AgentRunWorkflow')
+@workflow.defn(name=AGENT_RUN_WORKFLOW_TYPE)
 class AgentRunWorkflow:
     """Runs the named agent once, with every model request and tool call as a ledger-recorded activity.
 
