@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentledger.model import Acceptance, ErrorInfo, ForkRef, RunRecord, StepEvent, Usage
-from agentledger.model._records import EventKind
+from agentledger.model._records import EventKind, RunSeal, RunStart
+from agentledger.model._rules import run_event_for_seal, run_event_for_start
 from agentledger.reconcile._compare import compare, rebuilt_record
 from agentledger.reconcile._facts import ActivityFact, RunFacts
+from agentledger.reconcile._repair import _belongs
 from agentledger.workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -283,3 +285,140 @@ def test_a_lost_record_is_rebuilt_from_the_starts_in_history_and_sealed_c19() ->
     assert RunRecord.from_json(lost.after) == replace(
         record, status='completed', ended_at=at(9), updated_at=at(9), output_preview='ok'
     )
+
+
+# --- agent runs inside a user's own workflow ------------------------------------------------------------
+
+OWN_START = RunStart(
+    run_id='run-1',
+    workflow_id='wf',
+    temporal_run_id='t1',
+    agent_name='a',
+    started_at=at(1),
+    task_queue='q',
+    prompt_preview='hi',
+    workflow_type='ReviewWorkflow',
+    event_id='agent-1.run',
+)
+OWN_SEAL = RunSeal(
+    run_id='run-1',
+    workflow_id='wf',
+    temporal_run_id='t1',
+    status='completed',
+    ended_at=at(5),
+    output_preview='ok',
+    event_id='agent-1.run',
+)
+
+
+def own_fact(activity_id: str, activity_type: str, first: dict[str, Any], *, run_id: str = 'run-1') -> ActivityFact:
+    return ActivityFact(
+        temporal_run_id='t1',
+        activity_id=activity_id,
+        activity_type=activity_type,
+        scheduled_at=at(1),
+        header={'run_id': run_id, 'accepted': [], 'events': []},
+        args=(first,),
+        last_attempt=1,
+        started_at=at(2),
+        close='completed',
+        closed_at=at(3),
+    )
+
+
+def user_workflow(*, sealed: bool, close: Any = 'running', **fields: Any) -> RunFacts:
+    """A user workflow's Temporal run: its own activity, agent run 1 (sealed or not) and agent run 2's tool call."""
+    own = ActivityFact('t1', '1', 'prepare', at(0), None, ('topic',), 1, at(0), 'completed', at(1), 'topic!')
+    start = own_fact('agent-1.1', RUN_STARTED_ACTIVITY, {'start': json_of(OWN_START)})
+    tool = replace(tool_fact('agent-1.2', attempt=1), header={'run_id': 'run-1', 'accepted': [], 'events': []})
+    other = replace(tool_fact('agent-2.2', attempt=1), header={'run_id': 'run-2', 'accepted': [], 'events': []})
+    seal = own_fact(
+        'agent-1.3', SEAL_RUN_ACTIVITY, {'seal': json_of(OWN_SEAL), 'acceptances': [], 'workflow_events': []}
+    )
+    return RunFacts(
+        workflow_id='wf',
+        temporal_run_id='t1',
+        first_execution_run_id='t1',
+        started_at=T0,
+        input='topic',
+        activities=(own, start, tool, other, *((seal,) if sealed else ())),
+        close=close,
+        closed_at=None if close == 'running' else at(10),
+        workflow_type='ReviewWorkflow',
+        **fields,
+    )
+
+
+def json_of(value: Any) -> dict[str, Any]:
+    data = asdict(value)
+    for name in ('started_at', 'ended_at'):
+        if name in data:
+            data[name] = data[name].isoformat()
+    return data
+
+
+def own_rows(*, sealed: bool) -> list[StepEvent]:
+    rows = [
+        replace(run_event_for_start(OWN_START), seq=1),
+        stored('agent-1.2', 1, 'tool_call_started', 2, **TOOL_FIELDS),
+        replace(stored('agent-1.2', 1, 'tool_call_completed', 3, **TOOL_FIELDS), outcome='returned'),
+    ]
+    return [*rows, replace(run_event_for_seal(OWN_SEAL), seq=4)] if sealed else rows
+
+
+OWN_RECORD = replace(
+    RECORD, started_at=at(1), updated_at=at(5), ended_at=at(5), output_preview='ok', workflow_type='ReviewWorkflow'
+)
+
+
+def test_an_agent_run_of_a_user_workflow_is_checked_against_its_own_activities_only() -> None:
+    """Sealed while its workflow runs on: finished, and the workflow's own activity and other agent run's
+    tool call are neither its rows nor missing from it."""
+    comparison = compare(OWN_RECORD, own_rows(sealed=True), [], [user_workflow(sealed=True)])
+    assert not comparison.open and comparison.findings == ()
+    assert comparison.ok == 1 + 4
+
+    lost = own_rows(sealed=True)[:-1]
+    [missing] = compare(OWN_RECORD, lost, [], [user_workflow(sealed=True)]).findings
+    assert (missing.category, missing.key) == ('missing', run_event_for_seal(OWN_SEAL).key)
+
+
+def test_an_unsealed_agent_run_is_open_while_its_workflow_runs_and_ends_as_the_workflow_closed() -> None:
+    running = replace(OWN_RECORD, status='running', ended_at=None, output_preview=None, updated_at=at(1))
+    comparison = compare(running, own_rows(sealed=False), [], [user_workflow(sealed=False)])
+    assert comparison.open and comparison.findings == ()
+
+    for close, status, error_type in [
+        ('completed', 'cancelled', 'WorkflowCompleted'),
+        ('continued_as_new', 'cancelled', 'WorkflowContinuedAsNew'),
+        ('terminated', 'terminated', 'WorkflowTerminated'),
+        ('failed', 'failed', 'WorkflowFailed'),
+    ]:
+        failure = ErrorInfo(error_type, 'why', False) if close in ('terminated', 'failed') else None
+        closed = user_workflow(sealed=False, close=close, failure=failure)
+        comparison = compare(running, own_rows(sealed=False), [], [closed])
+        assert not comparison.open, close
+        findings = {(f.category, f.row): f for f in comparison.findings}
+        assert set(findings) == {('missing', 'run'), ('missing', 'event')}, close
+        after = findings['missing', 'run'].after or {}
+        assert (after['status'], after['ended_at'], (after['error'] or {})['type']) == (
+            status,
+            at(10).isoformat(),
+            error_type,
+        )
+        end = StepEvent.from_json(findings['missing', 'event'].after or {})
+        assert (end.activity_id, end.temporal_run_id) == ('agent-1.run', 't1')
+
+
+def test_the_temporal_runs_of_an_agent_run_in_a_user_workflow() -> None:
+    """Named by a header, or a reset of a Temporal run that is (before it got as far): not a continue-as-new."""
+    ran = user_workflow(sealed=True)
+    assert _belongs(ran, 'run-1') and _belongs(ran, 'run-2') and not _belongs(ran, 'run-3')
+    reset = replace(ran, temporal_run_id='t2', activities=())
+    assert _belongs(reset, 'run-1', [ran]) and not _belongs(reset, 'run-1')
+    continued = replace(reset, continued_from='t1')
+    assert not _belongs(continued, 'run-1', [ran])
+    # The reset run inherits the ended agent run's activities: the record keeps listing the run it ran in.
+    inherited = replace(ran, temporal_run_id='t2', activities=tuple(replace(a, inherited=True) for a in ran.activities))
+    comparison = compare(OWN_RECORD, own_rows(sealed=True), [], [ran, inherited])
+    assert not comparison.open and comparison.findings == ()

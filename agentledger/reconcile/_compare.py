@@ -6,6 +6,11 @@ What Temporal's history proves, and so what the ledger must hold:
   seal's input (they are deterministic workflow state, recorded in the history before any worker wrote them);
 - the `run_started` event of every Temporal run whose start activity completed, and the terminal run
   event of a run whose seal activity completed (else the close event gives the outcome);
+- for an agent run inside a user's own workflow (`RunRecord.in_own_workflow`), only what the activities
+  whose header names the run prove: the workflow's own activities and its other agent runs are not the
+  run's rows. The run ends when its seal activity completes, whether or not the workflow goes on; one
+  the workflow closed without sealing ends as the close says (a workflow that completed or continued as
+  new left it unfinished: cancelled); one whose workflow still runs and that has not sealed is open.
 - for a model-request or tool-call activity that Temporal closed as completed or failed, the
   `*_started` and the matching terminal event of its *last* attempt, the only one history keeps.
 
@@ -26,6 +31,7 @@ from typing import Any, Literal, TypeAlias
 from agentledger._compat import classify_activity, read_activity_args, tool_outcome, tool_result_detail
 from agentledger.model._conversions import request_usage
 from agentledger.model._records import (
+    RUN_ACTIVITY_ID,
     Acceptance,
     ErrorInfo,
     EventKind,
@@ -59,6 +65,13 @@ _CLOSED_STATUS: dict[str, RunStatus] = {
     'timed_out': 'failed',
 }
 """The ledger status of a Temporal run by how it closed (a timeout is a failure with error type `TimeoutError`)."""
+
+_UNFINISHED: dict[str, tuple[str, str]] = {
+    'completed': ('WorkflowCompleted', 'completed'),
+    'continued_as_new': ('WorkflowContinuedAsNew', 'continued as new'),
+}
+"""How a user's own workflow can close with one of its agent runs unsealed and not failed: the run was left
+unfinished, so it ends `cancelled` with this error type and wording."""
 
 _CHECKED_FIELDS = ('activity_type', 'step', 'tool_call_id', 'tool_name', 'outcome')
 """The fields of an activity event that the history's input and result prove."""
@@ -198,12 +211,17 @@ class _Expected:
     """Keys of `events` rebuilt from an activity's last attempt (only some of their fields are proven)."""
     seals: dict[str, RunSeal]
     """The seal input of every Temporal run whose seal activity completed."""
+    seal_in: dict[str, RunSeal]
+    """The seal input by the Temporal run whose history holds its completed seal activity (a reset past the
+    seal holds the seal of the run it was reset from): how an agent run in a user's workflow ended."""
+    event_id: str | None
+    """The activity id of the run's own events, as its start or seal in history has it (`RunStart.event_id`)."""
     optional: set[str]
     """Keys of rows history proves right but that are not owed yet: the header of an activity still in flight."""
 
 
 def _expected(run_id: str, chain: Sequence[RunFacts]) -> _Expected:
-    expected = _Expected({}, {}, set(), {}, set())
+    expected = _Expected({}, {}, set(), {}, {}, None, set())
 
     def add_header_rows(
         accepted: Iterable[dict[str, Any]], events: Iterable[dict[str, Any]], *, owed: bool = True
@@ -238,11 +256,15 @@ def _expected(run_id: str, chain: Sequence[RunFacts]) -> _Expected:
                 if activity.close == 'completed':
                     seal = _parse_seal(first['seal'])
                     expected.seals[seal.temporal_run_id] = seal
+                    expected.seal_in[facts.temporal_run_id] = seal
+                    expected.event_id = seal.event_id
                     event = run_event_for_seal(seal)
                     expected.events.setdefault(event.key, event)
             elif activity.activity_type == RUN_STARTED_ACTIVITY and first and activity.close == 'completed':
-                event = run_event_for_start(_parse_start(first['start']))
+                start = _parse_start(first['start'])
+                event = run_event_for_start(start)
                 expected.events.setdefault(event.key, event)
+                expected.event_id = start.event_id
             elif not activity.inherited:
                 for event in _activity_events(activity, run_id, facts.workflow_id):
                     expected.events.setdefault(event.key, event)
@@ -266,11 +288,25 @@ def _merged(stored: StepEvent, proven: StepEvent, fields: Sequence[str]) -> Step
     return replace(stored, **{name: getattr(proven, name) for name in fields}, seq=0, state='provisional')
 
 
-def _seal_for(record: RunRecord, latest: RunFacts, seal: RunSeal | None, usage: Usage) -> RunSeal:
-    """How the run ended: its own seal when it completed, else what the close event says."""
+def _seal_for(
+    record: RunRecord, latest: RunFacts, seal: RunSeal | None, usage: Usage, event_id: str = RUN_ACTIVITY_ID
+) -> RunSeal:
+    """How the run ended: its own seal when it completed, else what the close event says.
+
+    An agent run in a user's own workflow that the workflow completed (or continued as new) without
+    sealing was left unfinished there: it ends `cancelled`, with an error that says how the workflow closed.
+    """
     if seal is not None:
         return seal
-    status = _CLOSED_STATUS[latest.close]
+    status = _CLOSED_STATUS.get(latest.close, 'cancelled')
+    error = latest.failure if status != 'completed' else None
+    if record.in_own_workflow and latest.close in _UNFINISHED:
+        error_type, closed = _UNFINISHED[latest.close]
+        status = 'cancelled'
+        message = (
+            f'workflow {record.workflow_id} {closed} (Temporal run {latest.temporal_run_id}) before the agent run ended'
+        )
+        error = ErrorInfo(type=error_type, message=message, retryable=False)
     return RunSeal(
         run_id=record.run_id,
         workflow_id=record.workflow_id,
@@ -278,7 +314,8 @@ def _seal_for(record: RunRecord, latest: RunFacts, seal: RunSeal | None, usage: 
         status=status,
         ended_at=latest.closed_at or latest.started_at,
         usage=usage,
-        error=latest.failure if status != 'completed' else None,
+        error=error,
+        event_id=event_id,
     )
 
 
@@ -351,8 +388,16 @@ def compare(
     facts_by_run = {facts.temporal_run_id: facts for facts in chain}
     activities = {(a.temporal_run_id, a.activity_id): a for facts in chain for a in facts.activities if not a.inherited}
     latest = chain[-1] if chain else None
-    # A run that continued as new goes on in a run Temporal did not show us: still open, as far as we know.
-    is_open = latest is None or latest.close in ('running', 'continued_as_new')
+    sealed: RunSeal | None = None
+    if record.in_own_workflow:
+        # The agent run ended when its seal ran, whatever its workflow did next; unsealed, it ends with the workflow.
+        sealed = expected.seal_in.get(latest.temporal_run_id) if latest is not None else None
+        is_open = latest is None or (sealed is None and latest.close == 'running')
+    else:
+        # A run that continued as new goes on in a run Temporal did not show us: still open, as far as we know.
+        is_open = latest is None or latest.close in ('running', 'continued_as_new')
+        sealed = expected.seals.get(latest.temporal_run_id) if latest is not None else None
+    event_id = expected.event_id or next((e.activity_id for e in events if e.kind == 'run_started'), RUN_ACTIVITY_ID)
 
     # The run record and its terminal event: a closed run is sealed with how Temporal says it ended.
     target: RunRecord | None = None
@@ -360,13 +405,12 @@ def compare(
         stored = {event.key for event in events}
         restored = [event for key, event in expected.events.items() if key not in stored]
         usage = _accepted_usage([*events, *restored], chain)
-        seal = _seal_for(record, latest, expected.seals.get(latest.temporal_run_id), usage)
+        seal = _seal_for(record, latest, sealed, usage, event_id)
         end = run_event_for_seal(seal)
         expected.events.setdefault(end.key, end)
-        target = _sealed_record(record, chain, seal)
+        target = _sealed_record(record, _temporal_runs(record, chain, seal), seal)
     elif latest is not None:
-        ids = tuple(dict.fromkeys([*record.temporal_run_ids, *(facts.temporal_run_id for facts in chain)]))
-        wanted = replace(record, temporal_run_ids=ids, status='running', ended_at=None)
+        wanted = replace(record, temporal_run_ids=_temporal_runs(record, chain), status='running', ended_at=None)
         target = wanted if record.status != 'parked' else replace(wanted, status='parked')
     if record_lost:
         rebuilt = target if target is not None else record
@@ -438,7 +482,7 @@ def compare(
                 )
             )
             continue
-        finding = _unproven(event, expected, activities, facts_by_run, unknown, latest)
+        finding = _unproven(event, expected, activities, facts_by_run, unknown, is_open=is_open)
         if finding is None:
             ok += 1
             continue
@@ -523,7 +567,8 @@ def _unproven(
     activities: dict[tuple[str, str], ActivityFact],
     facts_by_run: dict[str, RunFacts],
     unknown: set[str],
-    latest: RunFacts | None,
+    *,
+    is_open: bool,
 ) -> _Unproven | None:
     """A stored event history does not prove: an orphan, a contradicted last attempt, or `None` (unprovable: fine)."""
     if event.temporal_run_id in unknown or event.temporal_run_id not in facts_by_run:
@@ -552,7 +597,7 @@ def _unproven(
             None,
         )
         if proven is None:
-            if latest is not None and latest.close in ('running', 'continued_as_new'):
+            if is_open:
                 return None
             return _Unproven(
                 Finding(
@@ -622,9 +667,26 @@ def _unproven(
     return None
 
 
-def _sealed_record(record: RunRecord, chain: Sequence[RunFacts], seal: RunSeal) -> RunRecord:
-    """The run record of a closed run: every Temporal run of its chain, sealed with how the latest ended."""
-    ids = tuple(dict.fromkeys([*record.temporal_run_ids, *(facts.temporal_run_id for facts in chain)]))
+def _temporal_runs(record: RunRecord, chain: Sequence[RunFacts], seal: RunSeal | None = None) -> tuple[str, ...]:
+    """The Temporal runs the run record lists: those it names, and every run of its chain.
+
+    An agent run in a user's own workflow lists only the Temporal runs it ran in (an activity of its own
+    that was not inherited), and the one whose close ended it: a reset of the workflow after the agent
+    run ended copies its activities into the new run, but the agent does not run there again.
+    """
+    if record.in_own_workflow:
+        ran_in = [
+            facts.temporal_run_id
+            for facts in chain
+            if any(not a.inherited and (a.header or {}).get('run_id') == record.run_id for a in facts.activities)
+        ]
+        ended_in = [seal.temporal_run_id] if seal is not None else []
+        return tuple(dict.fromkeys([*record.temporal_run_ids, *ran_in, *ended_in]))
+    return tuple(dict.fromkeys([*record.temporal_run_ids, *(facts.temporal_run_id for facts in chain)]))
+
+
+def _sealed_record(record: RunRecord, ids: tuple[str, ...], seal: RunSeal) -> RunRecord:
+    """The run record of a closed run: its Temporal runs (`_temporal_runs`), sealed with how the latest ended."""
     if record.status == seal.status and record.temporal_run_ids == ids and record.ended_at is not None:
         # Sealed as Temporal says: the seal's details (usage, previews) are the workflow's own, left as they are.
         return record

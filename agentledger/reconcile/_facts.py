@@ -68,7 +68,7 @@ class RunFacts:
     first_execution_run_id: str
     started_at: datetime
     input: Any
-    """The decoded workflow input (`AgentRunInput` as JSON)."""
+    """The decoded workflow input (`AgentRunInput` as JSON, or a user workflow's own input)."""
     activities: tuple[ActivityFact, ...]
     close: WorkflowClose
     closed_at: datetime | None = None
@@ -77,6 +77,10 @@ class RunFacts:
     """The Temporal run this one was reset from."""
     continued_as: str | None = None
     """The Temporal run this one continued as (continue-as-new)."""
+    workflow_type: str | None = None
+    """The workflow's type: `AgentRunWorkflow`, or a user's own workflow whose agent runs are ledger runs."""
+    continued_from: str | None = None
+    """The Temporal run this one continued (continue-as-new); a reset keeps the run's own."""
 
 
 def _time(event: HistoryEvent) -> datetime:
@@ -159,6 +163,8 @@ async def run_facts(
         first_execution_run_id=start.first_execution_run_id,
         started_at=started_at,
         input=workflow_input[0] if workflow_input else None,
+        workflow_type=start.workflow_type.name or None,
+        continued_from=start.continued_execution_run_id or None,
         activities=tuple(
             ActivityFact(
                 temporal_run_id=temporal_run_id,

@@ -18,9 +18,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from agentledger.errors import LedgerCorruptionError, RunNotFoundError
 from agentledger.ledger._facade import Ledger
 from agentledger.model._ids import ledger_run_id
-from agentledger.model._records import Acceptance, RunRecord, RunStatus, StepEvent
+from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE, Acceptance, RunRecord, RunStatus, StepEvent
 from agentledger.reconcile._compare import Category, Comparison, Finding, audit_detail, compare, rebuilt_record
 from agentledger.reconcile._facts import RunFacts, fetch_run_facts
+from agentledger.workflows._types import RUN_STARTED_ACTIVITY
 
 __all__ = ['RECONCILE_SCHEMA', 'ReconcileReport', 'reconcile_ledger', 'reconcile_run']
 
@@ -85,8 +86,41 @@ async def _latest_run_id(client: Client, workflow_id: str) -> str | None:
         raise
 
 
-def _belongs(facts: RunFacts, run_id: str) -> bool:
-    """Whether a Temporal run of the workflow id is one of this ledger run's (same execution chain)."""
+def _names(facts: RunFacts, run_id: str) -> bool:
+    """Whether one of the Temporal run's activities belongs to the ledger run: its header, or its start, names it."""
+    for activity in facts.activities:
+        if (activity.header or {}).get('run_id') == run_id:
+            return True
+        first = activity.args[0] if activity.args and isinstance(activity.args[0], dict) else {}
+        start = first.get('start') if activity.activity_type == RUN_STARTED_ACTIVITY else None
+        if isinstance(start, dict) and start.get('run_id') == run_id:
+            return True
+    return False
+
+
+def _own_identity(facts: RunFacts) -> tuple[str, str | None]:
+    """What the ledger run ids of a user workflow's agent runs are made of, besides their ordinal.
+
+    A reset keeps both (the new run's start copies them), continue-as-new does not: the agent runs of a
+    reset Temporal run are those of the run it was reset from (`own_workflow_run_id`).
+    """
+    return facts.first_execution_run_id, facts.continued_from
+
+
+def _belongs(facts: RunFacts, run_id: str, found: Sequence[RunFacts] = ()) -> bool:
+    """Whether a Temporal run of the workflow id is one of this ledger run's (same execution chain).
+
+    An `AgentRunWorkflow` run says so in its input (or its id derives from the chain's first run). In a
+    user's own workflow, whose input is the user's and whose Temporal runs hold several agent runs, a
+    Temporal run belongs when one of its activities names the ledger run (its header, its start), or when
+    it is a reset of a Temporal run that does (`found`: the ledger run's Temporal runs found so far), even
+    before the reset run got as far as the agent run.
+    """
+    if facts.workflow_type not in (None, AGENT_RUN_WORKFLOW_TYPE):
+        identity = _own_identity(facts)
+        return _names(facts, run_id) or any(
+            other.workflow_type == facts.workflow_type and _own_identity(other) == identity for other in found
+        )
     explicit = facts.input.get('ledger_run_id') if isinstance(facts.input, dict) else None
     if explicit is not None:
         return bool(explicit == run_id)
@@ -106,19 +140,30 @@ async def _chain(
     if latest is not None and latest not in wanted:
         wanted.append(latest)
     found: dict[str, RunFacts] = {}
+    # Fetched Temporal runs not (yet) known to belong: a reset of one found later belongs too.
+    others: dict[str, RunFacts] = {}
     unknown: list[str] = []
+
+    def add(facts: RunFacts) -> None:
+        found[facts.temporal_run_id] = facts
+        wanted.extend(link for link in (facts.reset_from, facts.continued_as) if link)
+
     while wanted:
         temporal_run_id = wanted.pop(0)
-        if temporal_run_id in found or temporal_run_id in unknown:
+        if temporal_run_id in found or temporal_run_id in others or temporal_run_id in unknown:
             continue
-        facts = await fetch_run_facts(client, workflow_id, temporal_run_id)
-        if facts is None:
+        fetched = await fetch_run_facts(client, workflow_id, temporal_run_id)
+        if fetched is None:
             unknown.append(temporal_run_id)
             continue
-        if temporal_run_id not in recorded and not _belongs(facts, run_id):
+        if temporal_run_id not in recorded and not _belongs(fetched, run_id, list(found.values())):
+            others[temporal_run_id] = fetched
             continue
-        found[temporal_run_id] = facts
-        wanted += [link for link in (facts.reset_from, facts.continued_as) if link]
+        add(fetched)
+        while belonging := [f for f in others.values() if _belongs(f, run_id, list(found.values()))]:
+            for facts in belonging:
+                del others[facts.temporal_run_id]
+                add(facts)
     chain = sorted(found.values(), key=lambda facts: facts.started_at)
     return chain, unknown
 
