@@ -299,6 +299,7 @@ async def _runs(args: argparse.Namespace) -> int:
                 status=args.status,
                 conversation_id=args.conversation,
                 parent_run_id=args.parent,
+                workflow_id=args.workflow_id,
                 limit=args.limit,
                 before=args.before,
             )
@@ -461,8 +462,9 @@ async def _check_ledger(url: str) -> None:
 
 async def _read_view(ledger: Ledger, run_id: str) -> RunView:
     """Everything `show` prints about a run: its records, snapshots, tool effects and lineage both ways."""
+    record = await ledger.run(run_id)
     return RunView(
-        run=await ledger.run(run_id),
+        run=record,
         events=await ledger.events(run_id),
         steps=await ledger.steps(run_id),
         snapshots=await ledger.snapshots(run_id),
@@ -470,14 +472,32 @@ async def _read_view(ledger: Ledger, run_id: str) -> RunView:
         continuations=await _continuations(ledger, run_id),
         delegates=await ledger.run_tree(run_id, max_depth=DELEGATE_DEPTH),
         effects=await ledger.effects(workflow_id=await Scopes(ledger).effect_scope(run_id), run_id=run_id),
+        workflow_runs=await _workflow_runs(ledger, record) if record.in_own_workflow else [],
     )
 
 
 async def _continuations(ledger: Ledger, run_id: str) -> list[RunRecord]:
-    """Every run seeded from `run_id`, oldest first (the ledger lists newest first, a page at a time)."""
+    """Every run seeded from `run_id`, oldest first."""
+    return await _oldest_first(ledger, forked_from_run_id=run_id)
+
+
+async def _workflow_runs(ledger: Ledger, run: RunRecord) -> list[RunRecord]:
+    """Every ledger run of the run's workflow id (the agent runs of a user's own workflow), oldest first."""
+    return await _oldest_first(ledger, workflow_id=run.workflow_id)
+
+
+async def _oldest_first(
+    ledger: Ledger, *, workflow_id: str | None = None, forked_from_run_id: str | None = None
+) -> list[RunRecord]:
+    """Every run of the workflow id, or seeded from the run, oldest first (the ledger lists newest first, by pages)."""
     found: list[RunRecord] = []
     while True:
-        page = await ledger.runs(forked_from_run_id=run_id, limit=100, before=found[-1].run_id if found else None)
+        page = await ledger.runs(
+            workflow_id=workflow_id,
+            forked_from_run_id=forked_from_run_id,
+            limit=100,
+            before=found[-1].run_id if found else None,
+        )
         found += page
         if len(page) < 100:
             return found[::-1]

@@ -22,15 +22,19 @@ Commands::
         records the run. --park-on-failure parks the run when the agent fails (see `resume`).
 
     agentledger runs [--ledger URL] [--agent NAME] [--status STATUS] [--conversation ID]
-                     [--parent RUN_ID] [--limit N] [--before RUN_ID] [--json]
-        List runs, newest first. Page with --before <the last run id of the previous page>.
+                     [--parent RUN_ID] [--workflow-id ID] [--limit N] [--before RUN_ID] [--json]
+        List runs, newest first, with the Temporal workflow each ran in and its type (AgentRunWorkflow,
+        or a user's own workflow that ran the agent). --workflow-id lists the runs of one workflow id:
+        the agent runs of a user's workflow, or an AgentRunWorkflow's run and the runs restarting it.
+        Page with --before <the last run id of the previous page>.
 
     agentledger show RUN_ID [--ledger URL] [--json]
-        Print one run: its facts and lineage (the run it was seeded from, the runs continued or forked
-        from it), one line per event (every attempt, including failed, abandoned and in-doubt ones)
-        with its snapshots in place, which attempt of each step the run used, the delegate runs it
-        started (5 levels deep), its model calls billed and replayed from the journal, its once-only
-        effects, and the tool calls in doubt with what can be done about them.
+        Print one run: its facts (the workflow it ran in and its type; for an agent run inside a user's
+        own workflow, the workflow's agent runs too) and lineage (the run it was seeded from, the runs
+        continued or forked from it), one line per event (every attempt, including failed, abandoned
+        and in-doubt ones) with its snapshots in place, which attempt of each step the run used, the
+        delegate runs it started (5 levels deep), its model calls billed and replayed from the journal,
+        its once-only effects, and the tool calls in doubt with what can be done about them.
 
     agentledger effects [--ledger URL] [--workflow-id ID] [--unknown] [--json]
         List once-only effects (`agentledger.once`): all, those keyed on one workflow id, or only
@@ -104,9 +108,10 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
   "events": [StepEvent.to_json(), ...], "snapshots": [SnapshotRecord.to_json(), ...],
   "tool_effects": [ToolEffect.to_json(), ...], "continuations": [run id, ...],
   "children": [RunRecord.to_json(), ...], "model_calls": Usage (accepted model requests, replayed ones
-  counted apart), "effects": [EffectRecord.to_json(), ...]}` (events in ledger order, each with its
-  derived `state`; continuations: the runs seeded from this one, oldest first; children: the delegate
-  runs it started)
+  counted apart), "effects": [EffectRecord.to_json(), ...], "workflow_runs": [run id, ...]}` (events in
+  ledger order, each with its derived `state`; continuations: the runs seeded from this one, oldest
+  first; children: the delegate runs it started; workflow_runs: for an agent run inside a user's own
+  workflow, every ledger run of that workflow id, this one included, oldest first, else empty)
 - `effects`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord.to_json(), ...]}`
 - `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
   "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
@@ -232,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument('--status', choices=get_args(RunStatus), help='only runs with this status')
     runs.add_argument('--conversation', metavar='ID', help='only runs of this conversation')
     runs.add_argument('--parent', metavar='RUN_ID', help='only runs started by this run')
+    runs.add_argument(
+        '--workflow-id', metavar='ID', help="only runs of this Temporal workflow id (a user workflow's agent runs)"
+    )
     runs.add_argument('--limit', type=_positive_int, default=20, metavar='N', help='at most N runs (default: 20)')
     runs.add_argument('--before', metavar='RUN_ID', help='only runs older than this one (the next page)')
     runs.add_argument('--json', action='store_true', help='print JSON (schema agentledger.runs/1)')

@@ -8,7 +8,8 @@ terminal and survives copy-paste into an issue. The JSON shapes are built from t
 - `agentledger show --json`: `{"schema": "agentledger.show/1", "run": RunRecord, "steps": [StepRecord],
   "events": [StepEvent], "snapshots": [SnapshotRecord], "tool_effects": [ToolEffect],
   "continuations": [run id], "children": [RunRecord], "model_calls": Usage (accepted model requests,
-  with the replayed ones counted apart), "effects": [EffectRecord]}`
+  with the replayed ones counted apart), "effects": [EffectRecord], "workflow_runs": [run id] (the ledger
+  runs of the user workflow an agent run ran in, oldest first; empty for an `AgentRunWorkflow` run)}`
 - `agentledger effects --json`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord]}`
 - `agentledger runs --json`: `{"schema": "agentledger.runs/1", "runs": [RunRecord]}`
 - `agentledger run --json`: `{"schema": "agentledger.run/1", "output": ..., "run_id": ..., "workflow_id": ...,
@@ -150,6 +151,9 @@ class RunView:
     """This run with the delegate runs it started below it, as deep as was read."""
     effects: Sequence[EffectRecord] = ()
     """The once-only effects (`agentledger.once`) this run's tool calls started."""
+    workflow_runs: Sequence[RunRecord] = ()
+    """For an agent run inside a user's own workflow: every ledger run of that workflow id (this one
+    included), oldest first. Empty for an `AgentRunWorkflow` run."""
 
 
 def runs_json(runs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -174,6 +178,7 @@ def run_json(view: RunView) -> dict[str, Any]:
         'children': [child.run.to_json() for child in view.delegates.children] if view.delegates is not None else [],
         'model_calls': asdict(total_usage(view.steps)),
         'effects': [effect.to_json() for effect in view.effects],
+        'workflow_runs': [run.run_id for run in view.workflow_runs],
     }
 
 
@@ -266,7 +271,11 @@ def render_reconcile(reports: Sequence[ReconcileReport]) -> str:
 
 
 def render_runs(runs: Sequence[RunRecord]) -> str:
-    """A table of runs, one per line, in the order given (the ledger lists newest first)."""
+    """A table of runs, one per line, in the order given (the ledger lists newest first).
+
+    The last columns say where each ran: the workflow's type (`AgentRunWorkflow`, or the user's own
+    workflow that ran the agent; `-` for a run recorded before the ledger kept the type) and its id.
+    """
     if not runs:
         return 'No runs.'
     rows = [
@@ -278,11 +287,22 @@ def render_runs(runs: Sequence[RunRecord]) -> str:
             _duration(run.duration_s),
             str(run.usage.requests),
             str(run.usage.total_tokens),
+            run.workflow_type or '-',
             run.workflow_id,
         ]
         for run in runs
     ]
-    headers = ['RUN ID', 'AGENT', 'STATUS', 'STARTED (UTC)', 'DURATION', 'REQUESTS', 'TOKENS', 'WORKFLOW ID']
+    headers = [
+        'RUN ID',
+        'AGENT',
+        'STATUS',
+        'STARTED (UTC)',
+        'DURATION',
+        'REQUESTS',
+        'TOKENS',
+        'WORKFLOW TYPE',
+        'WORKFLOW ID',
+    ]
     return '\n'.join(_table(headers, rows, right={4, 5, 6}))
 
 
@@ -357,7 +377,7 @@ def _header(view: RunView) -> str:
         ('run', run.run_id),
         ('agent', run.agent_name),
         ('status', run.status),
-        ('workflow', run.workflow_id),
+        ('workflow', f'{run.workflow_id} ({run.workflow_type})' if run.workflow_type else run.workflow_id),
         ('temporal runs' if len(run.temporal_run_ids) > 1 else 'temporal run', ', '.join(run.temporal_run_ids)),
         ('task queue', run.task_queue),
         ('started', f'{_timestamp(run.started_at)} UTC'),
@@ -395,6 +415,14 @@ def _header(view: RunView) -> str:
             (label if index == 0 else '', f'{later.run_id} ({later.status}, from snapshot {origin.snapshot_id})')
             for index, (later, origin) in enumerate(seeded)
         ]
+    # The agent runs of the user workflow this run ran in, one per line, in the order they started.
+    facts += [
+        (
+            'workflow runs' if index == 0 else '',
+            f'{other.run_id} ({other.agent_name}, {other.status}{", this run" if other.run_id == run.run_id else ""})',
+        )
+        for index, other in enumerate(view.workflow_runs)
+    ]
     if run.prompt_preview is not None:
         facts.append(('prompt', _preview(run.prompt_preview)))
     if run.output_preview is not None:

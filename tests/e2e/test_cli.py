@@ -171,6 +171,7 @@ def test_render_runs_table() -> None:
         started_at=at(60),
         updated_at=at(60),
         task_queue='tq',
+        workflow_type='ReviewWorkflow',
     )
     table = render_runs([running, RUN])
     header, first, second = table.splitlines()
@@ -182,10 +183,33 @@ def test_render_runs_table() -> None:
         'DURATION',
         'REQUESTS',
         'TOKENS',
+        'WORKFLOW TYPE',
         'WORKFLOW ID',
     ]
-    assert first.split() == ['run-new', 'calc', 'running', '2026-01-02', '03:05:05', '-', '0', '0', 'wf-new']
-    assert second.split() == ['run-abc', 'demo', 'completed', '2026-01-02', '03:04:05', '2.50s', '2', '120', 'demo-123']
+    assert first.split() == [
+        'run-new',
+        'calc',
+        'running',
+        '2026-01-02',
+        '03:05:05',
+        '-',
+        '0',
+        '0',
+        'ReviewWorkflow',
+        'wf-new',
+    ]
+    assert second.split() == [
+        'run-abc',
+        'demo',
+        'completed',
+        '2026-01-02',
+        '03:04:05',
+        '2.50s',
+        '2',
+        '120',
+        '-',
+        'demo-123',
+    ]
     assert render_runs([]) == 'No runs.'
 
 
@@ -330,6 +354,7 @@ def test_json_shapes_round_trip() -> None:
         'children',
         'model_calls',
         'effects',
+        'workflow_runs',
     ]
     assert shown['schema'] == 'agentledger.show/1'
     assert [shown[key] for key in ('snapshots', 'tool_effects', 'continuations', 'children')] == [[], [], [], []]
