@@ -10,6 +10,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import activity, workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_ai import Agent
@@ -17,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers.agents import calc_agent
+from tests.helpers.agents import calc_agent, holder_agent
 from tests.helpers.delegate_agents import boss, broken
 from tests.helpers.journal_agents import PaymentDeps, payments_agent
 
@@ -140,3 +141,47 @@ class FallbackWorkflow:
         except Exception as error:
             workflow.logger.info('the broken agent failed as expected: %s', error)
         return (await calc_agent.run(f'{topic} instead')).output
+
+
+@workflow.defn
+class AnswerWorkflow:
+    """One agent run between two of the user's own activities: a run to continue and fork from."""
+
+    @workflow.run
+    async def run(self, topic: str) -> str:
+        """Return the agent's output, passed through the user's activity."""
+        prepared = await workflow.execute_activity(prepare, topic, start_to_close_timeout=timedelta(seconds=10))
+        result = await calc_agent.run(f'compute {prepared}')
+        return await workflow.execute_activity(prepare, result.output, start_to_close_timeout=timedelta(seconds=10))
+
+
+@workflow.defn
+class GatedWorkflow:
+    """An agent run, then a wait for a verdict: the workflow goes on, and may fail, after the agent run ended."""
+
+    def __init__(self) -> None:
+        self._verdict: str | None = None
+
+    @workflow.signal
+    def finish(self, verdict: str) -> None:
+        """`ok` completes the workflow; anything else fails it."""
+        self._verdict = verdict
+
+    @workflow.run
+    async def run(self, topic: str) -> str:
+        """Return the agent's output once the verdict is `ok`."""
+        result = await calc_agent.run(f'compute {topic}')
+        await workflow.wait_condition(lambda: self._verdict is not None)
+        if self._verdict != 'ok':
+            raise ApplicationError(f'rejected: {self._verdict}', non_retryable=True)
+        return result.output
+
+
+@workflow.defn
+class HoldingWorkflow:
+    """One run of the `holder` agent, whose `hold` tool waits until the test releases the workflow id."""
+
+    @workflow.run
+    async def run(self, prompt: str) -> str:
+        """Return the agent's output."""
+        return (await holder_agent.run(prompt)).output
