@@ -260,7 +260,7 @@ async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: P
         assert [r.workflow_id for r in await ledger.payload_references([key])] == ['wf-a']
 
     with closing(sqlite3.connect(path)) as raw:
-        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
         indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {'runs_forked_from', 'snapshots_run', 'records_scope'} <= indexes
 
@@ -270,8 +270,8 @@ async def test_sqlite_version_1_file_migrates_to_the_current_version(tmp_path: P
 
 
 async def test_sqlite_version_2_file_migrates_to_the_current_version(tmp_path: Path) -> None:
-    """Version 3 adds the `degraded` mark of runs recorded under the `warn` outage policy, version 4 the
-    workflow type; older runs have neither."""
+    """Version 3 adds the `degraded` mark of runs recorded under the `warn` outage policy, and the open adds
+    the workflow type column; older runs have neither."""
     path = tmp_path / 'ledger.db'
     create_v1_ledger(path)
     with closing(sqlite3.connect(path, isolation_level=None)) as raw:
@@ -285,7 +285,7 @@ async def test_sqlite_version_2_file_migrates_to_the_current_version(tmp_path: P
     async with SqliteLedger(path) as reopened:
         assert (await reopened.run('run-old')).degraded == ('lost',)
     with closing(sqlite3.connect(path)) as raw:
-        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
 
 
 async def test_sqlite_snapshot_row_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
@@ -514,3 +514,23 @@ async def test_worker_refuses_to_start_on_a_ledger_it_cannot_write(
         await asyncio.wait_for(worker.run(), timeout=30)
     # The worker closed the ledger it opened.
     assert ledger.store._reader is None
+
+
+async def test_sqlite_file_of_an_older_agentledger_gains_the_added_columns_in_place(tmp_path: Path) -> None:
+    """A version-3 file written before the workflow type existed keeps version 3 (so older workers still open
+    it) and gains the column on a read-write open; a read-only open asks for that open first."""
+    path = tmp_path / 'ledger.db'
+    async with SqliteLedger(path) as ledger:
+        await ledger.start_run(run_start('run-a'))
+    raw_sql(path, 'ALTER TABLE runs DROP COLUMN workflow_type')
+
+    with pytest.raises(LedgerConfigError, match=r'lacks runs\.workflow_type.*open it once read-write'):
+        async with SqliteLedger(path, read_only=True):
+            pass
+    async with SqliteLedger(path) as ledger:
+        assert (await ledger.run('run-a')).workflow_type is None
+        await ledger.start_run(replace(run_start('run-b'), workflow_type='SupportWorkflow'))
+    async with SqliteLedger(path, read_only=True) as reader:
+        assert (await reader.run('run-b')).workflow_type == 'SupportWorkflow'
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute('SELECT version FROM schema_version').fetchall() == [(3,)]

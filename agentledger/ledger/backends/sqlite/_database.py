@@ -22,7 +22,7 @@ from agentledger.errors import (
     LedgerReadOnlyError,
     LedgerUnavailableError,
 )
-from agentledger.ledger.backends.sqlite._schema import MIGRATIONS, SCHEMA_VERSION
+from agentledger.ledger.backends.sqlite._schema import ADDED_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ['Database']
 
@@ -160,7 +160,30 @@ class Database:
         if version != SCHEMA_VERSION:
             await reader.close()
             raise self._schema_mismatch(version)
+        try:
+            missing = await self._missing_columns(reader)
+        except sqlite3.Error as error:
+            await reader.close()
+            raise self._translate(error, 'opening') from error
+        if missing:
+            await reader.close()
+            names = ', '.join(f'{table}.{column}' for table, column, _ in missing)
+            raise LedgerConfigError(
+                f'the SQLite ledger {self.path} was written by an older agentledger and lacks {names}; '
+                'a read-only open does not add columns: open it once read-write (a worker, or SqliteLedger '
+                'without read_only) to add them'
+            )
         return reader
+
+    @staticmethod
+    async def _missing_columns(connection: aiosqlite.Connection) -> list[tuple[str, str, str]]:
+        """The `ADDED_COLUMNS` the file does not have yet."""
+        missing: list[tuple[str, str, str]] = []
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row[1] for row in await connection.execute_fetchall(f'PRAGMA table_info({table})')}
+            if column not in present:
+                missing.append((table, column, kind))
+        return missing
 
     @staticmethod
     async def _schema_version(connection: aiosqlite.Connection) -> int | None:
@@ -228,6 +251,8 @@ class Database:
                 if version != SCHEMA_VERSION:
                     await connection.execute('DELETE FROM schema_version')
                     await connection.execute('INSERT INTO schema_version (version) VALUES (?)', (SCHEMA_VERSION,))
+                for table, column, kind in await self._missing_columns(connection):
+                    await connection.execute(f'ALTER TABLE {table} ADD COLUMN {column} {kind}')
                 await connection.execute('COMMIT')
             except BaseException:
                 if connection.in_transaction:

@@ -12,6 +12,7 @@ from agentledger.ledger.backends._encoding import dumps, epoch_us
 from agentledger.model._records import RunRecord, StepEvent
 
 __all__ = [
+    'ADDED_COLUMNS',
     'INSERT_ACCEPTANCE',
     'INSERT_BLOB',
     'INSERT_EVENT',
@@ -31,7 +32,7 @@ __all__ = [
     'run_value',
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 3
 """The schema version this code writes; `open()` migrates older files up to it."""
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -121,9 +122,17 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
     ],
-    4: ['ALTER TABLE runs ADD COLUMN workflow_type TEXT'],
 }
 """Version -> the statements that migrate the previous version to it, applied in one transaction."""
+
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (('runs', 'workflow_type', 'TEXT'),)
+"""(table, column, type) of the columns added within the current schema version, without a new version.
+
+agentledger names its columns in every statement, so an older agentledger reads and writes a file
+that has them (the rows it writes leave them NULL, its upserts keep them) and does not refuse it for a
+version it does not know: a fleet can run both against one file while it upgrades. A read-write open
+adds the missing ones; a read-only open asks for one.
+"""
 
 RUN_COLUMNS = (
     'run_id',
