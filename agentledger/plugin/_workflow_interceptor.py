@@ -50,7 +50,7 @@ from agentledger._compat import (
     with_model_request_messages,
 )
 from agentledger.model._conversions import error_info
-from agentledger.model._records import ErrorInfo, StepEvent
+from agentledger.model._records import ErrorInfo
 from agentledger.workflows._own import OwnRunRecorder
 from agentledger.workflows._registry import served_agents
 from agentledger.workflows._state import HEADER, STATE_ATTRIBUTE, LedgerRunState, current_state
@@ -96,18 +96,14 @@ def _record_child_tool_call(state: LedgerRunState, input: StartChildWorkflowInpu
     state.dispatched_tool_calls.add(shape.tool_call_id)
     activity_id = f'child:{shape.tool_call_id}'
     started = workflow.now()
-    common: dict[str, Any] = dict(
-        run_id=state.run_id,
-        workflow_id=state.workflow_id,
-        temporal_run_id=state.temporal_run_id,
-        activity_id=activity_id,
+    call_fields: dict[str, Any] = dict(
         attempt=1,
         activity_type=input.workflow,
         step=shape.step + state.step_offset if shape.step is not None else None,
         tool_call_id=shape.tool_call_id,
         tool_name=shape.tool_name,
     )
-    state.workflow_events.append(StepEvent(kind='tool_call_started', timestamp=started, **common))
+    state.note_event('tool_call_started', activity_id, started, **call_fields)
 
     def ended(done: Any) -> None:
         now = workflow.now()
@@ -115,26 +111,27 @@ def _record_child_tool_call(state: LedgerRunState, input: StartChildWorkflowInpu
         duration = (now - started).total_seconds()
         if outcome == 'completed':
             result = done.result()
-            event = StepEvent(
-                kind='tool_call_completed',
-                timestamp=now,
+            state.note_event(
+                'tool_call_completed',
+                activity_id,
+                now,
                 duration_s=duration,
                 outcome=tool_outcome(result),
                 detail=tool_result_detail(result),
-                **common,
+                **call_fields,
             )
         else:
             error = done.exception() if not done.cancelled() else None
-            event = StepEvent(
-                kind='tool_call_failed',
-                timestamp=now,
+            state.note_event(
+                'tool_call_failed',
+                activity_id,
+                now,
                 duration_s=duration,
                 error=error_info(error, retryable=False)
                 if error is not None
                 else ErrorInfo(type='CancelledError', message='the child workflow was cancelled', retryable=False),
-                **common,
+                **call_fields,
             )
-        state.workflow_events.append(event)
         state.accept(activity_id, outcome)
 
     return ended

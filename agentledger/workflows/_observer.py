@@ -20,7 +20,7 @@ from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, RunCont
 from temporalio import workflow
 
 from agentledger._compat import mark_safe_at_runtime
-from agentledger.model._records import StepEvent, ToolOutcome
+from agentledger.model._records import ToolOutcome
 from agentledger.workflows._state import LedgerRunState, current_state
 
 __all__ = ['LedgerObserver']
@@ -67,20 +67,13 @@ class LedgerObserver(AbstractCapability[Any]):
         if state is None:
             return
         activity_id = f'{prefix}:{call.tool_call_id}'
-        common: dict[str, Any] = dict(
-            run_id=state.run_id,
-            workflow_id=state.workflow_id,
-            temporal_run_id=state.temporal_run_id,
-            activity_id=activity_id,
-            attempt=0,
-            timestamp=workflow.now(),
-            step=ctx.run_step + state.step_offset,
-            tool_call_id=call.tool_call_id,
-            tool_name=call.tool_name,
+        now = workflow.now()
+        call_fields: dict[str, Any] = dict(
+            step=ctx.run_step + state.step_offset, tool_call_id=call.tool_call_id, tool_name=call.tool_name
         )
-        state.workflow_events.append(StepEvent(kind='tool_call_started', **common))
-        state.workflow_events.append(
-            StepEvent(kind='tool_call_completed', outcome=outcome, detail=detail, duration_s=0.0, **common)
+        state.note_event('tool_call_started', activity_id, now, **call_fields)
+        state.note_event(
+            'tool_call_completed', activity_id, now, outcome=outcome, detail=detail, duration_s=0.0, **call_fields
         )
         state.accept(activity_id, 'completed')
 

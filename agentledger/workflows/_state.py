@@ -94,21 +94,26 @@ class LedgerRunState:
             )
         )
 
-    def note_run_event(self, kind: EventKind, activity_id: str, timestamp: datetime, **fields: Any) -> None:
-        """Note a run-level event the workflow decided (a park, a resume) for the next activity's header."""
+    def note_event(
+        self, kind: EventKind, activity_id: str, timestamp: datetime, *, attempt: int = 0, **fields: Any
+    ) -> None:
+        """Note an event the workflow observed itself (no activity records it) for the next activity's header."""
         self.workflow_events.append(
             StepEvent(
                 run_id=self.run_id,
                 workflow_id=self.workflow_id,
                 temporal_run_id=self.temporal_run_id,
                 activity_id=activity_id,
-                attempt=0,
+                attempt=attempt,
                 kind=kind,
                 timestamp=timestamp,
-                state='accepted',
                 **fields,
             )
         )
+
+    def note_run_event(self, kind: EventKind, activity_id: str, timestamp: datetime, **fields: Any) -> None:
+        """Note a run-level event the workflow decided (a park, a resume) for the next activity's header."""
+        self.note_event(kind, activity_id, timestamp, state='accepted', **fields)
 
     def take_header(self) -> dict[str, Any]:
         """The header value for the next activity: the run id plus what was observed since the last one."""
