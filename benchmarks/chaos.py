@@ -79,7 +79,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -114,7 +113,11 @@ RESULTS = Path(__file__).parent / 'results' / 'chaos.json'
 TOOL_POINTS = ('before_tool', 'after_ledger_write', 'in_txn', 'zombie', 'in_effect')
 MODEL_POINTS = ('after_provider', 'after_ledger_write', 'in_txn')
 ACTIONS = ('exit', 'exit', 'exit', 'exit', 'exit', 'raise', 'raise', 'raise', 'hang', 'hang')
-S3_KEYS = {'aws_access_key_id': 'AKIACHAOSLEDGER00000', 'aws_secret_access_key': 'chaos-secret-not-real'}
+S3_KEYS = {
+    'aws_access_key_id': 'AKIATESTLEDGER000000',
+    'aws_secret_access_key': 'test-secret-never-shown-0123456789abcdef',
+}
+"""The fake keys `tests/helpers/s3_server.py` starts its server with."""
 RUN_TIMEOUT_S = 900.0
 
 
@@ -550,42 +553,23 @@ def _s3_client(endpoint: str) -> Any:
     return boto3.client('s3', endpoint_url=endpoint, region_name='us-east-1', **S3_KEYS)
 
 
-class MotoServer:
-    """moto's S3 server on loopback in its own process, with atomic conditional writes (tests/helpers/s3_server.py)."""
+class S3Endpoint:
+    """The S3 server the tests use (SeaweedFS, `tests/helpers/s3_server.py`), on loopback in its own process."""
 
     def __init__(self) -> None:
-        import socket
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from tests.helpers.s3_server import S3Server
 
-        with socket.socket() as probe:
-            probe.bind(('127.0.0.1', 0))
-            self.port = int(probe.getsockname()[1])
-        self.endpoint = f'http://127.0.0.1:{self.port}'
-        self._process: asyncio.subprocess.Process | None = None
+        self._server = S3Server()
+        self.endpoint = self._server.endpoint
 
-    async def __aenter__(self) -> MotoServer:
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            '-m',
-            'tests.helpers.s3_server',
-            str(self.port),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await asyncio.to_thread(urllib.request.urlopen, f'{self.endpoint}/moto-api/', None, 1)
-                return self
-            except OSError:
-                if self._process.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError('the moto S3 server did not start') from None
-                await asyncio.sleep(0.1)
+    async def __aenter__(self) -> S3Endpoint:
+        await asyncio.to_thread(self._server.start)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            await self._process.wait()
+        await asyncio.to_thread(self._server.remove)
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -776,7 +760,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     env = await start_dev_server()
     try:
         async with AsyncExitStack() as stack:
-            moto = await stack.enter_async_context(MotoServer()) if 's3' in args.backends else None
+            s3 = await stack.enter_async_context(S3Endpoint()) if 's3' in args.backends else None
             with tempfile.TemporaryDirectory(prefix='chaos-') as scratch:
                 workdir = args.keep or Path(scratch)
                 workdir.mkdir(parents=True, exist_ok=True)
@@ -791,7 +775,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
                     concurrency=args.concurrency,
                     plan=plan,
                     features=features,
-                    s3_endpoint=moto.endpoint if moto else None,
+                    s3_endpoint=s3.endpoint if s3 else None,
                 )
                 # All variants at once, each with its own worker and task queue: the time goes to
                 # timeouts and restarts, not to the CPUs, and every ledger meets the same conditions.

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh --oldest
 export AGENTLEDGER_OLDEST_PYTHON="$PWD/.venv-oldest/bin/python"
+# The S3 tests run against SeaweedFS, built once per machine when missing.
+export AGENTLEDGER_S3_SERVER="${AGENTLEDGER_S3_SERVER:-$(bash scripts/build_s3_server.sh)}"
 .venv/bin/pytest "$@"
 oldest_suite=(
     tests/test_compat.py

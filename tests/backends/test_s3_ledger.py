@@ -1,8 +1,10 @@
 """`S3Ledger` beyond the shared conformance suite: layout, security, configuration errors, faults, fleets.
 
-Everything runs against moto's S3 server on loopback (see `tests/helpers/s3_server.py`): real HTTP, real
-conditional writes. The end-to-end tests add a real Temporal dev server and, for the fleet, two
-worker processes started with `python -m agentledger worker`.
+Everything runs against SeaweedFS on loopback (see `tests/helpers/s3_server.py`): a real S3
+implementation, real HTTP, conditional writes decided atomically by the server. moto serves only what
+SeaweedFS here cannot: a store that ignores conditional writes, IAM users with policies, and SSE-KMS.
+The end-to-end tests add a real Temporal dev server and, for the fleet, two worker processes started
+with `python -m agentledger worker`.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from ..conftest import check_at_session_end, check_served_ledgers, serve
 from ..helpers.agents import calc_agent
 from ..helpers.checks import check_calc_run, check_complete_calc_run, retried_failures
 from ..helpers.records import acceptance, conversation, event, ids, run_seal, run_start, snapshot_steps
-from ..helpers.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, all_keys, free_port
+from ..helpers.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer, S3Server, all_keys, free_port
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 
@@ -68,19 +70,19 @@ async def ledger(s3_server: S3Server, s3_bucket: str) -> AsyncIterator[S3Ledger]
 
 @pytest.fixture
 async def own_server() -> AsyncIterator[S3Server]:
-    """An in-process server this test may stop and start again (on the same port, with its data).
+    """A server of this test's own that it may stop and start again (on the same ports, with its data).
 
     The ledgers a test served on it are checked against Temporal's history before it stops for good
     (the end-of-session check could not reach them any more).
     """
-    server = S3Server(in_process=True)
+    server = S3Server()
     server.start()
     try:
         yield server
         server.start()
         await check_served_ledgers(lambda ledger: isinstance(ledger, S3Ledger) and ledger.endpoint == server.endpoint)
     finally:
-        server.stop()
+        server.remove()
 
 
 def count_requests(ledger: S3Ledger) -> Counter[str]:
@@ -189,10 +191,11 @@ async def test_newer_layout_is_refused(ledger: S3Ledger, s3_server: S3Server) ->
         await s3_server.ledger(ledger.bucket).open()
 
 
-async def test_store_ignoring_conditional_writes_is_refused(
-    own_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An S3-compatible store that does not enforce If-None-Match would silently duplicate and lose writes."""
+async def test_store_ignoring_conditional_writes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3-compatible store that does not enforce If-None-Match would silently duplicate and lose writes.
+
+    moto, patched to drop the conditional headers: no real server can be made to ignore them.
+    """
     original = S3Response.put_object
 
     def ignoring_conditions(self: S3Response, *args: Any, **kwargs: Any) -> Any:
@@ -202,12 +205,20 @@ async def test_store_ignoring_conditional_writes_is_refused(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(S3Response, 'put_object', ignoring_conditions)
-    with pytest.raises(LedgerConfigError, match=r'ignored If-None-Match.*needs conditional writes'):
-        await own_server.ledger(own_server.new_bucket()).open()
+    server = MotoServer()
+    server.start()
+    try:
+        with pytest.raises(LedgerConfigError, match=r'ignored If-None-Match.*needs conditional writes'):
+            await server.ledger(server.new_bucket()).open()
+    finally:
+        server.stop()
 
 
 class AuthServer:
-    """A moto server in its own process that checks credentials, with one user allowed and one not."""
+    """A moto server in its own process that checks credentials, with one user allowed and one not.
+
+    moto, because it has IAM users and policies to refuse a request by; SeaweedFS's identities do not.
+    """
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -452,20 +463,31 @@ async def test_malformed_snapshot_ids_are_not_found(ledger: S3Ledger) -> None:
         ({'sse': 'AES256'}, ('AES256', None)),
         ({'sse': 'aws:kms', 'sse_kms_key_id': 'alias/agentledger'}, ('aws:kms', 'alias/agentledger')),
     ],
+    ids=['sse-s3', 'sse-kms'],
 )
 async def test_server_side_encryption_is_asked_for_on_every_object(
-    s3_server: S3Server, s3_bucket: str, options: dict[str, str], expected: tuple[str, str | None]
+    s3_server: S3Server, options: dict[str, str], expected: tuple[str, str | None]
 ) -> None:
-    async with s3_server.ledger(s3_bucket, **options) as ledger:
-        await ledger.start_run(run_start('run-a'))
-        await ledger.accept([acceptance('1', run_id='run-a')])
-        await snapshot_steps(ledger, 'run-a', conversation(1), range(1, 2))
-    client = s3_server.client()
-    keys = all_keys(ledger)
-    assert len(keys) > 8
-    for key in keys:
-        head = client.head_object(Bucket=s3_bucket, Key=key)
-        assert (head.get('ServerSideEncryption'), head.get('SSEKMSKeyId')) == expected, key
+    """SSE-S3 on SeaweedFS; SSE-KMS on moto, which accepts any key id (the SeaweedFS here has no KMS)."""
+    server: S3Server | MotoServer = s3_server
+    if options['sse'] == 'aws:kms':
+        server = MotoServer()
+        server.start()
+    try:
+        bucket = server.new_bucket()
+        async with server.ledger(bucket, **options) as ledger:
+            await ledger.start_run(run_start('run-a'))
+            await ledger.accept([acceptance('1', run_id='run-a')])
+            await snapshot_steps(ledger, 'run-a', conversation(1), range(1, 2))
+        client = server.client()
+        keys = all_keys(ledger)
+        assert len(keys) > 8
+        for key in keys:
+            head = client.head_object(Bucket=bucket, Key=key)
+            assert (head.get('ServerSideEncryption'), head.get('SSEKMSKeyId')) == expected, key
+    finally:
+        if isinstance(server, MotoServer):
+            server.stop()
 
 
 async def test_no_credentials_are_stored_in_the_ledger(ledger: S3Ledger, s3_server: S3Server) -> None:

@@ -170,7 +170,7 @@ async def test_a_ledger_down_at_worker_start_stops_only_the_agent_runs(
     """The S3 ledger's endpoint is down when the worker starts: the worker starts (and says so), the
     application's workflow completes, an agent run waits (its ledger activity fails and is retried, the
     `fail` policy), and once the endpoint is up the run completes, recorded, and agrees with history."""
-    server = S3Server(in_process=True)  # not started yet: its port is closed
+    server = S3Server()  # not started yet: its port is closed
     bucket = f'ledger-{uuid.uuid4().hex[:16]}'
     # Fast failures while down: one request per call, two tries per ledger operation.
     ledger = server.ledger(bucket, request_attempts=1, retry=RetryPolicy(attempts=2, initial_backoff_s=0.05))

@@ -53,7 +53,7 @@ async def wait_a_little() -> str:
 
 
 async def test_a_planted_secret_reaches_no_sink(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    server = S3Server(in_process=True)
+    server = S3Server()
     server.start()
     try:
         bucket = server.new_bucket()

@@ -1,17 +1,16 @@
-"""An S3-compatible server on loopback for the tests: moto's server, a real HTTP S3 endpoint.
+"""S3 servers on loopback for the tests: SeaweedFS, a real S3 implementation, and moto for one fault.
 
-One server serves the whole session (`s3_server`): moto's server in a process of its own
-(`python -m tests.helpers.s3_server PORT`), so that it neither competes with the tests for the GIL nor
-stops when a test stops its own. Every test gets its own bucket (`s3_bucket`, or `s3_ledger()` for
-the shared conformance suite), so tests never see each other's objects. Fault tests start an
-in-process `ThreadedMotoServer` of their own (`S3Server(in_process=True)`), which they can stop and
-start again on the same port with its data kept. Credentials are fake and passed explicitly to
-every client: nothing here touches `os.environ`.
+One SeaweedFS server (`weed mini`, built once per machine by `scripts/build_s3_server.sh`, or the binary
+`$AGENTLEDGER_S3_SERVER` names) serves the whole session (`s3_server`), in a process of its own with its
+data in a temporary directory. Every test gets its own bucket (`s3_bucket`, or `s3_ledger()` for the
+shared conformance suite), so tests never see each other's objects. Tests that stop the server mid-run
+start one of their own (`S3Server()`), which starts again on the same ports with its data kept.
+SeaweedFS decides each conditional write (`If-None-Match`, `If-Match`) atomically, as S3 does.
+Credentials are fake, handed to the server through its environment and passed explicitly to every
+client: nothing here touches `os.environ`.
 
-moto checks `If-None-Match` / `If-Match` and then writes, without holding a lock between the two,
-so two concurrent conditional PUTs of one key can both succeed; S3, MinIO and R2 decide each
-conditional write atomically. `_atomic_conditional_puts` serialises PutObject inside the server so
-that the tests get S3's semantics, which the ledger's compare-and-swap loops rely on.
+moto stays where a test needs a fault SeaweedFS cannot produce: a store that ignores conditional-write
+headers (`MotoServer`, patched by that test) and IAM users with policies (`tests/backends/test_s3_ledger.py`).
 """
 
 from __future__ import annotations
@@ -19,19 +18,18 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
+import shutil
 import socket
 import subprocess
-import sys
-import threading
+import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
 from agentledger.ledger.backends.s3 import S3Ledger
@@ -42,22 +40,9 @@ if TYPE_CHECKING:
 ACCESS_KEY_ID = 'AKIATESTLEDGER000000'
 SECRET_ACCESS_KEY = 'test-secret-never-shown-0123456789abcdef'
 REGION = 'us-east-1'
-
-_put_lock = threading.Lock()
-
-
-def _atomic_conditional_puts() -> None:
-    original = S3Response.put_object
-    if getattr(original, 'agentledger_atomic', False):
-        return
-
-    @functools.wraps(original)
-    def put_object(self: S3Response, *args: Any, **kwargs: Any) -> Any:
-        with _put_lock:
-            return original(self, *args, **kwargs)
-
-    put_object.agentledger_atomic = True  # type: ignore[attr-defined]
-    S3Response.put_object = put_object  # type: ignore[method-assign]
+ROOT = Path(__file__).parents[2]
+_PORTS = ('master', 'volume', 'filer', 's3', 'admin')
+_START_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
@@ -66,54 +51,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class S3Server:
-    """A moto S3 server on 127.0.0.1, in this process (restartable with its data) or in a process of its own."""
+@functools.cache
+def s3_server_binary() -> str:
+    """The `weed` binary: `$AGENTLEDGER_S3_SERVER`, else the one `scripts/build_s3_server.sh` builds (once)."""
+    done = subprocess.run(
+        ['bash', str(ROOT / 'scripts' / 'build_s3_server.sh')], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f'no S3 server for the tests: scripts/build_s3_server.sh failed:\n{done.stderr[-4000:]}')
+    return done.stdout.strip().splitlines()[-1]
 
-    def __init__(self, *, in_process: bool) -> None:
-        self.in_process = in_process
-        self.port = free_port()
-        self.endpoint = f'http://127.0.0.1:{self.port}'
-        self._thread: ThreadedMotoServer | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        if self.running:
-            return
-        if self.in_process:
-            _atomic_conditional_puts()
-            # werkzeug logs every request at INFO; the tests' output should show the tests.
-            logging.getLogger('werkzeug').setLevel(logging.WARNING)
-            self._thread = ThreadedMotoServer(ip_address='127.0.0.1', port=self.port, verbose=False)
-            self._thread.start()
-            return
-        self._process = subprocess.Popen(
-            [sys.executable, '-m', 'tests.helpers.s3_server', str(self.port)],
-            cwd=Path(__file__).parents[2],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f'{self.endpoint}/moto-api/', timeout=1):
-                    return
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f'the moto server on port {self.port} did not start') from None
-                time.sleep(0.05)
+class _Endpoint:
+    """What every test server offers: clients, buckets, ledgers and the environment a subprocess needs."""
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
+    port: int
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None or self._process is not None
+    def endpoint(self) -> str:
+        return f'http://127.0.0.1:{self.port}'
 
     def client(self) -> S3Client:
         """An admin client with the test credentials."""
@@ -140,6 +96,94 @@ class S3Server:
             'AWS_SECRET_ACCESS_KEY': SECRET_ACCESS_KEY,
             'AWS_REGION': REGION,
         }
+
+
+class S3Server(_Endpoint):
+    """A SeaweedFS server on 127.0.0.1 in a process of its own: stopped and started again on the same
+    ports, it keeps its data."""
+
+    def __init__(self) -> None:
+        self._data = Path(tempfile.mkdtemp(prefix='agentledger-s3-'))
+        self._ports = {name: (free_port(), free_port()) for name in _PORTS}
+        self.port = self._ports['s3'][0]
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = self._data / 'server.log'
+
+    def _argv(self) -> list[str]:
+        argv = [
+            s3_server_binary(),
+            'mini',
+            f'-dir={self._data / "data"}',
+            '-ip=127.0.0.1',
+            '-ip.bind=127.0.0.1',
+            '-webdav=false',
+            '-admin.ui=false',
+            '-admin.port.legacy=0',
+            '-debug.port=0',
+            # Every test has a bucket, and SeaweedFS gives each bucket volumes of its own: small ones, so
+            # the volume count (free space / volume size) outlasts a session's buckets.
+            '-master.volumeSizeLimitMB=16',
+            f'-s3.port.iceberg={free_port()}',
+            f'-s3.port.lance={free_port()}',
+        ]
+        for name, (http, grpc) in self._ports.items():
+            argv += [f'-{name}.port={http}', f'-{name}.port.grpc={grpc}']
+        return argv
+
+    def start(self) -> None:
+        if self._process is not None:
+            return
+        (self._data / 'data').mkdir(exist_ok=True)
+        env = {**os.environ, 'AWS_ACCESS_KEY_ID': ACCESS_KEY_ID, 'AWS_SECRET_ACCESS_KEY': SECRET_ACCESS_KEY}
+        with self._log.open('ab') as log:
+            self._process = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        probe = admin_client(self.endpoint)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            try:
+                probe.list_buckets()
+                return
+            except Exception:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    tail = self._log.read_text(errors='replace')[-3000:]
+                    raise RuntimeError(f'the SeaweedFS server on port {self.port} did not start:\n{tail}') from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Kill the server: an outage as clients see one, its port closed at once (what it wrote is on disk)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def remove(self) -> None:
+        """Stop for good and delete the data."""
+        self.stop()
+        shutil.rmtree(self._data, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+
+class MotoServer(_Endpoint):
+    """moto's S3 in this process: for the one test that patches it into a store ignoring conditional writes."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._thread: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        # werkzeug logs every request at INFO; the tests' output should show the tests.
+        logging.getLogger('werkzeug').setLevel(logging.WARNING)
+        self._thread = ThreadedMotoServer(ip_address='127.0.0.1', port=self.port, verbose=False)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
 
 
 def admin_client(endpoint: str) -> S3Client:
@@ -182,9 +226,9 @@ def shared_s3_server() -> S3Server:
     """The session's server, started on first use (by a fixture or by `s3_ledger`)."""
     global _shared
     if _shared is None:
-        _shared = S3Server(in_process=False)
+        _shared = S3Server()
         # The suite may use it without the fixture (which stops it), so the process never outlives pytest.
-        atexit.register(_shared.stop)
+        atexit.register(_shared.remove)
     _shared.start()
     return _shared
 
@@ -205,15 +249,3 @@ def s3_server() -> S3Server:
 @pytest.fixture
 def s3_bucket(s3_server: S3Server) -> str:
     return s3_server.new_bucket()
-
-
-def main() -> None:
-    """Serve moto's S3 on 127.0.0.1:<port> (the one argument), with atomic conditional writes."""
-    from moto.server import main as serve
-
-    _atomic_conditional_puts()
-    serve(['-H', '127.0.0.1', '-p', sys.argv[1]])
-
-
-if __name__ == '__main__':
-    main()
