@@ -25,6 +25,7 @@ from agentledger.model._records import StepKind, ToolOutcome
 
 __all__ = [
     'CHILD_WORKFLOW_SUFFIX',
+    'EXTERNAL_STORAGE_CONTEXTS',
     'HISTORY_CARRYING_SUFFIXES',
     'MODEL_REQUEST_SUFFIXES',
     'OVERRIDE_ROOT_CAPABILITY',
@@ -40,6 +41,7 @@ __all__ = [
     'classify_activity',
     'is_journaled_model_request',
     'is_tool_child_workflow',
+    'keep_storage_contexts',
     'mark_safe_at_runtime',
     'mark_worker_never_started',
     'model_request_inputs',
@@ -182,6 +184,19 @@ def registered_workflow_name(workflow_class: type) -> str | None:
 
     definition = temporalio.workflow._Definition.from_class(workflow_class)
     return definition.name if definition is not None else None
+
+
+EXTERNAL_STORAGE_CONTEXTS = ('_store_context', '_select_context')
+"""The private fields of `temporalio.converter.ExternalStorage` that hold the store context Temporal binds.
+
+They are not `__init__` fields, so `dataclasses.replace` resets them; a copy of a bound storage must carry them.
+"""
+
+
+def keep_storage_contexts(source: object, copy: object) -> None:
+    """Give `copy` (made by `dataclasses.replace`) the store context Temporal bound to `source`, if any."""
+    for name in EXTERNAL_STORAGE_CONTEXTS:
+        object.__setattr__(copy, name, getattr(source, name))
 
 
 WORKER_SHUTDOWN_COMPLETE = '_shutdown_complete_event'

@@ -209,3 +209,13 @@ def test_registered_names_are_read_as_temporal_reads_them() -> None:
     assert _compat.registered_activity_name(lambda: None) is None
     assert _compat.registered_workflow_name(AgentRunWorkflow) == 'AgentRunWorkflow'
     assert _compat.registered_workflow_name(int) is None
+
+
+def test_external_storage_keeps_its_store_context_in_the_named_fields() -> None:
+    """The fields `keep_storage_contexts` copies are ExternalStorage's non-init fields that hold the bound context."""
+    from temporalio.converter import ExternalStorage
+
+    fields = {field.name: field for field in dataclasses.fields(ExternalStorage)}
+    for name in _compat.EXTERNAL_STORAGE_CONTEXTS:
+        assert name in fields and not fields[name].init, name
+    assert '_store_context' in inspect.getsource(ExternalStorage._with_store_context)

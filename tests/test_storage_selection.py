@@ -184,3 +184,15 @@ def test_the_plugin_keeps_the_client_storage_and_codec_and_composes_once() -> No
 def test_an_application_driver_named_like_the_ledger_s_is_refused() -> None:
     with pytest.raises(ValueError, match=f"already has a driver named '{DRIVER_NAME}'"):
         _composed(ExternalStorage(drivers=[MemoryDriver(DRIVER_NAME)]))
+
+
+async def test_a_store_context_bound_before_the_serialization_context_is_kept() -> None:
+    """Binding the activity after the target (the other order from Temporal's) still stores for that target."""
+    converter, ledger = _composed(None)
+    bound = converter._with_store_context(StorageDriverStoreContext(target=OWN_WORKFLOW)).with_context(
+        _activity(AGENT_ACTIVITY)
+    )
+    [payload] = await bound.encode(['x' * 5000])
+    assert payload.metadata.get('messageType') == ExternalStorageReference.DESCRIPTOR.full_name.encode()
+    async with ledger:
+        assert {(r.namespace, r.workflow_id) for r in await ledger.payload_references()} == {(NAMESPACE, 'report-1')}

@@ -54,8 +54,10 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 
+from agentledger._compat import keep_storage_contexts
 from agentledger.errors import LedgerCorruptionError, LedgerUnavailableError, UnresolvablePayloadReference
 from agentledger.ledger._facade import Ledger
+from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE
 
 __all__ = [
     'DRIVER_NAME',
@@ -78,7 +80,6 @@ PAYLOAD_THRESHOLD = 4096
 LEDGER_ACTIVITY_PREFIX = 'agentledger__'
 """The activity types of the ledger's own activities start with this (`agentledger.workflows._types`)."""
 
-_WORKFLOW_TYPE = 'AgentRunWorkflow'
 _INLINE_FOR_S = 60.0
 _RECENT = 1024
 """How many stored payloads a driver remembers, so storing one again (see `ResultStorage`) costs no ledger write."""
@@ -202,7 +203,7 @@ class LedgerPayloads:
         self, target: StorageDriverWorkflowInfo | StorageDriverActivityInfo | None, activity_type: str | None = None
     ) -> bool:
         """Whether a payload for `target`, sent for an activity of `activity_type` (if any), is the ledger's."""
-        if isinstance(target, StorageDriverWorkflowInfo) and target.type == _WORKFLOW_TYPE:
+        if isinstance(target, StorageDriverWorkflowInfo) and target.type == AGENT_RUN_WORKFLOW_TYPE:
             return True
         types = [activity_type]
         if isinstance(target, StorageDriverActivityInfo):
@@ -318,9 +319,8 @@ class LedgerExternalStorage(ExternalStorage, WithSerializationContext):
         if not isinstance(selection, _Selection):
             return self
         bound = dataclasses.replace(self, driver_selector=selection.with_context(context))
-        # Keep a store context bound before (Temporal binds it after this, so this is only for safety).
-        object.__setattr__(bound, '_store_context', self._store_context)
-        object.__setattr__(bound, '_select_context', self._select_context)
+        # Temporal binds the store context after this; a context bound before must not be lost.
+        keep_storage_contexts(self, bound)
         return bound
 
 
