@@ -10,6 +10,7 @@ with `python -m agentledger worker`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -57,7 +58,16 @@ from ..conftest import check_at_session_end, check_served_ledgers, serve
 from ..helpers.agents import calc_agent
 from ..helpers.checks import check_calc_run, check_complete_calc_run, retried_failures
 from ..helpers.records import acceptance, conversation, event, ids, run_seal, run_start, snapshot_steps
-from ..helpers.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer, S3Server, all_keys, free_port
+from ..helpers.s3_server import (
+    ACCESS_KEY_ID,
+    REGION,
+    SECRET_ACCESS_KEY,
+    MotoServer,
+    S3Server,
+    admin_client,
+    all_keys,
+    free_port,
+)
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 
@@ -396,8 +406,7 @@ async def test_key_layout(ledger: S3Ledger) -> None:
     patterns = {
         'marker': r'agentledger\.json',
         'run': r'runs/run-a/run\.json',
-        'counter': r'runs/run-a/seq',
-        'event': rf'runs/run-a/events/{hexes}\.json',
+        'log': r'runs/run-a/log/[0-9]{12}\.json',
         'acceptance': rf'runs/run-a/acceptances/{hexes}\.json',
         'snapshot': r'runs/run-a/snapshots/run-a\.s[12]\.[0-9a-f]{12}\.json',
         'message': r'messages/([0-9a-f]{2})/\1[0-9a-f]{62}',
@@ -413,16 +422,32 @@ async def test_key_layout(ledger: S3Ledger) -> None:
     assert kinds == {
         'marker': 1,
         'run': 1,
-        'counter': 1,
-        'event': 3,
+        'log': 5,
         'acceptance': 1,
         'snapshot': 2,
         'message': len(conversation(2)[:3]),
         'index': 1,
         'field index': 3,
     }
-    counter = ledger.store._client.get_object(Bucket=ledger.bucket, Key=f'{ledger.prefix}runs/run-a/seq')  # type: ignore[union-attr]
-    assert counter['Body'].read() == b'5'  # three events and two snapshots took one number each
+    # One log object per write, numbered in order: the start, the event, two snapshots' markers, the seal.
+    assert [entry.get('event', {}).get('kind') or 'snapshot' for entry in logged(ledger, 'run-a')] == [
+        'run_started',
+        'model_request_started',
+        'snapshot',
+        'snapshot',
+        'run_completed',
+    ]
+    assert len(all_keys(ledger, f'{ledger.prefix}runs/run-a/log/')) == 5
+
+
+def logged(ledger: S3Ledger, run_id: str) -> list[dict[str, Any]]:
+    """Every entry of a run's log objects, in slot order, read behind the ledger's back."""
+    client = admin_client(ledger.endpoint)
+    return [
+        entry
+        for key in sorted(all_keys(ledger, f'{ledger.prefix}runs/{run_id}/log/'))
+        for entry in json.loads(client.get_object(Bucket=ledger.bucket, Key=key)['Body'].read())['entries']
+    ]
 
 
 @pytest.mark.parametrize('run_id', ['../escape', 'a/b', '/absolute', '..', '.hidden', 'tab\there', 'x' * 129, ''])
@@ -561,6 +586,123 @@ async def test_close_waits_for_writes_in_flight(s3_server: S3Server, s3_bucket: 
         await ledger.record_events([event('late', 1, 'tool_call_started')])
     async with s3_server.ledger(s3_bucket) as reopened:
         assert len(await reopened.events('r1')) == 11
+
+
+# --- the run log: one request per event ----------------------------------------------------------------
+
+
+async def test_an_event_costs_one_request_in_steady_state(ledger: S3Ledger) -> None:
+    """The log object is the write: no counter to advance first, no lookup."""
+    requests = count_requests(ledger)
+    await ledger.start_run(run_start('r1'))
+    # Three index entries (all, agent, workflow), the record created without reading it first, the event.
+    assert requests == {'PutObject': 5}
+    requests.clear()
+    for i in range(10):
+        await ledger.record_events([event(str(i), 1, 'tool_call_started')])
+    assert requests == {'PutObject': 10}
+    requests.clear()
+    await ledger.seal_run(run_seal('r1'))
+    assert requests == {'GetObject': 1, 'PutObject': 2}  # the record's fold, and the seal's event beside it
+    assert [e.seq for e in await ledger.events('r1')] == [1024 * slot for slot in range(1, 13)]
+
+
+async def test_concurrent_writes_of_a_run_share_log_objects(ledger: S3Ledger) -> None:
+    """What arrives while a run's log object is in flight waits and goes into the next one, in arrival order."""
+    await ledger.start_run(run_start('r1'))
+    requests = count_requests(ledger)
+    await asyncio.gather(*(ledger.record_events([event(str(i), 1, 'tool_call_started')]) for i in range(20)))
+    # Here all 20 arrive before the first object is sent; later arrivals would share the next one.
+    assert requests == {'PutObject': 1}
+    events = await ledger.events('r1')
+    assert [e.activity_id for e in events] == ['-', *(str(i) for i in range(20))]
+    assert len({e.seq for e in events}) == 21
+
+
+async def test_writers_of_two_processes_keep_the_order_of_their_writes(s3_server: S3Server, s3_bucket: str) -> None:
+    """A writer that knows only its own writes meets the other's objects (412), moves past them, and lands after."""
+    async with s3_server.ledger(s3_bucket) as first, s3_server.ledger(s3_bucket) as second:
+        await first.start_run(run_start('r1'))
+        requests = count_requests(second)
+        await second.record_events([event('1', 1, 'tool_call_started')])
+        assert requests == {'ListObjectsV2': 1, 'PutObject': 1}  # the log's end looked up once
+        for i in range(2, 12):
+            writer = first if i % 2 else second
+            await writer.record_events([event(str(i), 1, 'tool_call_started')])
+        # Each write began after the one before it returned: the log keeps that order.
+        assert [e.activity_id for e in await first.events('r1')] == ['-', *(str(i) for i in range(1, 12))]
+
+
+async def test_racing_writers_of_two_processes_lose_nothing(s3_server: S3Server, s3_bucket: str) -> None:
+    async with s3_server.ledger(s3_bucket) as first, s3_server.ledger(s3_bucket) as second:
+        await first.start_run(run_start('r1'))
+
+        async def write(ledger: S3Ledger, name: str) -> None:
+            for i in range(15):
+                await ledger.record_events([event(f'{name}{i}', 1, 'tool_call_started')])
+
+        await asyncio.gather(write(first, 'a'), write(second, 'b'))
+        events = await second.events('r1')
+        assert len(events) == 31 and len({e.seq for e in events}) == 31
+        for name in 'ab':
+            # Each writer's writes, one after another, keep their order among the other's.
+            assert [e.activity_id for e in events if e.activity_id.startswith(name)] == [
+                f'{name}{i}' for i in range(15)
+            ]
+
+
+async def test_an_event_logged_twice_is_read_once_at_its_first_place(s3_server: S3Server, s3_bucket: str) -> None:
+    """A redelivered event (or a write retried after an ambiguous failure) lands in a later object: it is read once."""
+    async with s3_server.ledger(s3_bucket) as first, s3_server.ledger(s3_bucket) as second:
+        await first.start_run(run_start('r1'))
+        await first.record_events([event('1', 1, 'tool_call_started', tool_name='original')])
+        await first.record_events([event('2', 1, 'tool_call_started')])
+        await second.record_events([event('1', 1, 'tool_call_started', tool_name='again')])
+        events = await second.events('r1')
+        assert [(e.activity_id, e.tool_name) for e in events] == [('-', None), ('1', 'original'), ('2', None)]
+        assert len(logged(second, 'r1')) == 4
+
+
+async def test_a_ledger_begun_with_layout_1_is_read_and_continued(s3_server: S3Server, s3_bucket: str) -> None:
+    """What agentledger 0.2 wrote (a counter, one object per event) is read, and new events are numbered after it."""
+    async with s3_server.ledger(s3_bucket) as ledger:
+        await ledger.start_run(run_start('r1'))
+    # Rewrite the run as layout 1 stored it, behind the ledger's back.
+    client, prefix = s3_server.client(), 'agentledger/'
+    for key in all_keys(ledger, f'{prefix}runs/r1/log/'):
+        client.delete_object(Bucket=s3_bucket, Key=key)
+    old = [event('-', 1, 'run_started'), event('1', 1, 'tool_call_started'), event('1', 1, 'tool_call_completed')]
+    for seq, stored in enumerate(old, start=1):
+        body = stored.with_seq(seq).to_json()
+        del body['state']
+        key = f'{prefix}runs/r1/events/{hashlib.sha256(stored.key.encode()).hexdigest()}.json'
+        client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(body).encode())
+    client.put_object(Bucket=s3_bucket, Key=f'{prefix}runs/r1/seq', Body=b'3')
+    client.put_object(
+        Bucket=s3_bucket, Key=f'{prefix}agentledger.json', Body=b'{"format":"agentledger.s3","version":1}'
+    )
+
+    async with s3_server.ledger(s3_bucket) as upgraded:
+        await upgraded.record_events([event('2', 1, 'tool_call_started')])
+        events = await upgraded.events('r1')
+        assert [(e.activity_id, e.kind) for e in events][1:] == [
+            ('1', 'tool_call_started'),
+            ('1', 'tool_call_completed'),
+            ('2', 'tool_call_started'),
+        ]
+        assert [e.seq for e in events] == [1, 2, 3, 1024]
+        # A repair of an old event keeps its place.
+        fixed = event('1', 1, 'tool_call_failed', error=None).with_seq(3)
+        await upgraded.replace_events('r1', [3], [fixed])
+        assert [(e.kind, e.seq) for e in await upgraded.events('r1')][2:] == [
+            ('tool_call_failed', 3),
+            ('tool_call_started', 1024),
+        ]
+    marker = json.loads(client.get_object(Bucket=s3_bucket, Key=f'{prefix}agentledger.json')['Body'].read())
+    # Workers of the old version that start now refuse the prefix instead of writing what this one does not number.
+    assert marker == {'format': 'agentledger.s3', 'version': FORMAT_VERSION, 'first_version': 1}
+    async with s3_server.ledger(s3_bucket) as reopened:
+        assert len(await reopened.events('r1')) == 4
 
 
 # --- faults (C16) ----------------------------------------------------------------------------------------

@@ -8,21 +8,24 @@ store that enforces them (AWS S3 since 2024, MinIO, R2); `open()` checks that th
 
 Key layout, under `<prefix>/`::
 
-    agentledger.json                         marker: {"format": "agentledger.s3", "version": 1}
+    agentledger.json                         marker: {"format": "agentledger.s3", "version": 2}
     runs/<run id>/run.json                   the RunRecord. Created with If-None-Match; every start and seal
                                              folds into it with `apply_run_start` / `apply_seal` in a
                                              compare-and-swap loop (GET, fold, PUT If-Match the ETag read;
                                              a 412 means another writer won, so read and fold again).
-    runs/<run id>/seq                        the run's sequence counter (decimal text), advanced by
-                                             compare-and-swap; it gives events and snapshots their `seq`.
-    runs/<run id>/events/<sha256(key)>.json  one immutable object per StepEvent, named by the SHA-256 of its
-                                             idempotency key and created with If-None-Match: a redelivered
-                                             event gets a 412 and changes nothing. The body is
-                                             `StepEvent.to_json()` with its `seq` (and no `state`).
+    runs/<run id>/log/<slot>.json            the run's log: objects numbered 1, 2, 3, ... (12 digits, so keys sort
+                                             as numbers), each created with If-None-Match and holding
+                                             {"entries": [...]}: a batch of events ({"event": StepEvent.to_json()
+                                             without `seq` and `state`}) and snapshot markers ({"snapshot": id}).
+                                             An entry's `seq` is its place: slot * 1024 + position. A repair
+                                             (`reconcile`) rewrites an entry in place, or to `null` to remove it.
     runs/<run id>/acceptances/<sha256(key)>.json
-                                             one immutable object per Acceptance, likewise.
+                                             one immutable object per Acceptance, named by the SHA-256 of its
+                                             key and created with If-None-Match: one delivered again gets a
+                                             412 and changes nothing.
     runs/<run id>/snapshots/<snapshot id>.json
-                                             one manifest per snapshot: {"seq": n, "snapshot": SnapshotRecord}.
+                                             one manifest per snapshot: {"seq": n, "snapshot": SnapshotRecord},
+                                             `n` the place of its marker in the log.
     messages/<hash[:2]>/<hash>               message content, addressed by its SHA-256 and created with
                                              If-None-Match; content of 16 KiB or more is looked up (HEAD)
                                              first, so what is stored already is not sent again.
@@ -58,28 +61,45 @@ Key layout, under `<prefix>/`::
                                              missing or started at another time is skipped). Status
                                              changes, so it is filtered on the run records of listed pages.
 
-Batching: idempotency is per event, so each event is its own object (a batch object could not
-tell a redelivered event from a new one without reading every batch back); what a batch shares is
-its sequence numbers: one compare-and-swap for the whole batch, and for every batch of the same
-run waiting in this process. A batch's events are uploaded in order, so a batch cut short by a
-failure and retried keeps its order.
+Layout 1 (agentledger 0.2) numbered events with a counter object per run (`runs/<id>/seq`, advanced by
+compare-and-swap) and kept one object per event (`runs/<id>/events/<sha256(key)>.json`). This code
+reads both: a ledger begun with layout 1 has its marker rewritten to version 2 with `"first_version": 1`
+when it is first opened read-write, and an old run's log starts past its counter. Workers of 0.2 that
+start after that refuse the prefix; upgrade every worker of a fleet before runs in flight are written
+by both versions at once, since the two versions do not order each other's events.
 
-Order guarantee: `seq` comes from the run's counter, not from a clock, so it is the same on every
-host whatever their clocks say. An event whose write returned before another write of the same run
-began has the smaller `seq`; events of one `record_events` call keep the call's order; writes that
-overlap in time are ordered by when they took their numbers. That is the causal order the plugin
-needs: an attempt's `started` is written (and acknowledged) before its body runs and its end after,
-and a tool call is only scheduled after the model request that asked for it completed, which
-recorded its `completed` before returning. `seq` is per run, increasing and unique, but not
-contiguous: a redelivered or retried write takes numbers it then does not use. A read made while
-writes are in flight may see an event before one with a smaller `seq` lands; once they returned,
-the order is final.
+The log: a writer creates the slot after the last one it knows exists (If-None-Match). Creating it is
+the whole write; the slot it lands in is the order. A writer that knows less than the bucket meets the
+slots written since (412), moves past each, and after four in a row lists the log to jump to its end.
+A slot is only tried once the slot before it is known to exist, so the log has no gaps. Writes of one
+run in one process go one object at a time; whatever arrives meanwhile (concurrent `record_events`
+calls, a snapshot's marker) waits and shares the next object, up to 1024 entries.
 
-Cost: an event is two requests in a row (the counter's compare-and-swap, then its PUT), a run
-start about six (index entries in parallel, the run record, the counter, the event), a snapshot a
-lookup, its new content, a number and its manifest. Reading a run lists its prefixes and GETs each
-object once per process: events, acceptances and snapshot manifests never change, so they are kept
-in a cache (`cache_bytes`); message content is read every time, so its hash check sees what is stored.
+Order guarantee: `seq` comes from the log, not from a clock, so it is the same on every host whatever
+their clocks say. An event whose write returned before another write of the same run began has the
+smaller `seq` (its slot exists, and the later writer lands past every slot that exists); events of one
+`record_events` call keep the call's order; writes that overlap in time are ordered by the slots they
+land in. That is the causal order the plugin needs: an attempt's `started` is written (and
+acknowledged) before its body runs and its end after, and a tool call is only scheduled after the model
+request that asked for it completed, which recorded its `completed` before returning. `seq` is per run,
+increasing and unique, but not contiguous. A read made while writes are in flight may see an event
+before one with a smaller `seq` lands; once they returned, the order is final.
+
+Idempotency: an event is kept once by its key. A write retried after an ambiguous failure (a timeout
+after S3 applied the PUT), or an event delivered again, lands in a later slot; reads return each key
+once, at its first place, so the first write of a key wins, as on every backend.
+
+Cost per write, in requests (steady state: the process knows the run's log end):
+an event, or a batch of them, is 1 PUT. A run start is one PUT per index entry (three or more, in
+parallel), one to create the record (no read first) and one for its event. A seal is a GET and a PUT
+of the record, with its event's PUT beside them. An acceptance is 1 PUT. A snapshot is a lookup of its
+id (a GET), a PUT per new message or blob (in parallel; content of 16 KiB or more is looked up with a
+HEAD first), its marker in the log and its manifest. A process that writes to a run it did not start
+lists the run's log once (and, for a run begun with layout 1 whose log is empty, reads its counter once).
+Reading a run lists its prefixes and GETs each object once per process: log objects, acceptances and
+snapshot manifests are not replaced except by a repair, so they are kept in a cache (`cache_bytes`; a
+log object this process wrote goes there at once); message content is read every time, so its hash
+check sees what is stored.
 
 Reads are consistent: S3 (since 2020), MinIO and R2 give read-after-write consistency for GET and
 LIST, so a write that returned is seen by every later read on any host.

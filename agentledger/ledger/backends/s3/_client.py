@@ -56,14 +56,14 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2RequestTypeDef, PutObjectRequestTypeDef
 
-__all__ = ['CACHE_SIZE', 'CAS_ATTEMPTS', 'Bucket', 'Counter', 'contention_pause', 'gather_all', 'json_body']
+__all__ = ['CACHE_SIZE', 'CAS_ATTEMPTS', 'Bucket', 'LogCursor', 'contention_pause', 'gather_all', 'json_body']
 
 T = TypeVar('T')
 
 CAS_ATTEMPTS = 32
 """Compare-and-swap rounds on one object before contention is reported as unavailability."""
 CACHE_SIZE = 4096
-"""How many runs' sequence counters (and, times 16, content hashes known stored) a ledger remembers."""
+"""How many runs' log ends (and, times 16, content hashes known stored) a ledger remembers."""
 
 # S3 error codes that say the credentials are wrong (as opposed to lacking a permission).
 _CREDENTIAL_CODES = frozenset(
@@ -99,15 +99,12 @@ _sessions_lock = threading.Lock()
 
 
 @dataclass
-class Counter:
-    """One run's sequence counter as this process last saw it, and the allocations waiting for it."""
+class LogCursor:
+    """One run's log as this process knows it, and the appends waiting for its next slot."""
 
-    known: bool = False
-    """Whether `etag` and `value` are this process's latest knowledge (else the counter is read first)."""
-    etag: str | None = None
-    """The ETag this process last wrote or read; `None` for a counter not written yet."""
-    value: int = 0
-    waiting: list[tuple[int, asyncio.Future[int]]] = field(default_factory=list)
+    end: int | None = None
+    """The highest slot this process knows exists (0: none); `None` until it is looked up."""
+    waiting: list[tuple[list[dict[str, Any]], asyncio.Future[int]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
 
@@ -156,7 +153,8 @@ class Bucket:
         self._closing = False
         self._active = 0
         self._idle = asyncio.Event()
-        self._counters: OrderedDict[str, Counter] = OrderedDict()
+        self._logs: OrderedDict[str, LogCursor] = OrderedDict()
+        self._legacy_events = False
         self._stored_content: OrderedDict[str, None] = OrderedDict()
         self._cache = ObjectCache(given.get('cache_bytes', 64 * 1024 * 1024))
         self._layout = Layout(self.prefix, self.url)
@@ -245,13 +243,11 @@ class Bucket:
                     f'no agentledger ledger at {self.url}: the prefix holds no {MARKER!r} marker '
                     '(a ledger is created when it is first opened read-write, as by a worker)'
                 )
-            self._check_marker(marker, found[0])
+            self._read_marker(marker, found[0])
             return
         body = json_body({'format': FORMAT, 'version': FORMAT_VERSION})
         if await self._run(self._put, marker, body, CREATE) is None:
-            stored = await self._run(self._get, marker)
-            if stored is not None:
-                self._check_marker(marker, stored[0])
+            await self._upgrade_marker(marker)
         elif await self._run(self._put, marker, body, CREATE) is not None:
             raise LedgerConfigError(
                 f'the S3 store at {self.endpoint} ignored If-None-Match when writing {self.url}: '
@@ -264,7 +260,26 @@ class Bucket:
                 'the S3 ledger needs conditional writes (AWS S3, MinIO and R2 enforce them)'
             )
 
-    def _check_marker(self, key: str, data: bytes) -> None:
+    async def _upgrade_marker(self, key: str) -> None:
+        """Read the stored marker; one of an older layout is rewritten to this one, naming the layout it began with.
+
+        Workers of the older version that start later then refuse the prefix ("upgrade agentledger")
+        instead of writing objects this layout does not number, and every reader knows to read them.
+        """
+        for attempt in range(CAS_ATTEMPTS):
+            stored = await self._run(self._get, key)
+            if stored is None:
+                return
+            marker = self._read_marker(key, stored[0])
+            if marker['version'] >= FORMAT_VERSION:
+                return
+            upgraded = {'format': FORMAT, 'version': FORMAT_VERSION, 'first_version': marker['version']}
+            if await self._run(self._put, key, json_body(upgraded), stored[1]) is not None:
+                return
+            await contention_pause(attempt)
+
+    def _read_marker(self, key: str, data: bytes) -> dict[str, Any]:
+        """Check a stored marker and note what its layout implies; return it."""
         marker = self._decode(key, data, lambda value: value)
         if marker.get('format') != FORMAT or not isinstance(marker.get('version'), int):
             raise LedgerConfigError(f'{self.url} holds an object {key!r} that is not an agentledger S3 marker')
@@ -273,6 +288,10 @@ class Bucket:
                 f'the S3 ledger {self.url} was written with layout version {marker["version"]}; this agentledger '
                 f'reads up to version {FORMAT_VERSION}: upgrade agentledger'
             )
+        first = marker.get('first_version', marker['version'])
+        # Layout 1 kept one object per event; a ledger that began with it may still hold some.
+        self._legacy_events = not isinstance(first, int) or first < 2
+        return marker
 
     @asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:

@@ -12,13 +12,13 @@ from agentledger.ledger.backends.s3._client import (
     gather_all,
     json_body,
 )
-from agentledger.ledger.backends.s3._counters import Counters
 from agentledger.ledger.backends.s3._layout import (
     CREATE,
     HASH,
     RUN_ID,
     SNAPSHOT_ID,
 )
+from agentledger.ledger.backends.s3._log import RunLog
 from agentledger.model._records import (
     SnapshotRecord,
 )
@@ -36,7 +36,7 @@ def _snapshot_of(value: dict[str, Any]) -> tuple[int, SnapshotRecord]:
     return seq, decode_snapshot(value['snapshot'])
 
 
-class ContentObjects(Counters):
+class ContentObjects(RunLog):
     """The `ContentStore` capability of `S3Store`."""
 
     async def write_content(self, messages: Mapping[str, bytes], blobs: Mapping[str, bytes]) -> None:
@@ -62,7 +62,8 @@ class ContentObjects(Counters):
             match = SNAPSHOT_ID.fullmatch(snapshot.snapshot_id)
             if match is None or match['run'] != snapshot.run_id:
                 raise LedgerConfigError(f'snapshot {snapshot.snapshot_id!r} does not belong to run {snapshot.run_id!r}')
-            [seq] = await self._allocate(snapshot.run_id, 1)
+            # A marker in the run's log gives the snapshot its place among the run's writes.
+            seq = await self._append(snapshot.run_id, [{'snapshot': snapshot.snapshot_id}])
             await self._run(self._put, key, json_body({'seq': seq, 'snapshot': snapshot.to_json()}), CREATE)
 
     async def _put_content(self, key: str, data: bytes) -> None:

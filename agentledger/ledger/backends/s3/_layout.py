@@ -29,11 +29,17 @@ __all__ = [
     'Layout',
     'digest',
     'index_time',
+    'log_slot',
     'parse_index_entry',
+    'slot_key',
 ]
 
-FORMAT_VERSION = 1
-"""The key layout this code writes; `open()` refuses a prefix written by a newer layout."""
+FORMAT_VERSION = 2
+"""The key layout this code writes; `open()` refuses a prefix written by a newer layout.
+
+Version 2 numbers events and snapshots by each run's log (`runs/<id>/log/`); version 1 kept one object per
+event (`runs/<id>/events/`) and a counter object (`runs/<id>/seq`), which this code still reads.
+"""
 
 FORMAT = 'agentledger.s3'
 """The `format` of the marker object."""
@@ -166,6 +172,22 @@ def parse_index_entry(name: str) -> tuple[int, str] | None:
     if len(inverted) != 18 or not inverted.isdigit() or not RUN_ID.fullmatch(run_id):
         return None
     return _TIME_CEILING - int(inverted) - _TIME_OFFSET_US, run_id
+
+
+_SLOT_DIGITS = 12
+
+
+def slot_key(run_prefix: str, slot: int) -> str:
+    """The key of log object `slot` of the run under `run_prefix`: zero-padded, so keys sort as numbers do."""
+    return f'{run_prefix}log/{slot:0{_SLOT_DIGITS}d}.json'
+
+
+def log_slot(run_prefix: str, key: str) -> int | None:
+    """The slot number of a log object's key; `None` for a key that is not one."""
+    name = key.removeprefix(run_prefix + 'log/').removesuffix('.json')
+    if len(name) != _SLOT_DIGITS or not name.isdigit() or key != slot_key(run_prefix, int(name)):
+        return None
+    return int(name)
 
 
 def digest(text: str) -> str:

@@ -1,24 +1,26 @@
-"""Run records, step events and acceptances as S3 objects: folds by compare-and-swap, events created once by key."""
+"""Run records, step events and acceptances as S3 objects: records folded by compare-and-swap, events logged."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger.backends._encoding import decode_event, decode_run
 from agentledger.ledger.backends.s3._client import (
     CAS_ATTEMPTS,
-    Counter,
     contention_pause,
     gather_all,
     json_body,
 )
-from agentledger.ledger.backends.s3._counters import Counters
 from agentledger.ledger.backends.s3._layout import (
     CREATE,
     RUN_ID,
     digest,
+    slot_key,
 )
+from agentledger.ledger.backends.s3._log import SLOT_ENTRIES, RunLog
 from agentledger.model._records import (
     Acceptance,
     RunRecord,
@@ -31,7 +33,22 @@ from agentledger.model._rules import apply_run_start, apply_seal
 __all__ = ['RunObjects']
 
 
-class RunObjects(Counters):
+def _logged_event(entry: dict[str, Any], *, seq: int) -> StepEvent:
+    """The event a log entry holds, at its place `seq`; raises `ValueError` for an entry that is not one."""
+    body = entry['event']
+    if not isinstance(body, dict):
+        raise ValueError(f'the event is not a JSON object: {str(body)[:80]}')
+    return decode_event({**body, 'seq': seq})
+
+
+def _event_entry(event: StepEvent) -> dict[str, Any]:
+    """A log entry holding `event`: its stored form without `seq` (its place in the log) and `state` (derived)."""
+    body = event.to_json()
+    del body['seq'], body['state']
+    return {'event': body}
+
+
+class RunObjects(RunLog):
     """The `RunStore` capability of `S3Store`, except listing runs (see `_indexes`)."""
 
     async def write_run_start(self, start: RunStart, event: StepEvent) -> None:
@@ -43,8 +60,8 @@ class RunObjects(Counters):
                 self._run(self._put, index_key, b'', CREATE) for index_key in self._layout.index_keys(start)
             )
             if await self._fold_run(key, lambda existing: apply_run_start(existing, start)):
-                # This start created the run, so its counter is not written yet: skip reading it.
-                self._counters.setdefault(start.run_id, Counter(known=True))
+                # This start created the run, so its log is empty: the event need not look for its end.
+                self._created_log(start.run_id)
             await self._put_events([event])
 
     async def write_seal(self, seal: RunSeal, event: StepEvent) -> bool:
@@ -58,8 +75,8 @@ class RunObjects(Counters):
                 found = existing is not None
                 return apply_seal(existing, seal) if existing is not None else None
 
-            await self._fold_run(key, fold)
-            await self._put_events([event])
+            # The event holds the whole seal, so it may land before the record's fold (or without it).
+            await gather_all([self._fold_run(key, fold), self._put_events([event])])
             return found
 
     async def create_run(self, record: RunRecord) -> None:
@@ -92,21 +109,50 @@ class RunObjects(Counters):
 
     async def rewrite_events(self, run_id: str, remove_seqs: Sequence[int], events: Sequence[StepEvent]) -> None:
         """Remove the run's events with these `seq`s, then store `events`, each in place of any row of its key."""
-        # Repairs only: events are otherwise immutable objects, so the cache of what was read is dropped.
+        # Repairs only (of finished runs): log objects are otherwise never replaced once created.
         async with self._operation():
-            removed = set(remove_seqs)
-            if removed:
-                keys = await self._list(self._layout.run_prefix(run_id) + 'events/')
-                for key, data in await self._get_many(keys, immutable=True):
-                    if data is not None and self._decode(key, data, decode_event).seq in removed:
-                        await self._run(self._delete, key)
-                        self._cache.drop(key)
+            removed, replaced = set(remove_seqs), {event.key for event in events}
+            if self._legacy_events:
+                await self._remove_legacy_events(run_id, removed, replaced)
+            prefix = self._layout.run_prefix(run_id)
+            slots: dict[str, list[dict[str, Any] | None]] = {}
+            changed: set[str] = set()
+            for seq, key, entry in await self._read_log(run_id):
+                entries = slots.get(key)
+                if entries is None:
+                    entries = slots[key] = [None] * SLOT_ENTRIES
+                entries[seq % SLOT_ENTRIES] = entry
+                if 'event' not in entry:
+                    continue
+                stored = self._decode_entry(key, partial(_logged_event, seq=seq), entry)
+                if seq in removed or stored.key in replaced:
+                    entries[seq % SLOT_ENTRIES] = None
+                    changed.add(key)
             for event in events:
-                seq = event.seq or (await self._allocate(event.run_id, 1))[0]
-                body = event.with_seq(seq).to_json()
-                del body['state']
-                key = f'{self._layout.run_prefix(event.run_id)}events/{digest(event.key)}.json'
-                await self._run(self._put, key, json_body(body), None)
+                if event.seq:
+                    key = slot_key(prefix, event.seq // SLOT_ENTRIES)
+                    entries = slots.setdefault(key, [None] * SLOT_ENTRIES)
+                    entries[event.seq % SLOT_ENTRIES] = _event_entry(event)
+                    changed.add(key)
+            for key in sorted(changed):
+                entries = slots[key]
+                while entries and entries[-1] is None:
+                    entries.pop()
+                await self._run(self._put, key, json_body({'entries': entries}), None)
+                self._cache.drop(key)
+            new = [event for event in events if not event.seq]
+            if new:
+                await self._append(run_id, [_event_entry(event) for event in new])
+
+    async def _remove_legacy_events(self, run_id: str, removed: set[int], replaced: set[str]) -> None:
+        """Delete the run's one-object-per-event objects (layout version 1) with these `seq`s or keys."""
+        keys = await self._list(self._layout.run_prefix(run_id) + 'events/')
+        for key, data in await self._get_many(keys, immutable=True):
+            if data is None:
+                continue
+            event = self._decode(key, data, decode_event)
+            if event.seq in removed or event.key in replaced:
+                await self._run(self._delete, key)
                 self._cache.drop(key)
 
     async def rewrite_acceptances(self, acceptances: Sequence[Acceptance]) -> None:
@@ -126,8 +172,12 @@ class RunObjects(Counters):
     async def _fold_run(self, key: str, fold: Callable[[RunRecord | None], RunRecord | None]) -> bool:
         """Compare-and-swap `fold` into the run record at `key` until it lands or changes nothing.
 
-        Returns whether this call created the record.
+        Returns whether this call created the record. A fold that creates is tried first without
+        reading: a new run's record costs one request.
         """
+        created = fold(None)
+        if created is not None and await self._run(self._put, key, json_body(created.to_json()), CREATE) is not None:
+            return True
         for attempt in range(CAS_ATTEMPTS):
             stored = await self._run(self._get, key)
             existing = self._decode(key, stored[0], decode_run) if stored is not None else None
@@ -146,21 +196,10 @@ class RunObjects(Counters):
         by_run: dict[str, dict[str, StepEvent]] = {}
         for event in events:
             by_run.setdefault(event.run_id, {}).setdefault(event.key, event)
-        if len(by_run) == 1:
-            [(run_id, unique)] = by_run.items()
-            await self._put_run_events(run_id, list(unique.values()))
-        else:
-            await gather_all(self._put_run_events(run_id, list(unique.values())) for run_id, unique in by_run.items())
-
-    async def _put_run_events(self, run_id: str, events: list[StepEvent]) -> None:
-        prefix = self._layout.run_prefix(run_id) + 'events/'
-        seqs = await self._allocate(run_id, len(events))
-        # In order, one after another: if one fails, none after it was written, so the retry (which
-        # takes new numbers) cannot put a later event of the batch before an earlier one.
-        for event, seq in zip(events, seqs, strict=True):
-            body = event.with_seq(seq).to_json()
-            del body['state']
-            await self._run(self._put, f'{prefix}{digest(event.key)}.json', json_body(body), CREATE)
+        await gather_all(
+            self._append(run_id, [_event_entry(event) for event in unique.values()])
+            for run_id, unique in by_run.items()
+        )
 
     async def read_run(self, run_id: str) -> RunRecord | None:
         """Return the run record, or `None`."""
@@ -172,15 +211,28 @@ class RunObjects(Counters):
             return self._decode(key, stored[0], decode_run, run_id=run_id) if stored is not None else None
 
     async def read_events(self, run_id: str) -> list[StepEvent]:
-        """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`)."""
+        """Return the run's stored events in `seq` order, with `state` left as stored (`provisional`).
+
+        An event stored twice (a write retried after an ambiguous failure lands in a later slot) is
+        returned once, at its first place: the first write of a key wins, as on every backend.
+        """
         if not RUN_ID.fullmatch(run_id):
             return []
         async with self._operation():
-            objects = await self._get_many(
-                await self._list(self._layout.run_prefix(run_id) + 'events/'), immutable=True
-            )
-            events = [self._decode(key, data, decode_event) for key, data in objects if data is not None]
-            return sorted(events, key=lambda event: event.seq)
+            events = [
+                self._decode_entry(key, partial(_logged_event, seq=seq), entry)
+                for seq, key, entry in await self._read_log(run_id)
+                if 'event' in entry
+            ]
+            if self._legacy_events:
+                objects = await self._get_many(
+                    await self._list(self._layout.run_prefix(run_id) + 'events/'), immutable=True
+                )
+                events += [self._decode(key, data, decode_event) for key, data in objects if data is not None]
+            first: dict[str, StepEvent] = {}
+            for event in sorted(events, key=lambda event: event.seq):
+                first.setdefault(event.key, event)
+            return list(first.values())
 
     async def read_acceptances(self, run_id: str) -> list[Acceptance]:
         """Return the run's stored acceptances."""
