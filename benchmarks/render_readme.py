@@ -91,21 +91,69 @@ def snapshots(data: dict[str, Any]) -> str:
 
 
 def ledger_backends(data: dict[str, Any]) -> str:
+    def optional(value: float | None) -> str:
+        return '-' if value is None else f'{value:.2f}'
+
     rows = [
         [
             str(row['backend']),
             str(row['concurrent_runs']),
             f'{row["events_per_s"]:.0f}',
+            optional(row['requests_per_event']),
             f'{row["snapshot_ms_p50"]:.1f} ms',
             f'{row["snapshot_ms_p95"]:.1f} ms',
         ]
-        for row in data['results']
+        for row in data['rows']
     ]
-    note = f'\n\nS3 server: {data["s3_server"]}; {data["cpus"]} CPUs shared by the server, the client and boto3.'
-    return (
-        _table(['backend', 'concurrent runs', 'events/s', 'snapshot write (median)', 'snapshot write (p95)'], rows)
-        + note
+    ledgers = _table(
+        [
+            'backend',
+            'concurrent runs',
+            'events/s',
+            'S3 requests per event',
+            'snapshot write (median)',
+            'snapshot write (p95)',
+        ],
+        rows,
     )
+    raw = _table(
+        ['threads', 'conditional PUT/s', 'PUT (median)', 'GET/s', 'GET (median)'],
+        [
+            [
+                str(r['concurrency']),
+                f'{r["put_per_s"]:.0f}',
+                f'{r["put_ms_p50"]:.1f} ms',
+                f'{r["get_per_s"]:.0f}',
+                f'{r["get_ms_p50"]:.1f} ms',
+            ]
+            for r in data['raw']
+        ],
+    )
+
+    def value(ratio: dict[str, Any]) -> str:
+        if ratio['value'] is None:
+            return '-'
+        return f'{ratio["value"]:.0f}' if ratio['name'].startswith('SQLite') else f'{ratio["value"]:.2f}x'
+
+    ratios = _table(
+        ['measure', 'concurrent runs', 'value', 'target', 'verdict'],
+        [
+            [r['name'], str(r['concurrent_runs']), value(r), r['target'] or '-', r['verdict'] or '-']
+            for r in data['ratios']
+        ],
+    )
+    setup = (
+        f'{data["steps_per_run"]} steps per run ({data["events_per_run"]} events, {data["snapshots_per_run"]} '
+        f'snapshots); the S3 ledger with `max_concurrency` = max(16, concurrent runs). S3 server: '
+        f'{data["s3_server"]}; {data["cpus"]} CPUs shared by the server, the ledger and boto3.'
+    )
+    limits = (
+        f"The server's own rates in the same run, through the same client stack (threads sharing one boto3 "
+        f'client, `max_pool_connections` = max(16, threads), {data["raw_body_bytes"]}-byte bodies, '
+        f'{data["raw_seconds"]:g} s each):'
+    )
+    judged = 'The ratios the targets name, at every concurrency measured, judged at 32 concurrent runs:'
+    return f'{ledgers}\n\n{setup}\n\n{limits}\n\n{raw}\n\n{judged}\n\n{ratios}'
 
 
 def history(data: dict[str, Any]) -> str:
