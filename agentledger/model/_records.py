@@ -11,7 +11,7 @@ free of I/O and of backend libraries.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
 
@@ -275,7 +275,10 @@ class StepEvent:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-compatible dict; the stable shape of `agentledger show --json` events."""
-        data = asdict(self)
+        # Field by field: `asdict` deep-copies every value, and events are written far more often than read.
+        data = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        data['error'] = asdict(self.error) if self.error is not None else None
+        data['usage'] = asdict(self.usage) if self.usage is not None else None
         data['timestamp'] = self.timestamp.isoformat()
         data['scheduled_at'] = self.scheduled_at.isoformat() if self.scheduled_at else None
         return data
@@ -289,6 +292,9 @@ class StepEvent:
         values['error'] = ErrorInfo.from_json(values.get('error'))
         values['usage'] = Usage.from_json(values.get('usage'))
         return cls(**values)
+
+
+_EVENT_FIELDS = tuple(field.name for field in fields(StepEvent))
 
 
 @dataclass(frozen=True)

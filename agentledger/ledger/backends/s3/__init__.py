@@ -61,7 +61,7 @@ Key layout, under `<prefix>/`::
                                              missing or started at another time is skipped). Status
                                              changes, so it is filtered on the run records of listed pages.
 
-Layout 1 (agentledger 0.2) numbered events with a counter object per run (`runs/<id>/seq`, advanced by
+Layout 1 (agentledger 0.2 and earlier) numbered events with a counter object per run (`runs/<id>/seq`, advanced by
 compare-and-swap) and kept one object per event (`runs/<id>/events/<sha256(key)>.json`). This code
 reads both: a ledger begun with layout 1 has its marker rewritten to version 2 with `"first_version": 1`
 when it is first opened read-write, and an old run's log starts past its counter. Workers of 0.2 that
