@@ -14,7 +14,7 @@ imported and built everything and waits for `go` on stdin before it connects. Th
   their own row is committed;
 - `in_txn`: inside the storage transaction that writes the step's `*_completed` event: SQLite,
   after the write's statements ran inside `BEGIN IMMEDIATE` and before `COMMIT`; S3, after the
-  event sequence numbers were allocated and before the event objects are written; the baselines,
+  run's log object holding the event is assembled and before it is sent; the baselines,
   between their `INSERT` and `COMMIT`;
 - `in_seal`: `FaultyStore.write_seal`, inside the seal activity after its acceptances, events and
   final snapshot were written and before the run record is sealed;
@@ -358,11 +358,12 @@ def faulty_store(base: type[Any], faults: Faults, points: frozenset[str]) -> typ
 
             await super()._submit(write_then_fault)
 
-        # S3: the events' sequence numbers are allocated (the counter object advanced), no event written yet.
-        async def _allocate(self, run_id: str, count: int) -> range:
-            seqs: range = await super()._allocate(run_id, count)
+        # S3: the log object holding the events is assembled and its slot chosen, not sent yet. (The
+        # task that writes it was started by an append of this write, so it sees the write's fault.)
+        async def _write_slot(self, run_id: str, cursor: Any, entries: list[Any]) -> int:
             await faults.fire(_txn_fault.get())
-            return seqs
+            slot: int = await super()._write_slot(run_id, cursor, entries)
+            return slot
 
     FaultyStore.__name__ = f'Faulty{base.__name__}'
     return FaultyStore

@@ -17,7 +17,7 @@ interceptor inside the plugin's, before the tool body); `after_provider` (an int
 plugin's, after the model-request activity has the provider's answer, before it is reported);
 `after_ledger_write` (a subclass of the real ledger backend, after the step's completed event is
 stored, before Temporal hears of it); `in_txn` (inside the storage transaction writing that event:
-SQLite before `COMMIT`, S3 between allocating sequence numbers and writing the events);
+SQLite before `COMMIT`, S3 before the log object holding it is sent);
 `in_seal` (inside the seal, before the run record is sealed); `zombie` (an effect attempt that
 ignores cancellation, outlives its start-to-close timeout and then performs its effect and returns
 late); `in_effect` (inside the once-only effect, after the target committed it). Actions: `exit`
