@@ -301,12 +301,104 @@ def chaos(data: dict[str, Any]) -> str:
     return f'{intro}{table}\n\n{resets_part}\n\nCost (USD {price} per call):\n\n{cost_table}{verdict}'
 
 
+def _runs(count: int) -> str:
+    return f'{count // 1000}k' if count % 1000 == 0 else str(count)
+
+
+def ledger_scale(data: dict[str, Any]) -> str:
+    sizes = [str(size) for size in data['sizes']]
+    target = data['target_ratio']
+    rows = [
+        [
+            row['backend'],
+            f'`{data["calls"][row["query"]]}`',
+            *(f'{row["median_ms"][size]:.2f} ms ({row["returned"][size]})' for size in sizes),
+            f'{row["ratio"]:.2f}x',
+            'PASS' if row['pass'] else 'MISS',
+        ]
+        for row in data['results']
+    ]
+    first, last = _runs(int(sizes[0])), _runs(int(sizes[-1]))
+    table = _table(
+        [
+            'backend',
+            'listing',
+            *(f'{_runs(int(size))} runs' for size in sizes),
+            f'{last} / {first}',
+            f'target: {target:g}x',
+        ],
+        rows,
+    )
+    shares = ', '.join(f'{share:.0%} {status}' for status, share in data['statuses'].items())
+    writes: list[str] = []
+    for backend in data['backends']:
+        by_method: dict[str, list[float]] = {}
+        for step in backend['sizes'].values():
+            runs, seconds = by_method.setdefault(step['write']['method'], [0, 0.0])
+            by_method[step['write']['method']] = [runs + step['write']['runs'], seconds + step['write']['seconds']]
+        writes.append(
+            f'{backend["backend"]}: '
+            + ', then '.join(f'{_runs(int(n))} runs by {how} ({s:.0f} s)' for how, (n, s) in by_method.items())
+        )
+    note = (
+        f'\n\nMedian of {data["repeat"]} calls after a warm-up; (n): runs returned. {data["agents"]} agents, '
+        f'statuses {shares}; the agent filter is `{data["filtered_agent"]}`. One ledger per backend grows through '
+        f'the sizes. How it was written: {"; ".join(writes)}. S3 server: {data["s3_server"]}; {data["cpus"]} CPUs; '
+        f'the whole run took {data["seconds_total"]:.0f} s.'
+    )
+    missed = ''.join(f'\n- {line}' for line in data['missed'])
+    verdict = f'\n\nTargets missed in this run:{missed}' if missed else '\n\nEvery target was met in this run.'
+    return table + note + verdict
+
+
+def worker_memory(data: dict[str, Any]) -> str:
+    mib = 2**20
+    rss = data['rss_bytes']
+    flight = data['in_flight']
+    table = _table(
+        [
+            'runs in flight',
+            'worker RSS idle',
+            'RSS, all in flight',
+            'per in-flight run',
+            'RSS after',
+            'ledger events',
+            'events/s',
+        ],
+        [
+            [
+                f'{data["runs"]} ({flight["model_requests_waiting"]} waiting, {flight["ledger_running"]} running)',
+                f'{rss["idle"] / mib:.0f} MiB',
+                f'{rss["peak"] / mib:.0f} MiB',
+                f'{data["rss_per_in_flight_run_bytes"] / 1024:.0f} KiB',
+                f'{rss["after"] / mib:.0f} MiB',
+                f'{data["events"]} ({data["events_per_run"]:g} per run)',
+                f'{data["events_per_s_active"]:.0f}',
+            ]
+        ],
+    )
+    seconds = data['seconds']
+    worker = data['worker']
+    note = (
+        f'\n\nOne worker process (LedgerPlugin, SQLite ledger, default sandbox, '
+        f'`max_concurrent_activities={worker["max_concurrent_activities"]}`); a fresh worker held '
+        f'{rss["fresh"] / mib:.0f} MiB, its high-water mark was {rss["high_water_mark"] / mib:.0f} MiB. Events/s '
+        f'over the {seconds["active"]:.1f} s the batch was active ({seconds["until_all_in_flight"]:.1f} s until all '
+        f'runs were in flight, {seconds["release_to_done"]:.1f} s from their release to the last result), the '
+        f'worker using {data["worker_cpu_s"]:.1f} s of CPU; {data["cpus"]} CPUs shared with the dev server and the '
+        'client.'
+    )
+    return table + note
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     'chaos': chaos,
     'history': history,
     'overhead': overhead,
     'snapshots': snapshots,
     'ledger_backends': ledger_backends,
+    'ledger_scale': ledger_scale,
+    'worker_memory': worker_memory,
 }
 
 
