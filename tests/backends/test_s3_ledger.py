@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -552,9 +553,37 @@ async def test_runs_lists_a_page_without_scanning_the_bucket(ledger: S3Ledger) -
     assert [r.run_id for r in await ledger.runs(agent='support', limit=2, before='r20')] == ['r18', 'r16']
     assert requests['ListObjectsV2'] == 1 and requests['GetObject'] <= 8
 
-    # Status is not indexed: it is filtered on the records of the pages listed.
+    # A common status is filtered on the records of the pages listed.
     await ledger.seal_run(run_seal('r05'))
     assert [r.run_id for r in await ledger.runs(status='completed')] == ['r05']
+
+
+async def test_rare_statuses_are_indexed_while_a_run_has_them(ledger: S3Ledger) -> None:
+    """Failed and parked runs are listed from an index of their own: a listing reads only their records."""
+    await asyncio.gather(
+        *(
+            ledger.start_run(run_start(f'r{i:02}', started=i, agent='billing' if i % 2 else 'support'))
+            for i in range(40)
+        )
+    )
+    for run_id in ('r05', 'r17', 'r20'):
+        await ledger.seal_run(run_seal(run_id, status='failed'))
+    await ledger.seal_run(run_seal('r30'))
+    requests = count_requests(ledger)
+    assert [r.run_id for r in await ledger.runs(status='failed')] == ['r20', 'r17', 'r05']
+    assert (requests['ListObjectsV2'], requests['GetObject']) == (1, 3)
+    requests.clear()
+    assert [r.run_id for r in await ledger.runs(agent='billing', status='failed', limit=1)] == ['r17']
+    assert (requests['ListObjectsV2'], requests['GetObject']) == (1, 2)
+
+    # A run that leaves a status leaves its entries: parked, then resumed, it is listed as running only.
+    error = agentledger.model.ErrorInfo('ModelHTTPError', 'overloaded', True)
+    await ledger.park_run('r33', error, datetime.now(UTC))
+    assert [r.run_id for r in await ledger.runs(status='parked')] == ['r33']
+    await ledger.resume_run('r33', datetime.now(UTC))
+    assert await ledger.runs(status='parked') == []
+    assert not [key for key in all_keys(ledger) if '/index/runs/status/' in key and key.endswith('-r33')]
+    assert 'r33' in [r.run_id for r in await ledger.runs(status='running', limit=40)]
 
 
 async def test_content_already_stored_is_not_uploaded_again(s3_server: S3Server, s3_bucket: str) -> None:
@@ -667,8 +696,13 @@ async def test_a_ledger_begun_with_layout_1_is_read_and_continued(s3_server: S3S
     """What agentledger 0.2 wrote (a counter, one object per event) is read, and new events are numbered after it."""
     async with s3_server.ledger(s3_bucket) as ledger:
         await ledger.start_run(run_start('r1'))
-    # Rewrite the run as layout 1 stored it, behind the ledger's back.
+        await ledger.start_run(run_start('r2'))
+        await ledger.seal_run(run_seal('r2', status='failed'))
+    # Rewrite the runs as layout 1 stored them (no status index, a counter, one object per event), behind
+    # the ledger's back.
     client, prefix = s3_server.client(), 'agentledger/'
+    for key in all_keys(ledger, f'{prefix}index/runs/status/') + all_keys(ledger, f'{prefix}index/runs/agent-status/'):
+        client.delete_object(Bucket=s3_bucket, Key=key)
     for key in all_keys(ledger, f'{prefix}runs/r1/log/'):
         client.delete_object(Bucket=s3_bucket, Key=key)
     old = [event('-', 1, 'run_started'), event('1', 1, 'tool_call_started'), event('1', 1, 'tool_call_completed')]
@@ -683,6 +717,8 @@ async def test_a_ledger_begun_with_layout_1_is_read_and_continued(s3_server: S3S
     )
 
     async with s3_server.ledger(s3_bucket) as upgraded:
+        # Runs that ended before the status index existed are still found by their status.
+        assert [r.run_id for r in await upgraded.runs(status='failed')] == ['r2']
         await upgraded.record_events([event('2', 1, 'tool_call_started')])
         events = await upgraded.events('r1')
         assert [(e.activity_id, e.kind) for e in events][1:] == [

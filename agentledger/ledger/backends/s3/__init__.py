@@ -58,12 +58,23 @@ Key layout, under `<prefix>/`::
                                              `forked-from`: facts a run has from its start and never changes,
                                              so their indexes are written once, before the run record (a
                                              run that exists is always listed; an entry whose run record is
-                                             missing or started at another time is skipped). Status
-                                             changes, so it is filtered on the run records of listed pages.
+                                             missing or started at another time is skipped).
+    index/runs/status/<sha256(status)[:32]>/<inverted start time>-<run id>
+    index/runs/agent-status/<sha256(agent + "|" + status)[:32]>/<inverted start time>-<run id>
+                                             empty objects listing the runs that have a rare status
+                                             (`failed`, `parked`, `cancelled`, `terminated`) while they
+                                             have it: written before the fold that gives the run the
+                                             status, deleted after the fold that takes it away (an entry
+                                             left behind is skipped: the record says otherwise). Common
+                                             statuses (`completed`, `running`) are filtered on the records
+                                             of another index, where they are met within a few records;
+                                             indexing them would cost every run writes. So are all
+                                             statuses in a ledger begun with layout 1.
 
 Layout 1 (agentledger 0.2 and earlier) numbered events with a counter object per run (`runs/<id>/seq`, advanced by
 compare-and-swap) and kept one object per event (`runs/<id>/events/<sha256(key)>.json`). This code
-reads both: a ledger begun with layout 1 has its marker rewritten to version 2 with `"first_version": 1`
+reads both (and lists runs of such a ledger by status without the status index, which its older runs
+lack): a ledger begun with layout 1 has its marker rewritten to version 2 with `"first_version": 1`
 when it is first opened read-write, and an old run's log starts past its counter. Workers of 0.2 that
 start after that refuse the prefix; upgrade every worker of a fleet before runs in flight are written
 by both versions at once, since the two versions do not order each other's events.

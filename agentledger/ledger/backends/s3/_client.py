@@ -154,7 +154,8 @@ class Bucket:
         self._active = 0
         self._idle = asyncio.Event()
         self._logs: OrderedDict[str, LogCursor] = OrderedDict()
-        self._legacy_events = False
+        self._first_version = FORMAT_VERSION
+        """The layout version the ledger began with (its marker's): older runs are stored as that layout stored them."""
         self._stored_content: OrderedDict[str, None] = OrderedDict()
         self._cache = ObjectCache(given.get('cache_bytes', 64 * 1024 * 1024))
         self._layout = Layout(self.prefix, self.url)
@@ -289,9 +290,13 @@ class Bucket:
                 f'reads up to version {FORMAT_VERSION}: upgrade agentledger'
             )
         first = marker.get('first_version', marker['version'])
-        # Layout 1 kept one object per event; a ledger that began with it may still hold some.
-        self._legacy_events = not isinstance(first, int) or first < 2
+        self._first_version = first if isinstance(first, int) else 1
         return marker
+
+    @property
+    def _began_with_layout_1(self) -> bool:
+        """Whether the ledger may hold runs of layout 1: one object per event, and no status index entries."""
+        return self._first_version < 2
 
     @asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:

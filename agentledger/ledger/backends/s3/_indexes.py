@@ -28,7 +28,7 @@ class RunIndex(Bucket):
         A listed record that does not decode is reported in the result's `corrupt`, and the listing goes on past it.
         """
         async with self._operation():
-            index = self._layout.index_for(filter)
+            index = self._layout.index_for(filter, statuses_indexed=not self._began_with_layout_1)
             cursor = (epoch_us(before.started_at), before.run_id) if before is not None else None
             # Every key of the cursor's start time sorts after this one, so listing starts at its group.
             start_after = index + index_time(cursor[0]) if cursor is not None else None

@@ -16,13 +16,14 @@ from typing import Final, Literal
 from agentledger.errors import LedgerConfigError
 from agentledger.ledger._store import RunFilter
 from agentledger.ledger.backends._encoding import epoch_us
-from agentledger.model._records import PayloadReference, RunRecord, RunStart
+from agentledger.model._records import PayloadReference, RunRecord, RunStart, RunStatus
 
 __all__ = [
     'CREATE',
     'FORMAT',
     'FORMAT_VERSION',
     'HASH',
+    'INDEXED_STATUSES',
     'MARKER',
     'RUN_ID',
     'SNAPSHOT_ID',
@@ -52,6 +53,11 @@ SNAPSHOT_ID = re.compile(r'(?P<run>[A-Za-z0-9][A-Za-z0-9_-]{0,127})\.(?:s[0-9]{1
 """What a snapshot id must look like to name an object."""
 HASH = re.compile(r'[0-9a-f]{64}')
 """A content hash: SHA-256 hex."""
+
+INDEXED_STATUSES: Final[frozenset[RunStatus]] = frozenset({'failed', 'parked', 'cancelled', 'terminated'})
+"""The statuses a run is indexed by while it has them: the rare ones operators look for. Common ones
+(`completed`, and `running`, which the newest runs have) are met within a few records of an index
+listed newest first, so indexing them would cost writes on every run to save few reads."""
 
 CREATE: Final = '*'
 """The condition of a PUT that only creates: `If-None-Match: *`."""
@@ -139,13 +145,30 @@ class Layout:
         """Where the entries listing the records of one scope (a workflow id) are."""
         return f'{self.prefix}records/{namespace}/scopes/{digest(scope)[:32]}/'
 
-    def index_for(self, filter: RunFilter) -> str:
-        """The narrowest index that holds every run matching `filter`."""
+    def status_index_keys(self, record: RunRecord) -> list[str]:
+        """The status index entries `record` is listed under: none unless its status is one of `INDEXED_STATUSES`."""
+        if record.status not in INDEXED_STATUSES:
+            return []
+        entry = f'{index_time(epoch_us(record.started_at))}-{record.run_id}'
+        return [
+            self.index_prefix('status', record.status) + entry,
+            self.index_prefix('agent-status', f'{record.agent_name}|{record.status}') + entry,
+        ]
+
+    def index_for(self, filter: RunFilter, *, statuses_indexed: bool = True) -> str:
+        """The narrowest index that holds every run matching `filter`.
+
+        `statuses_indexed=False` for a ledger begun before runs were indexed by status: its older runs
+        have no status entries, so a status is filtered on the records of another index.
+        """
+        status = filter.status if statuses_indexed and filter.status in INDEXED_STATUSES else None
         for name, value in (
             ('workflow', filter.workflow_id),
             ('parent', filter.parent_run_id),
             ('forked-from', filter.forked_from_run_id),
             ('conversation', filter.conversation_id),
+            ('agent-status', f'{filter.agent}|{status}' if filter.agent is not None and status is not None else None),
+            ('status', status),
             ('agent', filter.agent),
         ):
             if value is not None:

@@ -56,9 +56,7 @@ class RunObjects(RunLog):
         async with self._operation():
             key = self._layout.run_prefix(start.run_id) + 'run.json'
             # Index entries first: a run record that exists is always listed.
-            await gather_all(
-                self._run(self._put, index_key, b'', CREATE) for index_key in self._layout.index_keys(start)
-            )
+            await self._put_index_entries(self._layout.index_keys(start))
             if await self._fold_run(key, lambda existing: apply_run_start(existing, start)):
                 # This start created the run, so its log is empty: the event need not look for its end.
                 self._created_log(start.run_id)
@@ -82,9 +80,7 @@ class RunObjects(RunLog):
     async def create_run(self, record: RunRecord) -> None:
         """Store `record` unless a run record with its id is stored; its index entries first, as a start writes them."""
         async with self._operation():
-            await gather_all(
-                self._run(self._put, index_key, b'', CREATE) for index_key in self._layout.index_keys(record)
-            )
+            await self._put_index_entries(self._layout.index_keys(record))
             key = self._layout.run_prefix(record.run_id) + 'run.json'
             await self._fold_run(key, lambda existing: record if existing is None else None)
 
@@ -112,7 +108,7 @@ class RunObjects(RunLog):
         # Repairs only (of finished runs): log objects are otherwise never replaced once created.
         async with self._operation():
             removed, replaced = set(remove_seqs), {event.key for event in events}
-            if self._legacy_events:
+            if self._began_with_layout_1:
                 await self._remove_legacy_events(run_id, removed, replaced)
             prefix = self._layout.run_prefix(run_id)
             slots: dict[str, list[dict[str, Any] | None]] = {}
@@ -173,24 +169,37 @@ class RunObjects(RunLog):
         """Compare-and-swap `fold` into the run record at `key` until it lands or changes nothing.
 
         Returns whether this call created the record. A fold that creates is tried first without
-        reading: a new run's record costs one request.
+        reading: a new run's record costs one request. The status index entries of the new record
+        are written before it (a run is always listed under the status it has), and those of the
+        status it left are removed once it landed.
         """
         created = fold(None)
-        if created is not None and await self._run(self._put, key, json_body(created.to_json()), CREATE) is not None:
-            return True
+        if created is not None:
+            await self._put_index_entries(self._layout.status_index_keys(created))
+            if await self._run(self._put, key, json_body(created.to_json()), CREATE) is not None:
+                return True
         for attempt in range(CAS_ATTEMPTS):
             stored = await self._run(self._get, key)
             existing = self._decode(key, stored[0], decode_run) if stored is not None else None
             updated = fold(existing)
             if updated is None:
                 return False
+            had = set(self._layout.status_index_keys(existing)) if existing is not None else set()
+            entries = self._layout.status_index_keys(updated)
+            left = had - set(entries)
+            await self._put_index_entries([entry for entry in entries if entry not in had])
             condition = stored[1] if stored is not None else CREATE
             if await self._run(self._put, key, json_body(updated.to_json()), condition) is not None:
+                # A stale entry left behind (this process stopped first) is skipped by every listing.
+                await gather_all(self._run(self._delete, entry) for entry in sorted(left))
                 return stored is None
             await contention_pause(attempt)
         raise LedgerUnavailableError(
             f'the run record {key!r} in the S3 ledger {self.url} changed under {CAS_ATTEMPTS} updates in a row'
         )
+
+    async def _put_index_entries(self, keys: Sequence[str]) -> None:
+        await gather_all(self._run(self._put, index_key, b'', CREATE) for index_key in keys)
 
     async def _put_events(self, events: Sequence[StepEvent]) -> None:
         by_run: dict[str, dict[str, StepEvent]] = {}
@@ -224,7 +233,7 @@ class RunObjects(RunLog):
                 for seq, key, entry in await self._read_log(run_id)
                 if 'event' in entry
             ]
-            if self._legacy_events:
+            if self._began_with_layout_1:
                 objects = await self._get_many(
                     await self._list(self._layout.run_prefix(run_id) + 'events/'), immutable=True
                 )
