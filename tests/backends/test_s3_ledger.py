@@ -632,8 +632,22 @@ async def test_an_event_costs_one_request_in_steady_state(ledger: S3Ledger) -> N
     assert requests == {'PutObject': 10}
     requests.clear()
     await ledger.seal_run(run_seal('r1'))
-    assert requests == {'GetObject': 1, 'PutObject': 2}  # the record's fold, and the seal's event beside it
+    # The record's fold starts from the record this process wrote (If-Match its ETag), the event beside it.
+    assert requests == {'PutObject': 2}
     assert [e.seq for e in await ledger.events('r1')] == [1024 * slot for slot in range(1, 13)]
+
+
+async def test_a_fold_from_a_stale_record_reads_the_stored_one(s3_server: S3Server, s3_bucket: str) -> None:
+    """Another process changed the record since this one wrote it: the If-Match fails, the record is read and folded."""
+    async with s3_server.ledger(s3_bucket) as first, s3_server.ledger(s3_bucket) as second:
+        await first.start_run(run_start('r1'))
+        await second.start_run(run_start('r1', 't2'))  # continue-as-new on another worker
+        requests = count_requests(first)
+        await first.seal_run(run_seal('r1', 't2'))
+        # The stale If-Match, the GET and the fold; the event meets the other's log object (412), then lands.
+        assert requests == {'PutObject': 4, 'GetObject': 1}
+        record = await second.run('r1')
+        assert (record.status, record.temporal_run_ids) == ('completed', ('t1', 't2'))
 
 
 async def test_concurrent_writes_of_a_run_share_log_objects(ledger: S3Ledger) -> None:

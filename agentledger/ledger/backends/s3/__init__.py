@@ -102,14 +102,16 @@ once, at its first place, so the first write of a key wins, as on every backend.
 
 Cost per write, in requests (steady state: the process knows the run's log end):
 an event, or a batch of them, is 1 PUT. A run start is one PUT per index entry (three or more, in
-parallel), one to create the record (no read first) and one for its event. A seal is a GET and a PUT
-of the record, with its event's PUT beside them. An acceptance is 1 PUT. A snapshot is a lookup of its
-id (a GET), a PUT per new message or blob (in parallel; content of 16 KiB or more is looked up with a
-HEAD first), its marker in the log and its manifest. A process that writes to a run it did not start
-lists the run's log once (and, for a run begun with layout 1 whose log is empty, reads its counter once).
-Reading a run lists its prefixes and GETs each object once per process: log objects, acceptances and
-snapshot manifests are not replaced except by a repair, so they are kept in a cache (`cache_bytes`; a
-log object this process wrote goes there at once); message content is read every time, so its hash
+parallel), one to create the record (no read first) and one for its event. A seal is a PUT of the
+record If-Match the ETag this process wrote it with (a GET first when another process wrote it
+since, or this one never did), with its event's PUT beside it; a seal to a rare status adds its two
+status index entries. An acceptance is 1 PUT. A snapshot is a lookup of its id (a GET), a PUT per
+new message or blob (in parallel; content of 16 KiB or more is looked up with a HEAD first), its
+marker in the log and its manifest. A process that writes to a run it did not start lists the run's
+log once (and, for a run begun with layout 1 whose log is empty, reads its counter once). Reading a
+run lists its prefixes and GETs each object once per process: log objects, acceptances and snapshot
+manifests are not replaced except by a repair, so they are kept in a cache (`cache_bytes`; a log
+object this process wrote goes there at once); message content is read every time, so its hash
 check sees what is stored.
 
 Reads are consistent: S3 (since 2020), MinIO and R2 give read-after-write consistency for GET and

@@ -51,6 +51,7 @@ from agentledger.ledger.backends.s3._config import (
 )
 from agentledger.ledger.backends.s3._layout import CREATE, FORMAT, FORMAT_VERSION, MARKER, Layout
 from agentledger.model._options import check_options
+from agentledger.model._records import RunRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -154,6 +155,8 @@ class Bucket:
         self._active = 0
         self._idle = asyncio.Event()
         self._logs: OrderedDict[str, LogCursor] = OrderedDict()
+        self._records: OrderedDict[str, tuple[RunRecord, str]] = OrderedDict()
+        """Run records as this process last wrote them, with their ETags: a fold of one starts from it."""
         self._first_version = FORMAT_VERSION
         """The layout version the ledger began with (its marker's): older runs are stored as that layout stored them."""
         self._stored_content: OrderedDict[str, None] = OrderedDict()

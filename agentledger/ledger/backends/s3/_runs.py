@@ -9,6 +9,7 @@ from typing import Any
 from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger.backends._encoding import decode_event, decode_run
 from agentledger.ledger.backends.s3._client import (
+    CACHE_SIZE,
     CAS_ATTEMPTS,
     contention_pause,
     gather_all,
@@ -176,11 +177,22 @@ class RunObjects(RunLog):
         created = fold(None)
         if created is not None:
             await self._put_index_entries(self._layout.status_index_keys(created))
-            if await self._run(self._put, key, json_body(created.to_json()), CREATE) is not None:
+            etag = await self._run(self._put, key, json_body(created.to_json()), CREATE)
+            if etag is not None:
+                self._remember_record(key, created, etag)
                 return True
+        # The record as this process last wrote it, if it did: a fold with it needs no GET unless
+        # another process wrote since (then the If-Match fails and the record is read).
+        known = self._records.pop(key, None)
+        existing: RunRecord | None
         for attempt in range(CAS_ATTEMPTS):
-            stored = await self._run(self._get, key)
-            existing = self._decode(key, stored[0], decode_run) if stored is not None else None
+            if known is not None:
+                existing, condition = known
+                known = None
+            else:
+                stored = await self._run(self._get, key)
+                existing = self._decode(key, stored[0], decode_run) if stored is not None else None
+                condition = stored[1] if stored is not None else CREATE
             updated = fold(existing)
             if updated is None:
                 return False
@@ -188,15 +200,22 @@ class RunObjects(RunLog):
             entries = self._layout.status_index_keys(updated)
             left = had - set(entries)
             await self._put_index_entries([entry for entry in entries if entry not in had])
-            condition = stored[1] if stored is not None else CREATE
-            if await self._run(self._put, key, json_body(updated.to_json()), condition) is not None:
+            etag = await self._run(self._put, key, json_body(updated.to_json()), condition)
+            if etag is not None:
+                self._remember_record(key, updated, etag)
                 # A stale entry left behind (this process stopped first) is skipped by every listing.
                 await gather_all(self._run(self._delete, entry) for entry in sorted(left))
-                return stored is None
+                return existing is None
             await contention_pause(attempt)
         raise LedgerUnavailableError(
             f'the run record {key!r} in the S3 ledger {self.url} changed under {CAS_ATTEMPTS} updates in a row'
         )
+
+    def _remember_record(self, key: str, record: RunRecord, etag: str) -> None:
+        self._records[key] = (record, etag)
+        self._records.move_to_end(key)
+        while len(self._records) > CACHE_SIZE:
+            self._records.popitem(last=False)
 
     async def _put_index_entries(self, keys: Sequence[str]) -> None:
         await gather_all(self._run(self._put, index_key, b'', CREATE) for index_key in keys)
