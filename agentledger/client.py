@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
+from agentledger.model._approvals import ApprovalDecision, ApprovalTimeoutAction, DecisionKind, PendingApproval
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter
@@ -27,7 +28,9 @@ __all__ = [
     'RunOptions',
     'abandon_parked',
     'continue_run',
+    'decide_approval',
     'fork_run',
+    'pending_approvals',
     'resume_parked',
     'run',
     'start',
@@ -81,6 +84,53 @@ class AgentRunHandle(Generic[OutputT]):
         """Give up on the parked run: it fails with the error it parked on (and `reason`)."""
         await abandon_parked(self.workflow_handle, reason)
 
+    async def pending_approvals(self) -> list[PendingApproval]:
+        """The tool calls the run waits on a decision for, each with the digest `approve` / `deny` must name."""
+        return await pending_approvals(self.workflow_handle)
+
+    async def approve(
+        self, call: PendingApproval, *, override_args: dict[str, Any] | None = None, by: str | None = None
+    ) -> str:
+        """Approve a waiting call, as read from `pending_approvals()`: the decision names its digest.
+
+        `override_args` runs the tool with other arguments. Raises `WorkflowUpdateFailedError` (cause type
+        `ApprovalRejected`) when the call is not waiting, was decided already, or its arguments changed.
+        """
+        return await decide_approval(self.workflow_handle, call, 'approve', override_args=override_args, by=by)
+
+    async def deny(self, call: PendingApproval, *, reason: str | None = None, by: str | None = None) -> str:
+        """Deny a waiting call, as read from `pending_approvals()`: the model reads `reason` as its result."""
+        return await decide_approval(self.workflow_handle, call, 'deny', reason=reason, by=by)
+
+
+async def pending_approvals(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval]:
+    """The calls an `AgentRunWorkflow` waits on a decision for (see `AgentRunHandle.pending_approvals`)."""
+    pending: list[PendingApproval] = await handle.query(
+        'agentledger_pending_approvals', result_type=list[PendingApproval]
+    )
+    return pending
+
+
+async def decide_approval(
+    handle: WorkflowHandle[Any, Any],
+    call: PendingApproval,
+    kind: DecisionKind,
+    *,
+    override_args: dict[str, Any] | None = None,
+    reason: str | None = None,
+    by: str | None = None,
+) -> str:
+    """Send the `approve` or `deny` update for `call` (see `AgentRunHandle.approve`); `by`: the client's identity."""
+    decision = ApprovalDecision(
+        tool_call_id=call.tool_call_id,
+        digest=call.digest,
+        override_args=override_args,
+        reason=reason,
+        by=by or handle._client.identity,
+    )
+    done: str = await handle.execute_update(kind, decision, result_type=str)
+    return done
+
 
 async def resume_parked(handle: WorkflowHandle[Any, Any], prompt: str | None = None) -> None:
     """Send the `resume` update to a parked `AgentRunWorkflow` (see `AgentRunHandle.resume`)."""
@@ -123,6 +173,15 @@ class RunOptions(TypedDict, total=False):
     park_on_failure: bool
     """A failing agent parks instead of failing and waits for `AgentRunHandle.resume` or `abandon`
     (README, "Park on failure")."""
+    wait_for_approval: bool
+    """Wait in the run for decisions on tool calls that need approval (the default); `False` ends the run
+    with the `DeferredToolRequests` output instead (README, "Approvals")."""
+    approval_timeout_s: float | None
+    """How long a call may wait for its decision (by default, for ever)."""
+    approval_timeouts_s: dict[str, float]
+    """Per tool name, in place of `approval_timeout_s`."""
+    on_approval_timeout: ApprovalTimeoutAction
+    """When a deadline passes: `deny` the call (the default), `park` the run, or `fail` it."""
 
 
 async def start(
@@ -173,6 +232,10 @@ async def _start(
         fresh_start=options.get('fresh_start', False),
         history_event_limit=options.get('history_event_limit'),
         park_on_failure=options.get('park_on_failure', False),
+        wait_for_approval=options.get('wait_for_approval', True),
+        approval_timeout_s=options.get('approval_timeout_s'),
+        approval_timeouts_s=dict(options.get('approval_timeouts_s') or {}),
+        on_approval_timeout=options.get('on_approval_timeout', 'deny'),
     )
     handle = await client.start_workflow(
         AgentRunWorkflow.run,

@@ -14,6 +14,8 @@ from agentledger._redaction import redact
 
 __all__ = [
     'AGENT_NOT_DURABLE',
+    'APPROVAL_REJECTED',
+    'APPROVAL_TIMED_OUT',
     'DELEGATE_RESULT_UNAVAILABLE',
     'INVALID_DEPS',
     'INVALID_SEED',
@@ -54,6 +56,13 @@ INVALID_SEED = 'InvalidSeed'
 
 RUN_NOT_PARKED = 'RunNotParked'
 """A `resume` or `abandon` update reached a run that is not parked, or already has a decision: the update fails."""
+
+APPROVAL_REJECTED = 'ApprovalRejected'
+"""`ApplicationError.type` of an `approve` or `deny` update that names no waiting call, another digest, or a
+call already decided."""
+
+APPROVAL_TIMED_OUT = 'ApprovalTimedOut'
+"""`ApplicationError.type` of a run whose approval deadline passed with `on_approval_timeout` `park` or `fail`."""
 
 DELEGATE_RESULT_UNAVAILABLE = 'DelegateResultUnavailable'
 """A delegate's child workflow ran before but Temporal no longer has it (past retention): the call fails for good."""

@@ -126,15 +126,16 @@ async def serve(
     agents: Sequence[AbstractAgent[Any, Any]],
     *,
     plugin_options: dict[str, Any] | None = None,
+    task_queue: str | None = None,
     **worker_options: Any,
 ) -> AsyncIterator[Served]:
-    """Connect a client with `LedgerPlugin` and run a worker for `agents` on a fresh task queue.
+    """Connect a client with `LedgerPlugin` and run a worker for `agents` on `task_queue` (by default a fresh one).
 
     The ledger is remembered for the end-of-session check against Temporal's history.
     """
     plugin = LedgerPlugin(ledger, agents=agents, **(plugin_options or {}))
     client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
-    task_queue = f'tq-{uuid.uuid4().hex[:8]}'
+    task_queue = task_queue or f'tq-{uuid.uuid4().hex[:8]}'
     async with Worker(client, task_queue=task_queue, **worker_options):
         yield Served(client, task_queue, ledger)
     # Only a worker that ran (its ledger opened) and a test that got through are checked.

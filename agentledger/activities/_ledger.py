@@ -25,10 +25,12 @@ from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.model._records import ForkRef, RunStart
 from agentledger.workflows._types import (
+    APPROVAL_WAIT_ACTIVITY,
     PARK_RUN_ACTIVITY,
     RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,
     SEAL_RUN_ACTIVITY,
+    ApprovalWaitInput,
     ParkInput,
     ResumeInput,
     ResumePoint,
@@ -51,7 +53,7 @@ worker died for good): Temporal allows one open execution per workflow id, so it
 
 
 class LedgerActivities:
-    """The `run_started`, `park_run`, `resume_run` and `seal_run` activities, bound to one ledger."""
+    """The `run_started`, `park_run`, `resume_run`, `approval_wait` and `seal_run` activities, bound to one ledger."""
 
     def __init__(
         self,
@@ -69,7 +71,7 @@ class LedgerActivities:
     @property
     def activities(self) -> list[Callable[..., Any]]:
         """The activity callables to register on a worker."""
-        return [self.run_started, self.park_run, self.resume_run, self.seal_run]
+        return [self.run_started, self.park_run, self.resume_run, self.approval_wait, self.seal_run]
 
     async def _restart_seed(self, input: RunStartInput) -> ForkRef | None:
         start = input.start
@@ -153,6 +155,14 @@ class LedgerActivities:
                 return ResumeSeed()
             snapshot = await self._ledger.snapshot(latest.snapshot_id)
             return ResumeSeed(snapshot_id=latest.snapshot_id, message_history=snapshot.messages)
+
+    @activity.defn(name=APPROVAL_WAIT_ACTIVITY)
+    async def approval_wait(self, input: ApprovalWaitInput) -> None:
+        """Mark the run `awaiting_approval` (or `running` again); its approval events arrive in the header."""
+        if input.awaiting is None:
+            return
+        with _retryable_outage():
+            await self._ledger.approval_wait(input.run_id, input.awaiting, input.at)
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:

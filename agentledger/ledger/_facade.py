@@ -45,6 +45,7 @@ from agentledger.model._records import (
     ToolEffect,
 )
 from agentledger.model._rules import (
+    apply_approval_wait,
     apply_park,
     apply_resume,
     derive_event_states,
@@ -425,6 +426,14 @@ class Ledger:
         """Mark a `parked` run `running` again; any other run stays as it is. Raises `RunNotFoundError`."""
         await self.run(run_id)
         await self.update_run(run_id, lambda record: apply_resume(record, at))
+
+    async def approval_wait(self, run_id: str, awaiting: bool, at: datetime) -> None:
+        """Mark a `running` run `awaiting_approval`, or (`awaiting=False`) such a run `running` again.
+
+        A run in any other status stays as it is. Raises `RunNotFoundError` for an unknown run.
+        """
+        await self.run(run_id)
+        await self.update_run(run_id, lambda record: apply_approval_wait(record, awaiting, at))
 
     # --- reads ---------------------------------------------------------------------------------------
 

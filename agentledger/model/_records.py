@@ -46,14 +46,18 @@ __all__ = [
     'Usage',
 ]
 
-RunStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'terminated', 'parked']
-"""Where a ledger run stands. `running` and `parked` are open; the others are how it ended.
+RunStatus: TypeAlias = Literal[
+    'running', 'completed', 'failed', 'cancelled', 'terminated', 'parked', 'awaiting_approval'
+]
+"""Where a ledger run stands. `running`, `parked` and `awaiting_approval` are open; the others are how it ended.
 
 `parked`: the agent failed, and the run (started with `park_on_failure=True`) waits for an operator's
 `resume` or `abandon` instead of failing.
+`awaiting_approval`: the agent asked to run tools that need approval, and the run waits for a person
+to approve or deny each call (`approve` / `deny`).
 """
 
-OPEN_STATUSES: tuple[RunStatus, ...] = ('running', 'parked')
+OPEN_STATUSES: tuple[RunStatus, ...] = ('running', 'parked', 'awaiting_approval')
 """Statuses of a run that has not ended: its latest Temporal run can still record and accept steps."""
 
 EventKind: TypeAlias = Literal[
@@ -71,8 +75,17 @@ EventKind: TypeAlias = Literal[
     'tool_call_started',
     'tool_call_completed',
     'tool_call_failed',
+    'approval_requested',
+    'approval_granted',
+    'approval_denied',
+    'approval_rejected',
 ]
 """What a `StepEvent` records. `*_started` opens an attempt; `*_completed` / `*_failed` end it.
+
+`approval_requested` marks a tool call that waits for a person's decision; `approval_granted` /
+`approval_denied` the decision (`detail`: the digest it named, who decided, the reason);
+`approval_rejected` a decision sent by signal that named no pending call or another digest. Their
+activity id is `approval:<tool_call_id>`; none starts or ends an attempt.
 
 `run_parked` and `run_resumed` mark a parked run's wait (neither starts nor ends anything); their
 activity ids are `park:N` and `resume:N`, N counting the run's parks.
@@ -258,7 +271,7 @@ class StepEvent:
     @property
     def is_terminal(self) -> bool:
         """Whether this event ends an attempt (or the run)."""
-        return not self.kind.endswith(('_started', '_parked', '_resumed'))
+        return not self.kind.endswith(('_started', '_parked', '_resumed')) and not self.kind.startswith('approval_')
 
     @property
     def fence(self) -> tuple[datetime, int]:

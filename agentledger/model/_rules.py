@@ -13,12 +13,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from agentledger.model._records import (
+    OPEN_STATUSES,
     Acceptance,
     ErrorInfo,
     EventState,
     RunRecord,
     RunSeal,
     RunStart,
+    RunStatus,
     StepEvent,
     StepRecord,
     StepStatus,
@@ -28,6 +30,7 @@ from agentledger.model._records import (
 )
 
 __all__ = [
+    'apply_approval_wait',
     'apply_park',
     'apply_resume',
     'apply_run_start',
@@ -83,7 +86,7 @@ def apply_park(existing: RunRecord, error: ErrorInfo, at: datetime) -> RunRecord
 
     `None` (nothing changes) for a run that already ended, or a repeated delivery.
     """
-    if existing.status not in ('running', 'parked'):
+    if existing.status not in OPEN_STATUSES:
         return None
     updated = replace(existing, status='parked', error=error, updated_at=max(existing.updated_at, at))
     return None if updated == existing else updated
@@ -94,6 +97,18 @@ def apply_resume(existing: RunRecord, at: datetime) -> RunRecord | None:
     if existing.status != 'parked':
         return None
     return replace(existing, status='running', error=None, updated_at=max(existing.updated_at, at))
+
+
+def apply_approval_wait(existing: RunRecord, awaiting: bool, at: datetime) -> RunRecord | None:
+    """Fold the start (`awaiting`) or the end of a wait for approvals: `running` <-> `awaiting_approval`.
+
+    `None` (nothing changes) for a run in any other status, or a repeated delivery.
+    """
+    before: RunStatus = 'running' if awaiting else 'awaiting_approval'
+    after: RunStatus = 'awaiting_approval' if awaiting else 'running'
+    if existing.status != before:
+        return None
+    return replace(existing, status=after, updated_at=max(existing.updated_at, at))
 
 
 def apply_seal(existing: RunRecord, seal: RunSeal) -> RunRecord | None:

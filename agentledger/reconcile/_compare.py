@@ -411,7 +411,9 @@ def compare(
         target = _sealed_record(record, _temporal_runs(record, chain, seal), seal)
     elif latest is not None:
         wanted = replace(record, temporal_run_ids=_temporal_runs(record, chain), status='running', ended_at=None)
-        target = wanted if record.status != 'parked' else replace(wanted, status='parked')
+        # Parked and awaiting approval are open statuses the workflow decides: an open run keeps them.
+        kept = record.status in ('parked', 'awaiting_approval')
+        target = replace(wanted, status=record.status) if kept else wanted
     if record_lost:
         rebuilt = target if target is not None else record
         ended = f', sealed {rebuilt.status} as Temporal says it ended' if rebuilt.ended_at is not None else ''

@@ -27,9 +27,11 @@ from agentledger.errors import (
     RUN_NOT_PARKED,
     UNKNOWN_AGENT,
 )
+from agentledger.model._approvals import ApprovalDecision, PendingApproval
 from agentledger.model._conversions import error_info, ledger_usage, run_usage
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE, ErrorInfo, RunStart, Usage
+from agentledger.workflows._approvals import ApprovalGate, ApprovalTimedOut
 from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
@@ -90,6 +92,14 @@ class AgentRunWorkflow:
         self._parked: ErrorInfo | None = None
         self._decision: ResumeRequest | AbandonRequest | None = None
         self._parks = 0
+        self._approvals = ApprovalGate(
+            self._agentledger_state,
+            timeout_s=input.approval_timeout_s,
+            timeouts_s=dict(input.approval_timeouts_s),
+            on_timeout=input.on_approval_timeout,
+        )
+        if input.wait_for_approval:
+            self._agentledger_state.approvals = self._approvals
 
     @workflow.query(name='agentledger_run_id')
     def ledger_run_id(self) -> str:
@@ -156,8 +166,9 @@ class AgentRunWorkflow:
             except Exception as error:
                 info = error_info(error, retryable=False)
                 usage = ledger_usage(spent)
+                park = input.park_on_failure or (isinstance(error, ApprovalTimedOut) and error.park)
                 try:
-                    decision = await self._park(info, usage) if input.park_on_failure else None
+                    decision = await self._park(info, usage) if park else None
                     if isinstance(decision, ResumeRequest):
                         history, prompt = await self._resume(decision, first)
                         continue
@@ -204,6 +215,39 @@ class AgentRunWorkflow:
     @abandon_update.validator
     def _validate_abandon(self, request: AbandonRequest | None = None) -> None:
         self._require_parked('abandon')
+
+    @workflow.query(name='agentledger_pending_approvals')
+    def pending_approvals(self) -> list[PendingApproval]:
+        """The tool calls waiting for a decision, each with the digest a decision must name."""
+        return self._approvals.waiting
+
+    @workflow.update(name='approve')
+    async def approve_update(self, decision: ApprovalDecision) -> str:
+        """Approve a waiting tool call (optionally with `override_args`); the run goes on once every call is decided."""
+        return await self._approvals.decide(decision, 'approve', refuse=True)
+
+    @approve_update.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        self._approvals.validate(decision, 'approve')
+
+    @workflow.update(name='deny')
+    async def deny_update(self, decision: ApprovalDecision) -> str:
+        """Deny a waiting tool call: the model reads `reason` as the call's result."""
+        return await self._approvals.decide(decision, 'deny', refuse=True)
+
+    @deny_update.validator
+    def _validate_deny(self, decision: ApprovalDecision) -> None:
+        self._approvals.validate(decision, 'deny')
+
+    @workflow.signal(name='approve')
+    async def approve_signal(self, decision: ApprovalDecision) -> None:
+        """Approve a waiting tool call (the signal form of the `approve` update; a rejected one is recorded)."""
+        await self._approvals.decide(decision, 'approve', refuse=False)
+
+    @workflow.signal(name='deny')
+    async def deny_signal(self, decision: ApprovalDecision) -> None:
+        """Deny a waiting tool call (the signal form of the `deny` update; a rejected one is recorded)."""
+        await self._approvals.decide(decision, 'deny', refuse=False)
 
     @workflow.signal(name='resume')
     def resume_signal(self, request: ResumeRequest | None = None) -> None:

@@ -80,7 +80,21 @@ class LedgerObserver(AbstractCapability[Any]):
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
     ) -> DeferredToolResults | None:
-        """Record deferred calls that never ran as an activity; resolve none of them (that is the caller's)."""
+        """Wait for the decisions on calls that need approval, if the run does; record the deferred calls that end it.
+
+        A run with an `ApprovalGate` waits for a person's decision on each call that needs approval and
+        answers pydantic-ai with them, so the run goes on; a denied call is recorded with outcome
+        `denied`, an approved one by the tool activity that runs it. External calls (and approvals, in a
+        run without a gate) end the run with `DeferredToolRequests`, recorded `deferred` /
+        `approval_required`.
+        """
+        state = self._state
+        gate = state.approvals if state is not None else None
+        if gate is not None and requests.approvals and not requests.calls:
+            results = await gate.resolve(requests, ctx.run_step + gate.state.step_offset)
+            for call, message in gate.denied(requests.approvals):
+                self._record(ctx, call, 'deferred', 'denied', message)
+            return results
         deferred: list[tuple[list[ToolCallPart], ToolOutcome]] = [
             (requests.approvals, 'approval_required'),
             (requests.calls, 'deferred'),

@@ -19,12 +19,15 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 
 from agentledger.model._records import RUN_ACTIVITY_ID, Acceptance, EventKind, StepEvent
 from agentledger.workflows._history import HistoryReferences
+
+if TYPE_CHECKING:
+    from agentledger.workflows._approvals import ApprovalGate
 
 __all__ = ['CURRENT_RUN', 'HEADER', 'STATE_ATTRIBUTE', 'LedgerRunState', 'current_state', 'ledger_step']
 
@@ -58,6 +61,8 @@ class LedgerRunState:
     """The ledger step of the latest model request this ledger run made (a resumed run numbers on from it)."""
     activity_prefix: str = ''
     """Put before this run's activity ids: several agent runs of one user workflow must not share one."""
+    approvals: ApprovalGate | None = None
+    """Where the run waits for decisions on calls that need approval; `None`: such calls end the run."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)

@@ -14,9 +14,11 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 
+from agentledger.model._approvals import ApprovalTimeoutAction
 from agentledger.model._records import Acceptance, ErrorInfo, ForkRef, RunSeal, RunStart, StepEvent, Usage
 
 __all__ = [
+    'APPROVAL_WAIT_ACTIVITY',
     'DELEGATE_RESULT_ACTIVITY',
     'PARK_RUN_ACTIVITY',
     'RESUME_RUN_ACTIVITY',
@@ -25,6 +27,7 @@ __all__ = [
     'AbandonRequest',
     'AgentRunInput',
     'AgentRunOutput',
+    'ApprovalWaitInput',
     'ParkInput',
     'ResumeInput',
     'ResumePoint',
@@ -93,6 +96,18 @@ class AgentRunInput:
     """When the agent fails, park instead of failing: the ledger run is `parked` and the workflow waits for
     a `resume` signal or update (from the latest valid snapshot, optionally with a new prompt) or `abandon`
     (then it fails as it would have). A run that cannot start (unknown agent, wrong deps) still fails."""
+    wait_for_approval: bool = True
+    """When the agent asks to run tools that need approval, wait in the run for each call's decision (the
+    `approve` and `deny` updates or signals) and go on from there; `False` ends the run with the
+    `DeferredToolRequests` output instead. A run whose deferred calls include external ones (`CallDeferred`)
+    ends with them either way: only a caller can answer those."""
+    approval_timeout_s: float | None = None
+    """How long a call may wait for its decision (by default, for ever); see `on_approval_timeout`."""
+    approval_timeouts_s: dict[str, float] = field(default_factory=dict)
+    """Per tool name, in place of `approval_timeout_s`."""
+    on_approval_timeout: ApprovalTimeoutAction = 'deny'
+    """When a call's deadline passes: `deny` it (the model reads that it timed out), `park` the run (as a
+    failure with `park_on_failure`), or `fail` the run. The ledger records which."""
     resume: ResumePoint | None = None
     """Set by the workflow itself when it continues as new; not for callers."""
 
@@ -142,6 +157,10 @@ PARK_RUN_ACTIVITY = 'agentledger__park_run'
 RESUME_RUN_ACTIVITY = 'agentledger__resume_run'
 """The ledger activity that marks a parked run `running` again and loads its latest valid snapshot."""
 
+APPROVAL_WAIT_ACTIVITY = 'agentledger__approval_wait'
+"""The ledger activity that marks a run `awaiting_approval` or `running` again; the approval events travel
+in its header, so the ledger shows a request or a decision as soon as the workflow takes it."""
+
 SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
 """The ledger activity that records how a run ended, with every acceptance the run made."""
 
@@ -152,6 +171,16 @@ A delegate's child workflow id is fixed by its tool call, and a completed child 
 again; a replayed, reset or restarted orchestrator that reaches the same call reads the result
 through this activity instead of running the delegate a second time.
 """
+
+
+@dataclass
+class ApprovalWaitInput:
+    """The approval wait activity's input: whether the run now waits for approvals, and since when."""
+
+    run_id: str
+    awaiting: bool | None
+    """`True`: the wait starts; `False`: it ended; `None`: it goes on (only the header's events are new)."""
+    at: datetime
 
 
 @dataclass

@@ -367,3 +367,42 @@ async def hold(ctx: RunContext[None]) -> str:
     while workflow_id not in released and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return 'let go'
+
+
+REFUNDS: list[tuple[int, int]] = []
+"""`(order, amount)` of every refund the approval agent's tool really made, in this process."""
+
+
+def approval_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Asks for the refunds the prompt names (`refund 1:5 2:7`, one call each), then reports the tools' answers."""
+    returns = [
+        part for message in messages for part in getattr(message, 'parts', []) if isinstance(part, ToolReturnPart)
+    ]
+    if returns:
+        return ModelResponse(parts=[TextPart(' | '.join(str(part.content) for part in returns))])
+    prompt = next(
+        part.content
+        for message in messages
+        for part in getattr(message, 'parts', [])
+        if isinstance(part, UserPromptPart)
+    )
+    calls = [
+        ToolCallPart('refund', {'order': int(order), 'amount': int(amount)}, tool_call_id=f'call-{order}')
+        for order, amount in (item.split(':') for item in str(prompt).split()[1:])
+    ]
+    return ModelResponse(parts=calls)
+
+
+approval_agent = Agent(
+    FunctionModel(approval_script),
+    name='approval',
+    output_type=[str, DeferredToolRequests],
+    capabilities=[TemporalDurability()],
+)
+
+
+@approval_agent.tool_plain(requires_approval=True)
+def refund(order: int, amount: int) -> str:
+    """Pays money back: needs a person's approval; records each refund it really makes."""
+    REFUNDS.append((order, amount))
+    return f'refunded {amount} on order {order}'

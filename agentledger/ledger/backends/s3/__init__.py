@@ -62,7 +62,8 @@ Key layout, under `<prefix>/`::
     index/runs/status/<sha256(status)[:32]>/<inverted start time>-<run id>
     index/runs/agent-status/<sha256(agent + "|" + status)[:32]>/<inverted start time>-<run id>
                                              empty objects listing the runs that have a rare status
-                                             (`failed`, `parked`, `cancelled`, `terminated`) while they
+                                             (`failed`, `parked`, `awaiting_approval`, `cancelled`,
+                                             `terminated`) while they
                                              have it: written before the fold that gives the run the
                                              status, deleted after the fold that takes it away (an entry
                                              left behind is skipped: the record says otherwise). Common

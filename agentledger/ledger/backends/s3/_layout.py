@@ -54,7 +54,9 @@ SNAPSHOT_ID = re.compile(r'(?P<run>[A-Za-z0-9][A-Za-z0-9_-]{0,127})\.(?:s[0-9]{1
 HASH = re.compile(r'[0-9a-f]{64}')
 """A content hash: SHA-256 hex."""
 
-INDEXED_STATUSES: Final[frozenset[RunStatus]] = frozenset({'failed', 'parked', 'cancelled', 'terminated'})
+INDEXED_STATUSES: Final[frozenset[RunStatus]] = frozenset(
+    {'failed', 'parked', 'awaiting_approval', 'cancelled', 'terminated'}
+)
 """The statuses a run is indexed by while it has them: the rare ones operators look for. Common ones
 (`completed`, and `running`, which the newest runs have) are met within a few records of an index
 listed newest first, so indexing them would cost writes on every run to save few reads."""
