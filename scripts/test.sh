@@ -23,6 +23,7 @@ oldest_suite=(
     tests/e2e/test_e2e_own_workflows.py
     tests/e2e/test_e2e_own_replay.py
     tests/e2e/test_e2e_approvals.py
+    tests/e2e/test_e2e_own_approvals.py
     tests/e2e/test_replay.py
 )
 .venv-oldest/bin/pytest "$@" "${oldest_suite[@]}"

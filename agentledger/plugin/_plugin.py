@@ -44,7 +44,7 @@ from agentledger.plugin._registrations import activity_name, registered_once, wo
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
-from agentledger.workflows._registry import register_agent
+from agentledger.workflows._registry import register_agent, set_approvals
 
 __all__ = ['SANDBOX_PASSTHROUGH', 'LedgerInterceptor', 'LedgerPlugin']
 
@@ -199,6 +199,11 @@ class LedgerPlugin(SimplePlugin):
             back and nothing goes unrecorded. `warn`: the run goes on; what could not be written is
             kept in the worker's memory and written when the ledger is back, and the run is marked
             degraded (`RunRecord.degraded`) until `reconcile` has checked it against history.
+        wait_for_approval: Inside your own workflows, a served agent's run whose tools need approval
+            waits in the run for the `approve` / `deny` updates or signals (registered on the workflow
+            while it waits, unless it defines handlers of those names) and goes on; `False` lets such a
+            run end with `DeferredToolRequests`, as pydantic-ai does. `AgentRunWorkflow` runs choose
+            per run (`RunOptions.wait_for_approval`). See the README, "Approvals".
 
     """
 
@@ -210,12 +215,14 @@ class LedgerPlugin(SimplePlugin):
         payload_threshold: int | None = PAYLOAD_THRESHOLD,
         model_journal: bool = True,
         outage: OutagePolicy = 'fail',
+        wait_for_approval: bool = True,
     ) -> None:
         if outage not in ('fail', 'warn'):
             raise ValueError(f"outage must be 'fail' or 'warn', not {outage!r}")
         self.ledger = ledger
         self.model_journal = model_journal
         self.outage: OutagePolicy = outage
+        self.wait_for_approval = wait_for_approval
         # Under `warn` it keeps every write the ledger refused; under `fail` only the ends of failed attempts.
         self._buffer = OutageBuffer(ledger, mark_degraded=outage == 'warn')
         warn = self._buffer if outage == 'warn' else None
@@ -301,6 +308,7 @@ class LedgerPlugin(SimplePlugin):
         """Register the agents (by task queue) and their activities, then the ledger's parts, each name once."""
         for agent in self.agents:
             register_agent(config['task_queue'], agent)
+        set_approvals(config['task_queue'], self.wait_for_approval)
         config = self._pydantic_ai.configure_worker(config)
         for plugin in self._agent_plugins:
             config = plugin.configure_worker(config)
@@ -310,6 +318,7 @@ class LedgerPlugin(SimplePlugin):
         """Replay with the same converter, runner, workflows, interceptors and agents as the worker."""
         for agent in self.agents:
             register_agent(None, agent)
+        set_approvals(None, self.wait_for_approval)
         config = self._pydantic_ai.configure_replayer(config)
         # The agents' child workflows (tools run as child workflows) are in the histories replayed.
         for plugin in self._agent_plugins:

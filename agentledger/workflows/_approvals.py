@@ -33,9 +33,15 @@ from agentledger.workflows._ledger_calls import ledger_activity, preview
 from agentledger.workflows._state import LedgerRunState
 from agentledger.workflows._types import APPROVAL_WAIT_ACTIVITY, ApprovalWaitInput
 
-__all__ = ['ApprovalGate', 'ApprovalTimedOut']
+__all__ = ['APPROVALS_PATCH', 'ApprovalGate', 'ApprovalTimedOut', 'own_workflow_gate']
 
 _DENIED = 'The tool call was denied.'
+_GATES_ATTRIBUTE = '_agentledger_approval_gates'
+_PENDING_QUERY = 'agentledger_pending_approvals'
+
+APPROVALS_PATCH = 'agentledger.approvals'
+"""The `workflow.patched` id that gates waiting for approvals in users' own workflows: a run that started
+before a worker waited replays, and ends with `DeferredToolRequests`, as it did."""
 
 
 class ApprovalTimedOut(ApplicationError):
@@ -221,3 +227,60 @@ def _detail(decision: ApprovalDecision, kind: DecisionKind, *, problem: str | No
     if problem is not None:
         parts.append(f'rejected: {problem}')
     return '; '.join(parts)
+
+
+def own_workflow_gate(state: LedgerRunState) -> ApprovalGate:
+    """A gate for an agent run inside a user's workflow, whose `approve` / `deny` handlers route decisions to it.
+
+    The handlers (updates and signals of those names, and the `agentledger_pending_approvals` query) are
+    registered on the workflow with its first gate, each unless the workflow defines one of that name;
+    a decision goes to the run whose call it names, so several agent runs of one workflow can wait at once.
+    """
+    gate = ApprovalGate(state)
+    instance = workflow.instance()
+    gates: list[ApprovalGate] | None = getattr(instance, _GATES_ATTRIBUTE, None)
+    if gates is None:
+        gates = []
+        setattr(instance, _GATES_ATTRIBUTE, gates)
+        _install_handlers(gates)
+    gates.append(gate)
+    return gate
+
+
+def _install_handlers(gates: list[ApprovalGate]) -> None:
+    def gate_for(call_id: str) -> ApprovalGate:
+        waiting = [gate for gate in gates if call_id in gate.pending and call_id not in gate.decided]
+        known = [gate for gate in gates if call_id in gate.pending or call_id in gate.decided]
+        return (waiting or known or gates)[-1]
+
+    async def approve(decision: ApprovalDecision) -> str:
+        return await gate_for(decision.tool_call_id).decide(decision, 'approve', refuse=True)
+
+    def validate_approve(decision: ApprovalDecision) -> None:
+        gate_for(decision.tool_call_id).validate(decision, 'approve')
+
+    async def deny(decision: ApprovalDecision) -> str:
+        return await gate_for(decision.tool_call_id).decide(decision, 'deny', refuse=True)
+
+    def validate_deny(decision: ApprovalDecision) -> None:
+        gate_for(decision.tool_call_id).validate(decision, 'deny')
+
+    async def approve_signal(decision: ApprovalDecision) -> None:
+        await gate_for(decision.tool_call_id).decide(decision, 'approve', refuse=False)
+
+    async def deny_signal(decision: ApprovalDecision) -> None:
+        await gate_for(decision.tool_call_id).decide(decision, 'deny', refuse=False)
+
+    def pending() -> list[PendingApproval]:
+        return [call for gate in gates for call in gate.waiting]
+
+    if workflow.get_update_handler('approve') is None:
+        workflow.set_update_handler('approve', approve, validator=validate_approve)
+    if workflow.get_update_handler('deny') is None:
+        workflow.set_update_handler('deny', deny, validator=validate_deny)
+    if workflow.get_signal_handler('approve') is None:
+        workflow.set_signal_handler('approve', approve_signal)
+    if workflow.get_signal_handler('deny') is None:
+        workflow.set_signal_handler('deny', deny_signal)
+    if workflow.get_query_handler(_PENDING_QUERY) is None:
+        workflow.set_query_handler(_PENDING_QUERY, pending)

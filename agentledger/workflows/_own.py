@@ -39,8 +39,10 @@ from agentledger._compat import mark_safe_at_runtime
 from agentledger.model._conversions import error_info, ledger_usage
 from agentledger.model._ids import own_workflow_run_id
 from agentledger.model._records import RunStart
+from agentledger.workflows._approvals import APPROVALS_PATCH, own_workflow_gate
 from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
+from agentledger.workflows._registry import approvals_in_own_workflows
 from agentledger.workflows._state import CURRENT_RUN, LedgerRunState, current_state
 from agentledger.workflows._types import RUN_STARTED_ACTIVITY, RunStartInput, RunStartResult
 
@@ -80,6 +82,8 @@ class OwnRunRecorder(LedgerObserver):
             temporal_run_id=info.run_id,
             activity_prefix=f'agent-{ordinal}.',
         )
+        if approvals_in_own_workflows(info.task_queue) and workflow.patched(APPROVALS_PATCH):
+            state.approvals = own_workflow_gate(state)
         # pydantic-ai hands what `wrap_run` set to the run's own task, so the run's activities find it.
         CURRENT_RUN.set(state)
         agent_name = ctx.agent.name if ctx.agent is not None and ctx.agent.name else 'agent'

@@ -11,9 +11,17 @@ from typing import Any
 
 from pydantic_ai.agent.abstract import AbstractAgent
 
-__all__ = ['agent_names', 'lookup_agent', 'register_agent', 'served_agents']
+__all__ = [
+    'agent_names',
+    'approvals_in_own_workflows',
+    'lookup_agent',
+    'register_agent',
+    'served_agents',
+    'set_approvals',
+]
 
 _agents: dict[tuple[str | None, str], AbstractAgent[Any, Any]] = {}
+_no_approval_waits: set[str | None] = set()
 
 
 def register_agent(task_queue: str | None, agent: AbstractAgent[Any, Any]) -> None:
@@ -49,3 +57,16 @@ def served_agents(task_queue: str) -> list[AbstractAgent[Any, Any]]:
         if queue in (task_queue, None) and all(agent is not seen for seen in found):
             found.append(agent)
     return found
+
+
+def set_approvals(task_queue: str | None, wait: bool) -> None:
+    """Whether agent runs in users' own workflows on `task_queue` wait for approvals (`LedgerPlugin` option)."""
+    if wait:
+        _no_approval_waits.discard(task_queue)
+    else:
+        _no_approval_waits.add(task_queue)
+
+
+def approvals_in_own_workflows(task_queue: str) -> bool:
+    """Whether agent runs in users' own workflows on `task_queue` wait for approvals (the default)."""
+    return task_queue not in _no_approval_waits and None not in _no_approval_waits

@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers.agents import calc_agent, holder_agent
+from tests.helpers.agents import approval_agent, calc_agent, holder_agent
 from tests.helpers.delegate_agents import boss, broken
 from tests.helpers.journal_agents import PaymentDeps, payments_agent
 
@@ -185,3 +185,14 @@ class HoldingWorkflow:
     async def run(self, prompt: str) -> str:
         """Return the agent's output."""
         return (await holder_agent.run(prompt)).output
+
+
+@workflow.defn
+class RefundDeskWorkflow:
+    """Two refund requests handled by agent runs at once; each waits for a person's decision."""
+
+    @workflow.run
+    async def run(self, requests: list[str]) -> list[object]:
+        """Return each run's output (text, or the deferred requests when approvals do not wait)."""
+        results = await asyncio.gather(*(approval_agent.run(request) for request in requests))
+        return [result.output for result in results]
