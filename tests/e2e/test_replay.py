@@ -13,11 +13,12 @@ from temporalio.worker import Replayer
 
 import agentledger
 from agentledger import SqliteLedger
+from agentledger.model._approvals import ApprovalDecision
 
 from ..conftest import serve
-from ..helpers.agents import bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent
+from ..helpers.agents import approval_agent, bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent
 
-AGENTS = [bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent]
+AGENTS = [approval_agent, bulky_agent, calc_agent, notes_agent, relay_agent, zombie_agent]
 
 
 async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -50,7 +51,15 @@ async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, 
         # Payloads stored in the ledger, and a run that continued as new three times.
         bulky = await agentledger.start(served.client, bulky_agent, '8', task_queue=queue, history_event_limit=30)
         await bulky.result()
-        handles = [calc, notes, continued, failing, restarted, failed_validation, parking]
+        # A run that waited for approvals: one approved, one denied, and a wrong decision by signal (17).
+        approvals = await agentledger.start(served.client, approval_agent, 'refund 301:5 302:6', task_queue=queue)
+        while len(waiting := await approvals.pending_approvals()) < 2:
+            await asyncio.sleep(0.1)
+        await approvals.workflow_handle.signal('approve', ApprovalDecision('call-301', 'not-its-digest'))
+        await approvals.approve(waiting[0], by='alice')
+        await approvals.deny(waiting[1], reason='no', by='bob')
+        await approvals.result()
+        handles = [calc, notes, continued, failing, restarted, failed_validation, parking, approvals]
         histories: list[WorkflowHistory] = []
         for handle in handles:
             workflow = served.client.get_workflow_handle(
