@@ -7,12 +7,15 @@ once, and the run goes on from the same history without asking the model again.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -207,3 +210,33 @@ async def test_an_approval_deadline(temporal_env: WorkflowEnvironment, tmp_path:
             with pytest.raises(WorkflowFailureError):
                 await handle.result()
         assert all(order != 108 for order, _ in REFUNDS)
+
+
+async def test_a_worker_killed_while_the_run_waits(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """SIGKILL the worker process while the run waits: another worker takes the decision and the run goes on."""
+    path = tmp_path / 'runs.db'
+    host = temporal_env.client.service_client.config.target_host
+    task_queue = f'tq-{uuid.uuid4().hex[:8]}'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'tests.helpers.worker_process', host, task_queue, f'sqlite:///{path}', 'approval'],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == 'ready'
+        async with SqliteLedger(path) as ledger:
+            client = await Client.connect(host, plugins=[agentledger.LedgerPlugin(ledger)])
+            handle = await agentledger.start(client, approval_agent, 'refund 109:5', task_queue=task_queue)
+            [call] = await waiting(handle)
+            process.kill()
+            process.wait()
+            async with serve(temporal_env, ledger, [approval_agent], task_queue=task_queue):
+                await handle.approve(call, by='alice')
+                assert (await handle.result()).output == 'refunded 5 on order 109'
+            assert REFUNDS.count((109, 5)) == 1
+            assert (await ledger.run(handle.run_id)).status == 'completed'
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
