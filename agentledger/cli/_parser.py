@@ -26,7 +26,8 @@ Commands::
         List runs, newest first, with the Temporal workflow each ran in and its type (AgentRunWorkflow,
         or a user's own workflow that ran the agent). --workflow-id lists the runs of one workflow id:
         the agent runs of a user's workflow, or an AgentRunWorkflow's run and the runs restarting it.
-        Page with --before <the last run id of the previous page>.
+        --status is one of running, completed, failed, cancelled, terminated, parked, awaiting_approval
+        (or awaiting-approval). Page with --before <the last run id of the previous page>.
 
     agentledger show RUN_ID [--ledger URL] [--json]
         Print one run: its facts (the workflow it ran in and its type; for an agent run inside a user's
@@ -234,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser('runs', help='list runs, newest first')
     _ledger_option(runs)
     runs.add_argument('--agent', help='only runs of this agent')
-    runs.add_argument('--status', choices=get_args(RunStatus), help='only runs with this status')
+    runs.add_argument(
+        '--status',
+        type=_run_status,
+        choices=get_args(RunStatus),
+        help='only runs with this status (awaiting-approval is accepted for awaiting_approval)',
+    )
     runs.add_argument('--conversation', metavar='ID', help='only runs of this conversation')
     runs.add_argument('--parent', metavar='RUN_ID', help='only runs started by this run')
     runs.add_argument(
@@ -395,6 +401,11 @@ def _seeded_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--json', action='store_true', help='print JSON (schema agentledger.start/1, with --wait agentledger.run/1)'
     )
+
+
+def _run_status(text: str) -> str:
+    """A `RunStatus` as typed: `awaiting-approval` is `awaiting_approval`."""
+    return text.replace('-', '_')
 
 
 def _json_value(text: str) -> Any:
