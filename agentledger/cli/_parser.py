@@ -75,6 +75,18 @@ Commands::
         error it parked on. Both send the workflow's `resume` / `abandon` update; the Temporal UI can send
         the signals of the same names instead.
 
+    agentledger approve RUN_ID TOOL_CALL_ID [--args JSON] [--by NAME] [--ledger URL] [--address] [--namespace]
+    agentledger deny RUN_ID TOOL_CALL_ID --reason TEXT [--by NAME] [--ledger URL] [--address] [--namespace]
+        A run whose agent called a tool that needs approval (`requires_approval=True`, or one raising
+        `ApprovalRequired`) is `awaiting_approval`: its workflow waits for a decision on each such call
+        (`show` lists them with these commands; `runs --status awaiting-approval` lists the runs).
+        `approve` runs the call, with the arguments of --args (a JSON object) instead of the model's if
+        given; `deny` does not, and the model reads --reason as the call's result. Each reads the waiting
+        calls from the workflow, prints the tool, its arguments and the digest the decision names, and sends
+        the workflow's `approve` / `deny` update, which refuses a call that is not waiting, was decided
+        already or whose arguments changed. --by is who decided, as the ledger records it (default: this
+        client's Temporal identity, pid@host). The run goes on once every waiting call is decided.
+
     agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
                              [--auth-token-env VAR] [--allowed-host HOST[:PORT] ...] [--namespace NS ...]
         Serve Temporal's remote codec protocol (POST /decode, /encode) until Ctrl-C or SIGTERM, so the
@@ -312,6 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
     abandon.add_argument('--reason', help='why, recorded with the failure')
     _ledger_option(abandon)
     _temporal_options(abandon, with_task_queue=False)
+
+    approve = commands.add_parser('approve', help='approve a tool call a run waits on: the run goes on with it')
+    approve.add_argument('run_id', metavar='RUN_ID', help='the run awaiting approval')
+    approve.add_argument('tool_call_id', metavar='TOOL_CALL_ID', help='the waiting call (see `agentledger show`)')
+    approve.add_argument(
+        '--args', metavar='JSON', help="run the tool with these arguments (a JSON object) instead of the model's"
+    )
+    approve.add_argument(
+        '--by', metavar='NAME', help="who decided, as the ledger records it (default: the client's identity)"
+    )
+    _ledger_option(approve)
+    _temporal_options(approve, with_task_queue=False)
+
+    deny = commands.add_parser('deny', help='deny a tool call a run waits on: the model reads the reason instead')
+    deny.add_argument('run_id', metavar='RUN_ID', help='the run awaiting approval')
+    deny.add_argument('tool_call_id', metavar='TOOL_CALL_ID', help='the waiting call (see `agentledger show`)')
+    deny.add_argument('--reason', required=True, metavar='TEXT', help="what the model reads as the call's result")
+    deny.add_argument(
+        '--by', metavar='NAME', help="who decided, as the ledger records it (default: the client's identity)"
+    )
+    _ledger_option(deny)
+    _temporal_options(deny, with_task_queue=False)
 
     codec = commands.add_parser('codec-server', help='serve decoded payloads to the Temporal UI and CLI')
     _ledger_option(codec)
