@@ -35,7 +35,8 @@ Commands::
         continued or forked from it), one line per event (every attempt, including failed, abandoned
         and in-doubt ones) with its snapshots in place, which attempt of each step the run used, the
         delegate runs it started (5 levels deep), its model calls billed and replayed from the journal,
-        its once-only effects, and the tool calls in doubt with what can be done about them.
+        its once-only effects, the tool calls in doubt with what can be done about them, and, for a run
+        awaiting approval, each call waiting for a decision with the `approve` / `deny` commands to take it.
 
     agentledger effects [--ledger URL] [--workflow-id ID] [--unknown] [--json]
         List once-only effects (`agentledger.once`): all, those keyed on one workflow id, or only
@@ -121,10 +122,13 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
   "events": [StepEvent.to_json(), ...], "snapshots": [SnapshotRecord.to_json(), ...],
   "tool_effects": [ToolEffect.to_json(), ...], "continuations": [run id, ...],
   "children": [RunRecord.to_json(), ...], "model_calls": Usage (accepted model requests, replayed ones
-  counted apart), "effects": [EffectRecord.to_json(), ...], "workflow_runs": [run id, ...]}` (events in
-  ledger order, each with its derived `state`; continuations: the runs seeded from this one, oldest
+  counted apart), "effects": [EffectRecord.to_json(), ...], "workflow_runs": [run id, ...],
+  "pending_approvals": [{"tool_call_id", "tool_name", "digest", "arguments", "requested_at"}, ...]}` (events
+  in ledger order, each with its derived `state`; continuations: the runs seeded from this one, oldest
   first; children: the delegate runs it started; workflow_runs: for an agent run inside a user's own
-  workflow, every ledger run of that workflow id, this one included, oldest first, else empty)
+  workflow, every ledger run of that workflow id, this one included, oldest first, else empty;
+  pending_approvals: for a run awaiting approval, the calls waiting for a decision as the ledger recorded
+  them, `arguments` the JSON text of their arguments (cut at 200 characters), else empty)
 - `effects`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord.to_json(), ...]}`
 - `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
   "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
