@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import os
 import signal
@@ -23,7 +24,13 @@ from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client, Plugin, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    Plugin,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -62,7 +69,9 @@ from agentledger.client import (
     AgentRunResult,
     abandon_parked,
     continue_run,
+    decide_approval,
     fork_run,
+    pending_approvals,
     resume_parked,
     start,
 )
@@ -70,6 +79,7 @@ from agentledger.errors import AgentLedgerError, CliError
 from agentledger.ledger import Ledger, open_ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._scopes import Scopes
+from agentledger.model._approvals import DecisionKind
 from agentledger.model._effects import ResolveOutcome
 from agentledger.model._records import ForkRef, RunRecord
 from agentledger.payloads._codec_server import DEFAULT_UI_ORIGINS, CodecServer
@@ -229,6 +239,84 @@ async def _resume_or_abandon(args: argparse.Namespace) -> int:
     done = 'resumed from its latest valid snapshot' if args.command == 'resume' else 'abandoned: it fails'
     _status(f'run {record.run_id} (workflow {record.workflow_id}) {done}')
     return 0
+
+
+async def _approve_or_deny(args: argparse.Namespace) -> int:
+    """`approve` / `deny`: decide on a call the run's workflow waits on, after checking the ledger says it waits."""
+    kind: DecisionKind = args.command
+    override_args = _override_args(args.args) if kind == 'approve' else None
+    # Read-only: the worker running the workflow records the decision.
+    async with _reading(args.ledger, read_only=True) as ledger:
+        record = await ledger.run(args.run_id)
+    if record.status != 'awaiting_approval':
+        raise CliError(
+            f'run {record.run_id} is not awaiting approval (status {record.status}); only a run waiting for '
+            'decisions on tool calls can be approved or denied (`agentledger runs --status awaiting-approval` '
+            'lists them)'
+        )
+    client = await _connect(args.address, args.namespace, PydanticAIPlugin())
+    handle = client.get_workflow_handle(record.workflow_id)
+    try:
+        waiting = await pending_approvals(handle)
+    except WorkflowQueryFailedError as error:
+        raise CliError(f'workflow {record.workflow_id} cannot list the calls it waits on: {error}') from error
+    except RPCError as error:
+        raise CliError(f'cannot reach workflow {record.workflow_id} of run {record.run_id}: {error}') from error
+    call = next((pending for pending in waiting if pending.tool_call_id == args.tool_call_id), None)
+    if call is None:
+        names = ', '.join(pending.tool_call_id for pending in waiting) or 'none'
+        raise CliError(
+            f'run {record.run_id} does not wait for a decision on tool call {args.tool_call_id!r} (waiting: {names})'
+        )
+    deciding = 'approving' if kind == 'approve' else 'denying'
+    _status(
+        f'{deciding} {call.tool_name}({json.dumps(call.args, sort_keys=True)}) '
+        f'(tool call {call.tool_call_id}, digest {call.digest}) in run {record.run_id} '
+        f'(workflow {record.workflow_id}) as {args.by or client.identity}'
+    )
+    if override_args is not None:
+        _status(f"with arguments {json.dumps(override_args, sort_keys=True)} instead of the model's")
+    try:
+        done = await decide_approval(
+            handle,
+            call,
+            kind,
+            override_args=override_args,
+            reason=args.reason if kind == 'deny' else None,
+            by=args.by,
+        )
+    except WorkflowUpdateFailedError as error:
+        raise CliError(f'workflow {record.workflow_id} refused {kind}: {error.cause}') from error
+    except RPCError as error:
+        raise CliError(f'cannot reach workflow {record.workflow_id} of run {record.run_id}: {error}') from error
+    _print(done)
+    return 0
+
+
+def _override_args(text: str | None) -> dict[str, Any] | None:
+    """`--args`: the JSON object of arguments to run the tool with instead of the model's."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(f'--args is not valid JSON: {error}') from error
+    if not isinstance(value, dict):
+        raise CliError(
+            f"--args takes a JSON object of the tool's arguments, like '{{\"amount\": 5}}', not {_json_kind(value)}"
+        )
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words."""
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return 'a boolean'
+    if isinstance(value, int | float):
+        return 'a number'
+    return 'a string' if isinstance(value, str) else 'an array'
 
 
 async def _continue(args: argparse.Namespace) -> int:
@@ -681,10 +769,14 @@ _HANDLERS: dict[str, _Command] = {
     'fork': _fork,
     'resume': _resume_or_abandon,
     'abandon': _resume_or_abandon,
+    'approve': _approve_or_deny,
+    'deny': _approve_or_deny,
     'codec-server': _codec_server,
     'gc': _gc,
 }
 """The coroutine that carries out each command of `build_parser`."""
 
-TEMPORAL_COMMANDS = frozenset({'demo', 'worker', 'run', 'continue', 'fork', 'resume', 'abandon', 'gc', 'reconcile'})
+TEMPORAL_COMMANDS = frozenset(
+    {'demo', 'worker', 'run', 'continue', 'fork', 'resume', 'abandon', 'approve', 'deny', 'gc', 'reconcile'}
+)
 """The commands of `_HANDLERS` that start the Temporal SDK's runtime (see `main` for why that matters)."""

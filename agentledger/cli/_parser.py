@@ -26,7 +26,8 @@ Commands::
         List runs, newest first, with the Temporal workflow each ran in and its type (AgentRunWorkflow,
         or a user's own workflow that ran the agent). --workflow-id lists the runs of one workflow id:
         the agent runs of a user's workflow, or an AgentRunWorkflow's run and the runs restarting it.
-        Page with --before <the last run id of the previous page>.
+        --status is one of running, completed, failed, cancelled, terminated, parked, awaiting_approval
+        (or awaiting-approval). Page with --before <the last run id of the previous page>.
 
     agentledger show RUN_ID [--ledger URL] [--json]
         Print one run: its facts (the workflow it ran in and its type; for an agent run inside a user's
@@ -34,7 +35,8 @@ Commands::
         continued or forked from it), one line per event (every attempt, including failed, abandoned
         and in-doubt ones) with its snapshots in place, which attempt of each step the run used, the
         delegate runs it started (5 levels deep), its model calls billed and replayed from the journal,
-        its once-only effects, and the tool calls in doubt with what can be done about them.
+        its once-only effects, the tool calls in doubt with what can be done about them, and, for a run
+        awaiting approval, each call waiting for a decision with the `approve` / `deny` commands to take it.
 
     agentledger effects [--ledger URL] [--workflow-id ID] [--unknown] [--json]
         List once-only effects (`agentledger.once`): all, those keyed on one workflow id, or only
@@ -74,6 +76,18 @@ Commands::
         error it parked on. Both send the workflow's `resume` / `abandon` update; the Temporal UI can send
         the signals of the same names instead.
 
+    agentledger approve RUN_ID TOOL_CALL_ID [--args JSON] [--by NAME] [--ledger URL] [--address] [--namespace]
+    agentledger deny RUN_ID TOOL_CALL_ID --reason TEXT [--by NAME] [--ledger URL] [--address] [--namespace]
+        A run whose agent called a tool that needs approval (`requires_approval=True`, or one raising
+        `ApprovalRequired`) is `awaiting_approval`: its workflow waits for a decision on each such call
+        (`show` lists them with these commands; `runs --status awaiting-approval` lists the runs).
+        `approve` runs the call, with the arguments of --args (a JSON object) instead of the model's if
+        given; `deny` does not, and the model reads --reason as the call's result. Each reads the waiting
+        calls from the workflow, prints the tool, its arguments and the digest the decision names, and sends
+        the workflow's `approve` / `deny` update, which refuses a call that is not waiting, was decided
+        already or whose arguments changed. --by is who decided, as the ledger records it (default: this
+        client's Temporal identity, pid@host). The run goes on once every waiting call is decided.
+
     agentledger codec-server [--ledger URL] [--host 127.0.0.1] [--port N] [--ui-origin ORIGIN ...]
                              [--auth-token-env VAR] [--allowed-host HOST[:PORT] ...] [--namespace NS ...]
         Serve Temporal's remote codec protocol (POST /decode, /encode) until Ctrl-C or SIGTERM, so the
@@ -108,10 +122,13 @@ JSON output (`--json`) is one document on stdout, with a `schema` key naming its
   "events": [StepEvent.to_json(), ...], "snapshots": [SnapshotRecord.to_json(), ...],
   "tool_effects": [ToolEffect.to_json(), ...], "continuations": [run id, ...],
   "children": [RunRecord.to_json(), ...], "model_calls": Usage (accepted model requests, replayed ones
-  counted apart), "effects": [EffectRecord.to_json(), ...], "workflow_runs": [run id, ...]}` (events in
-  ledger order, each with its derived `state`; continuations: the runs seeded from this one, oldest
+  counted apart), "effects": [EffectRecord.to_json(), ...], "workflow_runs": [run id, ...],
+  "pending_approvals": [{"tool_call_id", "tool_name", "digest", "arguments", "requested_at"}, ...]}` (events
+  in ledger order, each with its derived `state`; continuations: the runs seeded from this one, oldest
   first; children: the delegate runs it started; workflow_runs: for an agent run inside a user's own
-  workflow, every ledger run of that workflow id, this one included, oldest first, else empty)
+  workflow, every ledger run of that workflow id, this one included, oldest first, else empty;
+  pending_approvals: for a run awaiting approval, the calls waiting for a decision as the ledger recorded
+  them, `arguments` the JSON text of their arguments (cut at 200 characters), else empty)
 - `effects`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord.to_json(), ...]}`
 - `continue` / `fork`: `{"schema": "agentledger.start/1", "run_id": str, "workflow_id": str,
   "forked_from": {"run_id", "snapshot_id", "reason"}}`; with --wait, the `agentledger.run/1` document
@@ -234,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser('runs', help='list runs, newest first')
     _ledger_option(runs)
     runs.add_argument('--agent', help='only runs of this agent')
-    runs.add_argument('--status', choices=get_args(RunStatus), help='only runs with this status')
+    runs.add_argument(
+        '--status',
+        type=_run_status,
+        choices=get_args(RunStatus),
+        help='only runs with this status (awaiting-approval is accepted for awaiting_approval)',
+    )
     runs.add_argument('--conversation', metavar='ID', help='only runs of this conversation')
     runs.add_argument('--parent', metavar='RUN_ID', help='only runs started by this run')
     runs.add_argument(
@@ -306,6 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
     abandon.add_argument('--reason', help='why, recorded with the failure')
     _ledger_option(abandon)
     _temporal_options(abandon, with_task_queue=False)
+
+    approve = commands.add_parser('approve', help='approve a tool call a run waits on: the run goes on with it')
+    approve.add_argument('run_id', metavar='RUN_ID', help='the run awaiting approval')
+    approve.add_argument('tool_call_id', metavar='TOOL_CALL_ID', help='the waiting call (see `agentledger show`)')
+    approve.add_argument(
+        '--args', metavar='JSON', help="run the tool with these arguments (a JSON object) instead of the model's"
+    )
+    approve.add_argument(
+        '--by', metavar='NAME', help="who decided, as the ledger records it (default: the client's identity)"
+    )
+    _ledger_option(approve)
+    _temporal_options(approve, with_task_queue=False)
+
+    deny = commands.add_parser('deny', help='deny a tool call a run waits on: the model reads the reason instead')
+    deny.add_argument('run_id', metavar='RUN_ID', help='the run awaiting approval')
+    deny.add_argument('tool_call_id', metavar='TOOL_CALL_ID', help='the waiting call (see `agentledger show`)')
+    deny.add_argument('--reason', required=True, metavar='TEXT', help="what the model reads as the call's result")
+    deny.add_argument(
+        '--by', metavar='NAME', help="who decided, as the ledger records it (default: the client's identity)"
+    )
+    _ledger_option(deny)
+    _temporal_options(deny, with_task_queue=False)
 
     codec = commands.add_parser('codec-server', help='serve decoded payloads to the Temporal UI and CLI')
     _ledger_option(codec)
@@ -395,6 +439,11 @@ def _seeded_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--json', action='store_true', help='print JSON (schema agentledger.start/1, with --wait agentledger.run/1)'
     )
+
+
+def _run_status(text: str) -> str:
+    """A `RunStatus` as typed: `awaiting-approval` is `awaiting_approval`."""
+    return text.replace('-', '_')
 
 
 def _json_value(text: str) -> Any:

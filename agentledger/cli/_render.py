@@ -9,7 +9,8 @@ terminal and survives copy-paste into an issue. The JSON shapes are built from t
   "events": [StepEvent], "snapshots": [SnapshotRecord], "tool_effects": [ToolEffect],
   "continuations": [run id], "children": [RunRecord], "model_calls": Usage (accepted model requests,
   with the replayed ones counted apart), "effects": [EffectRecord], "workflow_runs": [run id] (the ledger
-  runs of the user workflow an agent run ran in, oldest first; empty for an `AgentRunWorkflow` run)}`
+  runs of the user workflow an agent run ran in, oldest first; empty for an `AgentRunWorkflow` run),
+  "pending_approvals": [AwaitingCall] (the calls a run awaiting approval waits on; else empty)}`
 - `agentledger effects --json`: `{"schema": "agentledger.effects/1", "effects": [EffectRecord]}`
 - `agentledger runs --json`: `{"schema": "agentledger.runs/1", "runs": [RunRecord]}`
 - `agentledger run --json`: `{"schema": "agentledger.run/1", "output": ..., "run_id": ..., "workflow_id": ...,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -57,7 +59,9 @@ __all__ = [
     'SHOW_SCHEMA',
     'SNAPSHOTS_SCHEMA',
     'START_SCHEMA',
+    'AwaitingCall',
     'RunView',
+    'awaiting_calls',
     'effects_json',
     'json_safe',
     'json_text',
@@ -135,6 +139,16 @@ _LINEAGE_LABELS: dict[ForkReason, str] = {
 _Attempt = tuple[str, str, int]
 """One attempt of one activity: (temporal run id, activity id, attempt)."""
 
+_REQUESTED = re.compile(r'digest (?P<digest>\S+): (?P<call>.*)', re.DOTALL)
+"""An `approval_requested` event's detail: `digest 3f2a...: refund({"amount": 5, "order": 101})`."""
+
+_DECIDED = re.compile(
+    r'digest (?P<digest>\S+); by (?P<by>.*?)(?:; reason: (?P<reason>.*?))?'
+    r'(?:; override_args: (?P<args>.*?))?(?:; rejected: (?P<problem>.*))?',
+    re.DOTALL,
+)
+"""An `approval_granted` / `_denied` / `_rejected` event's detail: `digest ...; by alice; reason: ...`."""
+
 
 @dataclass(frozen=True)
 class RunView:
@@ -154,6 +168,70 @@ class RunView:
     workflow_runs: Sequence[RunRecord] = ()
     """For an agent run inside a user's own workflow: every ledger run of that workflow id (this one
     included), oldest first. Empty for an `AgentRunWorkflow` run."""
+
+
+@dataclass(frozen=True)
+class AwaitingCall:
+    """A tool call a run awaiting approval waits on a decision for, as its `approval_requested` event recorded it."""
+
+    tool_call_id: str
+    tool_name: str
+    digest: str
+    """The digest a decision on it names (`agentledger approve` reads it from the workflow itself)."""
+    arguments: str
+    """Its arguments as JSON text, cut at 200 characters (ending in `…`) by the workflow."""
+    requested_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict (an item of `show --json`'s `pending_approvals`)."""
+        return {
+            'tool_call_id': self.tool_call_id,
+            'tool_name': self.tool_name,
+            'digest': self.digest,
+            'arguments': self.arguments,
+            'requested_at': self.requested_at.isoformat(),
+        }
+
+
+def awaiting_calls(run: RunRecord, events: Sequence[StepEvent]) -> list[AwaitingCall]:
+    """The calls `run` waits on a decision for, from its events (in ledger order); none unless it awaits approval.
+
+    A call waits when its `approval_requested` event has no later `approval_granted` / `approval_denied`
+    in the same Temporal run. Only the Temporal run that requested last counts: that is where the run
+    waits (a reset or a new run of the workflow asks again, and an older request waits no more).
+    """
+    if run.status != 'awaiting_approval':
+        return []
+    requests = [event for event in events if event.kind == 'approval_requested']
+    if not requests:
+        return []
+    temporal_run_id = requests[-1].temporal_run_id
+    waiting: dict[str, StepEvent] = {}
+    for event in events:
+        if event.temporal_run_id != temporal_run_id or event.tool_call_id is None:
+            continue
+        if event.kind == 'approval_requested':
+            waiting[event.tool_call_id] = event
+        elif event.kind in ('approval_granted', 'approval_denied'):
+            waiting.pop(event.tool_call_id, None)
+    return [_awaiting_call(event) for event in waiting.values()]
+
+
+def _awaiting_call(event: StepEvent) -> AwaitingCall:
+    tool_name = event.tool_name or '?'
+    match = _REQUESTED.fullmatch(event.detail or '')
+    call = match['call'] if match else event.detail or ''
+    arguments = call.removeprefix(f'{tool_name}(')
+    if arguments != call:
+        # `name(args)`; a preview cut short ends in `…`, without the closing parenthesis.
+        arguments = arguments.removesuffix(')')
+    return AwaitingCall(
+        tool_call_id=event.tool_call_id or '?',
+        tool_name=tool_name,
+        digest=match['digest'] if match else '?',
+        arguments=arguments,
+        requested_at=event.timestamp,
+    )
 
 
 def runs_json(runs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -179,6 +257,7 @@ def run_json(view: RunView) -> dict[str, Any]:
         'model_calls': asdict(total_usage(view.steps)),
         'effects': [effect.to_json() for effect in view.effects],
         'workflow_runs': [run.run_id for run in view.workflow_runs],
+        'pending_approvals': [call.to_json() for call in awaiting_calls(view.run, view.events)],
     }
 
 
@@ -351,7 +430,8 @@ def render_timeline(view: RunView, *, ledger_url: str | None = None) -> str:
     result the run did not (or not yet) use, and `[in doubt]` for tool attempts that never recorded
     an end. A `snapshot` line follows the start of the model request it was taken for, and the
     `final snapshot` line the run's end. Tool calls in doubt get a section of their own, with the
-    commands to go on from them (with `--ledger <ledger_url>` when `ledger_url` is given).
+    commands to go on from them (with `--ledger <ledger_url>` when `ledger_url` is given), and so do the
+    tool calls a run awaiting approval waits on, with the `approve` / `deny` commands that decide each.
     """
     sections = [_header(view), 'Timeline', *_timeline(view), '', 'Steps', *_steps(view.events, view.steps)]
     if view.delegates is not None and view.delegates.children:
@@ -368,6 +448,9 @@ def render_timeline(view: RunView, *, ledger_url: str | None = None) -> str:
     doubtful = [effect for effect in view.tool_effects if _is_in_doubt(effect)]
     if doubtful:
         sections += ['', 'In doubt', *_in_doubt(view, doubtful, ledger_url)]
+    awaiting = awaiting_calls(view.run, view.events)
+    if awaiting:
+        sections += ['', 'Awaiting approval', *_awaiting(view.run, awaiting, ledger_url)]
     return '\n'.join(sections)
 
 
@@ -435,6 +518,18 @@ def _header(view: RunView) -> str:
                 'parked',
                 f'waiting: `agentledger resume {run.run_id} [PROMPT]` goes on from the latest valid snapshot, '
                 f'`agentledger abandon {run.run_id}` fails it',
+            )
+        )
+    if run.status == 'awaiting_approval':
+        waiting = len(awaiting_calls(run, view.events))
+        facts.append(
+            (
+                'awaiting',
+                f'a decision on {_count(waiting, "tool call")}: `agentledger approve` or `agentledger deny` each '
+                '(see "Awaiting approval" below)'
+                if waiting
+                else 'a decision on tool calls the ledger holds no request for; '
+                "the workflow's current details in the Temporal UI list them",
             )
         )
     if run.degraded:
@@ -536,8 +631,9 @@ def _in_doubt_attempts(events: Sequence[StepEvent], effects: Sequence[ToolEffect
 
 
 def _attempt(event: StepEvent) -> str:
-    # Run-level events and workflow-side events (a tool call rejected by argument validation) have no activity attempt.
-    return str(event.attempt) if event.attempt > 0 else '-'
+    # Run-level events and workflow-side events (a tool call rejected by argument validation) have no activity
+    # attempt; an approval_rejected event's number only tells rejections apart.
+    return str(event.attempt) if event.attempt > 0 and not event.kind.startswith('approval_') else '-'
 
 
 def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
@@ -550,6 +646,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'output: {_preview(event.detail)}')
     elif event.kind == 'ledger_repaired' and event.detail is not None:
         parts.append(_repair_details(event.detail))
+    elif event.kind.startswith('approval_') and event.detail is not None:
+        parts.append(_approval_details(event.kind, event.detail))
     elif event.outcome is not None:
         # A tool's retry prompt or validation error says why the model is asked again.
         parts.append(f'{event.outcome}: {_preview(event.detail)}' if event.detail else event.outcome)
@@ -576,6 +674,49 @@ def _repair_details(detail: str) -> str:
         return f'{finding["category"]} {finding["row"]}: {finding["reason"]}'
     except (ValueError, KeyError, TypeError):
         return _preview(detail)
+
+
+def _approval_details(kind: str, detail: str) -> str:
+    """What an approval event says: the call and its digest (requested), or who decided, why and how."""
+    if kind == 'approval_requested':
+        requested = _REQUESTED.fullmatch(detail)
+        return f'{_preview(requested["call"])}, digest {requested["digest"]}' if requested else _preview(detail)
+    decided = _DECIDED.fullmatch(detail)
+    if decided is None:
+        return _preview(detail)
+    parts = [f'by {_preview(decided["by"])}']
+    if decided['args'] is not None:
+        parts.append(f'with arguments {_preview(decided["args"])}')
+    if decided['reason'] is not None:
+        parts.append(f'reason: {_preview(decided["reason"])}')
+    if decided['problem'] is not None:
+        parts.append(f'rejected: {_preview(decided["problem"])}')
+    return ', '.join(parts)
+
+
+def _awaiting(run: RunRecord, calls: Sequence[AwaitingCall], ledger_url: str | None) -> list[str]:
+    """The calls a run waits on a decision for, and the exact commands that take each decision."""
+    rows = [
+        [
+            call.tool_call_id,
+            call.tool_name,
+            call.digest,
+            _offset((call.requested_at - run.started_at).total_seconds()),
+            call.arguments,
+        ]
+        for call in calls
+    ]
+    suffix = f' --ledger {ledger_url}' if ledger_url is not None else ''
+    lines = [
+        '  The run waits for a decision on each call below; it goes on once every one is decided.',
+        *_table(['TOOL CALL ID', 'TOOL', 'DIGEST', 'REQUESTED', 'ARGUMENTS'], rows, right={3}, indent=2),
+        '  To decide (approve takes --args JSON to run other arguments; --by NAME records who decided):',
+    ]
+    for call in calls:
+        named = f'{shlex.quote(run.run_id)} {shlex.quote(call.tool_call_id)}'
+        lines.append(f'    agentledger approve {named}{suffix}')
+        lines.append(f'    agentledger deny {named} --reason "..."{suffix}')
+    return lines
 
 
 def _steps(events: Sequence[StepEvent], steps: Sequence[StepRecord]) -> list[str]:

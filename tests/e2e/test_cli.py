@@ -355,6 +355,7 @@ def test_json_shapes_round_trip() -> None:
         'model_calls',
         'effects',
         'workflow_runs',
+        'pending_approvals',
     ]
     assert shown['schema'] == 'agentledger.show/1'
     assert [shown[key] for key in ('snapshots', 'tool_effects', 'continuations', 'children')] == [[], [], [], []]
