@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ApprovalRequired, DeferredToolRequests, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -407,3 +407,71 @@ async def test_a_delegate_waits_for_approval_and_its_orchestrator_with_it(
         approvals = approval_events(await ledger.events(child.run_id))
         assert approvals == [('approval_requested', 'call-301'), ('approval_granted', 'call-301')]
         assert approval_events(await ledger.events(handle.run_id)) == []
+
+
+CREDITS: list[int] = []
+"""Every store credit the credit agent's tool really gave, in this process."""
+
+
+def credit_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Gives the credits the prompt names (`credit 60 20`, one call each), then reports the tools' answers."""
+    returns = [part for message in messages for part in message.parts if isinstance(part, ToolReturnPart)]
+    if returns:
+        return ModelResponse(parts=[TextPart(' | '.join(str(part.content) for part in returns))])
+    prompt = next(part.content for part in messages[0].parts if isinstance(part, UserPromptPart))
+    amounts = str(prompt).split()[1:]
+    return ModelResponse(
+        parts=[ToolCallPart('store_credit', {'amount': int(a)}, tool_call_id=f'credit-{a}') for a in amounts]
+    )
+
+
+credit_agent = Agent(
+    FunctionModel(credit_script),
+    name='credit',
+    output_type=[str, DeferredToolRequests],
+    capabilities=[TemporalDurability()],
+)
+
+
+@credit_agent.tool
+def store_credit(ctx: RunContext[None], amount: int) -> str:
+    """Up to 50 at once; more only once a person approved it (`ApprovalRequired`, raised in its activity)."""
+    if amount > 50 and not ctx.tool_call_approved:
+        raise ApprovalRequired()
+    CREDITS.append(amount)
+    return f'{amount} credit given'
+
+
+@pytest.mark.parametrize('decision', ['approve', 'deny'])
+async def test_a_tool_that_raises_approval_required_waits_and_runs_once_approved(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, decision: str
+) -> None:
+    """The tool's activity asked for approval; once approved it runs again (approved), once denied it does not.
+    Its effect in the ledger is how the call was decided, not the deferral its first activity ended with."""
+    amount = 61 if decision == 'approve' else 62
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [credit_agent]) as served:
+        handle = await agentledger.start(
+            served.client, credit_agent, f'credit {amount} 20', task_queue=served.task_queue
+        )
+        [call] = await waiting(handle)
+        assert (call.tool_call_id, call.tool_name, call.args) == (
+            f'credit-{amount}',
+            'store_credit',
+            {'amount': amount},
+        )
+        if decision == 'approve':
+            await handle.approve(call, override_args={'amount': 50}, by='alice')
+        else:
+            await handle.deny(call, reason='Too much credit.', by='bob')
+        output = (await handle.result()).output
+        effects = {effect.tool_call_id: effect for effect in await ledger.tool_effects(handle.run_id)}
+        asked = effects[f'credit-{amount}']
+        assert (effects['credit-20'].outcome, effects['credit-20'].attempts) == ('returned', 1)
+        if decision == 'approve':
+            assert output == '50 credit given | 20 credit given'
+            assert CREDITS.count(50) == 1 and amount not in CREDITS
+            assert (asked.status, asked.outcome, asked.attempts) == ('completed', 'returned', 2)
+        else:
+            assert output == 'Too much credit. | 20 credit given'
+            assert amount not in CREDITS
+            assert (asked.status, asked.outcome, asked.attempts) == ('completed', 'denied', 2)
