@@ -14,7 +14,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from pydantic_ai import Agent, ApprovalRequired, DeferredToolRequests, RunContext
+from pydantic_ai import Agent, ApprovalRequired, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -41,14 +41,9 @@ def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
     )
 
 
-# A run that waits still ends with DeferredToolRequests for calls only a caller can answer (CallDeferred),
-# so an agent with such tools lists it among its output types.
-agent = Agent(
-    FunctionModel(scripted_model),
-    name='refunds',
-    output_type=[str, DeferredToolRequests],
-    capabilities=[TemporalDurability()],
-)
+# The run answers pydantic-ai's deferred calls itself, so the output type needs no DeferredToolRequests
+# (unless the agent also has tools that raise CallDeferred, or runs start with wait_for_approval=False).
+agent = Agent(FunctionModel(scripted_model), name='refunds', capabilities=[TemporalDurability()])
 
 
 @agent.tool_plain(requires_approval=True)
