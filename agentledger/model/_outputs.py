@@ -7,7 +7,7 @@ from typing import Any, Union
 from pydantic import TypeAdapter
 from pydantic_ai.agent.abstract import AbstractAgent
 
-__all__ = ['output_adapter']
+__all__ = ['output_adapter', 'output_type']
 
 
 def output_adapter(agent: AbstractAgent[Any, Any] | str) -> TypeAdapter[Any] | None:
@@ -21,9 +21,14 @@ def output_adapter(agent: AbstractAgent[Any, Any] | str) -> TypeAdapter[Any] | N
     if isinstance(agent, str):
         return None
     try:
-        return TypeAdapter(_spec_type(getattr(agent, 'output_type', str)))
+        return TypeAdapter(output_type(agent))
     except Exception:
         return None
+
+
+def output_type(agent: AbstractAgent[Any, Any]) -> Any:
+    """The type of the agent's output: its `output_type` without output specs, a list of them as their union."""
+    return _spec_type(getattr(agent, 'output_type', str))
 
 
 def _spec_type(spec: Any) -> Any:

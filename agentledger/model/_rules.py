@@ -26,6 +26,7 @@ from agentledger.model._records import (
     StepStatus,
     ToolEffect,
     ToolEffectStatus,
+    ToolOutcome,
     Usage,
 )
 
@@ -284,13 +285,19 @@ def idempotency_key_for(workflow_id: str, tool_call_id: str) -> str:
     return f'{workflow_id}/{tool_call_id}'
 
 
+_DEFERRALS: tuple[ToolOutcome, ...] = ('approval_required', 'deferred')
+"""Outcomes of a call handed back to pydantic-ai undecided: the run may still decide it, and run it."""
+
+
 def derive_tool_effects(events: Sequence[StepEvent], *, sealed: bool) -> list[ToolEffect]:
     """One `ToolEffect` per tool call, from its state-derived events.
 
     An attempt that started and recorded no end is *in doubt*: the tool may or may not have acted
     (a worker killed mid-body). The effect is `completed` / `failed` when the accepted attempt
     ended so; with no accepted end it is `unknown_after_crash` once the run moved on (the attempt
-    was abandoned, or the run ended), and `started` while an attempt may still be running.
+    was abandoned, or the run ended), and `started` while an attempt may still be running. A call
+    whose tool raised `ApprovalRequired` ends twice: deferred, then once decided, run or denied;
+    the effect is the second end.
     """
     by_call: dict[str, list[StepEvent]] = defaultdict(list)
     for event in events:
@@ -305,7 +312,11 @@ def derive_tool_effects(events: Sequence[StepEvent], *, sealed: bool) -> list[To
             for e in started
             if (e.temporal_run_id, e.activity_id, e.attempt) not in ended and (sealed or e.state == 'abandoned')
         ]
-        accepted_end = next((e for e in call_events if e.is_terminal and e.state == 'accepted'), None)
+        accepted_ends = [e for e in call_events if e.is_terminal and e.state == 'accepted']
+        # A call deferred for approval ends again when it was decided: run (`returned`, ...) or `denied`.
+        accepted_end = next(
+            (e for e in accepted_ends if e.outcome not in _DEFERRALS), accepted_ends[0] if accepted_ends else None
+        )
         status: ToolEffectStatus
         if accepted_end is not None:
             status = 'completed' if accepted_end.kind == 'tool_call_completed' else 'failed'

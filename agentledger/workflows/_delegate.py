@@ -51,7 +51,7 @@ from agentledger.errors import (
 from agentledger.model._conversions import error_info, failure_cause, run_usage
 from agentledger.model._ids import delegate_workflow_id, ledger_run_id
 from agentledger.model._options import check_options
-from agentledger.model._outputs import output_adapter
+from agentledger.model._outputs import output_adapter, output_type
 from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
 from agentledger.workflows._agent_run import AgentRunWorkflow
 from agentledger.workflows._ledger_calls import preview
@@ -317,11 +317,11 @@ class DelegateTool(Tool[Any]):
             """
             return await self._delegate(ctx, task)
 
-        output_type: Any = getattr(agent, 'output_type', Any)
         run_delegate.__annotations__ = {
             'ctx': RunContext[Any],
             'task': input_type,
-            'return': getattr(output_type, 'output_type', output_type) if self._output is not None else Any,
+            # A list of output specs (`[str, DeferredToolRequests]`) is their union, as the caller types it.
+            'return': output_type(agent) if self._output is not None else Any,
         }
         super().__init__(
             run_delegate,

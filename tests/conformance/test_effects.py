@@ -85,6 +85,35 @@ async def test_tool_effect_started_and_never_ended_is_unknown_after_the_run_ends
         await ledger.tool_effects('unknown-run')
 
 
+@pytest.mark.parametrize(('decided', 'outcome'), [('approved', 'returned'), ('denied', 'denied')])
+async def test_tool_effect_of_a_call_that_asked_for_approval_is_its_decided_end(
+    ledger: Ledger, decided: str, outcome: str
+) -> None:
+    """A tool that raised `ApprovalRequired` completed its activity `approval_required`; once decided the call
+    ends again, run in a new activity or denied by the workflow: that end is the effect, not the deferral."""
+    await ledger.start_run(run_start('run-t'))
+    call: dict[str, Any] = {'run_id': 'run-t', 'tool_name': 'store_credit', 'tool_call_id': 'call-3'}
+    asked = [
+        event('3', 1, 'tool_call_started', when=1, **call),
+        event('3', 1, 'tool_call_completed', when=2, outcome='approval_required', **call),
+    ]
+    if decided == 'approved':
+        then = [
+            event('8', 1, 'tool_call_started', when=5, **call),
+            event('8', 1, 'tool_call_completed', when=6, outcome='returned', **call),
+        ]
+    else:
+        then = [
+            event('deferred:call-3', 0, 'tool_call_started', when=5, **call),
+            event('deferred:call-3', 0, 'tool_call_completed', when=5, outcome='denied', **call),
+        ]
+    await ledger.record_events([*asked, *then])
+    await ledger.accept([acceptance('3', run_id='run-t'), acceptance(then[0].activity_id, run_id='run-t')])
+
+    [effect] = await ledger.tool_effects('run-t')
+    assert (effect.status, effect.outcome, effect.attempts, effect.in_doubt_attempts) == ('completed', outcome, 2, ())
+
+
 async def test_keyed_record_create_is_atomic_first_writer_wins(ledger: Ledger) -> None:
     """Of writers racing to create one key, exactly one gets the record; the others get None."""
     results = await asyncio.gather(

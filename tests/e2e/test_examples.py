@@ -21,6 +21,7 @@ ROOT = Path(__file__).parents[2]
         'gc.py',
         'reconcile.py',
         'park.py',
+        'approvals.py',
         'own_workflow.py',
     ],
 )

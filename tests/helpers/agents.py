@@ -7,6 +7,7 @@ import hashlib
 import sqlite3
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -371,6 +372,8 @@ async def hold(ctx: RunContext[None]) -> str:
 
 REFUNDS: list[tuple[int, int]] = []
 """`(order, amount)` of every refund the approval agent's tool really made, in this process."""
+APPROVAL_MODEL_CALLS: Counter[str] = Counter()
+"""How many requests the approval agent's scripted model answered, per prompt (a replayed one is not counted)."""
 
 
 def approval_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -378,14 +381,15 @@ def approval_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespo
     returns = [
         part for message in messages for part in getattr(message, 'parts', []) if isinstance(part, ToolReturnPart)
     ]
-    if returns:
-        return ModelResponse(parts=[TextPart(' | '.join(str(part.content) for part in returns))])
     prompt = next(
         part.content
         for message in messages
         for part in getattr(message, 'parts', [])
         if isinstance(part, UserPromptPart)
     )
+    APPROVAL_MODEL_CALLS[str(prompt)] += 1
+    if returns:
+        return ModelResponse(parts=[TextPart(' | '.join(str(part.content) for part in returns))])
     calls = [
         ToolCallPart('refund', {'order': int(order), 'amount': int(amount)}, tool_call_id=f'call-{order}')
         for order, amount in (item.split(':') for item in str(prompt).split()[1:])
