@@ -76,7 +76,7 @@ async def test_show_and_runs_list_the_waiting_call_and_approve_completes_the_run
     path = tmp_path / 'runs.db'
     shell = Cli(temporal_env, path, capsys)
     async with SqliteLedger(path) as ledger, serve(temporal_env, ledger, [approval_agent]) as served:
-        handle = await start(served, 'refund 301:5')
+        handle = await start(served, 'refund 401:5')
         await awaiting(ledger, handle, 1)
         run_id = handle.run_id
         [pending] = await handle.pending_approvals()
@@ -85,22 +85,22 @@ async def test_show_and_runs_list_the_waiting_call_and_approve_completes_the_run
         assert code == 0, err
         assert 'awaiting_approval' in shown and 'a decision on 1 tool call' in shown
         section = shown[shown.index('\nAwaiting approval\n') :]
-        assert 'call-301' in section and 'refund' in section and pending.digest in section
-        assert '{"amount": 5, "order": 301}' in section
-        assert f'    agentledger approve {run_id} call-301 --ledger {shell.ledger_url}\n' in section
-        assert f'    agentledger deny {run_id} call-301 --reason "..." --ledger {shell.ledger_url}' in section
+        assert 'call-401' in section and 'refund' in section and pending.digest in section
+        assert '{"amount": 5, "order": 401}' in section
+        assert f'    agentledger approve {run_id} call-401 --ledger {shell.ledger_url}\n' in section
+        assert f'    agentledger deny {run_id} call-401 --reason "..." --ledger {shell.ledger_url}' in section
         requested = next(line for line in shown.splitlines() if 'approval requested' in line)
-        assert f'refund({{"amount": 5, "order": 301}}), digest {pending.digest}' in requested
+        assert f'refund({{"amount": 5, "order": 401}}), digest {pending.digest}' in requested
 
         code, out, err = await shell.read('show', run_id, '--json')
         assert code == 0, err
         [listed_call] = json.loads(out)['pending_approvals']
         assert datetime.fromisoformat(listed_call.pop('requested_at')) == pending.requested_at
         assert listed_call == {
-            'tool_call_id': 'call-301',
+            'tool_call_id': 'call-401',
             'tool_name': 'refund',
             'digest': pending.digest,
-            'arguments': '{"amount": 5, "order": 301}',
+            'arguments': '{"amount": 5, "order": 401}',
         }
 
         for spelling in ('awaiting-approval', 'awaiting_approval'):
@@ -110,13 +110,13 @@ async def test_show_and_runs_list_the_waiting_call_and_approve_completes_the_run
         code, listed, err = await shell.read('runs', '--status', 'running')
         assert code == 0 and run_id not in listed
 
-        code, out, err = await shell.decide('approve', run_id, 'call-301', '--by', 'alice')
+        code, out, err = await shell.decide('approve', run_id, 'call-401', '--by', 'alice')
         assert code == 0, err
-        assert out == f'approved tool call call-301 of run {run_id}; 0 still waiting\n'
-        assert f'approving refund({{"amount": 5, "order": 301}}) (tool call call-301, digest {pending.digest})' in err
+        assert out == f'approved tool call call-401 of run {run_id}; 0 still waiting\n'
+        assert f'approving refund({{"amount": 5, "order": 401}}) (tool call call-401, digest {pending.digest})' in err
         assert 'as alice' in err
-        assert (await handle.result()).output == 'refunded 5 on order 301'
-        assert REFUNDS.count((301, 5)) == 1
+        assert (await handle.result()).output == 'refunded 5 on order 401'
+        assert REFUNDS.count((401, 5)) == 1
         granted = next(e for e in await ledger.events(run_id) if e.kind == 'approval_granted')
         assert granted.detail == f'digest {pending.digest}; by alice'
 
@@ -128,10 +128,10 @@ async def test_show_and_runs_list_the_waiting_call_and_approve_completes_the_run
         assert decided.split()[-3:] == ['refund', 'by', 'alice']
 
         # A run that does not await approval is refused from the ledger, before Temporal is asked.
-        code, out, err = await shell.decide('approve', run_id, 'call-301')
+        code, out, err = await shell.decide('approve', run_id, 'call-401')
         assert code == 1 and out == ''
         assert f'run {run_id} is not awaiting approval (status completed)' in err
-        code, _, err = await shell.decide('deny', 'run-missing', 'call-301', '--reason', 'no')
+        code, _, err = await shell.decide('deny', 'run-missing', 'call-401', '--reason', 'no')
         assert code == 1 and 'run-missing' in err
 
 
@@ -141,20 +141,20 @@ async def test_deny_by_cli_answers_the_model_with_the_reason(
     path = tmp_path / 'runs.db'
     shell = Cli(temporal_env, path, capsys)
     async with SqliteLedger(path) as ledger, serve(temporal_env, ledger, [approval_agent]) as served:
-        handle = await start(served, 'refund 302:500')
+        handle = await start(served, 'refund 402:500')
         await awaiting(ledger, handle, 1)
         # The reason is required: a denial says why.
-        code, _, err = await shell.decide('deny', handle.run_id, 'call-302')
+        code, _, err = await shell.decide('deny', handle.run_id, 'call-402')
         assert code == 2 and '--reason' in err
 
         code, out, err = await shell.decide(
-            'deny', handle.run_id, 'call-302', '--reason', 'Over the refund limit.', '--by', 'bob'
+            'deny', handle.run_id, 'call-402', '--reason', 'Over the refund limit.', '--by', 'bob'
         )
         assert code == 0, err
-        assert out == f'denied tool call call-302 of run {handle.run_id}; 0 still waiting\n'
-        assert 'denying refund({"amount": 500, "order": 302})' in err
+        assert out == f'denied tool call call-402 of run {handle.run_id}; 0 still waiting\n'
+        assert 'denying refund({"amount": 500, "order": 402})' in err
         assert (await handle.result()).output == 'Over the refund limit.'
-        assert all(order != 302 for order, _ in REFUNDS)
+        assert all(order != 402 for order, _ in REFUNDS)
         events = await ledger.events(handle.run_id)
         denied = next(e for e in events if e.kind == 'approval_denied')
         assert denied.detail is not None and denied.detail.endswith('; by bob; reason: Over the refund limit.')
@@ -171,40 +171,40 @@ async def test_approve_with_args_and_a_wrong_tool_call_id_lists_the_waiting_ones
     path = tmp_path / 'runs.db'
     shell = Cli(temporal_env, path, capsys)
     async with SqliteLedger(path) as ledger, serve(temporal_env, ledger, [approval_agent]) as served:
-        handle = await start(served, 'refund 303:90 304:6')
+        handle = await start(served, 'refund 403:90 404:6')
         await awaiting(ledger, handle, 2)
         run_id = handle.run_id
 
         code, out, err = await shell.decide('approve', run_id, 'call-999')
         assert code == 1 and out == ''
-        assert f"run {run_id} does not wait for a decision on tool call 'call-999' (waiting: call-303, call-304)" in err
+        assert f"run {run_id} does not wait for a decision on tool call 'call-999' (waiting: call-403, call-404)" in err
         for bad, says in [('{"amount": ', 'not valid JSON'), ('[40]', 'not an array'), ('5', 'not a number')]:
-            code, _, err = await shell.decide('approve', run_id, 'call-303', '--args', bad)
+            code, _, err = await shell.decide('approve', run_id, 'call-403', '--args', bad)
             assert code == 1 and says in err, err
 
-        code, out, err = await shell.decide('approve', run_id, 'call-303', '--args', '{"order": 303, "amount": 40}')
+        code, out, err = await shell.decide('approve', run_id, 'call-403', '--args', '{"order": 403, "amount": 40}')
         assert code == 0, err
-        assert out == f'approved tool call call-303 of run {run_id}; 1 still waiting\n'
-        assert 'approving refund({"amount": 90, "order": 303})' in err
-        assert 'with arguments {"amount": 40, "order": 303} instead of the model\'s' in err
+        assert out == f'approved tool call call-403 of run {run_id}; 1 still waiting\n'
+        assert 'approving refund({"amount": 90, "order": 403})' in err
+        assert 'with arguments {"amount": 40, "order": 403} instead of the model\'s' in err
 
         # One decided, one waiting: show lists only the one still waiting.
         code, shown, err = await shell.read('show', run_id)
         assert code == 0, err
         section = shown[shown.index('\nAwaiting approval\n') :]
-        assert 'call-304' in section and 'call-303' not in section
+        assert 'call-404' in section and 'call-403' not in section
         assert 'a decision on 1 tool call' in shown
         granted = next(line for line in shown.splitlines() if 'approval granted' in line)
-        assert 'with arguments {"amount": 40, "order": 303}' in granted
+        assert 'with arguments {"amount": 40, "order": 403}' in granted
 
         # Decided already: it waits no more.
-        code, out, err = await shell.decide('approve', run_id, 'call-303')
-        assert code == 1 and '(waiting: call-304)' in err
+        code, out, err = await shell.decide('approve', run_id, 'call-403')
+        assert code == 1 and '(waiting: call-404)' in err
 
-        code, out, err = await shell.decide('approve', run_id, 'call-304')
+        code, out, err = await shell.decide('approve', run_id, 'call-404')
         assert code == 0, err
-        assert (await handle.result()).output == 'refunded 40 on order 303 | refunded 6 on order 304'
-        assert REFUNDS.count((303, 40)) == 1 and (303, 90) not in REFUNDS
+        assert (await handle.result()).output == 'refunded 40 on order 403 | refunded 6 on order 404'
+        assert REFUNDS.count((403, 40)) == 1 and (403, 90) not in REFUNDS
 
 
 # --- rendering, without a server ----------------------------------------------------------------------

@@ -52,10 +52,10 @@ async def test_recorded_histories_replay_c18(temporal_env: WorkflowEnvironment, 
         bulky = await agentledger.start(served.client, bulky_agent, '8', task_queue=queue, history_event_limit=30)
         await bulky.result()
         # A run that waited for approvals: one approved, one denied, and a wrong decision by signal (17).
-        approvals = await agentledger.start(served.client, approval_agent, 'refund 301:5 302:6', task_queue=queue)
+        approvals = await agentledger.start(served.client, approval_agent, 'refund 501:5 502:6', task_queue=queue)
         while len(waiting := await approvals.pending_approvals()) < 2:
             await asyncio.sleep(0.1)
-        await approvals.workflow_handle.signal('approve', ApprovalDecision('call-301', 'not-its-digest'))
+        await approvals.workflow_handle.signal('approve', ApprovalDecision('call-501', 'not-its-digest'))
         await approvals.approve(waiting[0], by='alice')
         await approvals.deny(waiting[1], reason='no', by='bob')
         await approvals.result()
