@@ -28,6 +28,7 @@ from temporalio.client import (
     Client,
     Plugin,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -81,7 +82,7 @@ from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._scopes import Scopes
 from agentledger.model._approvals import DecisionKind
 from agentledger.model._effects import ResolveOutcome
-from agentledger.model._records import ForkRef, RunRecord
+from agentledger.model._records import ForkRef, RunRecord, RunStatus
 from agentledger.payloads._codec_server import DEFAULT_UI_ORIGINS, CodecServer
 from agentledger.payloads._gc import collect_garbage
 from agentledger.plugin import LedgerPlugin
@@ -215,18 +216,30 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _resume_or_abandon(args: argparse.Namespace) -> int:
-    """`resume` / `abandon`: send the update to the parked run's workflow, after checking the ledger says parked."""
-    # Read-only: the worker running the workflow records what the update changes.
+async def _workflow_in(
+    args: argparse.Namespace, status: RunStatus, refusal: str
+) -> tuple[RunRecord, Client, WorkflowHandle[Any, Any]]:
+    """The run `args.run_id` names, a client, and its workflow's handle, once the ledger says the run is in `status`.
+
+    `refusal` says why another status is refused (`{status}` stands for the run's). The ledger is read
+    only: the worker running the workflow records what the update changes.
+    """
     async with _reading(args.ledger, read_only=True) as ledger:
         record = await ledger.run(args.run_id)
-    if record.status != 'parked':
-        raise CliError(
-            f'run {record.run_id} is not parked (status {record.status}); only a parked run can be resumed or '
-            'abandoned (a run parks on failure when started with --park-on-failure)'
-        )
+    if record.status != status:
+        raise CliError(f'run {record.run_id} ' + refusal.format(status=f'status {record.status}'))
     client = await _connect(args.address, args.namespace, PydanticAIPlugin())
-    handle = client.get_workflow_handle(record.workflow_id)
+    return record, client, client.get_workflow_handle(record.workflow_id)
+
+
+async def _resume_or_abandon(args: argparse.Namespace) -> int:
+    """`resume` / `abandon`: send the update to the parked run's workflow, after checking the ledger says parked."""
+    record, _, handle = await _workflow_in(
+        args,
+        'parked',
+        'is not parked ({status}); only a parked run can be resumed or abandoned (a run parks on failure when '
+        'started with --park-on-failure)',
+    )
     try:
         if args.command == 'resume':
             await resume_parked(handle, args.prompt)
@@ -245,17 +258,12 @@ async def _approve_or_deny(args: argparse.Namespace) -> int:
     """`approve` / `deny`: decide on a call the run's workflow waits on, after checking the ledger says it waits."""
     kind: DecisionKind = args.command
     override_args = _override_args(args.args) if kind == 'approve' else None
-    # Read-only: the worker running the workflow records the decision.
-    async with _reading(args.ledger, read_only=True) as ledger:
-        record = await ledger.run(args.run_id)
-    if record.status != 'awaiting_approval':
-        raise CliError(
-            f'run {record.run_id} is not awaiting approval (status {record.status}); only a run waiting for '
-            'decisions on tool calls can be approved or denied (`agentledger runs --status awaiting-approval` '
-            'lists them)'
-        )
-    client = await _connect(args.address, args.namespace, PydanticAIPlugin())
-    handle = client.get_workflow_handle(record.workflow_id)
+    record, client, handle = await _workflow_in(
+        args,
+        'awaiting_approval',
+        'is not awaiting approval ({status}); only a run waiting for decisions on tool calls can be approved or '
+        'denied (`agentledger runs --status awaiting-approval` lists them)',
+    )
     try:
         waiting = await pending_approvals(handle)
     except WorkflowQueryFailedError as error:
