@@ -80,6 +80,9 @@ async def test_approve_runs_the_tool_and_goes_on_without_asking_the_model_again(
         assert (call.tool_call_id, call.tool_name, call.args) == ('call-101', 'refund', {'order': 101, 'amount': 5})
         await status(ledger, handle.run_id, 'awaiting_approval')
         assert (101, 5) not in REFUNDS
+        # Waiting is a workflow condition: no activity is pending (none holds a worker slot).
+        description = await handle.workflow_handle.describe()
+        assert not description.raw_description.pending_activities
 
         assert (
             await handle.approve(call, by='alice')
