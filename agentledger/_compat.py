@@ -36,7 +36,9 @@ __all__ = [
     'TOOL_CALL_SUFFIX',
     'TOOL_RESULT_OUTCOMES',
     'WORKER_SHUTDOWN_COMPLETE',
+    'WORKFLOW_HANDLE_CLIENT',
     'ActivityShape',
+    'caller_identity',
     'carries_history',
     'classify_activity',
     'is_journaled_model_request',
@@ -205,6 +207,16 @@ WORKER_SHUTDOWN_COMPLETE = '_shutdown_complete_event'
 A plugin whose `run_worker` fails before the worker starts (a ledger that cannot be opened) leaves
 it unset, so `async with Worker(...)` would wait forever instead of raising the error.
 """
+
+
+WORKFLOW_HANDLE_CLIENT = '_client'
+"""temporalio's private attribute of a `WorkflowHandle` holding the client it calls through: the approval
+helpers name who decided after that client's `identity` when the caller does not say."""
+
+
+def caller_identity(handle: object) -> str:
+    """The `identity` of the client a temporalio `WorkflowHandle` sends its requests with."""
+    return str(getattr(handle, WORKFLOW_HANDLE_CLIENT).identity)
 
 
 def mark_worker_never_started(worker: object) -> None:

@@ -13,6 +13,7 @@ from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
 from temporalio.client import Client, WorkflowHandle
 
+from agentledger._compat import caller_identity
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.model._approvals import ApprovalDecision, ApprovalTimeoutAction, DecisionKind, PendingApproval
@@ -126,7 +127,7 @@ async def decide_approval(
         digest=call.digest,
         override_args=override_args,
         reason=reason,
-        by=by or handle._client.identity,
+        by=by or caller_identity(handle),
     )
     done: str = await handle.execute_update(kind, decision, result_type=str)
     return done

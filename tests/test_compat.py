@@ -23,6 +23,7 @@ from pydantic_ai.durable_exec.temporal import TemporalOperationNamer
 from pydantic_ai.durable_exec.temporal._toolset import CallToolParams
 from pydantic_ai.durable_exec.temporal._transports import _CompactMessagesParams, _RequestParams
 from pydantic_ai.models import ModelRequestParameters
+from temporalio.testing import WorkflowEnvironment
 
 from agentledger import _compat
 from agentledger.workflows._observer import LedgerObserver
@@ -119,6 +120,12 @@ def test_worker_shutdown_event_is_what_async_with_waits_on() -> None:
     assert _compat.WORKER_SHUTDOWN_COMPLETE in inspect.getsource(Worker.shutdown)
     # The SDK sets it itself when its own start-up validation fails, the case the plugin mirrors.
     assert _compat.WORKER_SHUTDOWN_COMPLETE in inspect.getsource(Worker._run)
+
+
+async def test_a_workflow_handle_calls_through_the_named_client(temporal_env: WorkflowEnvironment) -> None:
+    handle = temporal_env.client.get_workflow_handle('any-workflow')
+    assert getattr(handle, _compat.WORKFLOW_HANDLE_CLIENT) is temporal_env.client
+    assert _compat.caller_identity(handle) == temporal_env.client.identity != ''
 
 
 def test_only_the_plain_model_request_is_journaled() -> None:
