@@ -54,30 +54,6 @@ class PendingApproval:
     deadline: datetime | None = None
     """When the run's `on_approval_timeout` applies to it, if it has a timeout."""
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-compatible dict (what the `agentledger_pending_approvals` query returns)."""
-        return {
-            'tool_call_id': self.tool_call_id,
-            'tool_name': self.tool_name,
-            'args': self.args,
-            'digest': self.digest,
-            'requested_at': self.requested_at.isoformat(),
-            'deadline': self.deadline.isoformat() if self.deadline is not None else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PendingApproval:
-        """Rebuild from `to_json()` output."""
-        deadline = data.get('deadline')
-        return cls(
-            tool_call_id=data['tool_call_id'],
-            tool_name=data['tool_name'],
-            args=dict(data['args']),
-            digest=data['digest'],
-            requested_at=datetime.fromisoformat(data['requested_at']),
-            deadline=datetime.fromisoformat(deadline) if deadline else None,
-        )
-
 
 @dataclass
 class ApprovalDecision:
