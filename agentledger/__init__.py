@@ -35,7 +35,16 @@ if TYPE_CHECKING:
     from agentledger.ledger import Ledger, MemoryLedger, OutagePolicy, RetryPolicy, open_ledger
     from agentledger.ledger.backends.s3 import S3Ledger
     from agentledger.ledger.backends.sqlite import SqliteLedger
-    from agentledger.plugin import LedgerPlugin
+    from agentledger.model import (
+        SEARCH_AGENT,
+        SEARCH_ATTRIBUTES,
+        SEARCH_CONVERSATION_ID,
+        SEARCH_PARENT_RUN_ID,
+        SEARCH_RESTART_OF,
+        SEARCH_RUN_ID,
+        SEARCH_STATUS,
+    )
+    from agentledger.plugin import LedgerPlugin, SearchAttributeCheck, check_search_attributes
     from agentledger.reconcile import reconcile_ledger, reconcile_run
     from agentledger.tools import idempotency_key, once
     from agentledger.workflows import (
@@ -65,6 +74,15 @@ _WHERE: dict[str, str] = {
     'S3Ledger': 'agentledger.ledger.backends.s3',
     'SqliteLedger': 'agentledger.ledger.backends.sqlite',
     'LedgerPlugin': 'agentledger.plugin',
+    'SearchAttributeCheck': 'agentledger.plugin',
+    'check_search_attributes': 'agentledger.plugin',
+    'SEARCH_AGENT': 'agentledger.model',
+    'SEARCH_ATTRIBUTES': 'agentledger.model',
+    'SEARCH_CONVERSATION_ID': 'agentledger.model',
+    'SEARCH_PARENT_RUN_ID': 'agentledger.model',
+    'SEARCH_RESTART_OF': 'agentledger.model',
+    'SEARCH_RUN_ID': 'agentledger.model',
+    'SEARCH_STATUS': 'agentledger.model',
     'reconcile_ledger': 'agentledger.reconcile',
     'reconcile_run': 'agentledger.reconcile',
     'idempotency_key': 'agentledger.tools',
@@ -78,6 +96,13 @@ _WHERE: dict[str, str] = {
 }
 
 __all__ = [
+    'SEARCH_AGENT',
+    'SEARCH_ATTRIBUTES',
+    'SEARCH_CONVERSATION_ID',
+    'SEARCH_PARENT_RUN_ID',
+    'SEARCH_RESTART_OF',
+    'SEARCH_RUN_ID',
+    'SEARCH_STATUS',
     'AgentRunHandle',
     'AgentRunInput',
     'AgentRunOutput',
@@ -92,8 +117,10 @@ __all__ = [
     'RetryPolicy',
     'RunOptions',
     'S3Ledger',
+    'SearchAttributeCheck',
     'SqliteLedger',
     'abandon_parked',
+    'check_search_attributes',
     'continue_run',
     'delegate',
     'fork_run',

@@ -20,7 +20,8 @@ from agentledger.model._approvals import ApprovalDecision, ApprovalTimeoutAction
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter
-from agentledger.model._records import Usage
+from agentledger.model._records import ForkReason, Usage
+from agentledger.model._run_text import run_details, run_summary
 from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
 
 __all__ = [
@@ -218,14 +219,21 @@ async def _start(
     *,
     continue_from: str | None = None,
     snapshot_id: str | None = None,
+    seed_reason: ForkReason | None = None,
 ) -> AgentRunHandle[OutputT]:
-    """Start the workflow: the one place run options become its input and start arguments."""
+    """Start the workflow: the one place run options become its input and start arguments.
+
+    Its static summary (the agent and the prompt) and details (the agent, conversation, the run it was
+    seeded from, and the `agentledger show` command) are what the Temporal UI shows of it.
+    """
+    workflow_id = options.get('workflow_id') or f'{name}-{uuid.uuid4().hex[:12]}'
+    conversation_id = options.get('conversation_id')
     input = AgentRunInput(
         agent=name,
         prompt=prompt if prompt is None or isinstance(prompt, str) else list(prompt),
         message_history=options.get('message_history'),
         deps=options.get('deps'),
-        conversation_id=options.get('conversation_id'),
+        conversation_id=conversation_id,
         usage_limits=options.get('usage_limits'),
         metadata=options.get('metadata') or {},
         continue_from=continue_from,
@@ -241,8 +249,15 @@ async def _start(
     handle = await client.start_workflow(
         AgentRunWorkflow.run,
         input,
-        id=options.get('workflow_id') or f'{name}-{uuid.uuid4().hex[:12]}',
+        id=workflow_id,
         task_queue=task_queue,
+        static_summary=run_summary(name, input.prompt),
+        static_details=run_details(
+            name,
+            workflow_id,
+            conversation_id=conversation_id,
+            seeded_from=(seed_reason, continue_from) if seed_reason is not None and continue_from is not None else None,
+        ),
     )
     first_run_id = handle.first_execution_run_id or handle.result_run_id or ''
     return AgentRunHandle(
@@ -313,6 +328,7 @@ async def _seeded(
         continue_from=run_id,
         # A fork pins the snapshot chosen here; a continuation takes the latest when the run starts.
         snapshot_id=seed.snapshot_id if seed.reason == 'fork' else None,
+        seed_reason=seed.reason,
     )
 
 

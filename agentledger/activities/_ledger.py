@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,11 +62,14 @@ class LedgerActivities:
         outage: OutageBuffer | None = None,
         *,
         owed: OutageBuffer | None = None,
+        search_attributes: Callable[[str], Collection[str]] | None = None,
     ) -> None:
         self._ledger = ledger
         self._histories = histories or HistoryResolver(ledger)
         self._outage = outage
         self._owed = owed
+        # Namespace -> the agentledger search attributes it has; none are set without it.
+        self._search_attributes = search_attributes
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -90,7 +93,16 @@ class LedgerActivities:
 
     @activity.defn(name=RUN_STARTED_ACTIVITY)
     async def run_started(self, input: RunStartInput) -> RunStartResult:
-        """Resolve the run's seed (continue, fork, or restart of a failed run), record the start, load the seed."""
+        """Resolve the run's seed (continue, fork, or restart of a failed run), record the start, load the seed.
+
+        The result also names the search attributes the worker found in the namespace: the run sets those.
+        """
+        result = await self._started(input)
+        if self._search_attributes is not None:
+            result.search_attributes = sorted(self._search_attributes(activity.info().namespace))
+        return result
+
+    async def _started(self, input: RunStartInput) -> RunStartResult:
         with _retryable_outage():
             if input.resume is not None:
                 return await self._resume(input.start, input.resume)

@@ -80,12 +80,13 @@ from agentledger.errors import AgentLedgerError, CliError
 from agentledger.ledger import Ledger, open_ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._scopes import Scopes
+from agentledger.model import SEARCH_ATTRIBUTES
 from agentledger.model._approvals import DecisionKind
 from agentledger.model._effects import ResolveOutcome
 from agentledger.model._records import ForkRef, RunRecord, RunStatus
 from agentledger.payloads._codec_server import DEFAULT_UI_ORIGINS, CodecServer
 from agentledger.payloads._gc import collect_garbage
-from agentledger.plugin import LedgerPlugin
+from agentledger.plugin import LedgerPlugin, check_search_attributes
 from agentledger.reconcile import reconcile_ledger, reconcile_run
 
 __all__ = ['main']
@@ -477,6 +478,21 @@ async def _snapshots(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _search_attributes(args: argparse.Namespace) -> int:
+    client = await _connect(args.address, args.namespace, PydanticAIPlugin())
+    check = await check_search_attributes(client, register=args.register)
+    for key in SEARCH_ATTRIBUTES:
+        name = key.name
+        state = 'added' if name in check.added else 'present' if name in check.present else 'missing'
+        kind = check.wrong_type.get(name)
+        _print(f'{name:<26} {state}{f" (type {kind}, not Keyword)" if kind else ""}')
+    problem = check.problem()
+    if problem is None:
+        return 0
+    print(terminal_safe(problem), file=sys.stderr)
+    return 1
+
+
 async def _codec_server(args: argparse.Namespace) -> int:
     token: str | None = None
     if args.auth_token_env is not None:
@@ -779,12 +795,26 @@ _HANDLERS: dict[str, _Command] = {
     'abandon': _resume_or_abandon,
     'approve': _approve_or_deny,
     'deny': _approve_or_deny,
+    'search-attributes': _search_attributes,
     'codec-server': _codec_server,
     'gc': _gc,
 }
 """The coroutine that carries out each command of `build_parser`."""
 
 TEMPORAL_COMMANDS = frozenset(
-    {'demo', 'worker', 'run', 'continue', 'fork', 'resume', 'abandon', 'approve', 'deny', 'gc', 'reconcile'}
+    {
+        'demo',
+        'worker',
+        'run',
+        'continue',
+        'fork',
+        'resume',
+        'abandon',
+        'approve',
+        'deny',
+        'gc',
+        'reconcile',
+        'search-attributes',
+    }
 )
 """The commands of `_HANDLERS` that start the Temporal SDK's runtime (see `main` for why that matters)."""

@@ -18,6 +18,8 @@ from pathlib import Path
 from temporalio.client import Plugin
 from temporalio.testing import WorkflowEnvironment
 
+from agentledger.model._search_attributes import SEARCH_ATTRIBUTES
+
 __all__ = ['TEMPORAL_CLI_MODULE', 'find_temporal_cli', 'start_dev_server']
 
 logger = logging.getLogger('agentledger.devserver')
@@ -71,13 +73,17 @@ async def start_dev_server(
     port: int | None = None,
     database_filename: str | None = None,
     extra_args: Sequence[str] = (),
+    search_attributes: bool = True,
 ) -> WorkflowEnvironment:
     """Start a local Temporal dev server (SQLite persistence in `database_filename`, or in memory).
 
-    The returned environment's `client` has `plugins` installed; call `shutdown()` (or use it as an
-    async context manager) to stop the server.
+    Its default namespace has the agentledger search attributes (`AgentLedgerAgent`, ...) unless
+    `search_attributes` is false. The returned environment's `client` has `plugins` installed; call
+    `shutdown()` (or use it as an async context manager) to stop the server.
     """
     path = find_temporal_cli()
+    if search_attributes:
+        extra_args = [*extra_args, *(f'--search-attribute={key.name}=Keyword' for key in SEARCH_ATTRIBUTES)]
     return await WorkflowEnvironment.start_local(
         plugins=plugins,
         ui=ui,

@@ -109,6 +109,12 @@ Commands::
         referrers Temporal cannot describe, or stored less than --grace-minutes ago (default 60), are
         kept and listed. --dry-run decides and reports without deleting.
 
+    agentledger search-attributes [--register] [--address HOST:PORT] [--namespace NS]
+        Say which of the agentledger search attributes (AgentLedgerAgent, AgentLedgerRunId,
+        AgentLedgerStatus, AgentLedgerConversationId, AgentLedgerParentRunId, AgentLedgerRestartOf)
+        the namespace has; --register adds the missing ones (dev server, self-hosted). Exits 1, with
+        the `temporal` and `tcld` commands that register them, while any is missing.
+
 Defaults: --ledger is $AGENTLEDGER_LEDGER or sqlite:///agentledger.db (the demo's is
 sqlite:///agentledger-demo.db), --address is $TEMPORAL_ADDRESS or localhost:7233, --namespace is
 `default`, --task-queue is `agentledger` (for `continue` and `fork`: the source run's).
@@ -350,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _ledger_option(deny)
     _temporal_options(deny, with_task_queue=False)
+
+    attributes = commands.add_parser(
+        'search-attributes', help='check (and register) the search attributes that find runs in the Temporal UI'
+    )
+    attributes.add_argument(
+        '--register', action='store_true', help='add the missing ones to the namespace (dev server, self-hosted)'
+    )
+    _temporal_options(attributes, with_task_queue=False)
 
     codec = commands.add_parser('codec-server', help='serve decoded payloads to the Temporal UI and CLI')
     _ledger_option(codec)

@@ -26,9 +26,26 @@ from agentledger.model._records import (
     ToolOutcome,
     Usage,
 )
+from agentledger.model._search_attributes import (
+    SEARCH_AGENT,
+    SEARCH_ATTRIBUTES,
+    SEARCH_CONVERSATION_ID,
+    SEARCH_PARENT_RUN_ID,
+    SEARCH_RESTART_OF,
+    SEARCH_RUN_ID,
+    SEARCH_STATUS,
+    registration_commands,
+)
 from agentledger.model._validity import ValidityProblem, is_provider_valid, validity_problems
 
 __all__ = [
+    'SEARCH_AGENT',
+    'SEARCH_ATTRIBUTES',
+    'SEARCH_CONVERSATION_ID',
+    'SEARCH_PARENT_RUN_ID',
+    'SEARCH_RESTART_OF',
+    'SEARCH_RUN_ID',
+    'SEARCH_STATUS',
     'Acceptance',
     'EffectRecord',
     'EffectStatus',
@@ -52,5 +69,6 @@ __all__ = [
     'Usage',
     'ValidityProblem',
     'is_provider_valid',
+    'registration_commands',
     'validity_problems',
 ]

@@ -41,6 +41,7 @@ from agentledger.payloads._driver import (
 from agentledger.payloads._failures import with_redacted_failures
 from agentledger.plugin._activity_interceptor import ActivityRecording, LedgerActivityInterceptor
 from agentledger.plugin._registrations import activity_name, registered_once, workflows_registered_once
+from agentledger.plugin._search_attributes import NamespaceSearchAttributes, check_search_attributes
 from agentledger.plugin._workflow_interceptor import workflow_interceptor_class
 from agentledger.workflows import AgentRunWorkflow
 from agentledger.workflows._delegate import delegated_agents
@@ -204,6 +205,11 @@ class LedgerPlugin(SimplePlugin):
             while it waits, unless it defines handlers of those names) and goes on; `False` lets such a
             run end with `DeferredToolRequests`, as pydantic-ai does. `AgentRunWorkflow` runs choose
             per run (`RunOptions.wait_for_approval`). See the README, "Approvals".
+        register_search_attributes: When a worker starts, register the agentledger search attributes
+            (`AgentLedgerAgent`, `AgentLedgerStatus`, ...) its namespace lacks, as the dev server and
+            self-hosted Temporal allow. Either way the worker checks which the namespace has, runs set
+            only those, and one error names each missing one with the commands that register it
+            (Temporal Cloud: `tcld`). See the README, "Finding runs in the Temporal UI".
 
     """
 
@@ -216,6 +222,7 @@ class LedgerPlugin(SimplePlugin):
         model_journal: bool = True,
         outage: OutagePolicy = 'fail',
         wait_for_approval: bool = True,
+        register_search_attributes: bool = True,
     ) -> None:
         if outage not in ('fail', 'warn'):
             raise ValueError(f"outage must be 'fail' or 'warn', not {outage!r}")
@@ -223,6 +230,8 @@ class LedgerPlugin(SimplePlugin):
         self.model_journal = model_journal
         self.outage: OutagePolicy = outage
         self.wait_for_approval = wait_for_approval
+        self.register_search_attributes = register_search_attributes
+        self._search_attributes = NamespaceSearchAttributes()
         # Under `warn` it keeps every write the ledger refused; under `fail` only the ends of failed attempts.
         self._buffer = OutageBuffer(ledger, mark_degraded=outage == 'warn')
         warn = self._buffer if outage == 'warn' else None
@@ -243,7 +252,12 @@ class LedgerPlugin(SimplePlugin):
             interceptors=[
                 LedgerInterceptor(ledger, histories, warn, owed=owed, model_journal=model_journal, storage=storage)
             ],
-            activities=[*LedgerActivities(ledger, histories, warn, owed=owed).activities, delegate_result],
+            activities=[
+                *LedgerActivities(
+                    ledger, histories, warn, owed=owed, search_attributes=self._search_attributes.present
+                ).activities,
+                delegate_result,
+            ],
             workflows=[AgentRunWorkflow],
             workflow_runner=_passthrough_agentledger,
             data_converter=lambda converter: with_redacted_failures(_with_storage(converter, storage)),
@@ -263,8 +277,14 @@ class LedgerPlugin(SimplePlugin):
         and so the application's own workflows and activities on it, from starting: a warning names
         the ledger and the error, and the ledger opens on first use (`Ledger.open_lazily`); until then
         agent runs follow the outage policy.
+
+        It also checks which agentledger search attributes the namespace has (registering the missing
+        ones with `register_search_attributes`): its runs set only those, and what is missing is logged
+        as one error, with the commands that register it.
         """
         try:
+            check = await check_search_attributes(worker.client, register=self.register_search_attributes)
+            self._search_attributes.confirm(check)
             down = await self.ledger.open_lazily()
         except BaseException:
             # temporalio waits for a worker that never started to finish shutting down; say it has.

@@ -84,6 +84,12 @@ def _bound_history(
     return reference
 
 
+def _show_tool_end(state: LedgerRunState, tool_name: str | None, done: workflow.ActivityHandle[Any]) -> None:
+    """Show how a tool activity ended among the run's current details (its events are the worker's to record)."""
+    outcome = _outcome(done)
+    state.display.tool_ended(tool_name, tool_outcome(done.result()) if outcome == 'completed' else outcome)
+
+
 def _record_child_tool_call(state: LedgerRunState, input: StartChildWorkflowInput) -> Callable[[Any], None] | None:
     """Note the start of a tool call pydantic-ai runs as a child workflow; return what notes its end.
 
@@ -165,10 +171,12 @@ class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
         activity_id = input.activity_id
         values = state.take_header()
         kind = classify_activity(input.activity)
+        tool_name: str | None = None
         if kind == 'tool_call':
-            tool_call_id = read_activity_args('tool_call', input.args).tool_call_id
-            if tool_call_id is not None:
-                state.dispatched_tool_calls.add(tool_call_id)
+            shape = read_activity_args('tool_call', input.args)
+            tool_name = shape.tool_name
+            if shape.tool_call_id is not None:
+                state.dispatched_tool_calls.add(shape.tool_call_id)
         step = read_activity_args('model_request', input.args).step if carries_history(input.activity) else None
         if step is not None:
             if kind == 'model_request':
@@ -180,6 +188,8 @@ class _LedgerWorkflowOutbound(WorkflowOutboundInterceptor):
         input.headers = {**input.headers, HEADER: header}
         handle = super().start_activity(input)
         handle.add_done_callback(lambda done: state.accept(activity_id, _outcome(done)))
+        if kind == 'tool_call':
+            handle.add_done_callback(lambda done: _show_tool_end(state, tool_name, done))
         return handle
 
 

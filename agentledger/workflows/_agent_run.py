@@ -32,6 +32,7 @@ from agentledger.model._conversions import error_info, ledger_usage, run_usage
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE, ErrorInfo, RunStart, Usage
 from agentledger.workflows._approvals import ApprovalGate, ApprovalTimedOut
+from agentledger.workflows._display import RunDisplay
 from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
@@ -83,6 +84,7 @@ class AgentRunWorkflow:
             workflow_id=info.workflow_id,
             temporal_run_id=info.run_id,
         )
+        self._agentledger_state.display = RunDisplay(self._agentledger_state.run_id, progress=True)
         if input.resume is not None:
             # What the previous Temporal run observed last reaches the ledger with this run's first activity.
             self._agentledger_state.acceptances.extend(input.resume.acceptances)
@@ -114,6 +116,14 @@ class AgentRunWorkflow:
         # spent: its seal records it, and an orchestrator that delegated to it adds it to its own usage.
         spent = RunUsage()
         seed = await self._record_start(input)
+        restart = seed.forked_from if seed.forked_from is not None and seed.forked_from.reason == 'restart' else None
+        state.display.identify(
+            seed.search_attributes,
+            agent=input.agent,
+            conversation_id=input.conversation_id,
+            parent_run_id=input.parent_run_id,
+            restart_of=restart.run_id if restart is not None else None,
+        )
         prompt = input.prompt
         history = input.message_history
         if input.resume is not None:
@@ -128,7 +138,7 @@ class AgentRunWorkflow:
             if history:
                 state.history.seed(seed.forked_from.snapshot_id, history)
             # A restart resumes exactly where the failed run stopped; its prompt is already in the history.
-            if seed.forked_from.reason == 'restart':
+            if restart is not None:
                 prompt = None
         try:
             if seed.seed_error is not None:
@@ -287,18 +297,13 @@ class AgentRunWorkflow:
         await ledger_activity(
             PARK_RUN_ACTIVITY, ParkInput(run_id=state.run_id, error=error, parked_at=now), f'park {state.run_id}'
         )
-        workflow.set_current_details(
-            f'**Parked** (agentledger run `{state.run_id}`): {error.type}: {preview(error.message)}\n\n'
-            'Send the `resume` signal or update (input `{"prompt": "..."}`, optional) to go on from the '
-            'latest valid snapshot, or `abandon` (input `{"reason": "..."}`, optional) to fail the run.'
-        )
+        state.display.parked(error)
         await workflow.wait_condition(lambda: self._decision is not None)
         decision = self._decision
         assert decision is not None
         if isinstance(decision, AbandonRequest):
             self._decision = None
             self._parked = None
-            workflow.set_current_details('')
         return decision
 
     async def _resume(
@@ -322,7 +327,7 @@ class AgentRunWorkflow:
         state.step_offset = state.last_step
         self._decision = None
         self._parked = None
-        workflow.set_current_details('')
+        state.display.running()
         if seed.snapshot_id is None or not seed.message_history:
             history, prompt = first
             return history, decision.prompt if decision.prompt is not None else prompt

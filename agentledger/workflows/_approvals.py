@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
@@ -116,6 +115,7 @@ class ApprovalGate:
         )
         left = len(self.waiting)
         if left:
+            state.display.awaiting_approval(self.waiting)
             await self._flush(None, now)
         done = 'approved' if kind == 'approve' else 'denied'
         return f'{done} tool call {decision.tool_call_id} of run {state.run_id}; {left} still waiting'
@@ -147,7 +147,7 @@ class ApprovalGate:
                 detail=f'digest {pending.digest}: {call.tool_name}({preview(json.dumps(args, sort_keys=True))})',
             )
         await self._flush(True, now)
-        workflow.set_current_details(self._details())
+        state.display.awaiting_approval(self.waiting)
         while self.waiting:
             deadlines = [pending.deadline for pending in self.waiting if pending.deadline is not None]
             if not deadlines:
@@ -158,7 +158,7 @@ class ApprovalGate:
                 await workflow.wait_condition(lambda: not self.waiting, timeout=max(left, 0.001))
             except TimeoutError:
                 await self._expire()
-        workflow.set_current_details('')
+        state.display.running()
         await self._flush(False, workflow.now())
         return DeferredToolResults(
             approvals={
@@ -190,7 +190,7 @@ class ApprovalGate:
                 )
                 await self.decide(decision, 'deny', refuse=True)
                 continue
-            workflow.set_current_details('')
+            self.state.display.running()
             await self._flush(False, now)
             raise ApprovalTimedOut(
                 f'approval of tool call {pending.tool_call_id} ({pending.tool_name}) timed out: {reason}',
@@ -204,17 +204,6 @@ class ApprovalGate:
             ApprovalWaitInput(run_id=self.state.run_id, awaiting=awaiting, at=at),
             f'approvals {self.state.run_id}',
         )
-
-    def _details(self) -> str:
-        """The Temporal UI's current details while the run waits: each call, and the exact input to decide it."""
-        lines = [f'**Awaiting approval** (agentledger run `{self.state.run_id}`):']
-        for pending in self.waiting:
-            decision: dict[str, Any] = {'tool_call_id': pending.tool_call_id, 'digest': pending.digest}
-            lines.append(
-                f'- `{pending.tool_name}({preview(json.dumps(pending.args, sort_keys=True))})`: update `approve` '
-                f'or `deny` with `{json.dumps(decision)}` (add `"by"`, and `"reason"` to deny)'
-            )
-        return '\n'.join(lines)
 
 
 def _detail(decision: ApprovalDecision, kind: DecisionKind, *, problem: str | None = None) -> str:

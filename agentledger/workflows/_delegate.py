@@ -52,7 +52,8 @@ from agentledger.model._conversions import error_info, failure_cause, run_usage
 from agentledger.model._ids import delegate_workflow_id, ledger_run_id
 from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter, output_type
-from agentledger.model._records import ErrorInfo, EventKind, StepEvent, ToolOutcome, Usage
+from agentledger.model._records import ErrorInfo, EventKind, ToolOutcome, Usage
+from agentledger.model._run_text import run_details
 from agentledger.workflows._agent_run import AgentRunWorkflow
 from agentledger.workflows._ledger_calls import preview
 from agentledger.workflows._state import LedgerRunState, current_state
@@ -198,20 +199,15 @@ class _Recorder:
             self.started_at = now
         elif self.started_at is not None:
             fields['duration_s'] = (now - self.started_at).total_seconds()
-        self.state.workflow_events.append(
-            StepEvent(
-                run_id=self.state.run_id,
-                workflow_id=self.state.workflow_id,
-                temporal_run_id=self.state.temporal_run_id,
-                activity_id=self.activity_id,
-                attempt=attempt,
-                kind=kind,
-                timestamp=now,
-                step=self.step,
-                tool_call_id=self.tool_call_id,
-                tool_name=self.tool_name,
-                **fields,
-            )
+        self.state.note_event(
+            kind,
+            self.activity_id,
+            now,
+            attempt=attempt,
+            step=self.step,
+            tool_call_id=self.tool_call_id,
+            tool_name=self.tool_name,
+            **fields,
         )
 
     def started(self, attempt: int, child_run_id: str | None) -> None:
@@ -437,6 +433,7 @@ class DelegateTool(Tool[Any]):
                 # latest valid snapshot (a restart of its workflow id).
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 static_summary=f'delegate {self.name}: {preview(input.prompt)}',
+                static_details=run_details(self.agent_name, child_id, parent_run_id=input.parent_run_id),
             )
         except WorkflowAlreadyStartedError:
             record.started(attempt, None)

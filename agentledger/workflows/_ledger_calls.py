@@ -87,6 +87,7 @@ async def seal_run(
     await ledger_activity(
         SEAL_RUN_ACTIVITY, seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
     )
+    state.display.ended(status)
 
 
 def seal_input(

@@ -52,10 +52,11 @@ class LedgerObserver(AbstractCapability[Any]):
     async def before_model_request(
         self, ctx: RunContext[Any], request_context: ModelRequestContext
     ) -> ModelRequestContext:
-        """Note the step; give the run the chance to continue as new with the history it is about to send."""
+        """Note (and show) the step; give the run the chance to continue as new with the history it is about to send."""
         state = self._state
         if state is not None:
             state.last_step = max(state.last_step, state.step_offset + ctx.run_step)
+            state.display.stepped(state.last_step)
         if self._continue_as_new is not None:
             self._continue_as_new(ctx, request_context.messages)
         return request_context

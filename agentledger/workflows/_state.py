@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import workflow
 
 from agentledger.model._records import RUN_ACTIVITY_ID, Acceptance, EventKind, StepEvent
+from agentledger.workflows._display import RunDisplay
 from agentledger.workflows._history import HistoryReferences
 
 if TYPE_CHECKING:
@@ -63,9 +64,12 @@ class LedgerRunState:
     """Put before this run's activity ids: several agent runs of one user workflow must not share one."""
     approvals: ApprovalGate | None = None
     """Where the run waits for decisions on calls that need approval; `None`: such calls end the run."""
+    display: RunDisplay = field(init=False)
+    """What the Temporal UI shows of the run (its status search attribute, its current details)."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
+        self.display = RunDisplay(self.run_id)
 
     @property
     def run_event_id(self) -> str:
@@ -103,6 +107,8 @@ class LedgerRunState:
         self, kind: EventKind, activity_id: str, timestamp: datetime, *, attempt: int = 0, **fields: Any
     ) -> None:
         """Note an event the workflow observed itself (no activity records it) for the next activity's header."""
+        if kind in ('tool_call_completed', 'tool_call_failed'):
+            self.display.tool_ended(fields.get('tool_name'), fields.get('outcome') or 'failed')
         self.workflow_events.append(
             StepEvent(
                 run_id=self.run_id,

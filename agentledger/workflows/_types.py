@@ -207,6 +207,9 @@ class RunStartResult:
     """On continue-as-new: the stored snapshot the first messages of `message_history` come from."""
     resumed_count: int = 0
     """On continue-as-new: how many messages of `message_history` that snapshot holds."""
+    search_attributes: list[str] = field(default_factory=list)
+    """The agentledger search attributes the worker found registered in the namespace: the run sets only
+    these (a result recorded before this field existed names none, so an old history replays unchanged)."""
 
 
 @dataclass

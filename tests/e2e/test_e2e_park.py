@@ -101,7 +101,10 @@ async def test_a_parked_run_resumes_by_update_from_its_latest_valid_snapshot_c15
         seen = (await ledger.snapshot(resumed_request.snapshot_id)).messages
         assert parts(seen) == parts((await ledger.snapshot(latest.snapshot_id)).messages)
         assert len(seen) == latest.message_count
-        assert await _details(handle.workflow_handle) == ''
+        # The UI's details no longer say parked: they show how the run ended, at its last step.
+        assert await _details(handle.workflow_handle) == (
+            f'**Completed** (agentledger run `{parked.run_id}`): step 4, last tool `second` (returned)'
+        )
 
 
 async def test_a_parked_run_resumes_by_signal_with_a_new_prompt_c15(
