@@ -160,7 +160,7 @@ async def test_bodies_and_headers_are_bounded(ledger: Ledger) -> None:
 async def test_a_refused_origin_is_named_with_the_allowed_ones_in_the_log_and_the_answer(
     ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A page of another origin (a UI at an address the server was not told of) learns, and the log says, what to fix."""
+    """A page of another origin (a UI at an address not allowed) learns, and the log says, what to fix."""
     origins = [UI, 'http://127.0.0.1:8233']
     async with CodecServer(ledger, ui_origins=origins) as server:
         with caplog.at_level(logging.WARNING, logger='agentledger.codec'):
