@@ -157,6 +157,23 @@ async def test_bodies_and_headers_are_bounded(ledger: Ledger) -> None:
         assert status == 413 and 'larger than' in json.loads(answer)['error']
 
 
+async def test_a_refused_origin_is_named_with_the_allowed_ones_in_the_log_and_the_answer(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page of another origin (a UI at an address not allowed) learns, and the log says, what to fix."""
+    origins = [UI, 'http://127.0.0.1:8233']
+    async with CodecServer(ledger, ui_origins=origins) as server:
+        with caplog.at_level(logging.WARNING, logger='agentledger.codec'):
+            status, answer = await exchange(server, *post(server, body_of(), 'Origin: http://localhost:9999'))
+    expected = (
+        "the Origin 'http://localhost:9999' is not allowed (allowed origins: http://127.0.0.1:8233, "
+        'http://localhost:8233); the Temporal UI must be opened at an allowed origin, or its origin added '
+        '(`agentledger codec-server --ui-origin ORIGIN`, `CodecServer(ui_origins=...)`)'
+    )
+    assert status == 403 and json.loads(answer) == {'error': expected}
+    assert [record.getMessage() for record in caplog.records] == [f'codec server refused a request: {expected}']
+
+
 async def test_only_allowed_hosts_and_origins_are_served(ledger: Ledger) -> None:
     """A forged Host (DNS rebinding) or a foreign Origin is refused with 403, the preflight too."""
     async with CodecServer(ledger, ui_origins=[UI]) as server:
@@ -171,7 +188,7 @@ async def test_only_allowed_hosts_and_origins_are_served(ledger: Ledger) -> None
         status, _ = await exchange(server, *post(server, body_of(), f'Origin: {UI}'))
         assert status == 200
         status, answer = await exchange(server, *post(server, body_of(), 'Origin: http://evil.test'))
-        assert status == 403 and 'Origin' in json.loads(answer)['error']
+        assert status == 403 and "the Origin 'http://evil.test' is not allowed" in json.loads(answer)['error']
         preflight = (
             f'OPTIONS /decode HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.test\r\nContent-Length: 0'
         )

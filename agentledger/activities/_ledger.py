@@ -27,11 +27,13 @@ from agentledger.model._records import ForkRef, RunStart
 from agentledger.workflows._types import (
     APPROVAL_WAIT_ACTIVITY,
     PARK_RUN_ACTIVITY,
+    RECORD_EVENTS_ACTIVITY,
     RESUME_RUN_ACTIVITY,
     RUN_STARTED_ACTIVITY,
     SEAL_RUN_ACTIVITY,
     ApprovalWaitInput,
     ParkInput,
+    RecordEventsInput,
     ResumeInput,
     ResumePoint,
     ResumeSeed,
@@ -53,7 +55,7 @@ worker died for good): Temporal allows one open execution per workflow id, so it
 
 
 class LedgerActivities:
-    """The `run_started`, `park_run`, `resume_run`, `approval_wait` and `seal_run` activities, bound to one ledger."""
+    """The ledger's own activities (run_started, park_run, resume_run, approval_wait, record_events, seal_run)."""
 
     def __init__(
         self,
@@ -74,7 +76,14 @@ class LedgerActivities:
     @property
     def activities(self) -> list[Callable[..., Any]]:
         """The activity callables to register on a worker."""
-        return [self.run_started, self.park_run, self.resume_run, self.approval_wait, self.seal_run]
+        return [
+            self.run_started,
+            self.park_run,
+            self.resume_run,
+            self.approval_wait,
+            self.record_events,
+            self.seal_run,
+        ]
 
     async def _restart_seed(self, input: RunStartInput) -> ForkRef | None:
         start = input.start
@@ -175,6 +184,10 @@ class LedgerActivities:
             return
         with _retryable_outage():
             await self._ledger.approval_wait(input.run_id, input.awaiting, input.at)
+
+    @activity.defn(name=RECORD_EVENTS_ACTIVITY)
+    async def record_events(self, input: RecordEventsInput) -> None:
+        """Nothing of its own: the activity interceptor writes the events in this activity's header before it runs."""
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
     async def seal_run(self, input: SealInput) -> None:

@@ -12,10 +12,9 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from temporalio.worker import Worker
 
 from agentledger._redaction import redact
 from agentledger.cli._demo import DEMO_PROMPT, demo_agent
+from agentledger.cli._demo_ui import DemoUI, demo_ui
 from agentledger.cli._devserver import start_dev_server
 from agentledger.cli._parser import (
     DEFAULT_NAMESPACE,
@@ -142,12 +142,17 @@ async def _demo(args: argparse.Namespace) -> int:
     # The demo fails one attempt on purpose and its timeline shows that; Temporal's warning with a
     # traceback for the same failure would only look like a crash.
     logging.getLogger('temporalio.activity').setLevel(logging.ERROR)
-    _status('starting a Temporal dev server (building the Temporal CLI first if needed)...')
-    ui_port = _free_port() if args.ui else None
-    env = await _dev_server(plugin, ui_port)
-    try:
-        if ui_port is not None:
-            _status(f'Temporal UI: http://localhost:{ui_port}')
+    async with AsyncExitStack() as stack:
+        ui = await stack.enter_async_context(demo_ui(open_ledger(args.ledger, read_only=True))) if args.ui else None
+        if ui is not None:
+            # A refused browser origin is the one problem a person at the UI cannot see from the page.
+            _log_to_stderr('agentledger.codec')
+        _status('starting a Temporal dev server (building the Temporal CLI first if needed)...')
+        env = await _dev_server(plugin, ui)
+        stack.push_async_callback(env.shutdown)
+        if ui is not None:
+            _status(f'Temporal UI: {ui.url}')
+            _status(f'codec server (payloads from the ledger): {ui.codec.url}, allows {", ".join(ui.origins)}')
         async with Worker(env.client, task_queue=DEMO_TASK_QUEUE):
             model = agent.model if isinstance(agent.model, str) else getattr(agent.model, 'model_name', '?')
             _status(f'running the demo agent (model {model}): {DEMO_PROMPT}')
@@ -160,14 +165,11 @@ async def _demo(args: argparse.Namespace) -> int:
         _print(render_timeline(view, ledger_url=ledger.url))
         _print()
         _print(f'agentledger show {result.run_id} --ledger {args.ledger}')
-        if ui_port is not None:
-            _print(
-                f'Temporal UI: http://localhost:{ui_port}/namespaces/{DEFAULT_NAMESPACE}/workflows/{view.run.workflow_id}'
-            )
+        if ui is not None:
+            _print(f'Temporal UI: {ui.workflow_url(DEFAULT_NAMESPACE, view.run.workflow_id)}')
+            _print(f'codec server: {ui.codec.url} (allows {", ".join(ui.origins)})')
             sys.stdout.flush()
-            await _until_stopped('the dev server stays up for the UI; press Ctrl-C to stop it')
-    finally:
-        await env.shutdown()
+            await _until_stopped('the dev server and the codec server stay up for the UI; press Ctrl-C to stop them')
     return 0
 
 
@@ -669,10 +671,12 @@ def _failure(error: BaseException) -> str:
     return str(error)
 
 
-async def _dev_server(plugin: Plugin, ui_port: int | None) -> WorkflowEnvironment:
+async def _dev_server(plugin: Plugin, ui: DemoUI | None) -> WorkflowEnvironment:
     try:
         with _stdout_to_stderr():
-            return await start_dev_server(plugins=[plugin], ui=ui_port is not None, ui_port=ui_port)
+            if ui is None:
+                return await start_dev_server(plugins=[plugin])
+            return await start_dev_server(plugins=[plugin], ui=True, ui_port=ui.port, ui_codec_endpoint=ui.codec.url)
     except (RuntimeError, OSError) as error:
         raise CliError(f'cannot start a Temporal dev server: {error}') from error
 
@@ -703,13 +707,6 @@ def _stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def _until_stopped(announcement: str) -> None:
@@ -767,6 +764,13 @@ def _quiet_retries() -> None:
     quiet = logging.getLogger('agentledger')
     if not any(isinstance(handler, logging.NullHandler) for handler in quiet.handlers):
         quiet.addHandler(logging.NullHandler())
+
+
+def _log_to_stderr(name: str) -> None:
+    """Show logger `name`'s warnings on stderr, past the quiet `agentledger` logger (`_quiet_retries`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
+    logging.getLogger(name).addHandler(handler)
 
 
 def _status(message: str) -> None:

@@ -70,6 +70,7 @@ async def start_dev_server(
     plugins: Sequence[Plugin] = (),
     ui: bool = False,
     ui_port: int | None = None,
+    ui_codec_endpoint: str | None = None,
     port: int | None = None,
     database_filename: str | None = None,
     extra_args: Sequence[str] = (),
@@ -79,11 +80,14 @@ async def start_dev_server(
 
     Its default namespace has the agentledger search attributes (`AgentLedgerAgent`, ...) unless
     `search_attributes` is false. The returned environment's `client` has `plugins` installed; call
-    `shutdown()` (or use it as an async context manager) to stop the server.
+    `shutdown()` (or use it as an async context manager) to stop the server. `ui_codec_endpoint` is
+    the remote codec server the UI has the browser call to show payloads (e.g. a `CodecServer`'s
+    `url`, which must allow the UI's origin).
     """
     path = find_temporal_cli()
     if search_attributes:
         extra_args = [*extra_args, *(f'--search-attribute={key.name}=Keyword' for key in SEARCH_ATTRIBUTES)]
+    codec_args = ['--ui-codec-endpoint', ui_codec_endpoint] if ui_codec_endpoint is not None else []
     return await WorkflowEnvironment.start_local(
         plugins=plugins,
         ui=ui,
@@ -92,5 +96,5 @@ async def start_dev_server(
         dev_server_existing_path=path,
         dev_server_database_filename=database_filename,
         dev_server_log_level='error',
-        dev_server_extra_args=list(extra_args),
+        dev_server_extra_args=[*codec_args, *extra_args],
     )

@@ -6,7 +6,8 @@ Commands::
         Start a local Temporal dev server, run the demo agent once (a tool that fails on its first
         attempt and succeeds on the retry) and print its answer and its timeline from the ledger.
         Needs no configuration: with $OPENAI_API_KEY (or $AGENTLEDGER_DEMO_MODEL) it uses a real
-        model, otherwise a scripted one. --ui keeps the server and its web UI up until Ctrl-C.
+        model, otherwise a scripted one. --ui keeps the server and its web UI up until Ctrl-C, with
+        the ledger's codec server behind the UI (allowing the UI's origin), and prints their URLs.
 
     agentledger worker --agent module:attr [--agent ...] [--ledger URL] [--address HOST:PORT]
                        [--namespace NS] [--task-queue TQ] [--no-model-journal] [--outage fail|warn]
@@ -215,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser('demo', help='run the demo agent on a local Temporal dev server and show its timeline')
     demo.add_argument('--ledger', default=DEMO_LEDGER, help=f'ledger URL (default: {DEMO_LEDGER})')
-    demo.add_argument('--ui', action='store_true', help='enable the Temporal web UI and keep it up until Ctrl-C')
+    demo.add_argument(
+        '--ui',
+        action='store_true',
+        help="enable the Temporal web UI, with the ledger's codec server behind it, and keep both up until Ctrl-C",
+    )
 
     worker = commands.add_parser('worker', help='serve agents until Ctrl-C or SIGTERM')
     worker.add_argument(

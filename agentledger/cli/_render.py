@@ -646,6 +646,9 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'output: {_preview(event.detail)}')
     elif event.kind == 'ledger_repaired' and event.detail is not None:
         parts.append(_repair_details(event.detail))
+    elif event.kind == 'request_ignored' and event.detail is not None:
+        # Not cut short: which request, why it was ignored and its input (already bounded by the workflow).
+        parts.append(' '.join(event.detail.split()))
     elif event.kind.startswith('approval_') and event.detail is not None:
         parts.append(_approval_details(event.kind, event.detail))
     elif event.outcome is not None:

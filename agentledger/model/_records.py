@@ -79,6 +79,7 @@ EventKind: TypeAlias = Literal[
     'approval_granted',
     'approval_denied',
     'approval_rejected',
+    'request_ignored',
 ]
 """What a `StepEvent` records. `*_started` opens an attempt; `*_completed` / `*_failed` end it.
 
@@ -88,7 +89,10 @@ EventKind: TypeAlias = Literal[
 activity id is `approval:<tool_call_id>`; none starts or ends an attempt.
 
 `run_parked` and `run_resumed` mark a parked run's wait (neither starts nor ends anything); their
-activity ids are `park:N` and `resume:N`, N counting the run's parks.
+activity ids are `park:N` and `resume:N`, N counting the run's parks. `request_ignored` records a
+`resume` or `abandon` signal the run could not take (it was not parked, or already had a decision):
+`detail` names the request, why it was ignored and its input; its activity id is `request:N`, N
+counting the Temporal run's ignored requests.
 `ledger_repaired` is the audit record of one repair `reconcile` made: its `detail` is a JSON document
 with the finding, the reason, and the row before and after.
 """

@@ -179,7 +179,7 @@ class CodecServer:
             return _error(403, 'this Host is not allowed')
         origin = request.headers.get('Origin')
         if origin is not None and not self._origin_allowed(origin):
-            return _error(403, 'this Origin is not allowed')
+            return self._origin_refusal(origin)
         if request.method == 'OPTIONS':
             return web.Response(status=204)
         operation = request.path.rstrip('/').rsplit('/', 1)[-1]
@@ -255,6 +255,17 @@ class CodecServer:
                 'Vary': 'Origin',
             }
         )
+
+    def _origin_refusal(self, origin: str) -> web.Response:
+        """403 for a browser page of `origin`, logged: the usual cause is a UI address the server was not told of."""
+        allowed = ', '.join(sorted(self._origins)) or 'none'
+        message = (
+            f'the Origin {origin!r} is not allowed (allowed origins: {allowed}); the Temporal UI must be opened at '
+            'an allowed origin, or its origin added (`agentledger codec-server --ui-origin ORIGIN`, '
+            '`CodecServer(ui_origins=...)`)'
+        )
+        logger.warning('codec server refused a request: %s', message)
+        return _error(403, message)
 
     def _origin_allowed(self, origin: str) -> bool:
         return origin in self._origins or '*' in self._origins

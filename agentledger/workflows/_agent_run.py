@@ -33,6 +33,7 @@ from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE, ErrorInfo, RunStart, Usage
 from agentledger.workflows._approvals import ApprovalGate, ApprovalTimedOut
 from agentledger.workflows._display import RunDisplay
+from agentledger.workflows._ignored import IgnoredRequests
 from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
@@ -102,6 +103,7 @@ class AgentRunWorkflow:
         )
         if input.wait_for_approval:
             self._agentledger_state.approvals = self._approvals
+        self._ignored = IgnoredRequests(self._agentledger_state)
 
     @workflow.query(name='agentledger_run_id')
     def ledger_run_id(self) -> str:
@@ -190,6 +192,7 @@ class AgentRunWorkflow:
                     reason = f': {decision.reason}' if decision.reason else ''
                     info = dataclasses.replace(info, message=f'{info.message} (abandoned while parked{reason})')
                 await seal_run(self._agentledger_state, 'failed', error=info, usage=usage)
+                await _handlers_finished()
                 raise ApplicationError(
                     info.message, self._failure_details(usage), type=info.type, non_retryable=True
                 ) from error
@@ -203,6 +206,7 @@ class AgentRunWorkflow:
             # This run's own last step: usage also counts its delegates' requests.
             final_step=state.step_offset + sum(isinstance(m, ModelResponse) for m in result.new_messages()),
         )
+        await _handlers_finished()
         return AgentRunOutput(output=result.output, run_id=state.run_id, workflow_id=state.workflow_id, usage=usage)
 
     @workflow.update(name='resume')
@@ -260,30 +264,38 @@ class AgentRunWorkflow:
         await self._approvals.decide(decision, 'deny', refuse=False)
 
     @workflow.signal(name='resume')
-    def resume_signal(self, request: ResumeRequest | None = None) -> None:
-        """Resume the parked run (the signal form of the `resume` update, e.g. from the Temporal UI)."""
-        self._signalled(request or ResumeRequest())
+    async def resume_signal(self, request: ResumeRequest | None = None) -> None:
+        """Resume the parked run (the signal form of the `resume` update, e.g. from the Temporal UI).
+
+        A run that is not parked, or already has a decision, records the signal as ignored.
+        """
+        await self._signalled('resume', request or ResumeRequest())
 
     @workflow.signal(name='abandon')
-    def abandon_signal(self, request: AbandonRequest | None = None) -> None:
-        """Give up on the parked run (the signal form of the `abandon` update)."""
-        self._signalled(request or AbandonRequest())
+    async def abandon_signal(self, request: AbandonRequest | None = None) -> None:
+        """Give up on the parked run (the signal form of the `abandon` update); ignored and recorded as `resume`."""
+        await self._signalled('abandon', request or AbandonRequest())
+
+    def _not_parked(self) -> str | None:
+        """Why the run cannot take a `resume` or `abandon` now (`is not parked`, ...), or `None` when it can."""
+        if self._decision is not None:
+            return 'already has a decision'
+        return 'is not parked' if self._parked is None else None
 
     def _require_parked(self, action: str) -> None:
-        if self._parked is None or self._decision is not None:
-            state = 'already has a decision' if self._decision is not None else 'is not parked'
+        why = self._not_parked()
+        if why is not None:
             raise ApplicationError(
-                f'cannot {action} run {self._agentledger_state.run_id}: it {state}', type=RUN_NOT_PARKED
+                f'cannot {action} run {self._agentledger_state.run_id}: it {why}; {action} applies to a parked run '
+                '(one that failed with park_on_failure and waits)',
+                type=RUN_NOT_PARKED,
             )
 
-    def _signalled(self, decision: ResumeRequest | AbandonRequest) -> None:
-        # A signal cannot be refused: one that finds the run not parked is logged and has no effect.
-        if self._parked is None or self._decision is not None:
-            workflow.logger.warning(
-                'agentledger: %s signal ignored: run %s is not parked or already has a decision',
-                type(decision).__name__,
-                self._agentledger_state.run_id,
-            )
+    async def _signalled(self, action: str, decision: ResumeRequest | AbandonRequest) -> None:
+        # A signal cannot be refused: one the run cannot take is recorded as ignored, in the ledger and the UI.
+        why = self._not_parked()
+        if why is not None:
+            await self._ignored.record(action, decision, why)
             return
         self._decision = decision
 
@@ -366,6 +378,14 @@ class AgentRunWorkflow:
             f'start {state.run_id}',
             result_type=RunStartResult,
         )
+
+
+async def _handlers_finished() -> None:
+    """Let signal handlers still recording (an ignored signal's ledger activity) finish before the run ends.
+
+    An activity scheduled by a handler is never run once its workflow closed, and its record would be lost.
+    """
+    await workflow.wait_condition(workflow.all_handlers_finished)
 
 
 def _continue_as_new(input: AgentRunInput, ctx: RunContext[Any], messages: list[ModelMessage]) -> None:

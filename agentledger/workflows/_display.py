@@ -55,6 +55,7 @@ class RunDisplay:
     last_tool: str | None = None
     _parked: ErrorInfo | None = None
     _waiting: list[PendingApproval] = field(default_factory=list)
+    _ignored: str | None = None
 
     def identify(
         self,
@@ -116,8 +117,17 @@ class RunDisplay:
         if self.progress and self.status == 'running':
             self._show()
 
+    def request_ignored(self, note: str) -> None:
+        """A signal the run could not take: `note` stays under the status until the next ignored one replaces it."""
+        self._ignored = note
+        self._show()
+
     def details(self) -> str:
-        """The current details for the run's status (Markdown)."""
+        """The current details for the run's status (Markdown), then the latest ignored signal, if any."""
+        status = self._status_details()
+        return '\n\n'.join(part for part in (status, self._ignored) if part)
+
+    def _status_details(self) -> str:
         run = f'(agentledger run `{self.run_id}`)'
         if self.status == 'parked' and self._parked is not None:
             error = self._parked

@@ -21,6 +21,7 @@ __all__ = [
     'APPROVAL_WAIT_ACTIVITY',
     'DELEGATE_RESULT_ACTIVITY',
     'PARK_RUN_ACTIVITY',
+    'RECORD_EVENTS_ACTIVITY',
     'RESUME_RUN_ACTIVITY',
     'RUN_STARTED_ACTIVITY',
     'SEAL_RUN_ACTIVITY',
@@ -29,6 +30,7 @@ __all__ = [
     'AgentRunOutput',
     'ApprovalWaitInput',
     'ParkInput',
+    'RecordEventsInput',
     'ResumeInput',
     'ResumePoint',
     'ResumeRequest',
@@ -161,6 +163,10 @@ APPROVAL_WAIT_ACTIVITY = 'agentledger__approval_wait'
 """The ledger activity that marks a run `awaiting_approval` or `running` again; the approval events travel
 in its header, so the ledger shows a request or a decision as soon as the workflow takes it."""
 
+RECORD_EVENTS_ACTIVITY = 'agentledger__record_events'
+"""The ledger activity that only carries the workflow's noted events in its header: for an event (an ignored
+request) that must reach the ledger now, not with whatever activity comes next, if any does."""
+
 SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
 """The ledger activity that records how a run ended, with every acceptance the run made."""
 
@@ -181,6 +187,13 @@ class ApprovalWaitInput:
     awaiting: bool | None
     """`True`: the wait starts; `False`: it ended; `None`: it goes on (only the header's events are new)."""
     at: datetime
+
+
+@dataclass
+class RecordEventsInput:
+    """The record-events activity's input: the run whose noted events its header carries."""
+
+    run_id: str
 
 
 @dataclass

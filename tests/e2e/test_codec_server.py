@@ -335,7 +335,7 @@ async def test_dev_server_ui_points_the_browser_at_the_codec_server(tmp_path: Pa
     ui_port = free_port()
     ui = f'http://localhost:{ui_port}'
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, CodecServer(ledger, ui_origins=[ui]) as server:
-        env = await start_dev_server(ui=True, ui_port=ui_port, extra_args=['--ui-codec-endpoint', server.url])
+        env = await start_dev_server(ui=True, ui_port=ui_port, ui_codec_endpoint=server.url)
         try:
             status, _, body = await asyncio.to_thread(http, 'GET', f'{ui}/api/v1/settings')
             assert status == 200
