@@ -38,7 +38,7 @@ from agentledger.cli import start_dev_server
 from agentledger.payloads import CodecServer
 
 from ..helpers.s3_server import free_port
-from ..helpers.temporal_ui import TemporalUI, chromium_executable, eventually
+from ..helpers.temporal_ui import TemporalUI, chromium_executable, eventually, wait_until_served
 
 pytestmark = pytest.mark.e2e
 
@@ -133,6 +133,7 @@ async def operated(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Op
             plugin = LedgerPlugin(ledger, agents=[triage_agent, reporter_agent, shipper_agent])
             client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
             task_queue = f'tq-{uuid.uuid4().hex[:8]}'
+            await wait_until_served(ui_url)
             async with Worker(client, task_queue=task_queue), async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=executable)
                 try:

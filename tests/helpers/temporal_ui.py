@@ -18,6 +18,7 @@ import re
 import shutil
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,6 +51,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
         if time.monotonic() > deadline:
             raise AssertionError(f'not within {timeout:.0f} s: {what}')
         await asyncio.sleep(0.25)
+
+
+async def wait_until_served(base_url: str, timeout: float = WAIT_S) -> None:
+    """Wait until the UI's server answers (the dev server opens it after its frontend port)."""
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(base_url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    async def served() -> bool:
+        return await asyncio.to_thread(answers)
+
+    await eventually(served, f'the UI answers at {base_url}', timeout)
 
 
 class TemporalUI:
@@ -178,6 +195,7 @@ class TemporalUI:
         await dialog.get_by_test_id('reset-reason').fill(reason)
         # Signals and updates after the reset point are kept (the UI's default).
         await expect(dialog.locator('#reset-exclude-signals-checkbox')).not_to_be_checked()
+        await expect(dialog.locator('#reset-exclude-updates-checkbox')).not_to_be_checked()
         await self.capture('reset-dialog', element=dialog)
         await dialog.get_by_role('button', name='Confirm').click()
         await dialog.wait_for(state='hidden')
