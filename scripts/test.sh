@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install everything and run the test suite against a real Temporal dev server: the whole suite on
 # the newest supported pydantic-ai (.venv), then the compatibility, hashing, golden-history and
-# end-to-end subset on the oldest (.venv-oldest). Arguments go to both pytest runs.
+# end-to-end subset on the oldest (.venv-oldest). The whole suite includes the browser test (tests/browser),
+# in Debian's Chromium. Arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/bootstrap.sh --oldest
+bash scripts/bootstrap.sh --oldest --browser
 export AGENTLEDGER_OLDEST_PYTHON="$PWD/.venv-oldest/bin/python"
 # The S3 tests run against SeaweedFS, built once per machine when missing.
 export AGENTLEDGER_S3_SERVER="${AGENTLEDGER_S3_SERVER:-$(bash scripts/build_s3_server.sh)}"
