@@ -42,14 +42,6 @@ from ..helpers.temporal_ui import TemporalUI, chromium_executable, eventually, w
 
 pytestmark = pytest.mark.e2e
 
-SEARCH_ATTRIBUTES = (
-    'AgentLedgerAgent',
-    'AgentLedgerRunId',
-    'AgentLedgerStatus',
-    'AgentLedgerConversationId',
-    'AgentLedgerParentRunId',
-    'AgentLedgerRestartOf',
-)
 REFERENCE_TYPE = b'temporal.api.sdk.v1.ExternalStorageReference'
 
 executions: Counter[tuple[str, str]] = Counter()
@@ -125,10 +117,8 @@ async def operated(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Op
     origins = [ui_url, f'http://localhost:{ui_port}']
     path = tmp_path_factory.mktemp('operator-ui') / 'runs.db'
     async with SqliteLedger(path) as ledger, CodecServer(ledger, ui_origins=origins) as codec:
-        attributes = [arg for name in SEARCH_ATTRIBUTES for arg in ('--search-attribute', f'{name}=Keyword')]
-        env = await start_dev_server(
-            ui=True, ui_port=ui_port, extra_args=['--ui-codec-endpoint', codec.url, *attributes]
-        )
+        # The dev server starts with agentledger's search attributes registered.
+        env = await start_dev_server(ui=True, ui_port=ui_port, ui_codec_endpoint=codec.url)
         try:
             plugin = LedgerPlugin(ledger, agents=[triage_agent, reporter_agent, shipper_agent])
             client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
