@@ -285,10 +285,15 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
 
 
 def total_usage(steps: Iterable[StepRecord]) -> Usage:
-    """Add up the usage of the accepted model requests of a run."""
+    """Add up the usage of the accepted model requests of a run, and of those a reset superseded.
+
+    A superseded request was accepted (and paid, or replayed) in its Temporal run before the reset:
+    what the run spent includes it, though the new run's acceptance is the one that counts for the step.
+    """
     usage = Usage()
     for step in steps:
-        if step.kind == 'model_request' and step.accepted_attempt is not None and step.usage is not None:
+        counted = step.accepted_attempt is not None or step.status == 'superseded'
+        if step.kind == 'model_request' and counted and step.usage is not None:
             usage = usage + step.usage
     return usage
 
