@@ -67,7 +67,7 @@ async def task_after_the_start(client: Client, workflow_id: str) -> int:
 async def test_a_reset_is_recorded_once_and_show_groups_by_temporal_run(
     temporal_env: WorkflowEnvironment, tmp_path: Path, point: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A completed run reset to its first (or a later) workflow task records one `run_reset` event, with the event
+    """C14: a completed run reset to its first (or a later) workflow task records one `run_reset` event, with the event
     reset to, the reason and the identity; `show` lists the steps under each Temporal run, and each step has
     one accepted attempt across the ledger run: the reset run's attempt of a step run again is superseded."""
     url = f'sqlite:///{tmp_path / "runs.db"}'
@@ -132,7 +132,7 @@ async def test_every_command_takes_each_id_the_ui_shows(
 ) -> None:
     """`show`, `snapshots`, `reconcile`, `continue`, `fork`, `resume`, `abandon`, `approve` and `deny` take a
     ledger run id, a workflow id (its latest run) or a Temporal run id; an id that names no run fails with
-    the kinds of id tried."""
+    the kinds of id tried (C17)."""
     url = f'sqlite:///{tmp_path / "runs.db"}'
     host = temporal_env.client.service_client.config.target_host
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
