@@ -89,7 +89,7 @@ class ResetRecorder:
             looking.add_done_callback(lambda _: self._looking.pop(key, None))
         try:
             await asyncio.shield(looking)
-        except (LedgerError, RPCError) as error:
+        except (LedgerError, RPCError, _NoClient) as error:
             logger.warning(
                 'agentledger: could not check whether Temporal run %s of run %s was started by a reset (%s); '
                 'the next attempt checks again',
@@ -109,6 +109,18 @@ class ResetRecorder:
             return  # the run's first Temporal run, about to record its start: nothing was reset
         if temporal_run_id in record.temporal_run_ids:
             return  # its start is recorded: the run's first Temporal run, a continue-as-new, or a reset seen already
-        reset = await reset_point(activity.client(), workflow_id, temporal_run_id)
+        reset = await reset_point(_activity_client(), workflow_id, temporal_run_id)
         if reset is not None:
             await self._ledger.record_events([run_event_for_reset(run_id, workflow_id, reset)])
+
+
+class _NoClient(Exception):
+    """The attempt runs without a Temporal client to read history with."""
+
+
+def _activity_client() -> Client:
+    """The client of the worker running this attempt; `_NoClient` where there is none (a synchronous activity)."""
+    try:
+        return activity.client()
+    except RuntimeError as error:
+        raise _NoClient(str(error)) from error

@@ -428,8 +428,11 @@ def render_timeline(view: RunView, *, ledger_url: str | None = None) -> str:
     Event lines carry the time since the run started, the step (model request number), the
     attempt (`-` for events recorded by workflow code, which has no attempts), the tool or model, the
     outcome or error, the attempt's duration, and `[abandoned]` / `[provisional]` for attempts whose
-    result the run did not (or not yet) use, and `[in doubt]` for tool attempts that never recorded
-    an end. A `snapshot` line follows the start of the model request it was taken for, and the
+    result the run did not (or not yet) use, `[superseded]` for attempts of a Temporal run that a
+    reset replaced and whose step the new run ran again, and `[in doubt]` for tool attempts that never
+    recorded an end. A `run reset` line says which Temporal run was reset to which event, the reason
+    and the identity; the steps of a run with several Temporal runs are listed under each one.
+    A `snapshot` line follows the start of the model request it was taken for, and the
     `final snapshot` line the run's end. Tool calls in doubt get a section of their own, with the
     commands to go on from them (with `--ledger <ledger_url>` when `ledger_url` is given), and so do the
     tool calls a run awaiting approval waits on, with the `approve` / `deny` commands that decide each.

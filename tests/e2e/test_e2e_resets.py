@@ -112,6 +112,10 @@ async def test_a_reset_is_recorded_once_and_show_groups_by_temporal_run(
         assert {s.status for s in steps if s.temporal_run_id == first_run} == {'superseded'}
         assert all(s.accepted_attempt is not None for s in steps if s.temporal_run_id == new_run)
 
+    # The run_reset event is a fact of the new Temporal run's history: reconcile finds nothing to repair.
+    host = temporal_env.client.service_client.config.target_host
+    assert await asyncio.to_thread(cli, ['reconcile', run_id, '--dry-run', '--address', host, '--ledger', url]) == 0
+    capsys.readouterr()
     assert await asyncio.to_thread(cli, ['show', run_id, '--ledger', url]) == 0
     shown = capsys.readouterr().out
     assert 'run reset' in shown and f'{reason}, by {recorded.identity}' in shown
