@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         run,
         start,
     )
-    from agentledger.ledger import Ledger, MemoryLedger, OutagePolicy, RetryPolicy, open_ledger
+    from agentledger.ledger import Ledger, MemoryLedger, OutagePolicy, RetryPolicy, open_ledger, resolve_run_id
     from agentledger.ledger.backends.s3 import S3Ledger
     from agentledger.ledger.backends.sqlite import SqliteLedger
     from agentledger.model import (
@@ -71,6 +71,7 @@ _WHERE: dict[str, str] = {
     'OutagePolicy': 'agentledger.ledger',
     'RetryPolicy': 'agentledger.ledger',
     'open_ledger': 'agentledger.ledger',
+    'resolve_run_id': 'agentledger.ledger',
     'S3Ledger': 'agentledger.ledger.backends.s3',
     'SqliteLedger': 'agentledger.ledger.backends.sqlite',
     'LedgerPlugin': 'agentledger.plugin',
@@ -129,6 +130,7 @@ __all__ = [
     'open_ledger',
     'reconcile_ledger',
     'reconcile_run',
+    'resolve_run_id',
     'resume_parked',
     'run',
     'start',

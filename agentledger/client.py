@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from agentledger._compat import caller_identity
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
+from agentledger.ledger._resolve import resolve_run_id
 from agentledger.model._approvals import ApprovalDecision, ApprovalTimeoutAction, DecisionKind, PendingApproval
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._options import check_options
@@ -309,6 +310,8 @@ async def _seeded(
         raise ValueError(f'a continued or forked run starts from its snapshot: it takes no {refused[0]}')
     store = _ledger_of(client, ledger)
     async with store:
+        # A workflow id or a Temporal run id names the ledger run it ran; the workflow gets the ledger run id.
+        run_id = await resolve_run_id(store, run_id)
         # Checked here so a bad run id, snapshot id or step fails before any workflow starts.
         seed = await resolve_seed(store, continue_from=run_id, at_step=at_step, snapshot_id=snapshot)
         source = await store.run(run_id)
@@ -343,6 +346,9 @@ async def continue_run(
     **options: Unpack[RunOptions],
 ) -> AgentRunHandle[OutputT]:
     """Start a new run seeded with `run_id`'s latest valid snapshot, optionally with a new prompt.
+
+    `run_id` is a ledger run id, a workflow id (its latest execution's run) or a Temporal run id
+    (see `agentledger.resolve_run_id`); `UnknownRunIdError` says when none names a run.
 
     The new ledger run records `forked_from`; stored messages are shared, not copied. Tool calls that
     completed before the snapshot are not run again; calls that were in flight are not in a valid
@@ -380,8 +386,9 @@ async def fork_run(
 ) -> AgentRunHandle[OutputT]:
     """Start a new run seeded with the valid snapshot at or before `at_step` (or exactly `snapshot`).
 
-    Like `continue_run`, but from an earlier point: a step that does not exist, an unknown or
-    malformed snapshot id, or a snapshot of another run raises before any workflow starts.
+    Like `continue_run` (which takes the same kinds of `run_id`), but from an earlier point: a step
+    that does not exist, an unknown or malformed snapshot id, or a snapshot of another run raises
+    before any workflow starts.
     """
     if (at_step is None) == (snapshot is None):
         raise ValueError('fork_run needs exactly one of at_step= or snapshot=')

@@ -8,6 +8,7 @@ never change. Pure: workflow code imports this module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from agentledger._redaction import redact
@@ -39,6 +40,7 @@ __all__ = [
     'MalformedPayloads',
     'RunNotFoundError',
     'SnapshotNotFoundError',
+    'UnknownRunIdError',
     'UnresolvablePayloadReference',
 ]
 
@@ -158,6 +160,16 @@ class RunNotFoundError(LedgerError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f'no ledger run with id {run_id!r}')
         self.run_id = run_id
+
+
+class UnknownRunIdError(RunNotFoundError):
+    """No ledger run goes by this id, tried as each kind of id it may be (a workflow id, a Temporal run id)."""
+
+    def __init__(self, run_id: str, tried: Sequence[str]) -> None:
+        super().__init__(run_id)
+        self.tried = tuple(tried)
+        kinds = ', '.join(self.tried[:-1]) + (' or ' if len(self.tried) > 1 else '') + self.tried[-1]
+        self.args = (f'no ledger run goes by {run_id!r} (tried it as a {kinds})',)
 
 
 class SnapshotNotFoundError(LedgerError, LookupError):

@@ -77,7 +77,7 @@ from agentledger.client import (
     start,
 )
 from agentledger.errors import AgentLedgerError, CliError
-from agentledger.ledger import Ledger, open_ledger
+from agentledger.ledger import Ledger, open_ledger, resolve_run_id
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._scopes import Scopes
 from agentledger.model import SEARCH_ATTRIBUTES
@@ -228,7 +228,7 @@ async def _workflow_in(
     only: the worker running the workflow records what the update changes.
     """
     async with _reading(args.ledger, read_only=True) as ledger:
-        record = await ledger.run(args.run_id)
+        record = await ledger.run(await resolve_run_id(ledger, args.run_id))
     if record.status != status:
         raise CliError(f'run {record.run_id} ' + refusal.format(status=f'status {record.status}'))
     client = await _connect(args.address, args.namespace, PydanticAIPlugin())
@@ -345,8 +345,9 @@ async def _start_seeded(
     # Writable: the client stores the new run's large inputs in the ledger.
     async with _reading(args.ledger, read_only=False) as ledger:
         # Resolved before connecting, so a bad run id, snapshot id or step says so even when Temporal is down.
-        seed = await resolve_seed(ledger, continue_from=args.run_id, at_step=at_step, snapshot_id=snapshot)
-        task_queue: str = args.task_queue or (await ledger.run(args.run_id)).task_queue
+        run_id = await resolve_run_id(ledger, args.run_id)
+        seed = await resolve_seed(ledger, continue_from=run_id, at_step=at_step, snapshot_id=snapshot)
+        task_queue: str = args.task_queue or (await ledger.run(run_id)).task_queue
         # No agents: this client only starts workflows. continue_run / fork_run take the ledger from the plugin
         # and check the seed again; this context's open keeps it open across their own open and close.
         client = await _connect(args.address, args.namespace, LedgerPlugin(ledger))
@@ -354,12 +355,12 @@ async def _start_seeded(
             handle: AgentRunHandle[Any]
             if at_step is None and snapshot is None:
                 handle = await continue_run(
-                    client, args.run_id, prompt, deps=args.deps, task_queue=task_queue, workflow_id=args.workflow_id
+                    client, run_id, prompt, deps=args.deps, task_queue=task_queue, workflow_id=args.workflow_id
                 )
             else:
                 handle = await fork_run(
                     client,
-                    args.run_id,
+                    run_id,
                     at_step=at_step,
                     snapshot=snapshot,
                     prompt=prompt,
@@ -411,7 +412,7 @@ async def _runs(args: argparse.Namespace) -> int:
 
 async def _show(args: argparse.Namespace) -> int:
     async with _reading(args.ledger, read_only=True) as ledger:
-        view = await _read_view(ledger, args.run_id)
+        view = await _read_view(ledger, await resolve_run_id(ledger, args.run_id))
     if args.json:
         _print(json_text(run_json(view)))
     else:
@@ -449,7 +450,8 @@ async def _reconcile(args: argparse.Namespace) -> int:
             if args.all:
                 reports = await reconcile_ledger(client, ledger, repair=repair)
             else:
-                reports = [await reconcile_run(client, ledger, args.run_id, repair=repair)]
+                run_id = await resolve_run_id(ledger, args.run_id)
+                reports = [await reconcile_run(client, ledger, run_id, repair=repair)]
         except RPCError as error:
             raise CliError(f'cannot read histories from Temporal at {args.address}: {error.message}') from error
     _print(json_text(reconcile_json(reports)) if args.json else render_reconcile(reports))
@@ -458,25 +460,26 @@ async def _reconcile(args: argparse.Namespace) -> int:
 
 async def _snapshots(args: argparse.Namespace) -> int:
     async with _reading(args.ledger, read_only=True) as ledger:
+        run_id = await resolve_run_id(ledger, args.run_id)
         if args.messages is not None:
-            await ledger.run(args.run_id)
+            await ledger.run(run_id)
             snapshot = await ledger.snapshot(args.messages)
-            if snapshot.record.run_id != args.run_id:
-                raise CliError(f'snapshot {args.messages!r} does not belong to run {args.run_id!r}')
+            if snapshot.record.run_id != run_id:
+                raise CliError(f'snapshot {args.messages!r} does not belong to run {run_id!r}')
             # pydantic-ai's own message format, so the output loads back with ModelMessagesTypeAdapter.
             _print(json_safe(ModelMessagesTypeAdapter.dump_json(snapshot.messages, indent=2).decode()))
             return 0
-        snapshots = await ledger.snapshots(args.run_id)
-        latest = await ledger.latest_snapshot(args.run_id) if snapshots else None
+        snapshots = await ledger.snapshots(run_id)
+        latest = await ledger.latest_snapshot(run_id) if snapshots else None
     if args.json:
-        _print(json_text(snapshots_json(args.run_id, snapshots, latest)))
+        _print(json_text(snapshots_json(run_id, snapshots, latest)))
         return 0
     _print(render_snapshots(snapshots))
     if latest is not None:
         _status(
             f'continue starts from the latest, {latest.snapshot_id}; fork --at-step K from the latest at or before K'
         )
-        _status(f"agentledger snapshots {args.run_id} --messages SNAPSHOT_ID prints a snapshot's messages")
+        _status(f"agentledger snapshots {run_id} --messages SNAPSHOT_ID prints a snapshot's messages")
     return 0
 
 

@@ -2,6 +2,10 @@
 
 Commands::
 
+    Every RUN_ID a command takes (`show`, `snapshots`, `continue`, `fork`, `resume`, `abandon`, `approve`,
+    `deny`, `reconcile`) may be any id the Temporal UI shows: a ledger run id (`run-...`), a workflow id
+    (the run of its latest execution) or a Temporal run id (the ledger run that Temporal run belongs to).
+
     agentledger demo [--ledger URL] [--ui]
         Start a local Temporal dev server, run the demo agent once (a tool that fails on its first
         attempt and succeeds on the retry) and print its answer and its timeline from the ledger.
@@ -38,6 +42,8 @@ Commands::
         delegate runs it started (5 levels deep), its model calls billed and replayed from the journal,
         its once-only effects, the tool calls in doubt with what can be done about them, and, for a run
         awaiting approval, each call waiting for a decision with the `approve` / `deny` commands to take it.
+        A run reset in Temporal lists its steps by Temporal run: the `run reset` event says where, why
+        and by whom, and a step the new run ran again is accepted once, the reset run's attempt `superseded`.
 
     agentledger effects [--ledger URL] [--workflow-id ID] [--unknown] [--json]
         List once-only effects (`agentledger.once`): all, those keyed on one workflow id, or only

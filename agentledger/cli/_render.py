@@ -47,6 +47,7 @@ from agentledger.model._records import (
     ToolEffect,
     Usage,
 )
+from agentledger.model._resets import ResetPoint, reset_points
 from agentledger.model._rules import total_usage
 from agentledger.payloads._gc import GcReport
 from agentledger.reconcile._repair import RECONCILE_SCHEMA, ReconcileReport
@@ -427,13 +428,16 @@ def render_timeline(view: RunView, *, ledger_url: str | None = None) -> str:
     Event lines carry the time since the run started, the step (model request number), the
     attempt (`-` for events recorded by workflow code, which has no attempts), the tool or model, the
     outcome or error, the attempt's duration, and `[abandoned]` / `[provisional]` for attempts whose
-    result the run did not (or not yet) use, and `[in doubt]` for tool attempts that never recorded
-    an end. A `snapshot` line follows the start of the model request it was taken for, and the
+    result the run did not (or not yet) use, `[superseded]` for attempts of a Temporal run that a
+    reset replaced and whose step the new run ran again, and `[in doubt]` for tool attempts that never
+    recorded an end. A `run reset` line says which Temporal run was reset to which event, the reason
+    and the identity; the steps of a run with several Temporal runs are listed under each one.
+    A `snapshot` line follows the start of the model request it was taken for, and the
     `final snapshot` line the run's end. Tool calls in doubt get a section of their own, with the
     commands to go on from them (with `--ledger <ledger_url>` when `ledger_url` is given), and so do the
     tool calls a run awaiting approval waits on, with the `approve` / `deny` commands that decide each.
     """
-    sections = [_header(view), 'Timeline', *_timeline(view), '', 'Steps', *_steps(view.events, view.steps)]
+    sections = [_header(view), 'Timeline', *_timeline(view), '', 'Steps', *_steps(view.run, view.events, view.steps)]
     if view.delegates is not None and view.delegates.children:
         sections += ['', 'Delegated runs', *_delegates(view.delegates)]
     if view.effects:
@@ -644,6 +648,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'new prompt: {_preview(event.detail)}')
     elif event.kind == 'run_completed' and event.detail is not None:
         parts.append(f'output: {_preview(event.detail)}')
+    elif event.kind == 'run_reset':
+        parts.append(_reset_details(event))
     elif event.kind == 'ledger_repaired' and event.detail is not None:
         parts.append(_repair_details(event.detail))
     elif event.kind == 'request_ignored' and event.detail is not None:
@@ -668,6 +674,23 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
     if in_doubt:
         details = f'{details} [in doubt]'.lstrip()
     return details
+
+
+def _reset_details(event: StepEvent) -> str:
+    """What a `run_reset` event says: the run reset, the event it was reset to, the reason and who reset it."""
+    reset = ResetPoint.from_event(event)
+    if reset is None:
+        return _preview(event.detail or '')
+    return (
+        f'Temporal run {_short(reset.base_run_id)} reset to event {reset.event_id}, '
+        f'now {_short(reset.temporal_run_id)}: reason: {_preview(reset.reason) or "-"}, '
+        f'by {_preview(reset.identity) or "-"}'
+    )
+
+
+def _short(temporal_run_id: str) -> str:
+    """A Temporal run id's first 8 characters: enough to tell a run's Temporal runs apart."""
+    return temporal_run_id[:8]
 
 
 def _repair_details(detail: str) -> str:
@@ -722,9 +745,12 @@ def _awaiting(run: RunRecord, calls: Sequence[AwaitingCall], ledger_url: str | N
     return lines
 
 
-def _steps(events: Sequence[StepEvent], steps: Sequence[StepRecord]) -> list[str]:
+def _steps(run: RunRecord, events: Sequence[StepEvent], steps: Sequence[StepRecord]) -> list[str]:
+    """One row per step; with more than one Temporal run, grouped under a line naming each run and its resets."""
     if not steps:
         return ['  (no steps)']
+    order = list(dict.fromkeys([*run.temporal_run_ids, *(step.temporal_run_id for step in steps)]))
+    steps = sorted(steps, key=lambda step: order.index(step.temporal_run_id))
     # StepRecord does not carry the model name; the completed model request event of the same activity does.
     models = {
         (event.temporal_run_id, event.activity_id): event.model_name for event in events if event.model_name is not None
@@ -742,7 +768,30 @@ def _steps(events: Sequence[StepEvent], steps: Sequence[StepRecord]) -> list[str
         for step in steps
     ]
     headers = ['STEP', 'KIND', 'NAME', 'ATTEMPTS', 'ACCEPTED', 'STATUS', 'RESULT']
-    return _table(headers, rows, right={0, 3, 4}, indent=2)
+    lines = _table(headers, rows, right={0, 3, 4}, indent=2)
+    if len(order) < 2:
+        return lines
+    resets = reset_points(events)
+    grouped = lines[:1]
+    for index, step in enumerate(steps):
+        if index == 0 or steps[index - 1].temporal_run_id != step.temporal_run_id:
+            grouped.append(_temporal_run_label(step.temporal_run_id, resets))
+        grouped.append(lines[index + 1])
+    return grouped
+
+
+def _temporal_run_label(temporal_run_id: str, resets: dict[str, ResetPoint]) -> str:
+    """The line that heads a Temporal run's steps: its short id, the reset that started it, the reset that ended it."""
+    notes: list[str] = []
+    started = resets.get(temporal_run_id)
+    if started is not None:
+        notes.append(f'reset from {_short(started.base_run_id)} at event {started.event_id}')
+    notes += [
+        f'superseded after event {reset.event_id} by {_short(reset.temporal_run_id)}'
+        for reset in resets.values()
+        if reset.base_run_id == temporal_run_id
+    ]
+    return f'  Temporal run {_short(temporal_run_id)}' + (f' ({"; ".join(notes)})' if notes else '')
 
 
 def _accepted(attempt: int | None) -> str:

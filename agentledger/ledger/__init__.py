@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentledger.ledger._facade import Ledger, PayloadDeletion, RetryPolicy, Snapshot
 from agentledger.ledger._outage import OutagePolicy
+from agentledger.ledger._resolve import resolve_run_id
 from agentledger.ledger._store import LedgerStore, RunFilter, RunList
 from agentledger.ledger._url import open_ledger
 from agentledger.ledger.backends.memory import MemoryLedger, MemoryStore
@@ -33,6 +34,7 @@ __all__ = [
     'Snapshot',
     'SqliteLedger',
     'open_ledger',
+    'resolve_run_id',
 ]
 
 

@@ -454,10 +454,14 @@ class Ledger:
         parent_run_id: str | None = None,
         workflow_id: str | None = None,
         forked_from_run_id: str | None = None,
+        temporal_run_id: str | None = None,
         limit: int = 50,
         before: str | None = None,
     ) -> RunList:
         """List runs, newest first. Page with `before=<the last run id of the previous page>`.
+
+        `temporal_run_id` lists the runs whose `temporal_run_ids` name that Temporal run: SQLite answers
+        it with one query; S3 has no index of it and reads the run records newest first until found.
 
         A stored run record that does not decode does not fail the listing: it is left out, logged as a
         warning, and reported in the result's `corrupt` (see `RunList`); `run(id)` of it raises.
@@ -474,6 +478,7 @@ class Ledger:
                 parent_run_id=parent_run_id,
                 workflow_id=workflow_id,
                 forked_from_run_id=forked_from_run_id,
+                temporal_run_id=temporal_run_id,
             ),
             limit=limit,
             before=cursor,

@@ -47,6 +47,8 @@ class RunFilter:
     parent_run_id: str | None = None
     workflow_id: str | None = None
     forked_from_run_id: str | None = None
+    temporal_run_id: str | None = None
+    """Only the run whose `temporal_run_ids` name this Temporal run (several, in a user's own workflow)."""
 
     def matches(self, run: RunRecord) -> bool:
         """Whether `run` passes every filter that is set (for backends that filter records in memory)."""
@@ -60,6 +62,7 @@ class RunFilter:
                 self.forked_from_run_id is None
                 or (run.forked_from is not None and run.forked_from.run_id == self.forked_from_run_id)
             )
+            and (self.temporal_run_id is None or self.temporal_run_id in run.temporal_run_ids)
         )
 
 

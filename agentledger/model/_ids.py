@@ -6,8 +6,15 @@ Pure functions: workflow code calls them during replay and must get the same ans
 from __future__ import annotations
 
 import hashlib
+import re
+from typing import Literal, TypeAlias
 
-__all__ = ['delegate_workflow_id', 'ledger_run_id', 'own_workflow_run_id']
+__all__ = ['RunIdKind', 'delegate_workflow_id', 'ledger_run_id', 'own_workflow_run_id', 'run_id_kinds']
+
+RunIdKind: TypeAlias = Literal['ledger run id', 'workflow id', 'Temporal run id']
+"""What an id that names a run may be: one the ledger gave it, its workflow's, or one of its Temporal runs'."""
+
+_UUID = re.compile(r'[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}')
 
 
 def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
@@ -43,3 +50,18 @@ def delegate_workflow_id(parent_workflow_id: str, tool_call_id: str) -> str:
     finds the child that already ran instead of starting another.
     """
     return f'{parent_workflow_id}/delegate/{tool_call_id}'
+
+
+def run_id_kinds(text: str) -> tuple[RunIdKind, ...]:
+    """The kinds of id `text` may be, in the order to try them: the `agentledger` CLI takes any id the UI shows.
+
+    An id that starts with `run-` (the form of `ledger_run_id`) is a ledger run id and nothing else: the
+    prefix settles an id that could also be a workflow id. Any other id is tried as a ledger run id
+    first (a ledger may hold runs whose ids were given another way), then as a Temporal run id when it
+    is a UUID, then as a workflow id.
+    """
+    if text.startswith('run-'):
+        return ('ledger run id',)
+    if _UUID.fullmatch(text):
+        return ('ledger run id', 'Temporal run id', 'workflow id')
+    return ('ledger run id', 'workflow id')

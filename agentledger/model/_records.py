@@ -68,6 +68,7 @@ EventKind: TypeAlias = Literal[
     'run_terminated',
     'run_parked',
     'run_resumed',
+    'run_reset',
     'ledger_repaired',
     'model_request_started',
     'model_request_completed',
@@ -93,6 +94,11 @@ activity ids are `park:N` and `resume:N`, N counting the run's parks. `request_i
 `resume` or `abandon` signal the run could not take (it was not parked, or already had a decision):
 `detail` names the request, why it was ignored and its input; its activity id is `request:N`, N
 counting the Temporal run's ignored requests.
+`run_reset` marks a Temporal reset: the first time the ledger hears from the new Temporal run a reset
+started, it records where (the history event the run was reset at), why (the reason given) and who
+(the client identity), read from that run's history; its `detail` is the JSON of a
+`agentledger.model._resets.ResetPoint`, its `temporal_run_id` the new run's, its activity id
+`reset:<run_id>`. It starts and ends nothing.
 `ledger_repaired` is the audit record of one repair `reconcile` made: its `detail` is a JSON document
 with the finding, the reason, and the row before and after.
 """
@@ -112,18 +118,23 @@ ToolOutcome: TypeAlias = Literal[
 ]
 """How a completed tool call ended. A tool that asked the model to retry is completed with `retry_requested`."""
 
-EventState: TypeAlias = Literal['provisional', 'accepted', 'abandoned']
+EventState: TypeAlias = Literal['provisional', 'accepted', 'abandoned', 'superseded']
 """Whether the workflow used this attempt's result.
 
 `provisional` until the workflow accepts the activity's result; then the accepted attempt's events
 are `accepted` and every other attempt's are `abandoned` (kept for audit: they are the retry bill).
+`superseded`: the attempt was accepted by a Temporal run that was then reset, and the new run ran and
+accepted the same step again, so only the new run's acceptance counts (see `agentledger.model._resets`).
 """
 
 AcceptanceOutcome: TypeAlias = Literal['completed', 'failed', 'cancelled']
 """How the workflow observed an activity end."""
 
-StepStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'abandoned']
-"""The status of one step (one activity) as the workflow saw it."""
+StepStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', 'abandoned', 'superseded']
+"""The status of one step (one activity) as the workflow saw it.
+
+`superseded`: a reset made the step's Temporal run stop counting, and the new run ran the step again.
+"""
 
 AGENT_RUN_WORKFLOW_TYPE = 'AgentRunWorkflow'
 """The Temporal workflow type of `AgentRunWorkflow`; any other `RunRecord.workflow_type` is a user's own workflow."""
@@ -275,7 +286,9 @@ class StepEvent:
     @property
     def is_terminal(self) -> bool:
         """Whether this event ends an attempt (or the run)."""
-        return not self.kind.endswith(('_started', '_parked', '_resumed')) and not self.kind.startswith('approval_')
+        return not self.kind.endswith(('_started', '_parked', '_resumed', '_reset')) and not self.kind.startswith(
+            'approval_'
+        )
 
     @property
     def fence(self) -> tuple[datetime, int]:

@@ -29,6 +29,7 @@ from agentledger.model._records import (
     ToolOutcome,
     Usage,
 )
+from agentledger.model._resets import reset_points, superseded_activities
 
 __all__ = [
     'apply_approval_wait',
@@ -191,9 +192,14 @@ def derive_event_states(
     of its highest-fenced attempt are `accepted` and every other attempt's are `abandoned` (a zombie
     attempt that wrote late has a lower fence and can never take its place). An activity that was
     never accepted is `provisional` while its Temporal run is open and `abandoned` once it is sealed.
+    An accepted activity of a Temporal run that was reset, which the new run ran and accepted again,
+    is `superseded` (the `run_reset` events among `events` say which runs were reset from which, see
+    `agentledger.model._resets`): each step has one accepted attempt across the ledger run.
     Run-level events are facts of the run and always `accepted`.
     """
+    acceptances = list(acceptances)
     accepted = {(a.temporal_run_id, a.activity_id) for a in acceptances}
+    superseded = superseded_activities(events, acceptances, reset_points(events))
     sealed = set(sealed_temporal_run_ids)
     best: dict[tuple[str, str], StepEvent] = {}
     for event in events:
@@ -209,6 +215,8 @@ def derive_event_states(
         activity = (event.temporal_run_id, event.activity_id)
         if event.step_kind is None:
             state = 'accepted'
+        elif activity in superseded:
+            state = 'superseded'
         elif activity in accepted:
             state = 'accepted' if _attempt_key(best[activity]) == _attempt_key(event) else 'abandoned'
         elif event.temporal_run_id in sealed:
@@ -223,7 +231,8 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
     """Summarise state-derived events into one `StepRecord` per activity, in order of first event.
 
     The accepted attempt's terminal event gives the step its outcome, usage and error; a step with
-    no accepted attempt reports its latest attempt's status (`running`, or `abandoned` once sealed).
+    no accepted attempt reports its latest attempt's status (`running`, or `abandoned` once sealed),
+    and a step a reset superseded is `superseded` (no accepted attempt: the new run's step counts).
     """
     outcomes = {(a.temporal_run_id, a.activity_id): a.outcome for a in acceptances}
     by_activity: dict[tuple[str, str], list[StepEvent]] = defaultdict(list)
@@ -238,12 +247,16 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
         terminal = next((e for e in reversed(accepted) if e.is_terminal), None)
         outcome = outcomes.get((temporal_run_id, activity_id))
         status: StepStatus
-        if outcome is not None:
+        if any(e.state == 'superseded' for e in activity_events):
+            status = 'superseded'
+        elif outcome is not None:
             status = outcome
         elif any(e.state == 'abandoned' for e in activity_events):
             status = 'abandoned'
         else:
             status = 'running'
+        if status == 'superseded':
+            terminal = next((e for e in reversed(activity_events) if e.state == 'superseded' and e.is_terminal), None)
         described = terminal or max(activity_events, key=lambda e: (e.fence, e.is_terminal))
         child_run_id = described.child_run_id or next(
             (e.child_run_id for e in reversed(activity_events) if e.child_run_id is not None), None
@@ -272,10 +285,15 @@ def derive_steps(events: Sequence[StepEvent], acceptances: Iterable[Acceptance])
 
 
 def total_usage(steps: Iterable[StepRecord]) -> Usage:
-    """Add up the usage of the accepted model requests of a run."""
+    """Add up the usage of the accepted model requests of a run, and of those a reset superseded.
+
+    A superseded request was accepted (and paid, or replayed) in its Temporal run before the reset:
+    what the run spent includes it, though the new run's acceptance is the one that counts for the step.
+    """
     usage = Usage()
     for step in steps:
-        if step.kind == 'model_request' and step.accepted_attempt is not None and step.usage is not None:
+        counted = step.accepted_attempt is not None or step.status == 'superseded'
+        if step.kind == 'model_request' and counted and step.usage is not None:
             usage = usage + step.usage
     return usage
 

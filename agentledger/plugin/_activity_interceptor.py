@@ -60,6 +60,7 @@ from agentledger._compat import (
 )
 from agentledger.activities._failures import ledger_failure
 from agentledger.activities._history import HistoryResolver
+from agentledger.activities._resets import ResetRecorder
 from agentledger.errors import UNENCODABLE_RESULT, LedgerError, LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
@@ -115,6 +116,8 @@ class ActivityRecording:
     """Journal provider responses, and replay them to later attempts of the same request."""
     storage: ResultStorage | None = None
     """Stores results that Temporal's external storage will store, ahead of it (`None`: payloads stay inline)."""
+    resets: ResetRecorder | None = None
+    """Records the reset that started a Temporal run, at the first attempt of that run's activities."""
 
 
 class LedgerActivityInterceptor(ActivityInboundInterceptor):
@@ -149,6 +152,8 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             raise ledger_failure(error) from error
 
         info = activity.info()
+        if self._recording.resets is not None:
+            await self._recording.resets.observe(header['run_id'], info.workflow_id or '', info.workflow_run_id or '')
         kind = classify_activity(info.activity_type)
         if kind is None:
             # Token counting and compaction are not steps, but their history may be a reference too.

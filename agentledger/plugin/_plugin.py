@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from agentledger._compat import mark_worker_never_started
 from agentledger.activities import LedgerActivities, delegate_result
 from agentledger.activities._history import HistoryResolver
+from agentledger.activities._resets import ResetRecorder
 from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer, OutagePolicy
@@ -73,6 +74,7 @@ class LedgerInterceptor(Interceptor):
             owed=owed,
             model_journal=model_journal,
             storage=storage,
+            resets=ResetRecorder(ledger),
         )
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:

@@ -584,7 +584,8 @@ def _unproven(
             )
         )
     if event.step_kind is None:
-        if event.kind == 'run_started':
+        # A start, and a reset read from the new run's own history, claim no end of the run.
+        if event.kind in ('run_started', 'run_reset'):
             return None
         # A terminal run event the run's seal does not prove: the run ended otherwise.
         proven = next(

@@ -10,6 +10,7 @@ import pytest
 from agentledger.errors import RunNotFoundError
 from agentledger.ledger import Ledger
 from agentledger.model import ErrorInfo, Usage
+from agentledger.model._resets import ResetPoint, run_event_for_reset
 
 from ..helpers.records import acceptance, at, event, run_seal, run_start, states
 
@@ -366,3 +367,41 @@ async def test_reset_reopens_a_sealed_run(ledger: Ledger) -> None:
     run = await ledger.run('r1')
     assert (run.status, run.ended_at, run.error) == ('running', None, None)
     assert run.updated_at == at(90)
+
+
+async def test_a_reset_supersedes_the_base_runs_acceptance_of_a_step_the_new_run_accepted_again(ledger: Ledger) -> None:
+    """C14: after a `run_reset` event (new Temporal run t2 reset from t1), a step t2 ran and accepted again is
+    accepted once, in t2; t1's attempt of it is `superseded`, and a step only t1 ran stays accepted."""
+    await ledger.start_run(run_start())
+    await ledger.record_events(
+        [
+            event('1', 1, 'model_request_started', step=1),
+            event('1', 1, 'model_request_completed', step=1, when=2, usage=Usage(requests=1, input_tokens=5)),
+            event('2', 1, 'model_request_started', step=2, when=3),
+            event('2', 1, 'model_request_completed', step=2, when=4, usage=Usage(requests=1, input_tokens=7)),
+        ]
+    )
+    await ledger.accept([acceptance('1'), acceptance('2')])
+    await ledger.seal_run(run_seal(ended=5))
+    reset = ResetPoint(temporal_run_id='t2', base_run_id='t1', event_id=10, reason='again', identity='ops', at=at(6))
+    await ledger.record_events([run_event_for_reset('r1', 'wf-r1', reset)])
+    await ledger.record_events(
+        [
+            event('2', 1, 'model_request_started', temporal_run_id='t2', step=2, when=7, scheduled=7),
+            event('2', 1, 'model_request_completed', temporal_run_id='t2', step=2, when=8, scheduled=7),
+        ]
+    )
+    await ledger.accept([acceptance('2', temporal_run_id='t2')])
+    await ledger.seal_run(run_seal(temporal_run_id='t2', ended=9))
+
+    steps = {(s.temporal_run_id, s.activity_id): s for s in await ledger.steps('r1')}
+    assert (steps['t1', '1'].status, steps['t1', '1'].accepted_attempt) == ('completed', 1)
+    assert (steps['t1', '2'].status, steps['t1', '2'].accepted_attempt) == ('superseded', None)
+    assert (steps['t2', '2'].status, steps['t2', '2'].accepted_attempt) == ('completed', 1)
+    events = await ledger.events('r1')
+    assert {e.state for e in events if e.temporal_run_id == 't1' and e.activity_id == '2'} == {'superseded'}
+    [recorded] = [ResetPoint.from_event(e) for e in events if e.kind == 'run_reset']
+    assert recorded == reset
+    # Recording the same reset again (another attempt of the new run saw it first) adds nothing.
+    await ledger.record_events([run_event_for_reset('r1', 'wf-r1', reset)])
+    assert sum(e.kind == 'run_reset' for e in await ledger.events('r1')) == 1

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from agentledger.errors import RunNotFoundError
-from agentledger.ledger import Ledger
+from agentledger.errors import RunNotFoundError, UnknownRunIdError
+from agentledger.ledger import Ledger, resolve_run_id
 from agentledger.model import ErrorInfo, RunStart, Usage
 
 from ..helpers.records import T0, at, event, ids, run_seal, run_start
@@ -209,3 +210,37 @@ async def test_runs_order_by_instant_across_utc_offsets(ledger: Ledger) -> None:
 async def test_runs_rejects_a_limit_below_one(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match='limit'):
         await ledger.runs(limit=0)
+
+
+async def test_runs_finds_the_run_a_temporal_run_belongs_to(ledger: Ledger) -> None:
+    """`runs(temporal_run_id=...)` lists the run whose record names that Temporal run, matched whole."""
+    first, second, reset = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
+    await ledger.start_run(run_start('r1', first, started=1))
+    await ledger.start_run(run_start('r2', second, started=2))
+    await ledger.start_run(run_start('r1', reset, started=3))
+    assert [r.run_id for r in await ledger.runs(temporal_run_id=reset)] == ['r1']
+    assert [r.run_id for r in await ledger.runs(temporal_run_id=second)] == ['r2']
+    assert await ledger.runs(temporal_run_id=first[:8]) == []
+    assert await ledger.runs(temporal_run_id=first, agent='other') == []
+
+
+async def test_resolve_run_id_takes_a_ledger_run_id_a_workflow_id_or_a_temporal_run_id_c17(ledger: Ledger) -> None:
+    """Every id the Temporal UI shows names the run; an id that names none fails naming the kinds tried (C17)."""
+    temporal_run_id = str(uuid.UUID(int=7))
+    await ledger.start_run(run_start('r1', temporal_run_id, started=1, workflow_id='orders-1'))
+    await ledger.start_run(run_start('r2', str(uuid.UUID(int=8)), started=2, workflow_id='orders-1'))
+    assert await resolve_run_id(ledger, 'r1') == 'r1'
+    assert await resolve_run_id(ledger, 'orders-1') == 'r2'  # the workflow's latest run
+    assert await resolve_run_id(ledger, temporal_run_id) == 'r1'
+    assert await resolve_run_id(ledger, 'run-0123456789abcdef0123') == 'run-0123456789abcdef0123'
+    for unknown, tried in (
+        ('orders-2', ('ledger run id', 'workflow id')),
+        (str(uuid.UUID(int=9)), ('ledger run id', 'Temporal run id', 'workflow id')),
+    ):
+        with pytest.raises(UnknownRunIdError) as raised:
+            await resolve_run_id(ledger, unknown)
+        assert raised.value.tried == tried and isinstance(raised.value, RunNotFoundError)
+        assert (
+            str(raised.value)
+            == f'no ledger run goes by {unknown!r} (tried it as a {", ".join(tried[:-1])} or {tried[-1]})'
+        )

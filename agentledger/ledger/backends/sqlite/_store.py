@@ -266,6 +266,10 @@ class SqliteStore(Database):
             if value is not None:
                 conditions.append(f'{column} = ?')
                 parameters.append(value)
+        if filter.temporal_run_id is not None:
+            # A JSON array column: matched element by element, so an id is never matched as a substring.
+            conditions.append('EXISTS (SELECT 1 FROM json_each(temporal_run_ids) WHERE json_each.value = ?)')
+            parameters.append(filter.temporal_run_id)
         cursor: tuple[Any, ...] = (epoch_us(before.started_at), before.run_id) if before is not None else ()
         found: list[RunRecord] = []
         corrupt: list[LedgerCorruptionError] = []

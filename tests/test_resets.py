@@ -1,0 +1,87 @@
+"""The pure rules of resets and run ids: which acceptances a reset supersedes, what kinds of id a text may be."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from agentledger.model._ids import run_id_kinds
+from agentledger.model._records import Usage
+from agentledger.model._resets import ResetPoint, reset_points, run_event_for_reset, superseded_activities
+from agentledger.model._rules import derive_event_states, derive_steps, total_usage
+
+from .helpers.records import acceptance, at, event
+
+
+def reset(new: str, base: str, event_id: int = 10) -> ResetPoint:
+    return ResetPoint(temporal_run_id=new, base_run_id=base, event_id=event_id, reason='why', identity='who', at=at(5))
+
+
+def test_run_id_kinds_follow_the_prefix_then_the_uuid_form() -> None:
+    assert run_id_kinds('run-0123456789abcdef0123') == ('ledger run id',)
+    assert run_id_kinds('run-anything') == ('ledger run id',)
+    assert run_id_kinds(str(uuid.uuid4())) == ('ledger run id', 'Temporal run id', 'workflow id')
+    assert run_id_kinds('01a24d7e-2ca8-78b8-a58c-b92adb0c02ef') == ('ledger run id', 'Temporal run id', 'workflow id')
+    assert run_id_kinds('payments-e795b9ac') == ('ledger run id', 'workflow id')
+    assert run_id_kinds(f'{uuid.uuid4()}x') == ('ledger run id', 'workflow id')
+
+
+def test_a_reset_point_round_trips_through_its_event_and_a_bad_detail_is_none() -> None:
+    point = reset('t2', 't1')
+    recorded = run_event_for_reset('r1', 'wf-r1', point)
+    assert (recorded.kind, recorded.activity_id, recorded.temporal_run_id) == ('run_reset', 'reset:r1', 't2')
+    assert not recorded.is_terminal and recorded.step_kind is None
+    assert ResetPoint.from_event(recorded) == point
+    assert ResetPoint.from_event(replace(recorded, detail='{"event_id": "x"}')) is None
+    assert ResetPoint.from_event(replace(recorded, kind='run_started')) is None
+    assert reset_points([recorded, recorded]) == {'t2': point}
+
+
+def test_only_steps_the_new_run_accepted_again_are_superseded_through_a_chain_of_resets() -> None:
+    events = [
+        event('1', 1, 'model_request_started', temporal_run_id='t1'),
+        event('2', 1, 'model_request_started', temporal_run_id='t1'),
+        event('3', 1, 'model_request_started', temporal_run_id='t1'),
+        event('2', 1, 'model_request_started', temporal_run_id='t2'),
+        event('3', 1, 'model_request_started', temporal_run_id='t3'),
+    ]
+    accepted = [
+        acceptance('1', temporal_run_id='t1'),
+        acceptance('2', temporal_run_id='t1'),
+        acceptance('3', temporal_run_id='t1'),
+        acceptance('2', temporal_run_id='t2'),
+        acceptance('3', temporal_run_id='t3'),
+        # A new run sends acceptances of activities it only replayed: no attempt of its own, no supersession.
+        acceptance('1', temporal_run_id='t2'),
+    ]
+    resets = {'t2': reset('t2', 't1'), 't3': reset('t3', 't2')}
+    assert superseded_activities(events, accepted, resets) == {('t1', '2'), ('t1', '3')}
+    # Without the reset events (a continue-as-new reuses activity ids too) nothing is superseded.
+    assert superseded_activities(events, accepted, {}) == set()
+    # A reset cycle (a corrupt ledger) ends the walk instead of looping.
+    assert superseded_activities(events, accepted, {'t1': reset('t1', 't2'), 't2': reset('t2', 't1')}) == {
+        ('t1', '2'),
+        ('t2', '1'),
+        ('t2', '2'),
+    }
+
+
+def test_steps_keep_one_accepted_attempt_per_step_and_superseded_usage_still_counts() -> None:
+    usage = Usage(requests=1, input_tokens=3)
+    events = [
+        event('1', 1, 'model_request_started', temporal_run_id='t1', step=1),
+        event('1', 1, 'model_request_completed', temporal_run_id='t1', step=1, usage=usage),
+        run_event_for_reset('r1', 'wf-r1', reset('t2', 't1')),
+        event('1', 1, 'model_request_started', temporal_run_id='t2', step=1, when=6, scheduled=6),
+        event('1', 1, 'model_request_completed', temporal_run_id='t2', step=1, when=7, scheduled=6, usage=usage),
+    ]
+    accepted = [acceptance('1', temporal_run_id='t1'), acceptance('1', temporal_run_id='t2')]
+    states = derive_event_states(events, accepted, sealed_temporal_run_ids=['t1'])
+    assert [e.state for e in states] == ['superseded', 'superseded', 'accepted', 'accepted', 'accepted']
+    steps = derive_steps(states, accepted)
+    assert [(s.temporal_run_id, s.status, s.accepted_attempt) for s in steps] == [
+        ('t1', 'superseded', None),
+        ('t2', 'completed', 1),
+    ]
+    assert steps[0].usage == usage
+    assert total_usage(steps).input_tokens == 6
