@@ -83,6 +83,24 @@ async def post(url: str, payloads: list[Payload], **headers: str) -> tuple[int, 
     return status, answer_headers, [json_format.ParseDict(p, Payload()) for p in answer]
 
 
+async def assert_ui_reaches_codec_server(ui: str, codec_url: str, origins: list[str]) -> None:
+    """The UI at `ui` names `codec_url` as its codec endpoint, which answers the preflight and decode of each origin."""
+    status, _, body = await asyncio.to_thread(http, 'GET', f'{ui}/api/v1/settings')
+    assert status == 200 and json.loads(body)['Codec']['Endpoint'] == codec_url
+    for origin in origins:
+        status, headers, _ = await asyncio.to_thread(
+            http,
+            'OPTIONS',
+            f'{codec_url}/decode',
+            Origin=origin,
+            **{'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-namespace'},
+        )
+        assert status == 204 and headers['Access-Control-Allow-Origin'] == origin
+        plain = Payload(metadata={'encoding': b'json/plain'}, data=b'{"a": 1}')
+        _, headers, (same,) = await post(f'{codec_url}/decode', [plain], Origin=origin)
+        assert same == plain and headers['Access-Control-Allow-Origin'] == origin
+
+
 def is_reference(payload: Payload) -> bool:
     return payload.metadata.get('messageType') == REFERENCE_TYPE
 
@@ -337,20 +355,6 @@ async def test_dev_server_ui_points_the_browser_at_the_codec_server(tmp_path: Pa
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, CodecServer(ledger, ui_origins=[ui]) as server:
         env = await start_dev_server(ui=True, ui_port=ui_port, ui_codec_endpoint=server.url)
         try:
-            status, _, body = await asyncio.to_thread(http, 'GET', f'{ui}/api/v1/settings')
-            assert status == 200
-            endpoint = json.loads(body)['Codec']['Endpoint']
-            assert endpoint == server.url
-            status, headers, _ = await asyncio.to_thread(
-                http,
-                'OPTIONS',
-                f'{endpoint}/decode',
-                Origin=ui,
-                **{'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-namespace'},
-            )
-            assert status == 204 and headers['Access-Control-Allow-Origin'] == ui
-            plain = Payload(metadata={'encoding': b'json/plain'}, data=b'{"a": 1}')
-            _, headers, (same,) = await post(f'{endpoint}/decode', [plain], Origin=ui)
-            assert same == plain and headers['Access-Control-Allow-Origin'] == ui
+            await assert_ui_reaches_codec_server(ui, server.url, [ui])
         finally:
             await env.shutdown()

@@ -10,9 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from temporalio.api.common.v1 import Payload
-
-from .test_codec_server import http, post
+from .test_codec_server import assert_ui_reaches_codec_server, http
 
 
 async def test_demo_ui_starts_the_codec_server_for_the_uis_origin(tmp_path: Path) -> None:
@@ -47,20 +45,7 @@ async def test_demo_ui_starts_the_codec_server_for_the_uis_origin(tmp_path: Path
         for address in (ui, page[1] + page[3]):
             status, _, _ = await asyncio.to_thread(http, 'GET', address)
             assert status == 200, address
-        status, _, body = await asyncio.to_thread(http, 'GET', f'{ui}/api/v1/settings')
-        assert status == 200 and json.loads(body)['Codec']['Endpoint'] == codec[1]
-        for origin in (ui, f'http://localhost:{port}'):
-            status, headers, _ = await asyncio.to_thread(
-                http,
-                'OPTIONS',
-                f'{codec[1]}/decode',
-                Origin=origin,
-                **{'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-namespace'},
-            )
-            assert status == 204 and headers['Access-Control-Allow-Origin'] == origin
-            plain = Payload(metadata={'encoding': b'json/plain'}, data=b'{"a": 1}')
-            _, _, (same,) = await post(f'{codec[1]}/decode', [plain], Origin=origin)
-            assert same == plain
+        await assert_ui_reaches_codec_server(ui, codec[1], [ui, f'http://localhost:{port}'])
 
         # A UI opened at another address is refused, and the demo's stderr says which origins are allowed.
         status, _, body = await asyncio.to_thread(http, 'OPTIONS', f'{codec[1]}/decode', Origin='http://localhost:1')
