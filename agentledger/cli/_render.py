@@ -644,6 +644,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'new prompt: {_preview(event.detail)}')
     elif event.kind == 'run_completed' and event.detail is not None:
         parts.append(f'output: {_preview(event.detail)}')
+    elif event.kind == 'input_repeated' and event.detail is not None:
+        parts.append(event.detail)
     elif event.kind == 'ledger_repaired' and event.detail is not None:
         parts.append(_repair_details(event.detail))
     elif event.kind.startswith('approval_') and event.detail is not None:

@@ -26,6 +26,7 @@ from agentledger.model._records import (
     ToolOutcome,
     Usage,
 )
+from agentledger.model._tool_journal import ToolJournalEntry
 from agentledger.model._validity import ValidityProblem, is_provider_valid, validity_problems
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     'StepEvent',
     'StepRecord',
     'ToolEffect',
+    'ToolJournalEntry',
     'ToolOutcome',
     'Usage',
     'ValidityProblem',

@@ -63,6 +63,8 @@ class LedgerRunState:
     """Put before this run's activity ids: several agent runs of one user workflow must not share one."""
     approvals: ApprovalGate | None = None
     """Where the run waits for decisions on calls that need approval; `None`: such calls end the run."""
+    reexecute_tools: bool = False
+    """Tell the worker to run tool calls again that earlier Temporal runs completed (the input's `reexecute_tools`)."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
@@ -129,6 +131,8 @@ class LedgerRunState:
         }
         if self.step_offset:
             header['step_offset'] = self.step_offset
+        if self.reexecute_tools:
+            header['reexecute_tools'] = True
         self.acceptances.clear()
         self.workflow_events.clear()
         return header
