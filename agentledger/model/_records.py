@@ -256,7 +256,8 @@ class StepEvent:
     """For a delegate call (`agentledger.delegate`): the ledger run id of the child run it started."""
     replayed: bool = False
     """For `model_request_completed`: answered from the model-call journal instead of the provider (not billed);
-    for `tool_call_completed`: the result was replayed from the tool-call journal (the tool did not run)."""
+    for `tool_call_started` and `tool_call_completed`: the attempt replayed the result from the tool-call journal
+    (the tool did not run)."""
     seq: int = 0
     """The ledger's causal order, assigned when stored."""
     state: EventState = 'provisional'

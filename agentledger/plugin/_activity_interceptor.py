@@ -197,13 +197,17 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         base: tuple[str, list[str]] | None = None
         if kind == 'model_request' and isinstance(header.get('history'), dict):
             base = await self._resolve_history(header['run_id'], header['history'], input)
-        await self._write(event('started'))
+        # Looked up before the start is written, which then says whether the attempt replays the call.
+        tool_key = await self._tool_journal_key(header, shape) if kind == 'tool_call' else None
+        reexecute = header.get('reexecute_tools') is True
+        tool_recorded = await self._tool_journaled(tool_key, reexecute) if tool_key is not None else None
+        await self._write(event('started', replayed=tool_recorded is not None))
         started = time.monotonic()
         journaled = (
             kind == 'model_request' and self._recording.model_journal and is_journaled_model_request(info.activity_type)
         )
         recorded: JournalEntry | None = None
-        tool_recorded: ToolJournalEntry | None = None
+        finished = False
         context = (
             tool_context.set(self._tool_context(header['run_id'], shape.tool_name)) if kind == 'tool_call' else None
         )
@@ -214,15 +218,13 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 )
             keys = await self._journal_keys(header, input) if journaled else None
             recorded = await self._journaled(keys) if keys is not None else None
-            tool_key = await self._tool_journal_key(header, shape) if kind == 'tool_call' else None
-            reexecute = header.get('reexecute_tools') is True
-            tool_recorded = await self._tool_journaled(tool_key, reexecute) if tool_key is not None else None
             if recorded is not None:
                 result: Any = recorded.model_response()
             elif tool_recorded is not None:
                 result = _raw(tool_recorded)
             else:
                 result = await super().execute_activity(input)
+                finished = True
                 if keys is not None:
                     result = await self._journal(keys[0], header['run_id'], result)
             payload = await self._encoded(result, _what(kind, shape))
@@ -233,7 +235,13 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             if tool_key is not None and tool_recorded is None and outcome in JOURNALED_OUTCOMES:
                 result = await self._journal_tool(tool_key, header['run_id'], shape, result, payload, reexecute)
         except BaseException as error:
-            failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
+            failed = event(
+                'failed',
+                error=_error(error),
+                duration_s=time.monotonic() - started,
+                # The body ran, and then a journal write failed: the attempt fails, retryably, after the work.
+                detail=_unrecorded(kind) if finished and _ledger_down(error) else None,
+            )
             # Shielded: a cancelled attempt still owes the ledger its end.
             await asyncio.shield(self._write(failed, owe=lambda _: failed))
             raise
@@ -275,7 +283,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 error=error,
                 duration_s=duration,
                 usage=completed.usage,
-                detail=f'the {kind.replace("_", " ")} finished, but the ledger could not record it',
+                detail=_unrecorded(kind),
             )
 
         await self._write(completed, owe=failed_instead)
@@ -552,6 +560,16 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             raise failure from error
         except LedgerError as error:
             raise ledger_failure(error) from error
+
+
+def _ledger_down(error: BaseException) -> bool:
+    """Whether an attempt failed because the ledger could not be written for now (see `ledger_failure`)."""
+    return isinstance(error, ApplicationError) and error.type == LedgerUnavailableError.__name__
+
+
+def _unrecorded(kind: StepKind) -> str:
+    """The note on an attempt that did its work but failed because the ledger could not record it."""
+    return f'the {kind.replace("_", " ")} finished, but the ledger could not record it'
 
 
 def _raw(entry: ToolJournalEntry) -> RawValue:

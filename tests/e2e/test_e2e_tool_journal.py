@@ -95,6 +95,8 @@ async def test_reset_of_a_completed_ten_step_run_repeats_no_tool_and_no_model_ca
             e.tool_call_id or '' for e in events if e.kind == 'tool_call_completed' and e.temporal_run_id == first_run
         )
         assert len(replayed) == STEPS and all(e.state == 'accepted' for e in replayed)
+        starts = [e for e in events if e.kind == 'tool_call_started' and e.temporal_run_id == second_run]
+        assert len(starts) == STEPS and all(e.replayed for e in starts)
         assert all(f'of Temporal run {first_run}' in (e.detail or '') for e in replayed)
         assert not replayed_tools(events, first_run)
 
