@@ -5,35 +5,42 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Generic, Literal, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 from pydantic import TypeAdapter
 from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.usage import UsageLimits
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 
 from agentledger._compat import caller_identity
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._resolve import resolve_run_id
+from agentledger.ledger._scopes import Scopes
 from agentledger.model._approvals import ApprovalDecision, ApprovalTimeoutAction, DecisionKind, PendingApproval
 from agentledger.model._ids import ledger_run_id
 from agentledger.model._options import check_options
 from agentledger.model._outputs import output_adapter
-from agentledger.model._records import ForkReason, Usage
+from agentledger.model._records import ForkReason, RunRecord, Usage
 from agentledger.model._run_text import run_details, run_summary
 from agentledger.workflows import AbandonRequest, AgentRunInput, AgentRunOutput, AgentRunWorkflow, ResumeRequest
 
 __all__ = [
     'AgentRunHandle',
     'AgentRunResult',
+    'ResetResult',
+    'ResetTarget',
     'RunOptions',
     'abandon_parked',
     'continue_run',
     'decide_approval',
     'fork_run',
     'pending_approvals',
+    'reset_run',
     'resume_parked',
     'run',
     'start',
@@ -185,6 +192,9 @@ class RunOptions(TypedDict, total=False):
     """Per tool name, in place of `approval_timeout_s`."""
     on_approval_timeout: ApprovalTimeoutAction
     """When a deadline passes: `deny` the call (the default), `park` the run, or `fail` it."""
+    reexecute_tools: bool
+    """Run the tool calls again that an earlier Temporal run of the workflow id's execution chain completed
+    (restarting a failed run), instead of replaying their journaled results (README, "Tool-call journal")."""
 
 
 async def start(
@@ -246,6 +256,9 @@ async def _start(
         approval_timeout_s=options.get('approval_timeout_s'),
         approval_timeouts_s=dict(options.get('approval_timeouts_s') or {}),
         on_approval_timeout=options.get('on_approval_timeout', 'deny'),
+        reexecute_tools=options.get('reexecute_tools', False),
+        # Stamped, so that a copy of this input started under another workflow id is known for one.
+        started_as=workflow_id,
     )
     handle = await client.start_workflow(
         AgentRunWorkflow.run,
@@ -404,3 +417,79 @@ async def fork_run(
         agent=agent,
         ledger=ledger,
     )
+
+
+ResetTarget: TypeAlias = Literal['first-workflow-task', 'last-workflow-task']
+"""Where `reset_run` resets a run's latest Temporal run to: its first or its last completed workflow task."""
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """A reset: the ledger run, its workflow, the Temporal run the reset started, and the tool results voided."""
+
+    run_id: str
+    workflow_id: str
+    temporal_run_id: str
+    """The new Temporal run (it carries on the same ledger run)."""
+    voided_tool_results: int
+    """How many journaled tool results `reexecute_tools=True` voided: those calls run again."""
+
+
+async def reset_run(
+    client: Client,
+    run_id: str,
+    *,
+    to: ResetTarget = 'first-workflow-task',
+    reason: str | None = None,
+    reexecute_tools: bool = False,
+    ledger: Ledger | None = None,
+) -> ResetResult:
+    """Reset the latest Temporal run of a ledger run (an `AgentRunWorkflow`) to a workflow task.
+
+    `run_id` is any id the Temporal UI or the ledger shows (see `agentledger.resolve_run_id`).
+
+    The new Temporal run replays model answers from the model-call journal and tool results from the
+    tool-call journal, so it repeats no paid request and no tool call. `reexecute_tools=True` voids
+    the run's journaled tool results first (the void, with `reason`, is kept in the ledger), so the
+    tools the reset run calls run again; `agentledger.once` effects done stay done. The ledger comes
+    from the client's `LedgerPlugin` unless given; raises `UnknownRunIdError` for an unknown id and
+    `ValueError` when the run's history has no completed workflow task to reset to.
+    """
+    store = _ledger_of(client, ledger)
+    why = reason or 'agentledger reset'
+    async with store:
+        record = await store.run(await resolve_run_id(store, run_id))
+        voided = 0
+        if reexecute_tools:
+            lineage = await Scopes(store).journal_run(record.run_id)
+            voided = len(await store.void_tool_results(record.workflow_id, lineage, f'reset to re-execute: {why}'))
+    event_id = await _workflow_task(client, record, to)
+    response = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=record.workflow_id, run_id=record.temporal_run_id),
+            reason=why,
+            workflow_task_finish_event_id=event_id,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    return ResetResult(
+        run_id=record.run_id,
+        workflow_id=record.workflow_id,
+        temporal_run_id=response.run_id,
+        voided_tool_results=voided,
+    )
+
+
+async def _workflow_task(client: Client, record: RunRecord, to: ResetTarget) -> int:
+    """The event id of the first or last completed workflow task of the run's latest Temporal run."""
+    if to not in ('first-workflow-task', 'last-workflow-task'):
+        raise ValueError(f"reset point must be 'first-workflow-task' or 'last-workflow-task', not {to!r}")
+    history = await client.get_workflow_handle(record.workflow_id, run_id=record.temporal_run_id).fetch_history()
+    completed = [e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    if not completed:
+        raise ValueError(
+            f'Temporal run {record.temporal_run_id} of workflow {record.workflow_id} has no completed workflow task '
+            'to reset to'
+        )
+    return completed[0] if to == 'first-workflow-task' else completed[-1]

@@ -1,17 +1,18 @@
-"""Once-only side effects and the model-call journal, across a Temporal reset of a completed run.
+"""Once-only side effects and the model-call and tool-call journals, across resets of a completed run.
 
 Run it with `.venv/bin/python examples/once.py`: it starts a local Temporal dev server itself.
 The run charges a card through `agentledger.once`; then the run is reset to its first workflow task,
-so Temporal runs the whole agent again. The journal answers both model requests from the responses
-already paid for (the same tool_call_id comes back) and `once` returns the recorded charge: the
-provider is called twice in all, and the card is charged once.
+so Temporal runs the whole agent again. The model-call journal answers both model requests from the
+responses already paid for (the same tool_call_id comes back), and the tool-call journal answers the
+tool call with its recorded result: the provider is called twice in all and the tool runs once. A
+second reset with `reexecute_tools=True` runs the tool again, and `once` returns the recorded charge:
+the card is charged once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,6 @@ from pydantic_ai import Agent, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -29,6 +27,7 @@ import agentledger
 from agentledger.cli import start_dev_server
 
 provider_calls = 0
+tool_runs = 0
 
 
 def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -62,6 +61,8 @@ agent = Agent(FunctionModel(scripted_model), name='shop', capabilities=[Temporal
 @agent.tool
 async def charge(ctx: RunContext[None], amount: int) -> str:
     """Charge the card once per tool call, whatever retries, crashes and resets happen."""
+    global tool_runs
+    tool_runs += 1
     result = await agentledger.once(
         ctx,
         'charge',
@@ -71,37 +72,31 @@ async def charge(ctx: RunContext[None], amount: int) -> str:
     return str(result['charge_id'])
 
 
-async def reset_to_first_workflow_task(client: Client, workflow_id: str) -> None:
-    """What `temporal workflow reset --type FirstWorkflowTask` does: re-run the workflow from its start."""
-    handle = client.get_workflow_handle(workflow_id)
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            await client.workflow_service.reset_workflow_execution(
-                ResetWorkflowExecutionRequest(
-                    namespace=client.namespace,
-                    workflow_execution=WorkflowExecution(workflow_id=workflow_id),
-                    reason='example reset',
-                    workflow_task_finish_event_id=event.event_id,
-                    request_id=str(uuid.uuid4()),
-                )
-            )
-            return
+async def reset_and_wait(client: Client, run_id: str, *, reexecute_tools: bool = False) -> str:
+    """What `agentledger reset RUN_ID [--reexecute-tools]` does; wait for the reset run and return its output."""
+    reset = await agentledger.reset_run(client, run_id, reason='example reset', reexecute_tools=reexecute_tools)
+    handle = client.get_workflow_handle(reset.workflow_id, result_type=agentledger.AgentRunOutput)
+    return str((await handle.result()).output)
 
 
 async def main() -> None:
     env = await start_dev_server()
     with tempfile.TemporaryDirectory() as tmp:
         ledger = agentledger.SqliteLedger(Path(tmp) / 'runs.db')
-        # model_journal=True is the default; False calls the provider on every attempt.
-        plugin = agentledger.LedgerPlugin(ledger, agents=[agent], model_journal=True)
+        # Both journals are on by default; False calls the provider (runs the tool) on every attempt.
+        plugin = agentledger.LedgerPlugin(ledger, agents=[agent], model_journal=True, tool_journal=True)
         client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
         try:
             async with Worker(client, task_queue='shop'):
                 result = await agentledger.run(client, agent, 'Charge me 5.', task_queue='shop')
                 print(result.output, '| ledger run', result.run_id)
-                await reset_to_first_workflow_task(client, result.workflow_id)
-                handle = client.get_workflow_handle(result.workflow_id, result_type=agentledger.AgentRunOutput)
-                print('after the reset:', (await handle.result()).output)
+                print('after a reset:', await reset_and_wait(client, result.run_id))
+                print(f'provider calls: {provider_calls}, tool runs: {tool_runs}')
+                assert (provider_calls, tool_runs) == (2, 1)
+                print(
+                    'after a reset with reexecute_tools:',
+                    await reset_and_wait(client, result.run_id, reexecute_tools=True),
+                )
 
                 async with ledger:
                     steps = await ledger.steps(result.run_id)
@@ -109,10 +104,12 @@ async def main() -> None:
                     print(
                         f'provider calls: {provider_calls}, model requests replayed from the journal: {len(replayed)}'
                     )
+                    tools = [e for e in await ledger.events(result.run_id) if e.kind == 'tool_call_completed']
+                    print(f'tool runs: {tool_runs}, tool calls replayed: {sum(e.replayed for e in tools)}')
                     print(f'charges: {len(payments.charges)}')
                     for effect in await ledger.effects(workflow_id=result.workflow_id):
                         print(f'  effect {effect.key}: {effect.status} ({effect.resolution}) -> {effect.result}')
-            assert provider_calls == 2 and len(payments.charges) == 1
+            assert (provider_calls, tool_runs, len(payments.charges)) == (2, 2, 1)
         finally:
             await env.shutdown()
 

@@ -34,3 +34,17 @@ def test_codec_server_takes_allowed_hosts_and_namespaces() -> None:
     for wrong in ('codec.example.com:99999', 'codec.example.com:', 'user@codec.example.com'):
         with pytest.raises(SystemExit):
             parse(['codec-server', '--allowed-host', wrong])
+
+
+def test_reset_and_the_tool_journal_options() -> None:
+    parse = build_parser().parse_args
+    args = parse(['reset', 'run-1'])
+    assert (args.run_id, args.to, args.reason, args.reexecute_tools) == ('run-1', 'first-workflow-task', None, False)
+    args = parse(['reset', 'run-1', '--to', 'last-workflow-task', '--reason', 'why', '--reexecute-tools'])
+    assert (args.to, args.reason, args.reexecute_tools) == ('last-workflow-task', 'why', True)
+    with pytest.raises(SystemExit):
+        parse(['reset', 'run-1', '--to', 'the-middle'])
+    assert parse(['run', 'agent', 'hi']).reexecute_tools is False
+    assert parse(['run', 'agent', 'hi', '--reexecute-tools']).reexecute_tools is True
+    assert parse(['worker', '--agent', 'app:agent']).tool_journal is True
+    assert parse(['worker', '--agent', 'app:agent', '--no-tool-journal']).tool_journal is False

@@ -23,7 +23,7 @@ from agentledger.errors import (
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._outage import OutageBuffer
-from agentledger.model._records import ForkRef, RunStart
+from agentledger.model._records import REPEAT_ACTIVITY_ID, ForkRef, RunStart, StepEvent
 from agentledger.workflows._types import (
     APPROVAL_WAIT_ACTIVITY,
     PARK_RUN_ACTIVITY,
@@ -130,10 +130,33 @@ class LedgerActivities:
             elif not input.fresh_start:
                 seed = await self._restart_seed(input)
             await self._ledger.start_run(dataclasses.replace(input.start, forked_from=seed))
+            if input.repeats_workflow_id is not None:
+                await self._record_repeat(input.start, input.repeats_workflow_id)
             if seed is None:
                 return RunStartResult(seed_error=seed_error)
             snapshot = await self._ledger.snapshot(seed.snapshot_id)
             return RunStartResult(forked_from=seed, message_history=snapshot.messages)
+
+    async def _record_repeat(self, start: RunStart, workflow_id: str) -> None:
+        """Record that the run's input is a copy of the input of workflow `workflow_id`'s latest ledger run."""
+        found = await self._ledger.runs(workflow_id=workflow_id, limit=1)
+        repeated = (
+            f'repeats the input of run {found[0].run_id} (workflow {workflow_id})'
+            if found
+            else f'repeats the input of workflow {workflow_id} (the ledger has no run of it)'
+        )
+        event = StepEvent(
+            run_id=start.run_id,
+            workflow_id=start.workflow_id,
+            temporal_run_id=start.temporal_run_id,
+            activity_id=REPEAT_ACTIVITY_ID,
+            attempt=0,
+            kind='input_repeated',
+            timestamp=start.started_at,
+            detail=repeated,
+            state='accepted',
+        )
+        await self._ledger.record_events([event])
 
     async def _resume(self, start: RunStart, resume: ResumePoint) -> RunStartResult:
         """A Temporal run continued as new: record it under the same ledger run, rebuild the history it carries.

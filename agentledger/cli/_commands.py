@@ -73,6 +73,7 @@ from agentledger.client import (
     decide_approval,
     fork_run,
     pending_approvals,
+    reset_run,
     resume_parked,
     start,
 )
@@ -177,7 +178,13 @@ async def _worker(args: argparse.Namespace) -> int:
     agents = [_import_agent(spec) for spec in args.agent]
     ledger = open_ledger(args.ledger)
     try:
-        plugin = LedgerPlugin(ledger, agents=agents, model_journal=args.model_journal, outage=args.outage)
+        plugin = LedgerPlugin(
+            ledger,
+            agents=agents,
+            model_journal=args.model_journal,
+            tool_journal=args.tool_journal,
+            outage=args.outage,
+        )
     except ValueError as error:
         raise CliError(str(error)) from error
     await _check_ledger(args.ledger)
@@ -211,6 +218,7 @@ async def _run(args: argparse.Namespace) -> int:
             deps=args.deps,
             workflow_id=args.workflow_id,
             park_on_failure=args.park_on_failure,
+            reexecute_tools=args.reexecute_tools,
         )
     _status(f'started run {handle.run_id} (workflow {handle.workflow_id}); waiting for a worker on {args.task_queue!r}')
     if args.park_on_failure:
@@ -254,6 +262,30 @@ async def _resume_or_abandon(args: argparse.Namespace) -> int:
         raise CliError(f'cannot reach workflow {record.workflow_id} of run {record.run_id}: {error}') from error
     done = 'resumed from its latest valid snapshot' if args.command == 'resume' else 'abandoned: it fails'
     _status(f'run {record.run_id} (workflow {record.workflow_id}) {done}')
+    return 0
+
+
+async def _reset(args: argparse.Namespace) -> int:
+    """`reset`: reset the run's latest Temporal run; with --reexecute-tools void its journaled tool results first."""
+    # Writable only to void tool results: the worker records the reset run itself.
+    async with _reading(args.ledger, read_only=not args.reexecute_tools) as ledger:
+        client = await _connect(args.address, args.namespace, PydanticAIPlugin())
+        try:
+            done = await reset_run(
+                client,
+                args.run_id,
+                to=args.to,
+                reason=args.reason,
+                reexecute_tools=args.reexecute_tools,
+                ledger=ledger,
+            )
+        except ValueError as error:
+            raise CliError(str(error)) from error
+    if args.reexecute_tools:
+        voided = done.voided_tool_results
+        _status(f'voided {voided} journaled tool result{"" if voided == 1 else "s"}: those tool calls run again')
+    _status(f'run {done.run_id} (workflow {done.workflow_id}) reset to its {args.to.replace("-", " ")}')
+    _print(f'Temporal run {done.temporal_run_id}')
     return 0
 
 
@@ -790,6 +822,7 @@ _HANDLERS: dict[str, _Command] = {
     'demo': _demo,
     'worker': _worker,
     'run': _run,
+    'reset': _reset,
     'runs': _runs,
     'show': _show,
     'effects': _effects,
@@ -813,6 +846,7 @@ TEMPORAL_COMMANDS = frozenset(
         'demo',
         'worker',
         'run',
+        'reset',
         'continue',
         'fork',
         'resume',

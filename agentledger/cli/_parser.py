@@ -2,8 +2,8 @@
 
 Commands::
 
-    Every RUN_ID a command takes (`show`, `snapshots`, `continue`, `fork`, `resume`, `abandon`, `approve`,
-    `deny`, `reconcile`) may be any id the Temporal UI shows: a ledger run id (`run-...`), a workflow id
+    Every RUN_ID a command takes (`show`, `snapshots`, `continue`, `fork`, `reset`, `resume`, `abandon`,
+    `approve`, `deny`, `reconcile`) may be any id the Temporal UI shows: a ledger run id (`run-...`), a workflow id
     (the run of its latest execution) or a Temporal run id (the ledger run that Temporal run belongs to).
 
     agentledger demo [--ledger URL] [--ui]
@@ -245,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         help='call the provider on every attempt instead of replaying journaled responses',
     )
     worker.add_argument(
+        '--no-tool-journal',
+        dest='tool_journal',
+        action='store_false',
+        help='run a tool call on every attempt instead of replaying the result a completed attempt journaled',
+    )
+    worker.add_argument(
         '--outage',
         choices=('fail', 'warn'),
         default='fail',
@@ -263,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         '--park-on-failure',
         action='store_true',
         help='if the agent fails, park the run until `agentledger resume` or `abandon` instead of failing',
+    )
+    run.add_argument(
+        '--reexecute-tools',
+        action='store_true',
+        help='restarting a failed workflow id: run again the tool calls it completed instead of replaying them',
     )
 
     runs = commands.add_parser('runs', help='list runs, newest first')
@@ -345,6 +356,27 @@ def build_parser() -> argparse.ArgumentParser:
     abandon.add_argument('--reason', help='why, recorded with the failure')
     _ledger_option(abandon)
     _temporal_options(abandon, with_task_queue=False)
+
+    reset = commands.add_parser(
+        'reset', help="reset a run's workflow to a workflow task: it runs again, repeating no model or tool call"
+    )
+    reset.add_argument(
+        'run_id', metavar='RUN_ID', help='the run to reset (its latest Temporal run): any id the Temporal UI shows'
+    )
+    reset.add_argument(
+        '--to',
+        choices=('first-workflow-task', 'last-workflow-task'),
+        default='first-workflow-task',
+        help='the completed workflow task to reset to (default: first-workflow-task)',
+    )
+    reset.add_argument('--reason', help='why, recorded by Temporal (and with voided tool results)')
+    reset.add_argument(
+        '--reexecute-tools',
+        action='store_true',
+        help='void the tool results the run journaled first, so the tools run again (once() effects stay done)',
+    )
+    _ledger_option(reset)
+    _temporal_options(reset, with_task_queue=False)
 
     approve = commands.add_parser('approve', help='approve a tool call a run waits on: the run goes on with it')
     approve.add_argument('run_id', metavar='RUN_ID', help='the run awaiting approval')

@@ -650,6 +650,8 @@ def _event_details(event: StepEvent, *, in_doubt: bool) -> str:
         parts.append(f'output: {_preview(event.detail)}')
     elif event.kind == 'run_reset':
         parts.append(_reset_details(event))
+    elif event.kind == 'input_repeated' and event.detail is not None:
+        parts.append(event.detail)
     elif event.kind == 'ledger_repaired' and event.detail is not None:
         parts.append(_repair_details(event.detail))
     elif event.kind == 'request_ignored' and event.detail is not None:

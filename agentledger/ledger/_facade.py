@@ -27,7 +27,7 @@ from agentledger.ledger._stored import PayloadDeletion, Snapshot, StoredContent,
 from agentledger.model._content import blob_refs, content_hash, decode_message, encode_messages
 from agentledger.model._effects import EffectRecord, EffectStatus, ResolveOutcome, resolved_effect
 from agentledger.model._journal import JournalEntry
-from agentledger.model._keyed import EFFECTS, JOURNAL, KeyedRecord, check_namespace
+from agentledger.model._keyed import EFFECTS, JOURNAL, TOOL_JOURNAL, KeyedRecord, check_namespace
 from agentledger.model._records import (
     OPEN_STATUSES,
     Acceptance,
@@ -55,6 +55,7 @@ from agentledger.model._rules import (
     run_event_for_start,
 )
 from agentledger.model._snapshots import latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
+from agentledger.model._tool_journal import ToolJournalEntry
 from agentledger.model._validity import is_provider_valid
 
 __all__ = ['Ledger', 'PayloadDeletion', 'RetryPolicy', 'Snapshot']
@@ -336,13 +337,80 @@ class Ledger:
 
         The first response recorded wins, so every later attempt of the same request replays the same answer.
         """
-        created = await self.create_record(JOURNAL, entry.key, entry.to_value(), scope=entry.workflow_id)
-        if created is not None:
-            return entry
-        existing = await self.journal_entry(entry.key)
-        if existing is None:
-            raise LedgerCorruptionError(f'journal entry {entry.key!r} exists and cannot be read')
-        return existing
+        recorded = await self._first_recorded(JOURNAL, entry.key, entry.to_value(), entry.workflow_id, lambda _: False)
+        return entry if recorded is None else JournalEntry.from_record(recorded)
+
+    async def _first_recorded(
+        self,
+        namespace: str,
+        key: str,
+        value: dict[str, Any],
+        scope: str,
+        superseded: Callable[[KeyedRecord], bool],
+    ) -> KeyedRecord | None:
+        """Store a journal record unless one stands under its key: `None` if this one is stored, else the one that is.
+
+        A stored record for which `superseded` holds (a voided tool result) is replaced by this one,
+        by compare-and-swap: of racing writers exactly one stores its record, and the others get it.
+        """
+        while True:
+            if await self.create_record(namespace, key, value, scope=scope) is not None:
+                return None
+            existing = await self.record(namespace, key)
+            if existing is None:
+                raise LedgerCorruptionError(f'{namespace} record {key!r} exists and cannot be read')
+            if not superseded(existing):
+                return existing
+            if await self.replace_record(existing, value) is not None:
+                return None
+
+    # --- tool-call journal -----------------------------------------------------------------------------
+
+    async def tool_journal_entry(self, key: str) -> ToolJournalEntry | None:
+        """The tool-call journal entry under `key` (see `model._tool_journal.tool_journal_key`), or `None`."""
+        stored = await self.record(TOOL_JOURNAL, key)
+        return ToolJournalEntry.from_record(stored) if stored is not None else None
+
+    async def record_tool_result(
+        self, entry: ToolJournalEntry, *, supersede_other_runs: bool = False
+    ) -> ToolJournalEntry:
+        """Record a tool call's result unless one stands under its key; return the one that is recorded.
+
+        A voided entry is replaced; so is, with `supersede_other_runs`, an entry another Temporal run
+        recorded (the tools of this Temporal run were asked to run again). Otherwise the first result
+        recorded wins, so every later attempt of the call replays the same result.
+        """
+
+        def superseded(record: KeyedRecord) -> bool:
+            stored = ToolJournalEntry.from_record(record)
+            return stored.voided is not None or (
+                supersede_other_runs and stored.temporal_run_id != entry.temporal_run_id
+            )
+
+        recorded = await self._first_recorded(TOOL_JOURNAL, entry.key, entry.to_value(), entry.workflow_id, superseded)
+        return entry if recorded is None else ToolJournalEntry.from_record(recorded)
+
+    async def void_tool_results(self, workflow_id: str, lineage_run_id: str, reason: str) -> list[ToolJournalEntry]:
+        """Void the tool results journaled for a workflow id's execution chain: its tools run again when called.
+
+        `lineage_run_id` is the ledger run the chain began with (the journal's key names it). Returns the
+        entries voided now; entries voided already are left as they are. Each stays in the ledger, with
+        `reason`, until the call runs again and its new result takes its place.
+        """
+        voided: list[ToolJournalEntry] = []
+        prefix = f'{workflow_id}|{lineage_run_id}|'
+        for listed in await self.records(TOOL_JOURNAL, scope=workflow_id):
+            record: KeyedRecord | None = listed
+            while record is not None and record.key.startswith(prefix):
+                entry = ToolJournalEntry.from_record(record)
+                if entry.voided is not None:
+                    break
+                if await self.replace_record(record, entry.void(reason).to_value()) is not None:
+                    voided.append(entry.void(reason))
+                    break
+                # Changed meanwhile (a racing attempt recorded it again): void what is stored now.
+                record = await self.record(TOOL_JOURNAL, record.key)
+        return voided
 
     # --- once-only effects -----------------------------------------------------------------------------
 

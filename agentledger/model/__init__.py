@@ -36,6 +36,7 @@ from agentledger.model._search_attributes import (
     SEARCH_STATUS,
     registration_commands,
 )
+from agentledger.model._tool_journal import ToolJournalEntry
 from agentledger.model._validity import ValidityProblem, is_provider_valid, validity_problems
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     'StepEvent',
     'StepRecord',
     'ToolEffect',
+    'ToolJournalEntry',
     'ToolOutcome',
     'Usage',
     'ValidityProblem',

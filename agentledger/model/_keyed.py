@@ -1,4 +1,4 @@
-"""Keyed records: the small compare-and-swap store that the model-call journal and once-only effects share.
+"""Keyed records: the small compare-and-swap store that the journals and once-only effects share.
 
 A keyed record is one JSON object under `(namespace, key)`, with a `scope` (the workflow id it
 belongs to, for listing) and an opaque `version` the backend assigns on every write. The store has
@@ -19,10 +19,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ['EFFECTS', 'JOURNAL', 'KeyedRecord', 'check_namespace']
+__all__ = ['EFFECTS', 'JOURNAL', 'TOOL_JOURNAL', 'KeyedRecord', 'check_namespace']
 
 JOURNAL = 'journal'
 """The namespace of model-call journal entries."""
+
+TOOL_JOURNAL = 'tool-journal'
+"""The namespace of tool-call journal entries."""
 
 EFFECTS = 'effects'
 """The namespace of once-only effect records."""

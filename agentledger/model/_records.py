@@ -20,6 +20,7 @@ from agentledger._redaction import redact
 __all__ = [
     'AGENT_RUN_WORKFLOW_TYPE',
     'OPEN_STATUSES',
+    'REPEAT_ACTIVITY_ID',
     'RUN_ACTIVITY_ID',
     'Acceptance',
     'AcceptanceOutcome',
@@ -69,6 +70,7 @@ EventKind: TypeAlias = Literal[
     'run_parked',
     'run_resumed',
     'run_reset',
+    'input_repeated',
     'ledger_repaired',
     'model_request_started',
     'model_request_completed',
@@ -99,6 +101,8 @@ started, it records where (the history event the run was reset at), why (the rea
 (the client identity), read from that run's history; its `detail` is the JSON of a
 `agentledger.model._resets.ResetPoint`, its `temporal_run_id` the new run's, its activity id
 `reset:<run_id>`. It starts and ends nothing.
+`input_repeated` marks a run whose input is a copy of another workflow's (its `detail` names the run
+whose input it repeats); its activity id is `REPEAT_ACTIVITY_ID`.
 `ledger_repaired` is the audit record of one repair `reconcile` made: its `detail` is a JSON document
 with the finding, the reason, and the row before and after.
 """
@@ -138,6 +142,9 @@ StepStatus: TypeAlias = Literal['running', 'completed', 'failed', 'cancelled', '
 
 AGENT_RUN_WORKFLOW_TYPE = 'AgentRunWorkflow'
 """The Temporal workflow type of `AgentRunWorkflow`; any other `RunRecord.workflow_type` is a user's own workflow."""
+
+REPEAT_ACTIVITY_ID = 'repeats'
+"""The `activity_id` of a run's `input_repeated` event (one per Temporal run that started from a copied input)."""
 
 RUN_ACTIVITY_ID = '-'
 """The `activity_id` of run-level events (`run_*`), which belong to no agent activity, in an `AgentRunWorkflow`.
@@ -263,7 +270,9 @@ class StepEvent:
     child_run_id: str | None = None
     """For a delegate call (`agentledger.delegate`): the ledger run id of the child run it started."""
     replayed: bool = False
-    """For `model_request_completed`: answered from the model-call journal instead of the provider (not billed)."""
+    """For `model_request_completed`: answered from the model-call journal instead of the provider (not billed);
+    for `tool_call_started` and `tool_call_completed`: the attempt replayed the result from the tool-call journal
+    (the tool did not run)."""
     seq: int = 0
     """The ledger's causal order, assigned when stored."""
     state: EventState = 'provisional'
@@ -543,7 +552,8 @@ class StepRecord:
     child_run_id: str | None = None
     """For a delegate call: the ledger run id of the child run whose result the step used (its latest attempt)."""
     replayed: bool = False
-    """For a model request: its result was answered from the model-call journal, not billed by the provider."""
+    """For a model request: its result was answered from the model-call journal, not billed by the provider; for
+    a tool call: its result was replayed from the tool-call journal, the tool did not run."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""

@@ -19,7 +19,15 @@ is returned without calling the provider and recorded `replayed`; a miss calls t
 journals its response before the attempt returns, so a later attempt of the same request (after a
 worker crash, a `raise`, a reset or a restart) replays the response that was already paid for.
 
-For a tool call it sets the `ToolContext` that `agentledger.once` reads.
+Tool-call journal (on unless `LedgerPlugin(..., tool_journal=False)`): for a tool call it looks the
+call up first, keyed by workflow id, execution chain, tool name and tool_call_id
+(`agentledger.model._tool_journal`). A hit is returned without running the tool and recorded
+`replayed`; a call that completed with the tool's answer journals its result (the payload Temporal
+is about to get) before the attempt returns. A voided entry (`agentledger reset --reexecute-tools`)
+is not replayed, nor, for a run started with `reexecute_tools=True`, an entry that another Temporal
+run recorded: the tool runs and its result takes the entry's place. Failed calls are not journaled.
+
+For a tool call it also sets the `ToolContext` that `agentledger.once` reads.
 
 A ledger write that fails even after the ledger's own retries fails the attempt with a retryable
 `LedgerUnavailableError`, so Temporal retries it: the run pauses instead of running unrecorded
@@ -42,6 +50,7 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
 from temporalio.converter import ActivitySerializationContext, StorageDriverWorkflowInfo
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
@@ -61,7 +70,7 @@ from agentledger._compat import (
 from agentledger.activities._failures import ledger_failure
 from agentledger.activities._history import HistoryResolver
 from agentledger.activities._resets import ResetRecorder
-from agentledger.errors import UNENCODABLE_RESULT, LedgerError, LedgerUnavailableError
+from agentledger.errors import UNENCODABLE_RESULT, LedgerCorruptionError, LedgerError, LedgerUnavailableError
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._outage import OutageBuffer
 from agentledger.ledger._scopes import Scopes
@@ -74,6 +83,13 @@ from agentledger.model._journal import (
     request_hash_of_key,
 )
 from agentledger.model._records import Acceptance, ErrorInfo, StepEvent, StepKind
+from agentledger.model._tool_journal import (
+    JOURNALED_OUTCOMES,
+    ToolJournalEntry,
+    decode_payload,
+    encode_payload,
+    tool_journal_key,
+)
 from agentledger.payloads._driver import ResultStorage
 from agentledger.tools._context import ToolContext, tool_context
 from agentledger.workflows._state import HEADER, ledger_step
@@ -114,6 +130,8 @@ class ActivityRecording:
     """Under the `fail` policy: keeps the ends of attempts the ledger refused, written when it is back."""
     model_journal: bool = True
     """Journal provider responses, and replay them to later attempts of the same request."""
+    tool_journal: bool = True
+    """Journal the results of completed tool calls, and replay them to later attempts of the same call."""
     storage: ResultStorage | None = None
     """Stores results that Temporal's external storage will store, ahead of it (`None`: payloads stay inline)."""
     resets: ResetRecorder | None = None
@@ -184,12 +202,17 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         base: tuple[str, list[str]] | None = None
         if kind == 'model_request' and isinstance(header.get('history'), dict):
             base = await self._resolve_history(header['run_id'], header['history'], input)
-        await self._write(event('started'))
+        # Looked up before the start is written, which then says whether the attempt replays the call.
+        tool_key = await self._tool_journal_key(header, shape) if kind == 'tool_call' else None
+        reexecute = header.get('reexecute_tools') is True
+        tool_recorded = await self._tool_journaled(tool_key, reexecute) if tool_key is not None else None
+        await self._write(event('started', replayed=tool_recorded is not None))
         started = time.monotonic()
         journaled = (
             kind == 'model_request' and self._recording.model_journal and is_journaled_model_request(info.activity_type)
         )
         recorded: JournalEntry | None = None
+        finished = False
         context = (
             tool_context.set(self._tool_context(header['run_id'], shape.tool_name)) if kind == 'tool_call' else None
         )
@@ -202,13 +225,28 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             recorded = await self._journaled(keys) if keys is not None else None
             if recorded is not None:
                 result: Any = recorded.model_response()
+            elif tool_recorded is not None:
+                result = _raw(tool_recorded)
             else:
                 result = await super().execute_activity(input)
+                finished = True
                 if keys is not None:
                     result = await self._journal(keys[0], header['run_id'], result)
-            await self._encoded(result, _what(kind, shape))
+            payload = await self._encoded(result, _what(kind, shape))
+            # Read before the journal may hand back a racing attempt's result: this attempt's own answer.
+            outcome, detail = (
+                (tool_outcome(result), tool_result_detail(result)) if kind == 'tool_call' else (None, None)
+            )
+            if tool_key is not None and tool_recorded is None and outcome in JOURNALED_OUTCOMES:
+                result = await self._journal_tool(tool_key, header['run_id'], shape, result, payload, reexecute)
         except BaseException as error:
-            failed = event('failed', error=_error(error), duration_s=time.monotonic() - started)
+            failed = event(
+                'failed',
+                error=_error(error),
+                duration_s=time.monotonic() - started,
+                # The body ran, and then a journal write failed: the attempt fails, retryably, after the work.
+                detail=_unrecorded(kind) if finished and _ledger_down(error) else None,
+            )
             # Shielded: a cancelled attempt still owes the ledger its end.
             await asyncio.shield(self._write(failed, owe=lambda _: failed))
             raise
@@ -229,10 +267,19 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                     else None
                 ),
             )
-        else:
+        elif tool_recorded is not None:
             completed = event(
-                'completed', duration_s=duration, outcome=tool_outcome(result), detail=tool_result_detail(result)
+                'completed',
+                duration_s=duration,
+                outcome=tool_recorded.outcome,
+                replayed=True,
+                detail=(
+                    f'replayed from the tool-call journal (completed by attempt {tool_recorded.attempt} '
+                    f'of Temporal run {tool_recorded.temporal_run_id})'
+                ),
             )
+        else:
+            completed = event('completed', duration_s=duration, outcome=outcome, detail=detail)
 
         def failed_instead(error: ErrorInfo) -> StepEvent:
             # Temporal sees this attempt fail (its end could not be written): the end it owes says so.
@@ -241,13 +288,13 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 error=error,
                 duration_s=duration,
                 usage=completed.usage,
-                detail=f'the {kind.replace("_", " ")} finished, but the ledger could not record it',
+                detail=_unrecorded(kind),
             )
 
         await self._write(completed, owe=failed_instead)
         return result
 
-    async def _encoded(self, result: Any, what: str) -> None:
+    async def _encoded(self, result: Any, what: str) -> Payload:
         """Encode the result as Temporal is about to (and store it where payload storage applies) before it counts.
 
         Temporal encodes an activity's result after the activity returns; a result it cannot encode
@@ -266,7 +313,7 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 non_retryable=True,
             ) from error
         if self._recording.storage is None:
-            return
+            return payload
         info = activity.info()
         namespace = info.workflow_namespace or info.namespace
         target = StorageDriverWorkflowInfo(
@@ -290,6 +337,62 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             logger.warning('agentledger: %s keeps its result inline, the ledger cannot store it (warn policy)', what)
         except LedgerError as error:
             raise ledger_failure(error) from error
+        return payload
+
+    async def _tool_journal_key(self, header: Mapping[str, Any], shape: ActivityShape) -> str | None:
+        """The key the tool call is journaled under, or `None` when the tool-call journal does not cover it."""
+        if not self._recording.tool_journal or shape.tool_call_id is None or shape.tool_name is None:
+            return None
+        try:
+            lineage = await self._recording.scopes.journal_run(header['run_id'])
+        except LedgerError as error:
+            self._journal_unavailable(error, 'look up the run of', 'tool-call')
+            return None
+        return tool_journal_key(activity.info().workflow_id or '', lineage, shape.tool_name, shape.tool_call_id)
+
+    async def _tool_journaled(self, key: str, reexecute: bool) -> ToolJournalEntry | None:
+        """The journaled result that stands for this call: not voided, and with `reexecute` this Temporal run's own."""
+        try:
+            found = await self._recording.ledger.tool_journal_entry(key)
+        except LedgerError as error:
+            self._journal_unavailable(error, 'read', 'tool-call')
+            return None
+        if found is None or found.voided is not None:
+            return None
+        if reexecute and found.temporal_run_id != activity.info().workflow_run_id:
+            return None
+        return found
+
+    async def _journal_tool(
+        self, key: str, run_id: str, shape: ActivityShape, result: Any, payload: Payload, reexecute: bool
+    ) -> Any:
+        """Journal the tool's result before it is returned; return the result the journal holds.
+
+        That is this one unless a racing attempt of the same call (a zombie) journaled first: every
+        attempt then returns the first recorded result.
+        """
+        info = activity.info()
+        entry = ToolJournalEntry(
+            key=key,
+            workflow_id=info.workflow_id or '',
+            run_id=run_id,
+            tool_name=shape.tool_name or '',
+            tool_call_id=shape.tool_call_id or '',
+            step=shape.step,
+            payload=encode_payload(dict(payload.metadata), payload.data),
+            outcome=tool_outcome(result),
+            detail=tool_result_detail(result),
+            recorded_at=datetime.now(UTC),
+            temporal_run_id=info.workflow_run_id or '',
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+        )
+        try:
+            stored = await self._recording.ledger.record_tool_result(entry, supersede_other_runs=reexecute)
+        except LedgerError as error:
+            self._journal_unavailable(error, 'write', 'tool-call')
+            return result
+        return result if stored is entry else _raw(stored)
 
     def _tool_context(self, run_id: str, tool_name: str | None) -> ToolContext:
         info = activity.info()
@@ -344,12 +447,12 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             self._journal_unavailable(error, 'read')
         return None
 
-    def _journal_unavailable(self, error: LedgerError, action: str) -> None:
-        """Under `warn`, a journal the ledger cannot serve is skipped (the provider may be paid twice); else fail."""
+    def _journal_unavailable(self, error: LedgerError, action: str, journal: str = 'model-call') -> None:
+        """Under `warn`, a journal the ledger cannot serve is skipped (a provider may be paid, a tool run, twice)."""
         if self._recording.outage is None or not isinstance(error, LedgerUnavailableError):
             raise ledger_failure(error) from error
         logger.warning(
-            'agentledger: cannot %s the model-call journal, going on without it (warn policy): %s', action, error
+            'agentledger: cannot %s the %s journal, going on without it (warn policy): %s', action, journal, error
         )
 
     async def _journal(self, key: str, run_id: str, result: Any) -> Any:
@@ -462,6 +565,27 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             raise failure from error
         except LedgerError as error:
             raise ledger_failure(error) from error
+
+
+def _ledger_down(error: BaseException) -> bool:
+    """Whether an attempt failed because the ledger could not be written for now (see `ledger_failure`)."""
+    return isinstance(error, ApplicationError) and error.type == LedgerUnavailableError.__name__
+
+
+def _unrecorded(kind: StepKind) -> str:
+    """The note on an attempt that did its work but failed because the ledger could not record it."""
+    return f'the {kind.replace("_", " ")} finished, but the ledger could not record it'
+
+
+def _raw(entry: ToolJournalEntry) -> RawValue:
+    """A journaled tool result as Temporal gets it: the recorded payload itself, byte for byte."""
+    try:
+        metadata, data = decode_payload(entry.payload)
+    except ValueError as error:
+        raise ledger_failure(
+            LedgerCorruptionError(f'tool-call journal entry {entry.key!r} does not decode: {error}')
+        ) from error
+    return RawValue(Payload(metadata=metadata, data=data))
 
 
 def _what(kind: StepKind, shape: ActivityShape) -> str:

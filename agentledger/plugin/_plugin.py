@@ -64,6 +64,7 @@ class LedgerInterceptor(Interceptor):
         *,
         owed: OutageBuffer | None = None,
         model_journal: bool = True,
+        tool_journal: bool = True,
         storage: ResultStorage | None = None,
     ) -> None:
         self._recording = ActivityRecording(
@@ -73,6 +74,7 @@ class LedgerInterceptor(Interceptor):
             outage,
             owed=owed,
             model_journal=model_journal,
+            tool_journal=tool_journal,
             storage=storage,
             resets=ResetRecorder(ledger),
         )
@@ -196,6 +198,10 @@ class LedgerPlugin(SimplePlugin):
         model_journal: Journal every provider response before the model-request activity returns, so
             a later attempt of the same request replays it instead of calling (and paying) the
             provider again (see the README, "Model-call journal"). On by default.
+        tool_journal: Journal the result of every tool call that completed, so a later attempt of
+            the same call (same execution chain, same tool_call_id: after a reset or a restart, the
+            model-call journal gives the calls back their ids) replays it instead of running the tool
+            again (see the README, "Tool-call journal"). On by default.
         outage: What a worker does when the ledger cannot be written (after the ledger's own
             retries). `fail` (default): the activity attempt fails with a retryable
             `LedgerUnavailableError` and Temporal retries it, so the run pauses until the ledger is
@@ -222,6 +228,7 @@ class LedgerPlugin(SimplePlugin):
         *,
         payload_threshold: int | None = PAYLOAD_THRESHOLD,
         model_journal: bool = True,
+        tool_journal: bool = True,
         outage: OutagePolicy = 'fail',
         wait_for_approval: bool = True,
         register_search_attributes: bool = True,
@@ -230,6 +237,7 @@ class LedgerPlugin(SimplePlugin):
             raise ValueError(f"outage must be 'fail' or 'warn', not {outage!r}")
         self.ledger = ledger
         self.model_journal = model_journal
+        self.tool_journal = tool_journal
         self.outage: OutagePolicy = outage
         self.wait_for_approval = wait_for_approval
         self.register_search_attributes = register_search_attributes
@@ -252,7 +260,15 @@ class LedgerPlugin(SimplePlugin):
         super().__init__(
             'agentledger.LedgerPlugin',
             interceptors=[
-                LedgerInterceptor(ledger, histories, warn, owed=owed, model_journal=model_journal, storage=storage)
+                LedgerInterceptor(
+                    ledger,
+                    histories,
+                    warn,
+                    owed=owed,
+                    model_journal=model_journal,
+                    tool_journal=tool_journal,
+                    storage=storage,
+                )
             ],
             activities=[
                 *LedgerActivities(

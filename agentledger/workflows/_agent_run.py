@@ -80,6 +80,7 @@ class AgentRunWorkflow:
     @workflow.init
     def __init__(self, input: AgentRunInput) -> None:
         info = workflow.info()
+        input = _own_input(input, info.workflow_id)
         self._agentledger_state = LedgerRunState(
             run_id=input.ledger_run_id or ledger_run_id(info.workflow_id, info.first_execution_run_id),
             workflow_id=info.workflow_id,
@@ -92,6 +93,7 @@ class AgentRunWorkflow:
             self._agentledger_state.workflow_events.extend(input.resume.workflow_events)
             self._agentledger_state.step_offset = input.resume.step_offset
             self._agentledger_state.last_step = input.resume.step_offset
+        self._agentledger_state.reexecute_tools = input.reexecute_tools
         self._parked: ErrorInfo | None = None
         self._decision: ResumeRequest | AbandonRequest | None = None
         self._parks = 0
@@ -114,6 +116,7 @@ class AgentRunWorkflow:
     async def run(self, input: AgentRunInput) -> AgentRunOutput:
         """Record the start, run the agent, seal the ledger run with the outcome, return the output."""
         state = self._agentledger_state
+        input = _own_input(input, workflow.info().workflow_id)
         # Passed to the run (which adds to it in place), so a failed or cancelled run still knows what it
         # spent: its seal records it, and an orchestrator that delegated to it adds it to its own usage.
         spent = RunUsage()
@@ -374,6 +377,7 @@ class AgentRunWorkflow:
                 snapshot_id=input.snapshot_id,
                 fresh_start=input.fresh_start,
                 resume=input.resume,
+                repeats_workflow_id=(input.started_as if input.started_as not in (None, state.workflow_id) else None),
             ),
             f'start {state.run_id}',
             result_type=RunStartResult,
@@ -386,6 +390,18 @@ async def _handlers_finished() -> None:
     An activity scheduled by a handler is never run once its workflow closed, and its record would be lost.
     """
     await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+def _own_input(input: AgentRunInput, workflow_id: str) -> AgentRunInput:
+    """The input as this workflow runs it: a copy of another workflow's input does not take over that one's run.
+
+    A continued Temporal run's input names its ledger run and the point to go on from; started under
+    another workflow id (the Temporal UI's "Start Workflow Like This One" copies the input) those would
+    attach the copy to the original's ledger run, so a copy is a fresh run of its own instead.
+    """
+    if input.started_as is None or input.started_as == workflow_id:
+        return input
+    return dataclasses.replace(input, ledger_run_id=None, resume=None)
 
 
 def _continue_as_new(input: AgentRunInput, ctx: RunContext[Any], messages: list[ModelMessage]) -> None:

@@ -66,6 +66,8 @@ class LedgerRunState:
     """Where the run waits for decisions on calls that need approval; `None`: such calls end the run."""
     display: RunDisplay = field(init=False)
     """What the Temporal UI shows of the run (its status search attribute, its current details)."""
+    reexecute_tools: bool = False
+    """Tell the worker to run tool calls again that earlier Temporal runs completed (the input's `reexecute_tools`)."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)
@@ -135,6 +137,8 @@ class LedgerRunState:
         }
         if self.step_offset:
             header['step_offset'] = self.step_offset
+        if self.reexecute_tools:
+            header['reexecute_tools'] = True
         self.acceptances.clear()
         self.workflow_events.clear()
         return header

@@ -110,6 +110,14 @@ class AgentRunInput:
     on_approval_timeout: ApprovalTimeoutAction = 'deny'
     """When a call's deadline passes: `deny` it (the model reads that it timed out), `park` the run (as a
     failure with `park_on_failure`), or `fail` the run. The ledger records which."""
+    reexecute_tools: bool = False
+    """Run again the tool calls an earlier Temporal run of this run's execution chain completed (restarting a
+    failed workflow id), instead of replaying their results from the tool-call journal. A reset keeps the
+    input it resets: `agentledger reset --reexecute-tools` is its way. `agentledger.once` effects done stay done."""
+    started_as: str | None = None
+    """The workflow id the client started this input under (set by `agentledger.start`). Input started
+    under another workflow id (a copy, e.g. the Temporal UI's "Start Workflow Like This One") is a fresh
+    run: the ledger records which run's input it repeats."""
     resume: ResumePoint | None = None
     """Set by the workflow itself when it continues as new; not for callers."""
 
@@ -206,6 +214,8 @@ class RunStartInput:
     snapshot_id: str | None = None
     fresh_start: bool = False
     resume: ResumePoint | None = None
+    repeats_workflow_id: str | None = None
+    """The workflow id whose input this run's input is a copy of (recorded as an `input_repeated` event)."""
 
 
 @dataclass

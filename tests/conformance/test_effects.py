@@ -1,4 +1,4 @@
-"""Conformance: keyed records, the model-call journal, tool effects and once-only effects on every backend."""
+"""Conformance: keyed records, the journals (model calls, tool calls), tool effects and once-only effects."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from agentledger.model._effects import EffectRecord
 from agentledger.model._journal import JournalEntry
 from agentledger.model._keyed import EFFECTS
 from agentledger.model._records import ForkRef, ToolEffect
+from agentledger.model._tool_journal import ToolJournalEntry, decode_payload, encode_payload, tool_journal_key
 from agentledger.tools._context import ToolContext, tool_context
 
 from ..helpers.ledgers import SHARED_BACKENDS, make_sharing_pair
@@ -183,6 +184,51 @@ async def test_journal_keeps_the_first_response_recorded(ledger: Ledger) -> None
     assert stored is not None and stored.attempt == 1
     replayed = stored.model_response()
     assert replayed.parts == [TextPart('first')] and replayed.usage.input_tokens == 7
+
+
+def tool_entry(tool_call_id: str, text: str, *, temporal_run_id: str = 't1', attempt: int = 1) -> ToolJournalEntry:
+    return ToolJournalEntry(
+        key=tool_journal_key('wf-1', 'r1', 'charge', tool_call_id),
+        workflow_id='wf-1',
+        run_id='r1',
+        tool_name='charge',
+        tool_call_id=tool_call_id,
+        step=1,
+        payload=encode_payload({'encoding': b'json/plain'}, f'"{text}"'.encode()),
+        outcome='returned',
+        detail=None,
+        recorded_at=at(attempt),
+        temporal_run_id=temporal_run_id,
+        activity_id='2',
+        attempt=attempt,
+    )
+
+
+async def test_tool_journal_keeps_the_first_result_until_it_is_voided(ledger: Ledger) -> None:
+    """The tool-call journal: the first result stands; a voided one, or one another Temporal run recorded when
+    the tools were asked to run again, is replaced by the next; voiding touches one execution chain only."""
+    first = tool_entry('c1', 'first')
+    assert await ledger.tool_journal_entry(first.key) is None
+    assert await ledger.record_tool_result(first) == first
+    assert await ledger.record_tool_result(tool_entry('c1', 'zombie', attempt=2)) == first
+    stored = await ledger.tool_journal_entry(first.key)
+    assert stored == first and decode_payload(stored.payload) == ({'encoding': b'json/plain'}, b'"first"')
+
+    # Asked to run again, the same Temporal run still replays its own result; another one replaces it.
+    assert await ledger.record_tool_result(tool_entry('c1', 'same run', attempt=3), supersede_other_runs=True) == first
+    rerun = tool_entry('c1', 'rerun', temporal_run_id='t2')
+    assert await ledger.record_tool_result(rerun, supersede_other_runs=True) == rerun
+
+    other_chain = dataclasses.replace(tool_entry('c2', 'other'), key=tool_journal_key('wf-1', 'r0', 'charge', 'c2'))
+    await ledger.record_tool_result(other_chain)
+    await ledger.record_tool_result(tool_entry('c3', 'third'))
+    voided = await ledger.void_tool_results('wf-1', 'r1', 'tools changed')
+    assert sorted(e.tool_call_id for e in voided) == ['c1', 'c3'] and {e.voided for e in voided} == {'tools changed'}
+    assert await ledger.void_tool_results('wf-1', 'r1', 'again') == []
+    assert await ledger.tool_journal_entry(other_chain.key) == other_chain
+    after = tool_entry('c1', 'after the reset', temporal_run_id='t3')
+    assert await ledger.record_tool_result(after) == after
+    assert await ledger.tool_journal_entry(after.key) == after
 
 
 class Target:

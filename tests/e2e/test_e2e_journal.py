@@ -303,9 +303,9 @@ async def test_reset_to_the_first_workflow_task_repeats_no_effect(
     temporal_env: WorkflowEnvironment, tmp_path: Path, journal: bool, via: str
 ) -> None:
     """C11/C14: a completed run reset to its first workflow task runs again, as one ledger run naming both
-    Temporal runs. With the journal the model requests replay (same tool_call_id), so the effect is not
-    performed again and nothing is billed again. Without it the provider makes up a new tool_call_id and
-    the effect is repeated: the reason the journal exists."""
+    Temporal runs. With the journal the model requests replay (same tool_call_id), and so does the tool
+    call's result: the effect is not performed again and nothing is billed again. Without it the provider
+    makes up a new tool_call_id and the effect is repeated: the reason the journal exists."""
     temporal = find_temporal_cli(build=False)
     assert temporal is not None
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
@@ -336,7 +336,9 @@ async def test_reset_to_the_first_workflow_task_repeats_no_effect(
         if journal:
             assert (provider_calls(), len(performed())) == (2, 1)
             replayed = [e for e in await ledger.events(run_id) if e.replayed]
-            assert [e.temporal_run_id for e in replayed] == [description.run_id] * 2
+            assert [e.temporal_run_id for e in replayed] == [description.run_id] * 3
+            # Both model requests, and the charge between them: its result comes from the tool-call journal.
+            assert sorted(e.kind for e in replayed) == ['model_request_completed'] * 2 + ['tool_call_completed']
         else:
             assert (provider_calls(), len(performed())) == (4, 2)
 

@@ -163,3 +163,77 @@ async def charge(ctx: RunContext[PaymentDeps], amount: int) -> str:
     if ctx.deps.fail_after_charge:
         raise ApplicationError('the receipt printer is on fire', type='ReceiptError', non_retryable=True)
     return str(result['charge_id'])
+
+
+TOOLS_ENV = 'AGENTLEDGER_TEST_TOOL_RUNS'
+STEPS = 10
+"""How many tool-calling steps a `steps` run makes before its final answer."""
+
+
+def tool_runs() -> list[str]:
+    """The tool bodies the `steps` agent ran (in every process): `<tool> <step>` each."""
+    path = Path(os.environ[TOOLS_ENV])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _ran(tool: str, n: int) -> None:
+    with Path(os.environ[TOOLS_ENV]).open('a') as runs:
+        runs.write(f'{tool} {n}\n')
+
+
+def steps_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """`STEPS` steps calling `work` (step 2 also calls `fragile` when the prompt says so), then the answer."""
+    with Path(os.environ[CALLS_ENV]).open('a') as calls:
+        calls.write(f'{len(messages)}\n')
+    step = sum(isinstance(m, ModelResponse) for m in messages) + 1
+    if step > STEPS:
+        return ModelResponse(parts=[TextPart(f'{STEPS} steps done')])
+    parts = [ToolCallPart('work', {'n': step})]
+    fragile = any(getattr(part, 'content', None) == 'fragile' for m in messages for part in getattr(m, 'parts', []))
+    if step == 2 and fragile:
+        parts.append(ToolCallPart('fragile', {'n': step}))
+    return ModelResponse(parts=parts)
+
+
+@dataclass
+class StepDeps:
+    """Where `fragile` notes that it failed once (it fails for good the first time, then works)."""
+
+    failed_marker: str = ''
+
+
+steps_agent = Agent(
+    FunctionModel(steps_script),
+    name='steps',
+    deps_type=StepDeps,
+    capabilities=[TemporalDurability(activity_config=_quick)],
+)
+
+
+@steps_agent.tool(metadata={'temporal': _quick})
+async def work(ctx: RunContext[StepDeps], n: int) -> str:
+    """Do step `n`: perform its effect once (`agentledger.once`), and count the run."""
+
+    async def act(key: str) -> dict[str, Any]:
+        with Path(os.environ[TARGET_ENV]).open('a') as target:
+            target.write(json.dumps({'key': key, 'amount': n}) + '\n')
+        return {'done': n}
+
+    effect = await agentledger.once(ctx, 'act', act)
+    _ran('work', n)
+    return f'step {effect["done"]} done'
+
+
+@steps_agent.tool(metadata={'temporal': _quick})
+async def fragile(ctx: RunContext[StepDeps], n: int) -> str:
+    """Fail for good the first time (after `work` of the same step completed), then work."""
+    while f'work {n}' not in tool_runs():
+        await asyncio.sleep(0.05)
+    # `work` wrote its line as its body returned: its attempt records its end (and journals its result) meanwhile.
+    await asyncio.sleep(1)
+    _ran('fragile', n)
+    marker = Path(ctx.deps.failed_marker)
+    if ctx.deps.failed_marker and not marker.exists():
+        marker.touch()
+        raise ApplicationError('the fragile tool broke', type='FragileError', non_retryable=True)
+    return f'fragile {n} done'
