@@ -255,6 +255,9 @@ def _expected(run_id: str, chain: Sequence[RunFacts]) -> _Expected:
                 add_header_rows(first.get('acceptances', []), first.get('workflow_events', []), owed=owed)
                 if activity.close == 'completed':
                     seal = _parse_seal(first['seal'])
+                    if isinstance(activity.result, dict):
+                        # The seal activity returns the usage the ledger settled and recorded (see `Usage`).
+                        seal = replace(seal, usage=Usage(**activity.result))
                     expected.seals[seal.temporal_run_id] = seal
                     expected.seal_in[facts.temporal_run_id] = seal
                     expected.event_id = seal.event_id
