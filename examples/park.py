@@ -80,12 +80,16 @@ async def main() -> None:
                 record = await parked(ledger, handle.workflow_id)
                 assert record.error is not None
                 print('parked:', handle.run_id, '|', record.error.type, record.error.message)
+                print('spent while parked:', record.usage.billed_requests, 'model requests billed')
 
                 courier_api_up = True
                 await handle.resume('The courier API is back; book it again.')
                 result = await handle.result()
-                status = (await ledger.run(result.run_id)).status
-                print(result.output, '| ledger run', result.run_id, '| status', status)
+                final = await ledger.run(result.run_id)
+                print(result.output, '| ledger run', result.run_id, '| status', final.status)
+                # One usage: the result reports what the ledger records, the requests before the park included.
+                assert result.usage == final.usage
+                print('usage:', final.usage.requests, 'requests,', final.usage.billed_requests, 'billed')
                 print('tool calls:', calls)  # find_order once: it completed before the park
         finally:
             await env.shutdown()

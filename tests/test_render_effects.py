@@ -35,7 +35,9 @@ UNKNOWN = dataclasses.replace(
 
 
 def test_show_counts_billed_and_replayed_model_calls_and_lists_effects() -> None:
-    text = render_timeline(RunView(RUN, [], STEPS, effects=[DONE, UNKNOWN]), ledger_url='sqlite:///runs.db')
+    # The counts are the run record's usage (as the ledger settled it), the same the workflow reported.
+    run = dataclasses.replace(RUN, usage=REPLAYED + Usage(1, 90, 10))
+    text = render_timeline(RunView(run, [], STEPS, effects=[DONE, UNKNOWN]), ledger_url='sqlite:///runs.db')
     assert fact(text, 'model calls') == '1 billed (100 tokens), 1 replayed from the journal (75 tokens not paid again)'
     steps = text.split('\nSteps\n', 1)[1]
     assert line_with(steps, '75 tokens').endswith('75 tokens replayed')

@@ -23,7 +23,7 @@ from agentledger.errors import (
 from agentledger.ledger._facade import Ledger
 from agentledger.ledger._lineage import resolve_seed
 from agentledger.ledger._outage import OutageBuffer
-from agentledger.model._records import REPEAT_ACTIVITY_ID, ForkRef, RunStart, StepEvent
+from agentledger.model._records import REPEAT_ACTIVITY_ID, ForkRef, RunStart, StepEvent, Usage
 from agentledger.workflows._types import (
     APPROVAL_WAIT_ACTIVITY,
     PARK_RUN_ACTIVITY,
@@ -186,7 +186,7 @@ class LedgerActivities:
     async def park_run(self, input: ParkInput) -> None:
         """Mark the run `parked` on its error; the `run_parked` event arrives in this activity's header."""
         with _retryable_outage():
-            await self._ledger.park_run(input.run_id, input.error, input.parked_at)
+            await self._ledger.park_run(input.run_id, input.error, input.parked_at, input.usage)
 
     @activity.defn(name=RESUME_RUN_ACTIVITY)
     async def resume_run(self, input: ResumeInput) -> ResumeSeed:
@@ -213,30 +213,32 @@ class LedgerActivities:
         """Nothing of its own: the activity interceptor writes the events in this activity's header before it runs."""
 
     @activity.defn(name=SEAL_RUN_ACTIVITY)
-    async def seal_run(self, input: SealInput) -> None:
-        """Record the final snapshot, then the run's outcome.
+    async def seal_run(self, input: SealInput) -> Usage | None:
+        """Record the final snapshot, then the run's outcome; return the run's usage as the ledger settled it.
 
         The workflow's last acceptances and workflow-side events arrive in this activity's header,
         which the activity interceptor writes before this runs. Under the `warn` outage policy a
         seal the ledger cannot take now is kept and written once it can (the run completes
-        meanwhile); under `fail` the attempt fails and Temporal retries it.
+        meanwhile, and this returns `None`: the workflow reports the usage it counted); under `fail` the
+        attempt fails and Temporal retries it.
         """
         seal = input.seal
         if self._outage is not None and self._outage.pending(seal.run_id):
             self._outage.keep(seal.run_id, f'seal ({seal.status})', lambda ledger: self._seal(ledger, input))
-            return
+            return None
         try:
             if self._owed is not None:
                 await self._owed.write_owed(seal.run_id)
-            await self._seal(self._ledger, input)
+            return await self._seal(self._ledger, input)
         except (LedgerCorruptionError, LedgerConfigError):
             raise
         except LedgerError as error:
             if self._outage is None or not isinstance(error, LedgerUnavailableError):
                 raise ledger_failure(error) from error
             self._outage.keep(seal.run_id, f'seal ({seal.status})', lambda ledger: self._seal(ledger, input), error)
+            return None
 
-    async def _seal(self, ledger: Ledger, input: SealInput) -> None:
+    async def _seal(self, ledger: Ledger, input: SealInput) -> Usage:
         seal = input.seal
         if input.final_messages is not None:
             messages, base = input.final_messages, None
@@ -251,7 +253,7 @@ class LedgerActivities:
                 messages=messages,
                 base=base,
             )
-        await ledger.seal_run(seal)
+        return await ledger.seal_run(seal)
 
 
 @contextmanager

@@ -129,7 +129,7 @@ sqlite:///agentledger-demo.db), --address is $TEMPORAL_ADDRESS or localhost:7233
 JSON output (`--json`) is one document on stdout, with a `schema` key naming its shape:
 
 - `run`: `{"schema": "agentledger.run/1", "output": <the agent's output as JSON>, "run_id": str,
-  "workflow_id": str, "usage": {"requests", "input_tokens", "output_tokens", "tool_calls"}}`
+  "workflow_id": str, "usage": Usage (the run's usage, the same `runs` and `show` report)}`
 - `runs`: `{"schema": "agentledger.runs/1", "runs": [RunRecord.to_json(), ...]}`
 - `show`: `{"schema": "agentledger.show/1", "run": RunRecord.to_json(), "steps": [StepRecord.to_json(), ...],
   "events": [StepEvent.to_json(), ...], "snapshots": [SnapshotRecord.to_json(), ...],

@@ -472,8 +472,9 @@ def _header(view: RunView) -> str:
     if run.ended_at is not None:
         facts.append(('ended', f'{_timestamp(run.ended_at)} UTC ({_duration(run.duration_s)})'))
     facts.append(('usage', _usage(run.usage)))
-    calls = total_usage(view.steps)
-    if calls.requests:
+    # The run record's usage is the one the workflow reported; see `Usage` for what each count means.
+    calls = run.usage
+    if calls.requests or calls.billed_requests:
         facts.append(
             (
                 'model calls',

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -43,6 +43,7 @@ from agentledger.model._records import (
     StepEvent,
     StepRecord,
     ToolEffect,
+    Usage,
 )
 from agentledger.model._rules import (
     apply_approval_wait,
@@ -53,6 +54,7 @@ from agentledger.model._rules import (
     derive_tool_effects,
     run_event_for_seal,
     run_event_for_start,
+    settle_usage,
 )
 from agentledger.model._snapshots import latest_snapshot, run_id_of, snapshot_at_step, snapshot_id
 from agentledger.model._tool_journal import ToolJournalEntry
@@ -268,13 +270,18 @@ class Ledger:
                 lambda: self.store.write_acceptances(acceptances),
             )
 
-    async def seal_run(self, seal: RunSeal) -> None:
+    async def seal_run(self, seal: RunSeal) -> Usage:
         """Record how a run ended (and its terminal run event); activities never accepted become abandoned.
+
+        The seal's usage is what the run's conversation used; the ledger settles what the provider billed
+        for it from the run's events (`settle_usage`), records that, and returns it, so the workflow's
+        result reports the same usage as the ledger.
 
         A run whose record is missing (lost behind the ledger's back) still gets its terminal event, which
         holds the whole seal, and a warning says so: `reconcile` rebuilds the record from its events and
         Temporal's history. The seal is never dropped, and failing it would only retry what cannot succeed.
         """
+        seal = replace(seal, usage=await self._settled(seal.run_id, seal.usage, sealing=True))
         event = run_event_for_seal(seal)
         found = await self._retrying(f'seal of run {seal.run_id}', lambda: self.store.write_seal(seal, event))
         if not found:
@@ -287,6 +294,15 @@ class Ledger:
                 event.kind,
                 seal.run_id,
             )
+        return seal.usage
+
+    async def _settled(self, run_id: str, used: Usage, *, sealing: bool) -> Usage:
+        """`used` settled against the run's events; `sealing`: none of its Temporal runs accepts anything more."""
+        await self._ready()
+        events = await self.store.read_events(run_id)
+        acceptances = await self.store.read_acceptances(run_id)
+        sealed = {event.temporal_run_id for event in events} if sealing else set()
+        return settle_usage(used, derive_event_states(events, acceptances, sealed_temporal_run_ids=sealed))
 
     # --- keyed records -------------------------------------------------------------------------------
 
@@ -482,13 +498,16 @@ class Ledger:
         """
         await self._retrying(f'an update of run {run_id}', lambda: self.store.update_run(run_id, fold))
 
-    async def park_run(self, run_id: str, error: ErrorInfo, at: datetime) -> None:
+    async def park_run(self, run_id: str, error: ErrorInfo, at: datetime, usage: Usage | None = None) -> None:
         """Mark an open run `parked`, waiting on `error` (a run started with `park_on_failure=True`).
 
-        An ended run stays as it is. Raises `RunNotFoundError` for an unknown run.
+        `usage` is what the run's conversation used so far; the record keeps it settled against the run's
+        events, as a seal would (`None`: the record's usage stays as it is). An ended run stays as it is.
+        Raises `RunNotFoundError` for an unknown run.
         """
         await self.run(run_id)
-        await self.update_run(run_id, lambda record: apply_park(record, error, at))
+        settled = await self._settled(run_id, usage, sealing=False) if usage is not None else None
+        await self.update_run(run_id, lambda record: apply_park(record, error, at, settled))
 
     async def resume_run(self, run_id: str, at: datetime) -> None:
         """Mark a `parked` run `running` again; any other run stays as it is. Raises `RunNotFoundError`."""

@@ -181,7 +181,25 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token and request counts, added up across model requests and, for an orchestrator, its delegates' runs."""
+    """What a run used and what the provider billed for it: one definition that every reader reports.
+
+    - `requests`, `input_tokens`, `output_tokens`, `tool_calls`: what the run's conversation used, as
+      pydantic-ai counts it: each model request whose response the run went on with, once, whoever
+      answered it, and each tool call. An orchestrator's usage includes its delegates' runs.
+    - `replayed_*`: of those requests, the ones the model-call journal answered instead of the provider
+      (paid for earlier, not again).
+    - `extra_billed_*`: provider answers billed to this run that its conversation did not use as they
+      came: an attempt lost after the provider answered (its retry asked again, or replayed the answer
+      from the journal), or requests a reset made again.
+    - `billed_requests` and `billed_tokens` (derived): every answer the provider billed to this run.
+
+    One ledger run has one usage, however many Temporal runs it took: parking and resuming, a reset and
+    continue-as-new go on adding to it. A restart (a new run of a failed workflow id, `forked_from`
+    reason `restart`) is a new ledger run with its own usage; the failed run keeps what it spent, and
+    the answers the restart replays from the failed run's journal count as replayed, not billed again.
+    The ledger settles `replayed_*` and `extra_billed_*` from the run's own model-request events
+    (`settle_usage`) when the run parks and when it is sealed; a delegate's are in its own run record.
+    """
 
     requests: int = 0
     input_tokens: int = 0
@@ -193,17 +211,15 @@ class Usage:
     """Of `input_tokens`: those of replayed requests."""
     replayed_output_tokens: int = 0
     """Of `output_tokens`: those of replayed requests."""
+    extra_billed_requests: int = 0
+    """Provider answers billed to this run beyond its requests that were not replayed (see above)."""
+    extra_billed_input_tokens: int = 0
+    """The input tokens of those answers."""
+    extra_billed_output_tokens: int = 0
+    """The output tokens of those answers."""
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            requests=self.requests + other.requests,
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            tool_calls=self.tool_calls + other.tool_calls,
-            replayed_requests=self.replayed_requests + other.replayed_requests,
-            replayed_input_tokens=self.replayed_input_tokens + other.replayed_input_tokens,
-            replayed_output_tokens=self.replayed_output_tokens + other.replayed_output_tokens,
-        )
+        return Usage(*(getattr(self, name) + getattr(other, name) for name in _USAGE_FIELDS))
 
     @property
     def total_tokens(self) -> int:
@@ -212,13 +228,23 @@ class Usage:
 
     @property
     def billed_requests(self) -> int:
-        """Requests the provider answered (and billed): all requests but the replayed ones."""
-        return self.requests - self.replayed_requests
+        """Answers the provider billed to this run: requests not replayed, plus the extra billed ones."""
+        return self.requests - self.replayed_requests + self.extra_billed_requests
+
+    @property
+    def billed_input_tokens(self) -> int:
+        """The input tokens of the billed answers."""
+        return self.input_tokens - self.replayed_input_tokens + self.extra_billed_input_tokens
+
+    @property
+    def billed_output_tokens(self) -> int:
+        """The output tokens of the billed answers."""
+        return self.output_tokens - self.replayed_output_tokens + self.extra_billed_output_tokens
 
     @property
     def billed_tokens(self) -> int:
-        """Input plus output tokens of billed requests."""
-        return self.total_tokens - self.replayed_input_tokens - self.replayed_output_tokens
+        """Input plus output tokens of the billed answers."""
+        return self.billed_input_tokens + self.billed_output_tokens
 
     @property
     def replayed_tokens(self) -> int:
@@ -229,6 +255,9 @@ class Usage:
     def from_json(cls, data: dict[str, Any] | None) -> Usage | None:
         """Rebuild from `to_json()` output (or `None`)."""
         return cls(**data) if data is not None else None
+
+
+_USAGE_FIELDS = tuple(field.name for field in fields(Usage))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ __all__ = [
     'idempotency_key_for',
     'run_event_for_seal',
     'run_event_for_start',
+    'settle_usage',
     'total_usage',
 ]
 
@@ -83,14 +84,17 @@ def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | 
     )
 
 
-def apply_park(existing: RunRecord, error: ErrorInfo, at: datetime) -> RunRecord | None:
+def apply_park(existing: RunRecord, error: ErrorInfo, at: datetime, usage: Usage | None = None) -> RunRecord | None:
     """Fold a park into the run record: an open run becomes `parked` with the error it waits on.
 
-    `None` (nothing changes) for a run that already ended, or a repeated delivery.
+    `usage`, when given, is what the run spent so far (settled against its events): the record shows it
+    while the run is parked. `None` (nothing changes) for a run that already ended, or a repeated delivery.
     """
     if existing.status not in OPEN_STATUSES:
         return None
-    updated = replace(existing, status='parked', error=error, updated_at=max(existing.updated_at, at))
+    updated = replace(
+        existing, status='parked', error=error, updated_at=max(existing.updated_at, at), usage=usage or existing.usage
+    )
     return None if updated == existing else updated
 
 
@@ -296,6 +300,38 @@ def total_usage(steps: Iterable[StepRecord]) -> Usage:
         if step.kind == 'model_request' and counted and step.usage is not None:
             usage = usage + step.usage
     return usage
+
+
+def settle_usage(used: Usage, events: Iterable[StepEvent]) -> Usage:
+    """A run's usage: what its conversation `used` (pydantic-ai's count), with what the provider billed for it.
+
+    `events` are the run's own events with their derived states, across all its Temporal runs. Replayed
+    counts are those of the completed model requests the run did not abandon that the journal answered;
+    every answer the provider gave (a completed, not replayed request, in any attempt) is billed, and
+    what the billed answers exceed the requests not replayed by is `extra_billed_*`. With no completed
+    model request among `events` (none recorded, or lost) `used` is kept as it is: nothing to settle.
+    The one rule for the ledger's run records and the workflow result; see `Usage`.
+    """
+    replayed = answered = None
+    for event in events:
+        if event.kind != 'model_request_completed' or event.usage is None:
+            continue
+        if not event.replayed:
+            answered = event.usage if answered is None else answered + event.usage
+        elif event.state != 'abandoned':
+            replayed = event.usage if replayed is None else replayed + event.usage
+    if replayed is None and answered is None:
+        return used
+    replayed, answered = replayed or Usage(), answered or Usage()
+    return replace(
+        used,
+        replayed_requests=replayed.requests,
+        replayed_input_tokens=replayed.input_tokens,
+        replayed_output_tokens=replayed.output_tokens,
+        extra_billed_requests=max(answered.requests - (used.requests - replayed.requests), 0),
+        extra_billed_input_tokens=max(answered.input_tokens - (used.input_tokens - replayed.input_tokens), 0),
+        extra_billed_output_tokens=max(answered.output_tokens - (used.output_tokens - replayed.output_tokens), 0),
+    )
 
 
 def idempotency_key_for(workflow_id: str, tool_call_id: str) -> str:

@@ -43,7 +43,7 @@ from agentledger.model._records import (
     StepEvent,
     Usage,
 )
-from agentledger.model._rules import apply_run_start, run_event_for_seal, run_event_for_start
+from agentledger.model._rules import apply_run_start, run_event_for_seal, run_event_for_start, settle_usage
 from agentledger.reconcile._facts import ActivityFact, RunFacts
 from agentledger.workflows._state import ledger_step
 from agentledger.workflows._types import RUN_STARTED_ACTIVITY, SEAL_RUN_ACTIVITY
@@ -255,6 +255,9 @@ def _expected(run_id: str, chain: Sequence[RunFacts]) -> _Expected:
                 add_header_rows(first.get('acceptances', []), first.get('workflow_events', []), owed=owed)
                 if activity.close == 'completed':
                     seal = _parse_seal(first['seal'])
+                    if isinstance(activity.result, dict):
+                        # The seal activity returns the usage the ledger settled and recorded (see `Usage`).
+                        seal = replace(seal, usage=Usage(**activity.result))
                     expected.seals[seal.temporal_run_id] = seal
                     expected.seal_in[facts.temporal_run_id] = seal
                     expected.event_id = seal.event_id
@@ -320,7 +323,10 @@ def _seal_for(
 
 
 def _accepted_usage(events: Iterable[StepEvent], chain: Sequence[RunFacts]) -> Usage:
-    """The usage of the model requests Temporal completed, from the rows of their last attempts."""
+    """The usage of a run that closed without a seal, settled against every row as a seal's is (`settle_usage`).
+
+    What it used: the model requests Temporal completed, from the rows of their last attempts.
+    """
     last = {
         (a.temporal_run_id, a.activity_id): a.last_attempt
         for facts in chain
@@ -328,11 +334,13 @@ def _accepted_usage(events: Iterable[StepEvent], chain: Sequence[RunFacts]) -> U
         if a.close == 'completed' and not a.inherited and classify_activity(a.activity_type) == 'model_request'
     }
     usage = Usage()
+    states: list[StepEvent] = []
     for event in events:
         accepted = last.get((event.temporal_run_id, event.activity_id)) == event.attempt
+        states.append(event.with_state('accepted' if accepted else 'abandoned'))
         if event.kind == 'model_request_completed' and event.usage is not None and accepted:
             usage = usage + event.usage
-    return usage
+    return settle_usage(usage, states)
 
 
 def rebuilt_record(run_id: str, chain: Sequence[RunFacts]) -> RunRecord | None:

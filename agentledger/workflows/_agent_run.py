@@ -194,16 +194,16 @@ class AgentRunWorkflow:
                 if decision is not None:
                     reason = f': {decision.reason}' if decision.reason else ''
                     info = dataclasses.replace(info, message=f'{info.message} (abandoned while parked{reason})')
-                await seal_run(self._agentledger_state, 'failed', error=info, usage=usage)
+                usage = await seal_run(self._agentledger_state, 'failed', error=info, usage=usage)
                 await _handlers_finished()
                 raise ApplicationError(
                     info.message, self._failure_details(usage), type=info.type, non_retryable=True
                 ) from error
-        usage = ledger_usage(result.usage)
-        await seal_run(
+        # The result reports the usage as the ledger settled it (what the provider billed, what was replayed).
+        usage = await seal_run(
             self._agentledger_state,
             'completed',
-            usage=usage,
+            usage=ledger_usage(result.usage),
             output_preview=preview(result.output),
             final_messages=result.all_messages(),
             # This run's own last step: usage also counts its delegates' requests.
@@ -310,7 +310,9 @@ class AgentRunWorkflow:
         state.note_run_event('run_parked', f'park:{self._parks}', now, error=error, usage=usage)
         self._parked = error
         await ledger_activity(
-            PARK_RUN_ACTIVITY, ParkInput(run_id=state.run_id, error=error, parked_at=now), f'park {state.run_id}'
+            PARK_RUN_ACTIVITY,
+            ParkInput(run_id=state.run_id, error=error, parked_at=now, usage=usage),
+            f'park {state.run_id}',
         )
         state.display.parked(error)
         await workflow.wait_condition(lambda: self._decision is not None)

@@ -42,7 +42,7 @@ def preview(value: object) -> str | None:
 
 
 @overload
-async def ledger_activity(name: str, arg: Any, summary: str) -> None: ...
+async def ledger_activity(name: str, arg: Any, summary: str) -> Any: ...
 
 
 @overload
@@ -71,8 +71,12 @@ async def seal_run(
     output_preview: str | None = None,
     final_messages: list[ModelMessage] | None = None,
     final_step: int = 0,
-) -> None:
-    """Seal the ledger run: how it ended, its final history, and what its last activities' ends added."""
+) -> Usage:
+    """Seal the ledger run: how it ended, its final history, and what its last activities' ends added.
+
+    Returns the run's usage as the ledger settled it (see `Usage`), so what the workflow reports is what
+    the ledger records; `usage` itself when the ledger could not take the seal yet.
+    """
     seal = RunSeal(
         run_id=state.run_id,
         workflow_id=state.workflow_id,
@@ -84,10 +88,12 @@ async def seal_run(
         output_preview=output_preview,
         event_id=state.run_event_id,
     )
-    await ledger_activity(
+    # Read as JSON data: a seal recorded before the activity returned the usage has no result.
+    settled = await ledger_activity(
         SEAL_RUN_ACTIVITY, seal_input(state, seal, final_messages, final_step), f'seal {state.run_id} ({status})'
     )
     state.display.ended(status)
+    return Usage(**settled) if isinstance(settled, dict) else seal.usage
 
 
 def seal_input(

@@ -176,7 +176,10 @@ RECORD_EVENTS_ACTIVITY = 'agentledger__record_events'
 request) that must reach the ledger now, not with whatever activity comes next, if any does."""
 
 SEAL_RUN_ACTIVITY = 'agentledger__seal_run'
-"""The ledger activity that records how a run ended, with every acceptance the run made."""
+"""The ledger activity that records how a run ended, with every acceptance the run made.
+
+It returns the run's usage as the ledger settled it (a `Usage` as JSON data), or nothing when the ledger
+could not take the seal yet (kept under the `warn` outage policy)."""
 
 DELEGATE_RESULT_ACTIVITY = 'agentledger__delegate_result'
 """The activity that fetches the result of a delegate's child workflow that already ran (or still runs).
@@ -274,6 +277,8 @@ class ParkInput:
     run_id: str
     error: ErrorInfo
     parked_at: datetime
+    usage: Usage | None = None
+    """What the run spent so far, recorded (settled against its events) with the park."""
 
 
 @dataclass

@@ -632,8 +632,9 @@ async def test_an_event_costs_one_request_in_steady_state(ledger: S3Ledger) -> N
     assert requests == {'PutObject': 10}
     requests.clear()
     await ledger.seal_run(run_seal('r1'))
-    # The record's fold starts from the record this process wrote (If-Match its ETag), the event beside it.
-    assert requests == {'PutObject': 2}
+    # The record's fold starts from the record this process wrote (If-Match its ETag), the event beside it;
+    # settling the run's usage lists its events and acceptances (their content this process already holds).
+    assert requests == {'ListObjectsV2': 2, 'PutObject': 2}
     assert [e.seq for e in await ledger.events('r1')] == [1024 * slot for slot in range(1, 13)]
 
 
@@ -645,7 +646,8 @@ async def test_a_fold_from_a_stale_record_reads_the_stored_one(s3_server: S3Serv
         requests = count_requests(first)
         await first.seal_run(run_seal('r1', 't2'))
         # The stale If-Match, the GET and the fold; the event meets the other's log object (412), then lands.
-        assert requests == {'PutObject': 4, 'GetObject': 1}
+        # Settling the run's usage first lists its events and acceptances and reads the other's log object.
+        assert requests == {'ListObjectsV2': 2, 'PutObject': 4, 'GetObject': 2}
         record = await second.run('r1')
         assert (record.status, record.temporal_run_ids) == ('completed', ('t1', 't2'))
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
 from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
@@ -237,3 +238,53 @@ async def fragile(ctx: RunContext[StepDeps], n: int) -> str:
         marker.touch()
         raise ApplicationError('the fragile tool broke', type='FragileError', non_retryable=True)
     return f'fragile {n} done'
+
+
+def metered_calls() -> list[tuple[int, int]]:
+    """The input and output tokens of each call of the metered provider (in every process), in order."""
+    path = Path(os.environ[CALLS_ENV])
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(int(tokens[0]), int(tokens[1])) for tokens in (line.split() for line in lines)]
+
+
+@dataclass
+class MeteredDeps:
+    """At which step the metered agent's tool fails once for good (the prompt says how many steps it takes).
+
+    The tool fails the first time it runs at step `fail_once_at` and leaves `marker`, so a resumed or
+    restarted run gets past it.
+    """
+
+    fail_once_at: int | None = None
+    marker: str | None = None
+
+
+def metered_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Call `work` at steps 1..N (the prompt is N), then answer; every call bills tokens that depend on what it
+    was shown."""
+    done = sum(isinstance(m, ModelResponse) for m in messages)
+    steps = next(int(str(p.content)) for m in messages for p in m.parts if isinstance(p, UserPromptPart))
+    usage = RequestUsage(input_tokens=10 + len(messages), output_tokens=3 + done)
+    with Path(os.environ[CALLS_ENV]).open('a') as calls:
+        calls.write(f'{usage.input_tokens} {usage.output_tokens}\n')
+    if done < steps:
+        return ModelResponse(parts=[ToolCallPart('work', {'step': done + 1})], usage=usage)
+    return ModelResponse(parts=[TextPart('worked')], usage=usage)
+
+
+metered_agent = Agent(
+    FunctionModel(metered_script),
+    name='metered',
+    deps_type=MeteredDeps,
+    capabilities=[TemporalDurability(activity_config=_quick)],
+)
+
+
+@metered_agent.tool(name='work', metadata={'temporal': _quick})
+def metered_work(ctx: RunContext[MeteredDeps], step: int) -> str:
+    """Do step `step`; fails for good the first time it runs at `fail_once_at`."""
+    marker = Path(ctx.deps.marker) if ctx.deps.marker else None
+    if step == ctx.deps.fail_once_at and marker is not None and not marker.exists():
+        marker.touch()
+        raise ApplicationError(f'step {step} broke', type='StepBroke', non_retryable=True)
+    return f'step {step} done'
