@@ -21,6 +21,8 @@ oldest_suite=(
     tests/e2e/test_e2e_own_setup.py
     tests/e2e/test_e2e_journal.py
     tests/e2e/test_e2e_journal_retries.py
+    tests/e2e/test_e2e_tool_journal.py
+    tests/e2e/test_e2e_usage.py
     tests/e2e/test_e2e_own_workflows.py
     tests/e2e/test_e2e_own_replay.py
     tests/e2e/test_e2e_approvals.py
