@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,7 +41,7 @@ from pydantic_ai.models import ModelRequestParameters
 
 from agentledger.errors import LedgerCorruptionError
 from agentledger.model._canonical import HASH_FORMAT, canonical_json, canonical_message, canonical_parameters
-from agentledger.model._keyed import JOURNAL, KeyedRecord
+from agentledger.model._keyed import JOURNAL, KeyedRecord, entry_fields, entry_value
 
 __all__ = [
     'UNHASHED_MESSAGE_FIELDS',
@@ -185,10 +185,7 @@ class JournalEntry:
 
     def to_value(self) -> dict[str, Any]:
         """The stored JSON value (everything but the key)."""
-        data = asdict(self)
-        del data['key']
-        data['recorded_at'] = self.recorded_at.isoformat()
-        return data
+        return entry_value(self)
 
     @classmethod
     def from_record(cls, record: KeyedRecord) -> JournalEntry:
@@ -196,8 +193,6 @@ class JournalEntry:
         if record.namespace != JOURNAL:
             raise ValueError(f'record {record.key!r} is a {record.namespace} record, not a journal entry')
         try:
-            values = dict(record.value)
-            values['recorded_at'] = datetime.fromisoformat(values['recorded_at'])
-            return cls(key=record.key, **values)
+            return cls(**entry_fields(record))
         except (KeyError, TypeError, ValueError) as error:
             raise LedgerCorruptionError(f'journal entry {record.key!r} does not decode: {error}') from error

@@ -16,10 +16,11 @@ This module is pure (no I/O) and imported by worker code only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
-__all__ = ['EFFECTS', 'JOURNAL', 'TOOL_JOURNAL', 'KeyedRecord', 'check_namespace']
+__all__ = ['EFFECTS', 'JOURNAL', 'TOOL_JOURNAL', 'KeyedRecord', 'check_namespace', 'entry_fields', 'entry_value']
 
 JOURNAL = 'journal'
 """The namespace of model-call journal entries."""
@@ -64,3 +65,22 @@ class KeyedRecord:
             'value': self.value,
             'version': self.version,
         }
+
+
+def entry_value(entry: Any) -> dict[str, Any]:
+    """A journal entry (a dataclass with `key` and `recorded_at`) as its stored JSON value: all but the key."""
+    data = asdict(entry)
+    del data['key']
+    data['recorded_at'] = entry.recorded_at.isoformat()
+    return data
+
+
+def entry_fields(record: KeyedRecord) -> dict[str, Any]:
+    """The fields of the journal entry `record` holds, its key included (`entry_value`'s inverse).
+
+    Raises `KeyError` / `ValueError` for a value that is not one: the caller says which journal's entry
+    does not decode.
+    """
+    values = dict(record.value)
+    values['recorded_at'] = datetime.fromisoformat(values['recorded_at'])
+    return {'key': record.key, **values}

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from agentledger.errors import LedgerCorruptionError
-from agentledger.model._keyed import TOOL_JOURNAL, KeyedRecord
+from agentledger.model._keyed import TOOL_JOURNAL, KeyedRecord, entry_fields, entry_value
 from agentledger.model._records import ToolOutcome
 
 __all__ = ['JOURNALED_OUTCOMES', 'ToolJournalEntry', 'decode_payload', 'encode_payload', 'tool_journal_key']
@@ -90,10 +90,7 @@ class ToolJournalEntry:
 
     def to_value(self) -> dict[str, Any]:
         """The stored JSON value (everything but the key)."""
-        data = asdict(self)
-        del data['key']
-        data['recorded_at'] = self.recorded_at.isoformat()
-        return data
+        return entry_value(self)
 
     @classmethod
     def from_record(cls, record: KeyedRecord) -> ToolJournalEntry:
@@ -101,9 +98,7 @@ class ToolJournalEntry:
         if record.namespace != TOOL_JOURNAL:
             raise ValueError(f'record {record.key!r} is a {record.namespace} record, not a tool-call journal entry')
         try:
-            values = dict(record.value)
-            values['recorded_at'] = datetime.fromisoformat(values['recorded_at'])
-            entry = cls(key=record.key, **values)
+            entry = cls(**entry_fields(record))
             decode_payload(entry.payload)
         except (KeyError, TypeError, ValueError) as error:
             raise LedgerCorruptionError(f'tool-call journal entry {record.key!r} does not decode: {error}') from error
