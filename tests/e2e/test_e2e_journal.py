@@ -24,7 +24,6 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import Ledger, LedgerPlugin, RetryPolicy, SqliteLedger
-from agentledger.cli import find_temporal_cli
 from agentledger.cli import main as cli
 from agentledger.errors import LedgerUnavailableError
 from agentledger.ledger.backends.memory import MemoryStore
@@ -32,6 +31,7 @@ from agentledger.model import KeyedRecord
 from agentledger.model._rules import total_usage
 
 from ..helpers import journal_agents
+from ..helpers.checks import temporal_reset
 from ..helpers.journal_agents import PaymentDeps, payments_agent, performed, provider_calls
 from ..helpers.own_workflows import PaymentsWorkflow
 from ..helpers.s3_server import shared_s3_server
@@ -315,8 +315,6 @@ async def test_reset_to_the_first_workflow_task_repeats_no_effect(
     Temporal runs. With the journal the model requests replay (same tool_call_id), and so does the tool
     call's result: the effect is not performed again and nothing is billed again. Without it the provider
     makes up a new tool_call_id and the effect is repeated: the reason the journal exists."""
-    temporal = find_temporal_cli(build=False)
-    assert temporal is not None
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
         task_queue = f'reset-{uuid.uuid4().hex[:8]}'
         async with worker(temporal_env, ledger, task_queue, journal=journal) as client:
@@ -325,17 +323,7 @@ async def test_reset_to_the_first_workflow_task_repeats_no_effect(
             first_run = (await ledger.run(run_id)).temporal_run_id
             assert (provider_calls(), len(performed())) == (2, 1)
 
-            host = temporal_env.client.service_client.config.target_host
-            reset = subprocess.run(
-                [
-                    *(temporal, 'workflow', 'reset', '--address', host, '--workflow-id', workflow_id),
-                    *('--type', 'FirstWorkflowTask', '--reason', 'reset attack'),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert reset.returncode == 0, reset.stderr
+            await temporal_reset(temporal_env, workflow_id, ['--type', 'FirstWorkflowTask'], 'reset attack')
             description = await client.get_workflow_handle(workflow_id).describe()
             assert description.run_id != first_run
             await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 60)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -20,12 +19,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from agentledger import SqliteLedger, resolve_run_id
-from agentledger.cli import find_temporal_cli
 from agentledger.cli import main as cli
 from agentledger.errors import UnknownRunIdError
 from agentledger.model._resets import ResetPoint
 
 from ..helpers import journal_agents
+from ..helpers.checks import temporal_reset
 from .test_e2e_journal import finished_run_id, start_payment, worker
 
 
@@ -33,23 +32,6 @@ from .test_e2e_journal import finished_run_id, start_payment, worker
 def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(journal_agents.CALLS_ENV, str(tmp_path / 'calls.txt'))
     monkeypatch.setenv(journal_agents.TARGET_ENV, str(tmp_path / 'target.jsonl'))
-
-
-async def reset(env: WorkflowEnvironment, workflow_id: str, how: list[str], reason: str) -> None:
-    temporal = find_temporal_cli(build=False)
-    assert temporal is not None
-    host = env.client.service_client.config.target_host
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            *(temporal, 'workflow', 'reset', '--address', host, '--workflow-id', workflow_id, *how),
-            *('--reason', reason),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 async def task_after_the_start(client: Client, workflow_id: str) -> int:
@@ -78,11 +60,11 @@ async def test_a_reset_is_recorded_once_and_show_groups_by_temporal_run(
             run_id = await finished_run_id(client, ledger, workflow_id)
             first_run = (await ledger.run(run_id)).temporal_run_id
             if point == 'first':
-                await reset(temporal_env, workflow_id, ['--type', 'FirstWorkflowTask'], 'try again')
+                await temporal_reset(temporal_env, workflow_id, ['--type', 'FirstWorkflowTask'], 'try again')
                 expected_event = 4  # started, task scheduled, task started, then the reset's task failed
             else:
                 expected_event = await task_after_the_start(client, workflow_id)
-                await reset(temporal_env, workflow_id, ['--event-id', str(expected_event)], 'try the end')
+                await temporal_reset(temporal_env, workflow_id, ['--event-id', str(expected_event)], 'try the end')
             handle = client.get_workflow_handle(workflow_id)
             new_run = (await handle.describe()).run_id
             await asyncio.wait_for(handle.result(), 60)

@@ -7,7 +7,6 @@ once-only effects count what they do in files (see `journal_agents`).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,11 +20,11 @@ from temporalio.worker import Worker
 
 import agentledger
 from agentledger import LedgerPlugin, SqliteLedger
-from agentledger.cli import find_temporal_cli
 from agentledger.cli import main as cli
 from agentledger.model import StepEvent
 
 from ..helpers import journal_agents
+from ..helpers.checks import temporal_reset
 from ..helpers.journal_agents import STEPS, StepDeps, performed, provider_calls, steps_agent, tool_runs
 
 
@@ -59,8 +58,6 @@ async def test_reset_of_a_completed_ten_step_run_repeats_no_tool_and_no_model_ca
 ) -> None:
     """A completed 10-step run reset to its first workflow task completes again with 0 tool executions and
     0 model calls: the model-call journal gives back the same tool_call_ids, the tool-call journal their results."""
-    temporal = find_temporal_cli(build=False)
-    assert temporal is not None
     url = f'sqlite:///{tmp_path / "runs.db"}'
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
         task_queue = f'tools-{uuid.uuid4().hex[:8]}'
@@ -70,17 +67,9 @@ async def test_reset_of_a_completed_ten_step_run_repeats_no_tool_and_no_model_ca
             first_run = (await ledger.run(handle.run_id)).temporal_run_id
             assert (provider_calls(), len(tool_runs()), len(performed())) == (STEPS + 1, STEPS, STEPS)
 
-            host = temporal_env.client.service_client.config.target_host
-            reset = subprocess.run(
-                [
-                    *(temporal, 'workflow', 'reset', '--address', host, '--workflow-id', handle.workflow_id),
-                    *('--type', 'FirstWorkflowTask', '--reason', 'reset the ten steps'),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
+            await temporal_reset(
+                temporal_env, handle.workflow_id, ['--type', 'FirstWorkflowTask'], 'reset the ten steps'
             )
-            assert reset.returncode == 0, reset.stderr
             second_run = (await client.get_workflow_handle(handle.workflow_id).describe()).run_id
             assert second_run != first_run
             result = await asyncio.wait_for(client.get_workflow_handle(handle.workflow_id).result(), 120)

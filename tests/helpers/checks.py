@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections import Counter
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from agentledger import AgentRunResult, Ledger
+from agentledger.cli import find_temporal_cli
 from agentledger.model import StepEvent
 
 
@@ -124,3 +128,22 @@ async def retried_failures(handle: WorkflowHandle[Any, Any]) -> list[Failure]:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
         and e.activity_task_started_event_attributes.attempt > 1
     ]
+
+
+async def temporal_reset(env: WorkflowEnvironment, workflow_id: str, how: list[str], reason: str) -> None:
+    """Reset the workflow's current run with the Temporal CLI, as an operator would (`how`: `--type ...` or
+    `--event-id N`)."""
+    temporal = find_temporal_cli(build=False)
+    assert temporal is not None
+    host = env.client.service_client.config.target_host
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *(temporal, 'workflow', 'reset', '--address', host, '--workflow-id', workflow_id, *how),
+            *('--reason', reason),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
