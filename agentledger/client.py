@@ -451,7 +451,8 @@ async def reset_run(
     The new Temporal run replays model answers from the model-call journal and tool results from the
     tool-call journal, so it repeats no paid request and no tool call. `reexecute_tools=True` voids
     the run's journaled tool results first (the void, with `reason`, is kept in the ledger), so the
-    tools the reset run calls run again; `agentledger.once` effects done stay done. The ledger comes
+    tools the reset run calls run again; `agentledger.once` effects done stay done. The reason Temporal
+    records (and the ledger's `run_reset` event with it) is `<client identity>: <reason>`. The ledger comes
     from the client's `LedgerPlugin` unless given; raises `UnknownRunIdError` for an unknown id and
     `ValueError` when the run's history has no completed workflow task to reset to.
     """
@@ -459,20 +460,24 @@ async def reset_run(
     why = reason or 'agentledger reset'
     async with store:
         record = await store.run(await resolve_run_id(store, run_id))
+        # Checked before anything is voided: a reset that cannot happen leaves the journal as it was.
+        event_id = await _workflow_task(client, record, to)
         voided = 0
         if reexecute_tools:
             lineage = await Scopes(store).journal_run(record.run_id)
             voided = len(await store.void_tool_results(record.workflow_id, lineage, f'reset to re-execute: {why}'))
-    event_id = await _workflow_task(client, record, to)
-    response = await client.workflow_service.reset_workflow_execution(
-        ResetWorkflowExecutionRequest(
-            namespace=client.namespace,
-            workflow_execution=WorkflowExecution(workflow_id=record.workflow_id, run_id=record.temporal_run_id),
-            reason=why,
-            workflow_task_finish_event_id=event_id,
-            request_id=str(uuid.uuid4()),
+        response = await client.workflow_service.reset_workflow_execution(
+            ResetWorkflowExecutionRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=record.workflow_id, run_id=record.temporal_run_id),
+                # Temporal's history keeps the reason but not the caller's identity (its reset event names the
+                # server): like the Temporal CLI, the reason names who reset the run.
+                reason=f'{client.identity}: {why}',
+                workflow_task_finish_event_id=event_id,
+                request_id=str(uuid.uuid4()),
+                identity=client.identity,
+            )
         )
-    )
     return ResetResult(
         run_id=record.run_id,
         workflow_id=record.workflow_id,

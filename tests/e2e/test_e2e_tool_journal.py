@@ -7,6 +7,7 @@ once-only effects count what they do in files (see `journal_agents`).
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ import agentledger
 from agentledger import LedgerPlugin, SqliteLedger
 from agentledger.cli import main as cli
 from agentledger.model import StepEvent
+from agentledger.model._resets import ResetPoint
 
 from ..helpers import journal_agents
 from ..helpers.checks import temporal_reset
@@ -146,6 +148,11 @@ async def test_reset_with_reexecute_tools_runs_them_again_but_not_their_once_eff
         assert record.temporal_run_ids[-1] == second_run
         events = await ledger.events(handle.run_id)
         assert not replayed_tools(events, second_run)
+        # Temporal keeps no caller identity for a reset: `agentledger reset` names it in the recorded reason.
+        [reset] = [ResetPoint.from_event(e) for e in events if e.kind == 'run_reset']
+        assert reset is not None and reset.temporal_run_id == second_run
+        caller, _, why = reset.reason.partition(': ')
+        assert why == 'tools changed' and caller.startswith(f'{os.getpid()}@')
         entries = await ledger.records('tool-journal', scope=handle.workflow_id)
         assert len(entries) == STEPS
         # The tools that ran again recorded their results in place of the voided ones.
