@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from pydantic_ai.agent.abstract import AbstractAgent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -31,6 +32,11 @@ pytest.register_assert_rewrite('tests.helpers')
 from .helpers.ledgers import BACKENDS, make_ledger  # noqa: E402
 
 pytest_plugins = ['tests.helpers.s3_server']
+
+# Property tests judge behaviour, not speed: on a loaded machine (the suite shares it with dev servers and
+# workers) Hypothesis' timing checks fail examples that are merely slow.
+settings.register_profile('agentledger', deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile('agentledger')
 
 
 @dataclass
