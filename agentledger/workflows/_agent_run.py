@@ -33,7 +33,7 @@ from agentledger.model._ids import ledger_run_id
 from agentledger.model._records import AGENT_RUN_WORKFLOW_TYPE, ErrorInfo, RunStart, Usage
 from agentledger.workflows._approvals import ApprovalGate, ApprovalTimedOut
 from agentledger.workflows._display import RunDisplay
-from agentledger.workflows._ignored import IgnoredRequests
+from agentledger.workflows._ignored import IGNORED_REQUESTS_PATCH, IgnoredRequests
 from agentledger.workflows._ledger_calls import ledger_activity, preview, seal_run
 from agentledger.workflows._observer import LedgerObserver
 from agentledger.workflows._registry import agent_names, lookup_agent
@@ -56,6 +56,10 @@ from agentledger.workflows._types import (
 )
 
 __all__ = ['AgentRunWorkflow']
+
+RESTARTED_INPUT_PATCH = 'agentledger.restarted-input'
+"""The `workflow.patched` id behind starting a copied continue-as-new input afresh: a run recorded before
+went on with the ledger run the input names, and replays so."""
 
 
 class _RunRejected(Exception):
@@ -276,7 +280,7 @@ class AgentRunWorkflow:
 
     @workflow.signal(name='abandon')
     async def abandon_signal(self, request: AbandonRequest | None = None) -> None:
-        """Give up on the parked run (the signal form of the `abandon` update); ignored and recorded as `resume`."""
+        """Give up on the parked run (the signal form of the `abandon` update); one the run cannot take is recorded."""
         await self._signalled('abandon', request or AbandonRequest())
 
     def _not_parked(self) -> str | None:
@@ -390,18 +394,26 @@ async def _handlers_finished() -> None:
     """Let signal handlers still recording (an ignored signal's ledger activity) finish before the run ends.
 
     An activity scheduled by a handler is never run once its workflow closed, and its record would be lost.
+    Behind the ignored-requests patch: a run recorded before it closed without waiting, and replays so.
     """
-    await workflow.wait_condition(workflow.all_handlers_finished)
+    if workflow.patched(IGNORED_REQUESTS_PATCH):
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
 
 def _own_input(input: AgentRunInput, workflow_id: str) -> AgentRunInput:
     """The input as this workflow runs it: a copy of another workflow's input does not take over that one's run.
 
-    A continued Temporal run's input names its ledger run and the point to go on from; started under
+    A continued Temporal run's input names its ledger run and the point to go on from. Started under
     another workflow id (the Temporal UI's "Start Workflow Like This One" copies the input) those would
-    attach the copy to the original's ledger run, so a copy is a fresh run of its own instead.
+    attach the copy to the original's ledger run, so a copy is a fresh run of its own instead. Started
+    again under the same workflow id without being continued as new (a restart from a copied input),
+    they would reopen the ledger run that ended: it is a restart, seeded by the ledger like any other.
+    A reset keeps the execution's start event, so a reset continued run still goes on with its own.
     """
-    if input.started_as is None or input.started_as == workflow_id:
+    copied = input.started_as is not None and input.started_as != workflow_id
+    continued = input.ledger_run_id is not None or input.resume is not None
+    restarted = continued and workflow.info().continued_run_id is None and workflow.patched(RESTARTED_INPUT_PATCH)
+    if not (copied or restarted):
         return input
     return dataclasses.replace(input, ledger_run_id=None, resume=None)
 

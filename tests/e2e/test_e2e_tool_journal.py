@@ -214,3 +214,37 @@ async def test_a_copy_under_a_new_workflow_id_is_a_fresh_run_naming_the_run_it_r
 
         assert await asyncio.to_thread(cli, ['show', copy.run_id, '--ledger', url]) == 0
         assert f'repeats the input of run {original.run_id}' in capsys.readouterr().out
+
+
+async def test_a_restart_from_a_copied_continued_input_is_a_new_run(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A run that continued as new and then failed, started again under its workflow id with its last input
+    (what "Start Workflow Like This One" copies: it names the failed ledger run and where to go on), is a
+    restart: a new ledger run forked from the failed one, which stays failed, and its completed calls replay."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'tools-{uuid.uuid4().hex[:8]}'
+        deps = StepDeps(failed_marker=str(tmp_path / 'fragile-failed'))
+        async with worker(temporal_env, ledger, task_queue) as client:
+            handle = await agentledger.start(
+                client, steps_agent, 'fragile', task_queue=task_queue, deps=deps, history_event_limit=10
+            )
+            with pytest.raises(WorkflowFailureError):
+                await asyncio.wait_for(handle.workflow_handle.result(), 60)
+            failed = await ledger.run(handle.run_id)
+            assert failed.status == 'failed' and len(failed.temporal_run_ids) == 2
+
+            last = client.get_workflow_handle(handle.workflow_id, run_id=failed.temporal_run_ids[-1])
+            history = await last.fetch_history()
+            [payload] = history.events[0].workflow_execution_started_event_attributes.input.payloads
+            await client.start_workflow(
+                'AgentRunWorkflow', RawValue(payload), id=handle.workflow_id, task_queue=task_queue
+            )
+            await completed(client, handle.workflow_id)
+
+        restart, before = await ledger.runs(workflow_id=handle.workflow_id)
+        assert before.run_id == handle.run_id and before.status == 'failed'
+        assert restart.forked_from is not None and restart.forked_from.reason == 'restart'
+        assert restart.forked_from.run_id == handle.run_id and restart.status == 'completed'
+        replayed = [e for e in await ledger.events(restart.run_id) if e.kind == 'tool_call_completed' and e.replayed]
+        assert [e.tool_name for e in replayed] == ['work']
