@@ -33,6 +33,7 @@ __all__ = [
     'RUN_CONTEXT_KEY',
     'SUPPORTED_PYDANTIC_AI',
     'SUPPORTED_TEMPORALIO',
+    'TOOL_ARGS_FIELD',
     'TOOL_CALL_SUFFIX',
     'TOOL_RESULT_OUTCOMES',
     'WORKER_SHUTDOWN_COMPLETE',
@@ -51,6 +52,7 @@ __all__ = [
     'read_activity_args',
     'registered_activity_name',
     'registered_workflow_name',
+    'tool_call_arguments',
     'tool_outcome',
     'tool_result_detail',
     'with_added_capability',
@@ -96,6 +98,9 @@ RUN_CONTEXT_KEY = 'serialized_run_context'
 
 Its dict carries `run_step`, `tool_call_id`, `tool_name` and `retry` (`TemporalRunContext`).
 """
+
+TOOL_ARGS_FIELD = 'tool_args'
+"""The attribute of the private `CallToolParams` tool-call activity input holding the tool's arguments."""
 
 TOOL_RESULT_OUTCOMES: Mapping[str, ToolOutcome] = {
     'tool_return': 'returned',
@@ -262,6 +267,12 @@ def read_activity_args(kind: StepKind, args: Sequence[Any]) -> ActivityShape:
         tool_name=(context.get('tool_name') or _field(wire, 'name')) if kind == 'tool_call' else None,
         model_name=model_name if isinstance(model_name, str) else None,
     )
+
+
+def tool_call_arguments(args: Sequence[Any]) -> Mapping[str, Any]:
+    """The arguments a tool-call activity calls its tool with (`CallToolParams.tool_args`; `{}` if it has none)."""
+    arguments = _field(args[0], TOOL_ARGS_FIELD) if args else None
+    return arguments if isinstance(arguments, Mapping) else {}
 
 
 def model_request_messages(args: Sequence[Any]) -> list[ModelMessage]:

@@ -193,8 +193,9 @@ class RunOptions(TypedDict, total=False):
     on_approval_timeout: ApprovalTimeoutAction
     """When a deadline passes: `deny` the call (the default), `park` the run, or `fail` it."""
     reexecute_tools: bool
-    """Run the tool calls again that an earlier Temporal run of the workflow id's execution chain completed
-    (restarting a failed run), instead of replaying their journaled results (README, "Tool-call journal")."""
+    """Run the tool calls again that an earlier ledger run of the workflow id's execution chain completed
+    (restarting a failed run), instead of replaying their journaled results; a later reset of this run
+    replays what it ran (README, "Tool-call journal")."""
 
 
 async def start(

@@ -61,7 +61,7 @@ def test_activity_inputs_carry_the_run_context_fields_read() -> None:
         'model_request_parameters',
     } <= request_fields
     tool_fields = {f.name for f in dataclasses.fields(CallToolParams)}
-    assert {_compat.RUN_CONTEXT_KEY, 'name'} <= tool_fields
+    assert {_compat.RUN_CONTEXT_KEY, 'name', _compat.TOOL_ARGS_FIELD} <= tool_fields
     source = inspect.getsource(_compat.read_activity_args)
     for key in ('run_step', 'tool_call_id', 'tool_name'):
         assert key in source
@@ -155,6 +155,7 @@ def test_history_json_of_a_tool_activity_reads_like_the_object() -> None:
     [as_json] = converter.payload_converter.from_payloads([payload])
     assert isinstance(as_json, dict)
     assert _compat.read_activity_args('tool_call', [as_json]) == _compat.read_activity_args('tool_call', [params])
+    assert _compat.tool_call_arguments([as_json]) == _compat.tool_call_arguments([params]) == {'a': 1}
     union = typing.get_args(typing.get_args(CallToolResult)[0])
     for member in union:
         (kind,) = [f.default for f in dataclasses.fields(member) if f.name == 'kind']

@@ -9,7 +9,7 @@ import pytest
 from agentledger.errors import LedgerCorruptionError
 from agentledger.model import KeyedRecord, ToolJournalEntry
 from agentledger.model._keyed import JOURNAL, TOOL_JOURNAL
-from agentledger.model._tool_journal import decode_payload, encode_payload, tool_journal_key
+from agentledger.model._tool_journal import arguments_digest, decode_payload, encode_payload, tool_journal_key
 
 ENTRY = ToolJournalEntry(
     key=tool_journal_key('wf', 'run-1', 'charge', 'call-1'),
@@ -25,6 +25,7 @@ ENTRY = ToolJournalEntry(
     temporal_run_id='t-1',
     activity_id='4',
     attempt=1,
+    args_digest=arguments_digest({'amount': 5}),
 )
 
 
@@ -62,3 +63,17 @@ def test_a_damaged_entry_is_reported_as_corrupt(damage: object) -> None:
 def test_a_record_of_another_namespace_is_not_an_entry() -> None:
     with pytest.raises(ValueError, match='not a tool-call journal entry'):
         ToolJournalEntry.from_record(KeyedRecord(JOURNAL, ENTRY.key, 'wf', ENTRY.to_value()))
+
+
+def test_the_arguments_digest_is_canonical_and_tells_calls_apart() -> None:
+    """Key order does not matter, values do; an entry is recorded for its own arguments only, and one without
+    a digest (written before entries kept one) for any."""
+    assert arguments_digest({'a': 1, 'b': [1, 2]}) == arguments_digest({'b': [1, 2], 'a': 1})
+    assert arguments_digest({'amount': 5}) != arguments_digest({'amount': 50})
+    assert arguments_digest({}) != arguments_digest({'amount': None})
+    assert ENTRY.recorded_for(arguments_digest({'amount': 5}))
+    assert not ENTRY.recorded_for(arguments_digest({'amount': 50}))
+    value = ENTRY.to_value()
+    del value['args_digest']
+    undigested = ToolJournalEntry.from_record(KeyedRecord(TOOL_JOURNAL, ENTRY.key, 'wf', value))
+    assert undigested.args_digest is None and undigested.recorded_for(arguments_digest({'amount': 50}))

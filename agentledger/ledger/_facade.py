@@ -366,8 +366,8 @@ class Ledger:
     ) -> KeyedRecord | None:
         """Store a journal record unless one stands under its key: `None` if this one is stored, else the one that is.
 
-        A stored record for which `superseded` holds (a voided tool result) is replaced by this one,
-        by compare-and-swap: of racing writers exactly one stores its record, and the others get it.
+        A stored record for which `superseded` holds (a voided tool result, one for other arguments) is replaced
+        by this one, by compare-and-swap: of racing writers exactly one stores its record, and the others get it.
         """
         while True:
             if await self.create_record(namespace, key, value, scope=scope) is not None:
@@ -388,19 +388,23 @@ class Ledger:
         return ToolJournalEntry.from_record(stored) if stored is not None else None
 
     async def record_tool_result(
-        self, entry: ToolJournalEntry, *, supersede_other_runs: bool = False
+        self, entry: ToolJournalEntry, *, supersede_earlier_runs: bool = False
     ) -> ToolJournalEntry:
         """Record a tool call's result unless one stands under its key; return the one that is recorded.
 
-        A voided entry is replaced; so is, with `supersede_other_runs`, an entry another Temporal run
-        recorded (the tools of this Temporal run were asked to run again). Otherwise the first result
-        recorded wins, so every later attempt of the call replays the same result.
+        A voided entry is replaced, and so is an entry recorded for other arguments than `entry`'s (its
+        `args_digest` differs: the tool_call_id was reused for another call). With `supersede_earlier_runs`,
+        so is an entry an earlier ledger run of the execution chain recorded (the failed run this one
+        restarts with its tools run again). Otherwise the first result recorded wins, so every later attempt
+        of the call replays the same result.
         """
 
         def superseded(record: KeyedRecord) -> bool:
             stored = ToolJournalEntry.from_record(record)
-            return stored.voided is not None or (
-                supersede_other_runs and stored.temporal_run_id != entry.temporal_run_id
+            return (
+                stored.voided is not None
+                or (entry.args_digest is not None and not stored.recorded_for(entry.args_digest))
+                or (supersede_earlier_runs and stored.run_id != entry.run_id)
             )
 
         recorded = await self._first_recorded(TOOL_JOURNAL, entry.key, entry.to_value(), entry.workflow_id, superseded)

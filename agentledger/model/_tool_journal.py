@@ -11,21 +11,39 @@ data, base64), so a replay hands Temporal the very same bytes, whatever type the
 Only calls that ended with the tool's answer are kept (`JOURNALED_OUTCOMES`): a failed call runs
 again, and a call deferred or waiting for approval is asked again with the same tool_call_id once
 decided, so its first answer must not stand for the second.
+
+An entry also keeps a digest of the call's arguments (`arguments_digest`): a tool_call_id names a
+call only as far as its provider or the operator keeps it apart from others (an OpenAI-compatible
+server may number calls `call_0` at every step; a call approved again with other `override_args`
+after a reset keeps its id). A result recorded for other arguments is not replayed: the tool runs
+and its result takes the entry's place. An entry without a digest (written before entries had
+one) stands for any arguments, as it did when it was written.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from agentledger.errors import LedgerCorruptionError
+from agentledger.model._canonical import canonical_json
 from agentledger.model._keyed import TOOL_JOURNAL, KeyedRecord, entry_fields, entry_value
 from agentledger.model._records import ToolOutcome
 
-__all__ = ['JOURNALED_OUTCOMES', 'ToolJournalEntry', 'decode_payload', 'encode_payload', 'tool_journal_key']
+__all__ = [
+    'JOURNALED_OUTCOMES',
+    'ToolJournalEntry',
+    'arguments_digest',
+    'decode_payload',
+    'encode_payload',
+    'tool_journal_key',
+]
 
 JOURNALED_OUTCOMES: frozenset[ToolOutcome] = frozenset({'returned', 'retry_requested', 'validation_error'})
 """The tool outcomes whose results are journaled: the tool's own answer to the call."""
@@ -39,6 +57,11 @@ def tool_journal_key(workflow_id: str, lineage_run_id: str, tool_name: str, tool
     anew, so the step is not part of the key), a new run reusing the workflow id does not.
     """
     return f'{workflow_id}|{lineage_run_id}|tool|{tool_name}|{tool_call_id}'
+
+
+def arguments_digest(arguments: Mapping[str, Any]) -> str:
+    """The SHA-256 of a tool call's arguments in canonical JSON (sorted keys): what its journaled result was for."""
+    return hashlib.sha256(canonical_json(to_jsonable_python(arguments))).hexdigest()
 
 
 def encode_payload(metadata: Mapping[str, bytes], data: bytes) -> dict[str, Any]:
@@ -80,9 +103,18 @@ class ToolJournalEntry:
     temporal_run_id: str
     activity_id: str
     attempt: int
+    args_digest: str | None = None
+    """`arguments_digest` of the call's arguments; `None` in entries written before entries kept it."""
     voided: str | None = None
     """Why the result no longer stands (an operator asked for the run's tools to run again): the next
     attempt of the call runs the tool, and its result takes this one's place."""
+
+    def recorded_for(self, args_digest: str) -> bool:
+        """Whether the result was recorded for a call with these arguments (see `arguments_digest`).
+
+        An entry without a digest counts as recorded for any arguments: it was keyed by tool_call_id alone.
+        """
+        return self.args_digest is None or self.args_digest == args_digest
 
     def void(self, reason: str) -> ToolJournalEntry:
         """A copy of the entry, voided for `reason`."""

@@ -21,11 +21,13 @@ worker crash, a `raise`, a reset or a restart) replays the response that was alr
 
 Tool-call journal (on unless `LedgerPlugin(..., tool_journal=False)`): for a tool call it looks the
 call up first, keyed by workflow id, execution chain, tool name and tool_call_id
-(`agentledger.model._tool_journal`). A hit is returned without running the tool and recorded
-`replayed`; a call that completed with the tool's answer journals its result (the payload Temporal
-is about to get) before the attempt returns. A voided entry (`agentledger reset --reexecute-tools`)
-is not replayed, nor, for a run started with `reexecute_tools=True`, an entry that another Temporal
-run recorded: the tool runs and its result takes the entry's place. Failed calls are not journaled.
+(`agentledger.model._tool_journal`). A hit recorded for the same arguments is returned without
+running the tool and recorded `replayed`; a call that completed with the tool's answer journals its
+result (the payload Temporal is about to get) and its arguments' digest before the attempt returns.
+An entry recorded for other arguments is not replayed (the attempt's end says so), nor a voided one
+(`agentledger reset --reexecute-tools`), nor, for a run started with `reexecute_tools=True`, one an
+earlier ledger run recorded: the tool runs and its result takes the entry's place. Failed calls are
+not journaled.
 
 For a tool call it also sets the `ToolContext` that `agentledger.once` reads.
 
@@ -63,6 +65,7 @@ from agentledger._compat import (
     model_request_inputs,
     model_request_messages,
     read_activity_args,
+    tool_call_arguments,
     tool_outcome,
     tool_result_detail,
     with_model_request_messages,
@@ -86,6 +89,7 @@ from agentledger.model._records import Acceptance, ErrorInfo, StepEvent, StepKin
 from agentledger.model._tool_journal import (
     JOURNALED_OUTCOMES,
     ToolJournalEntry,
+    arguments_digest,
     decode_payload,
     encode_payload,
     tool_journal_key,
@@ -205,7 +209,13 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
         # Looked up before the start is written, which then says whether the attempt replays the call.
         tool_key = await self._tool_journal_key(header, shape) if kind == 'tool_call' else None
         reexecute = header.get('reexecute_tools') is True
-        tool_recorded = await self._tool_journaled(tool_key, reexecute) if tool_key is not None else None
+        args_digest = arguments_digest(tool_call_arguments(input.args)) if tool_key is not None else ''
+        found = await self._tool_journaled(tool_key) if tool_key is not None else None
+        tool_recorded = (
+            found if found is not None and _replays(found, args_digest, header['run_id'], reexecute) else None
+        )
+        # A result recorded under this tool_call_id for another call: the attempt's end says why the tool ran.
+        other_arguments = found is not None and found.voided is None and not found.recorded_for(args_digest)
         await self._write(event('started', replayed=tool_recorded is not None))
         started = time.monotonic()
         journaled = (
@@ -238,7 +248,9 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 (tool_outcome(result), tool_result_detail(result)) if kind == 'tool_call' else (None, None)
             )
             if tool_key is not None and tool_recorded is None and outcome in JOURNALED_OUTCOMES:
-                result = await self._journal_tool(tool_key, header['run_id'], shape, result, payload, reexecute)
+                result = await self._journal_tool(
+                    tool_key, header['run_id'], shape, args_digest, result, payload, reexecute
+                )
         except BaseException as error:
             failed = event(
                 'failed',
@@ -279,7 +291,12 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
                 ),
             )
         else:
-            completed = event('completed', duration_s=duration, outcome=outcome, detail=detail)
+            completed = event(
+                'completed',
+                duration_s=duration,
+                outcome=outcome,
+                detail=_other_arguments(detail) if other_arguments else detail,
+            )
 
         def failed_instead(error: ErrorInfo) -> StepEvent:
             # Temporal sees this attempt fail (its end could not be written): the end it owes says so.
@@ -350,21 +367,23 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             return None
         return tool_journal_key(activity.info().workflow_id or '', lineage, shape.tool_name, shape.tool_call_id)
 
-    async def _tool_journaled(self, key: str, reexecute: bool) -> ToolJournalEntry | None:
-        """The journaled result that stands for this call: not voided, and with `reexecute` this Temporal run's own."""
+    async def _tool_journaled(self, key: str) -> ToolJournalEntry | None:
+        """The tool-call journal's entry under `key` (`None`: none, or the journal cannot be read under `warn`)."""
         try:
-            found = await self._recording.ledger.tool_journal_entry(key)
+            return await self._recording.ledger.tool_journal_entry(key)
         except LedgerError as error:
             self._journal_unavailable(error, 'read', 'tool-call')
             return None
-        if found is None or found.voided is not None:
-            return None
-        if reexecute and found.temporal_run_id != activity.info().workflow_run_id:
-            return None
-        return found
 
     async def _journal_tool(
-        self, key: str, run_id: str, shape: ActivityShape, result: Any, payload: Payload, reexecute: bool
+        self,
+        key: str,
+        run_id: str,
+        shape: ActivityShape,
+        args_digest: str,
+        result: Any,
+        payload: Payload,
+        reexecute: bool,
     ) -> Any:
         """Journal the tool's result before it is returned; return the result the journal holds.
 
@@ -386,9 +405,10 @@ class LedgerActivityInterceptor(ActivityInboundInterceptor):
             temporal_run_id=info.workflow_run_id or '',
             activity_id=info.activity_id,
             attempt=info.attempt,
+            args_digest=args_digest,
         )
         try:
-            stored = await self._recording.ledger.record_tool_result(entry, supersede_other_runs=reexecute)
+            stored = await self._recording.ledger.record_tool_result(entry, supersede_earlier_runs=reexecute)
         except LedgerError as error:
             self._journal_unavailable(error, 'write', 'tool-call')
             return result
@@ -575,6 +595,24 @@ def _ledger_down(error: BaseException) -> bool:
 def _unrecorded(kind: StepKind) -> str:
     """The note on an attempt that did its work but failed because the ledger could not record it."""
     return f'the {kind.replace("_", " ")} finished, but the ledger could not record it'
+
+
+def _replays(entry: ToolJournalEntry, args_digest: str, run_id: str, reexecute: bool) -> bool:
+    """Whether a journaled result stands for this attempt of ledger run `run_id`.
+
+    Not when it is voided or was recorded for other arguments; and with `reexecute` (the run restarts a
+    failed one with its tools run again) only when this ledger run recorded it, so a later reset of the
+    restarted run replays what the restart ran.
+    """
+    if entry.voided is not None or not entry.recorded_for(args_digest):
+        return False
+    return not reexecute or entry.run_id == run_id
+
+
+def _other_arguments(detail: str | None) -> str:
+    """A tool call's note when the journal held a result for other arguments under its tool_call_id."""
+    note = 'ran: the tool-call journal held a result of this tool_call_id for other arguments'
+    return f'{detail} ({note})' if detail else note
 
 
 def _raw(entry: ToolJournalEntry) -> RawValue:

@@ -67,7 +67,8 @@ class LedgerRunState:
     display: RunDisplay = field(init=False)
     """What the Temporal UI shows of the run (its status search attribute, its current details)."""
     reexecute_tools: bool = False
-    """Tell the worker to run tool calls again that earlier Temporal runs completed (the input's `reexecute_tools`)."""
+    """Tell the worker to run tool calls again that earlier ledger runs of the execution chain completed (the
+    input's `reexecute_tools`); results this ledger run recorded still replay."""
 
     def __post_init__(self) -> None:
         self.history = HistoryReferences(self.temporal_run_id)

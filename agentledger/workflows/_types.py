@@ -111,9 +111,11 @@ class AgentRunInput:
     """When a call's deadline passes: `deny` it (the model reads that it timed out), `park` the run (as a
     failure with `park_on_failure`), or `fail` the run. The ledger records which."""
     reexecute_tools: bool = False
-    """Run again the tool calls an earlier Temporal run of this run's execution chain completed (restarting a
-    failed workflow id), instead of replaying their results from the tool-call journal. A reset keeps the
-    input it resets: `agentledger reset --reexecute-tools` is its way. `agentledger.once` effects done stay done."""
+    """Run again the tool calls an earlier ledger run of this run's execution chain completed (restarting a
+    failed workflow id), instead of replaying their results from the tool-call journal. Results this run
+    records replay as usual, so a later reset of it (which keeps this input) runs no tool again:
+    `agentledger reset --reexecute-tools` is the way to run them again then. `agentledger.once` effects
+    done stay done."""
     started_as: str | None = None
     """The workflow id the client started this input under (set by `agentledger.start`). Input started
     under another workflow id (a copy, e.g. the Temporal UI's "Start Workflow Like This One") is a fresh

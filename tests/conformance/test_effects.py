@@ -186,7 +186,9 @@ async def test_journal_keeps_the_first_response_recorded(ledger: Ledger) -> None
     assert replayed.parts == [TextPart('first')] and replayed.usage.input_tokens == 7
 
 
-def tool_entry(tool_call_id: str, text: str, *, temporal_run_id: str = 't1', attempt: int = 1) -> ToolJournalEntry:
+def tool_entry(
+    tool_call_id: str, text: str, *, temporal_run_id: str = 't1', attempt: int = 1, args_digest: str | None = 'args-1'
+) -> ToolJournalEntry:
     return ToolJournalEntry(
         key=tool_journal_key('wf-1', 'r1', 'charge', tool_call_id),
         workflow_id='wf-1',
@@ -201,11 +203,12 @@ def tool_entry(tool_call_id: str, text: str, *, temporal_run_id: str = 't1', att
         temporal_run_id=temporal_run_id,
         activity_id='2',
         attempt=attempt,
+        args_digest=args_digest,
     )
 
 
 async def test_tool_journal_keeps_the_first_result_until_it_is_voided(ledger: Ledger) -> None:
-    """The tool-call journal: the first result stands; a voided one, or one another Temporal run recorded when
+    """The tool-call journal: the first result stands; a voided one, or one an earlier ledger run recorded when
     the tools were asked to run again, is replaced by the next; voiding touches one execution chain only."""
     first = tool_entry('c1', 'first')
     assert await ledger.tool_journal_entry(first.key) is None
@@ -214,10 +217,12 @@ async def test_tool_journal_keeps_the_first_result_until_it_is_voided(ledger: Le
     stored = await ledger.tool_journal_entry(first.key)
     assert stored == first and decode_payload(stored.payload) == ({'encoding': b'json/plain'}, b'"first"')
 
-    # Asked to run again, the same Temporal run still replays its own result; another one replaces it.
-    assert await ledger.record_tool_result(tool_entry('c1', 'same run', attempt=3), supersede_other_runs=True) == first
-    rerun = tool_entry('c1', 'rerun', temporal_run_id='t2')
-    assert await ledger.record_tool_result(rerun, supersede_other_runs=True) == rerun
+    # Asked to run again, the same ledger run (in any Temporal run) still replays its own result; a later one
+    # (restarting the failed run) replaces it.
+    same_run = tool_entry('c1', 'same run', temporal_run_id='t2', attempt=3)
+    assert await ledger.record_tool_result(same_run, supersede_earlier_runs=True) == first
+    rerun = dataclasses.replace(tool_entry('c1', 'rerun', temporal_run_id='t3'), run_id='r2')
+    assert await ledger.record_tool_result(rerun, supersede_earlier_runs=True) == rerun
 
     other_chain = dataclasses.replace(tool_entry('c2', 'other'), key=tool_journal_key('wf-1', 'r0', 'charge', 'c2'))
     await ledger.record_tool_result(other_chain)
@@ -229,6 +234,21 @@ async def test_tool_journal_keeps_the_first_result_until_it_is_voided(ledger: Le
     after = tool_entry('c1', 'after the reset', temporal_run_id='t3')
     assert await ledger.record_tool_result(after) == after
     assert await ledger.tool_journal_entry(after.key) == after
+
+
+async def test_a_tool_result_recorded_for_other_arguments_is_replaced(ledger: Ledger) -> None:
+    """A tool_call_id reused for a call with other arguments: its result replaces the one recorded for the
+    first call, and then stands like any other. An entry without an arguments' digest stands for any."""
+    first = tool_entry('c1', 'for args 1')
+    assert await ledger.record_tool_result(first) == first
+    other = tool_entry('c1', 'for args 2', args_digest='args-2', attempt=2)
+    assert await ledger.record_tool_result(other) == other
+    assert await ledger.record_tool_result(tool_entry('c1', 'racing', args_digest='args-2', attempt=3)) == other
+    assert await ledger.tool_journal_entry(first.key) == other
+
+    undigested = tool_entry('c2', 'no digest', args_digest=None)
+    assert await ledger.record_tool_result(undigested) == undigested
+    assert await ledger.record_tool_result(tool_entry('c2', 'digested', attempt=2)) == undigested
 
 
 class Target:

@@ -24,10 +24,20 @@ from agentledger import LedgerPlugin, SqliteLedger
 from agentledger.cli import main as cli
 from agentledger.model import StepEvent
 from agentledger.model._resets import ResetPoint
+from agentledger.model._tool_journal import arguments_digest
 
 from ..helpers import journal_agents
 from ..helpers.checks import temporal_reset
-from ..helpers.journal_agents import STEPS, StepDeps, performed, provider_calls, steps_agent, tool_runs
+from ..helpers.journal_agents import (
+    REUSED_STEPS,
+    STEPS,
+    StepDeps,
+    performed,
+    provider_calls,
+    reused_ids_agent,
+    steps_agent,
+    tool_runs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +49,7 @@ def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def worker(env: WorkflowEnvironment, ledger: SqliteLedger, task_queue: str) -> AsyncIterator[Client]:
-    plugin = LedgerPlugin(ledger, agents=[steps_agent])
+    plugin = LedgerPlugin(ledger, agents=[steps_agent, reused_ids_agent])
     client = await Client.connect(env.client.service_client.config.target_host, plugins=[plugin])
     async with Worker(client, task_queue=task_queue):
         yield client
@@ -163,7 +173,8 @@ async def test_reset_with_reexecute_tools_runs_them_again_but_not_their_once_eff
 async def test_reexecute_tools_on_a_restart_runs_the_completed_tools_again(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    """Restarted with `reexecute_tools=True`, the call that completed before the failure runs again."""
+    """Restarted with `reexecute_tools=True`, the call that completed before the failure runs again; a plain
+    reset of the restarted run afterwards replays every tool call the restart ran (0 executions)."""
     async with SqliteLedger(tmp_path / 'runs.db') as ledger:
         task_queue = f'tools-{uuid.uuid4().hex[:8]}'
         deps = StepDeps(failed_marker=str(tmp_path / 'fragile-failed'))
@@ -171,7 +182,7 @@ async def test_reexecute_tools_on_a_restart_runs_the_completed_tools_again(
             handle = await agentledger.start(client, steps_agent, 'fragile', task_queue=task_queue, deps=deps)
             with pytest.raises(WorkflowFailureError):
                 await asyncio.wait_for(handle.workflow_handle.result(), 60)
-            await agentledger.start(
+            again = await agentledger.start(
                 client,
                 steps_agent,
                 'fragile',
@@ -181,8 +192,25 @@ async def test_reexecute_tools_on_a_restart_runs_the_completed_tools_again(
                 reexecute_tools=True,
             )
             await completed(client, handle.workflow_id)
-        assert tool_runs()[3:5] == ['work 2', 'fragile 2']
-        assert len(performed()) == STEPS
+            assert tool_runs()[3:5] == ['work 2', 'fragile 2']
+            assert len(performed()) == STEPS
+            ran = len(tool_runs())
+
+            # The restart asked to run the failed run's tools again, not those of every later reset of it.
+            restarted = await client.get_workflow_handle(handle.workflow_id).describe()
+            await temporal_reset(temporal_env, handle.workflow_id, ['--type', 'FirstWorkflowTask'], 'replay')
+            await completed(client, handle.workflow_id)
+            reset_run = (await client.get_workflow_handle(handle.workflow_id).describe()).run_id
+            assert reset_run != restarted.run_id
+
+        assert len(tool_runs()) == ran
+        events = await ledger.events(again.run_id)
+        # The restart's calls: `work` of steps 2..10 and `fragile` of step 2, all replayed.
+        assert len(replayed_tools(events, reset_run)) == STEPS
+        entries = await ledger.records('tool-journal', scope=handle.workflow_id)
+        assert {entry.value['run_id'] for entry in entries} == {handle.run_id, again.run_id}
+        restarted_entries = [entry for entry in entries if entry.value['run_id'] == again.run_id]
+        assert {entry.value['temporal_run_id'] for entry in restarted_entries} == {restarted.run_id}
 
 
 async def test_a_copy_under_a_new_workflow_id_is_a_fresh_run_naming_the_run_it_repeats(
@@ -248,3 +276,25 @@ async def test_a_restart_from_a_copied_continued_input_is_a_new_run(
         assert restart.forked_from.run_id == handle.run_id and restart.status == 'completed'
         replayed = [e for e in await ledger.events(restart.run_id) if e.kind == 'tool_call_completed' and e.replayed]
         assert [e.tool_name for e in replayed] == ['work']
+
+
+async def test_a_tool_call_id_reused_for_other_arguments_runs_the_tool(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A provider that numbers every response's calls `call_0` makes three `echo` calls under one tool_call_id:
+    each runs with its own arguments and the model reads its own result, never the one journaled for another."""
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'tools-{uuid.uuid4().hex[:8]}'
+        async with worker(temporal_env, ledger, task_queue) as client:
+            handle = await agentledger.start(client, reused_ids_agent, 'go', task_queue=task_queue)
+            result = await asyncio.wait_for(client.get_workflow_handle(handle.workflow_id).result(), 120)
+
+        assert result['output'] == 'echo 1, echo 2, echo 3'
+        assert tool_runs() == [f'echo {n}' for n in range(1, REUSED_STEPS + 1)]
+        events = await ledger.events(handle.run_id)
+        ends = [e for e in events if e.kind == 'tool_call_completed']
+        assert not any(e.replayed for e in ends)
+        note = 'ran: the tool-call journal held a result of this tool_call_id for other arguments'
+        assert [e.detail for e in ends] == [None, note, note]
+        [entry] = await ledger.records('tool-journal', scope=handle.workflow_id)
+        assert entry.value['args_digest'] == arguments_digest({'n': REUSED_STEPS})

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.durable_exec.temporal import TemporalDurability
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 from temporalio import activity
@@ -238,6 +238,35 @@ async def fragile(ctx: RunContext[StepDeps], n: int) -> str:
         marker.touch()
         raise ApplicationError('the fragile tool broke', type='FragileError', non_retryable=True)
     return f'fragile {n} done'
+
+
+REUSED_STEPS = 3
+"""How many steps a `reused-ids` run calls `echo` before it answers with what the calls returned."""
+
+
+def reused_ids_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Call `echo` with n = 1, 2, 3 at steps 1..3, every time as `call_0` (as some OpenAI-compatible servers
+    number the calls of each response), then answer with the tool's returns, in order."""
+    with Path(os.environ[CALLS_ENV]).open('a') as calls:
+        calls.write(f'{len(messages)}\n')
+    returns = [str(part.content) for m in messages for part in m.parts if isinstance(part, ToolReturnPart)]
+    if len(returns) == REUSED_STEPS:
+        return ModelResponse(parts=[TextPart(', '.join(returns))])
+    return ModelResponse(parts=[ToolCallPart('echo', {'n': len(returns) + 1}, tool_call_id='call_0')])
+
+
+reused_ids_agent = Agent(
+    FunctionModel(reused_ids_script),
+    name='reused-ids',
+    capabilities=[TemporalDurability(activity_config=_quick)],
+)
+
+
+@reused_ids_agent.tool_plain(metadata={'temporal': _quick})
+async def echo(n: int) -> str:
+    """Answer `echo <n>`, and count the run."""
+    _ran('echo', n)
+    return f'echo {n}'
 
 
 def metered_calls() -> list[tuple[int, int]]:
