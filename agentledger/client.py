@@ -445,7 +445,7 @@ async def reset_run(
     reexecute_tools: bool = False,
     ledger: Ledger | None = None,
 ) -> ResetResult:
-    """Reset the latest Temporal run of a ledger run (an `AgentRunWorkflow`) to a workflow task.
+    """Reset the current Temporal run of a ledger run (an `AgentRunWorkflow`) to a workflow task.
 
     `run_id` is any id the Temporal UI or the ledger shows (see `agentledger.resolve_run_id`).
 
@@ -461,8 +461,9 @@ async def reset_run(
     why = reason or 'agentledger reset'
     async with store:
         record = await store.run(await resolve_run_id(store, run_id))
+        temporal_run_id = await _current_run(client, record)
         # Checked before anything is voided: a reset that cannot happen leaves the journal as it was.
-        event_id = await _workflow_task(client, record, to)
+        event_id = await _workflow_task(client, record.workflow_id, temporal_run_id, to)
         voided = 0
         if reexecute_tools:
             lineage = await Scopes(store).journal_run(record.run_id)
@@ -470,7 +471,7 @@ async def reset_run(
         response = await client.workflow_service.reset_workflow_execution(
             ResetWorkflowExecutionRequest(
                 namespace=client.namespace,
-                workflow_execution=WorkflowExecution(workflow_id=record.workflow_id, run_id=record.temporal_run_id),
+                workflow_execution=WorkflowExecution(workflow_id=record.workflow_id, run_id=temporal_run_id),
                 # Temporal's history keeps the reason but not the caller's identity (its reset event names the
                 # server): like the Temporal CLI, the reason names who reset the run.
                 reason=f'{client.identity}: {why}',
@@ -487,15 +488,30 @@ async def reset_run(
     )
 
 
-async def _workflow_task(client: Client, record: RunRecord, to: ResetTarget) -> int:
-    """The event id of the first or last completed workflow task of the run's latest Temporal run."""
+async def _current_run(client: Client, record: RunRecord) -> str:
+    """The Temporal run of `record` to reset: its workflow's current execution when that belongs to the run.
+
+    A reset the ledger has not recorded yet (no worker saw its new run) leaves the record's latest
+    Temporal run behind the workflow's current one; resetting the recorded one would discard that
+    reset. The current execution belongs to the run when the record lists it, or lists the first run
+    of its chain (resets and continue-as-new keep it); else the workflow id was started again since,
+    as another run, and the record's latest Temporal run is reset.
+    """
+    info = (await client.get_workflow_handle(record.workflow_id).describe()).raw_description.workflow_execution_info
+    current = info.execution.run_id
+    if current in record.temporal_run_ids or info.first_run_id in record.temporal_run_ids:
+        return current
+    return record.temporal_run_id
+
+
+async def _workflow_task(client: Client, workflow_id: str, temporal_run_id: str, to: ResetTarget) -> int:
+    """The event id of the first or last completed workflow task of Temporal run `temporal_run_id`."""
     if to not in ('first-workflow-task', 'last-workflow-task'):
         raise ValueError(f"reset point must be 'first-workflow-task' or 'last-workflow-task', not {to!r}")
-    history = await client.get_workflow_handle(record.workflow_id, run_id=record.temporal_run_id).fetch_history()
+    history = await client.get_workflow_handle(workflow_id, run_id=temporal_run_id).fetch_history()
     completed = [e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
     if not completed:
         raise ValueError(
-            f'Temporal run {record.temporal_run_id} of workflow {record.workflow_id} has no completed workflow task '
-            'to reset to'
+            f'Temporal run {temporal_run_id} of workflow {workflow_id} has no completed workflow task to reset to'
         )
     return completed[0] if to == 'first-workflow-task' else completed[-1]

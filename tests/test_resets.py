@@ -5,25 +5,55 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from agentledger.model._ids import run_id_kinds
+from agentledger.model._ids import is_derived_run_id, run_id_kinds
 from agentledger.model._records import Usage
 from agentledger.model._resets import ResetPoint, reset_points, run_event_for_reset, superseded_activities
-from agentledger.model._rules import derive_event_states, derive_steps, total_usage
+from agentledger.model._rules import (
+    apply_reset,
+    apply_run_start,
+    apply_seal,
+    derive_event_states,
+    derive_steps,
+    total_usage,
+)
 
-from .helpers.records import acceptance, at, event
+from .helpers.records import acceptance, at, event, run_seal, run_start
 
 
 def reset(new: str, base: str, event_id: int = 10) -> ResetPoint:
     return ResetPoint(temporal_run_id=new, base_run_id=base, event_id=event_id, reason='why', identity='who', at=at(5))
 
 
-def test_run_id_kinds_follow_the_prefix_then_the_uuid_form() -> None:
-    assert run_id_kinds('run-0123456789abcdef0123') == ('ledger run id',)
-    assert run_id_kinds('run-anything') == ('ledger run id',)
-    assert run_id_kinds(str(uuid.uuid4())) == ('ledger run id', 'Temporal run id', 'workflow id')
-    assert run_id_kinds('01a24d7e-2ca8-78b8-a58c-b92adb0c02ef') == ('ledger run id', 'Temporal run id', 'workflow id')
+def test_run_id_kinds_try_the_indexed_workflow_id_before_a_temporal_run_id() -> None:
+    uuid_kinds = ('ledger run id', 'workflow id', 'Temporal run id')
+    assert run_id_kinds(str(uuid.uuid4())) == uuid_kinds
+    assert run_id_kinds('01a24d7e-2ca8-78b8-a58c-b92adb0c02ef') == uuid_kinds
     assert run_id_kinds('payments-e795b9ac') == ('ledger run id', 'workflow id')
     assert run_id_kinds(f'{uuid.uuid4()}x') == ('ledger run id', 'workflow id')
+    # The ledger run id form does not stop a lookup by workflow id: a user's workflow may be named `run-42`.
+    assert run_id_kinds('run-0123456789abcdef0123') == ('ledger run id', 'workflow id')
+    assert run_id_kinds('run-42') == ('ledger run id', 'workflow id')
+    assert is_derived_run_id('run-0123456789abcdef0123')
+    assert not is_derived_run_id('run-42') and not is_derived_run_id('run-0123456789ABCDEF0123')
+
+
+def test_a_reset_lists_its_new_run_and_opens_the_run_unless_listed_or_older_than_its_end() -> None:
+    started = apply_run_start(None, run_start('r1', 't1'))
+    assert started is not None
+    sealed = apply_seal(started, run_seal('r1', 't1', ended=3))
+    assert sealed is not None and sealed.status == 'completed'
+    point = reset('t2', 't1')  # at 5, after the end
+    reopened = apply_reset(sealed, point)
+    assert reopened is not None
+    assert (reopened.temporal_run_ids, reopened.status, reopened.ended_at) == (('t1', 't2'), 'running', None)
+    assert reopened.updated_at == point.at and reopened.temporal_run_id == 't2'
+    assert apply_reset(reopened, point) is None
+    # The new run's own start (a reset to the first workflow task) then changes nothing, and its seal lands.
+    assert apply_run_start(reopened, run_start('r1', 't2')) is None
+    ended = apply_seal(reopened, run_seal('r1', 't2', ended=9))
+    assert ended is not None and ended.status == 'completed'
+    # A reset recorded late, after a later run ended, changes nothing.
+    assert apply_reset(ended, reset('t3', 't1')) is None
 
 
 def test_a_reset_point_round_trips_through_its_event_and_a_bad_detail_is_none() -> None:

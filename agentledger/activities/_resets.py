@@ -5,8 +5,9 @@ workflow task (and so records its start again) or from a later one (and replays 
 the first attempt of any of its activities passes through the worker's activity interceptor, which
 calls `ResetRecorder.observe`. Only a Temporal run the ledger run does not list yet is looked up in
 Temporal (its history, until the `WorkflowTaskFailed` event with cause `RESET_WORKFLOW` that Temporal
-writes at the reset point), and each (ledger run, Temporal run) is looked at once per worker, so the
-attempts of known runs cost a set lookup.
+writes at the reset point). Recording the reset lists the new run in the run record, so no worker
+looks it up again, and each (ledger run, Temporal run) is looked at once per worker, so the attempts
+of known runs cost a set lookup.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from temporalio.service import RPCError
 
 from agentledger.errors import LedgerError, RunNotFoundError
 from agentledger.ledger._facade import Ledger
-from agentledger.model._resets import ResetPoint, run_event_for_reset
+from agentledger.model._resets import ResetPoint
 
 __all__ = ['ResetRecorder', 'reset_point']
 
@@ -37,9 +38,11 @@ async def reset_point(client: Client, workflow_id: str, temporal_run_id: str) ->
     """The reset that started Temporal run `temporal_run_id`, from its history; `None` when a reset did not start it.
 
     Temporal writes a `WorkflowTaskFailed` event with cause `RESET_WORKFLOW` at the reset point of the
-    new run, carrying the base run, the reason and the identity of whoever reset it. The history is
-    read until that event: it follows the events copied from the base run, so only a run that was not
-    reset (a continue-as-new) is read to its end, and such a run is new and short.
+    new run, carrying the base run, the new run, the reason and the identity of whoever reset it. The
+    history is read until that event: it follows the events copied from the base run, so only a run
+    that was not reset (a continue-as-new) is read to its end, and such a run is new and short. A run
+    reset from a run that was itself reset carries a copy of the earlier reset's event first: only the
+    event naming this run as the new run is its own.
     """
     handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
     async for event in handle.fetch_history_events():
@@ -48,6 +51,8 @@ async def reset_point(client: Client, workflow_id: str, temporal_run_id: str) ->
         failed = event.workflow_task_failed_event_attributes
         if failed.cause != WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW:
             continue
+        if failed.new_run_id != temporal_run_id:
+            continue  # an earlier reset's event, copied from the base run
         return ResetPoint(
             temporal_run_id=temporal_run_id,
             base_run_id=failed.base_run_id,
@@ -111,7 +116,7 @@ class ResetRecorder:
             return  # its start is recorded: the run's first Temporal run, a continue-as-new, or a reset seen already
         reset = await reset_point(_activity_client(), workflow_id, temporal_run_id)
         if reset is not None:
-            await self._ledger.record_events([run_event_for_reset(run_id, workflow_id, reset)])
+            await self._ledger.record_reset(run_id, workflow_id, reset)
 
 
 class _NoClient(Exception):

@@ -45,9 +45,11 @@ from agentledger.model._records import (
     ToolEffect,
     Usage,
 )
+from agentledger.model._resets import ResetPoint, run_event_for_reset
 from agentledger.model._rules import (
     apply_approval_wait,
     apply_park,
+    apply_reset,
     apply_resume,
     derive_event_states,
     derive_steps,
@@ -261,6 +263,16 @@ class Ledger:
             await self._retrying(
                 f'{len(events)} event(s) of run {events[0].run_id}', lambda: self.store.write_events(events)
             )
+
+    async def record_reset(self, run_id: str, workflow_id: str, reset: ResetPoint) -> None:
+        """Record a Temporal reset of run `run_id`: its `run_reset` event, and its new Temporal run in the run record.
+
+        The record lists the new Temporal run (and the run is `running` again, see `apply_reset`) before
+        that run parks, awaits approval or seals, so its id names the run right away. The event comes
+        first: a record that lists the run tells a worker the reset is recorded. Recording it again is a no-op.
+        """
+        await self.record_events([run_event_for_reset(run_id, workflow_id, reset)])
+        await self.update_run(run_id, lambda record: apply_reset(record, reset))
 
     async def accept(self, acceptances: Sequence[Acceptance]) -> None:
         """Record that the workflow used these activities' results."""

@@ -9,12 +9,20 @@ import hashlib
 import re
 from typing import Literal, TypeAlias
 
-__all__ = ['RunIdKind', 'delegate_workflow_id', 'ledger_run_id', 'own_workflow_run_id', 'run_id_kinds']
+__all__ = [
+    'RunIdKind',
+    'delegate_workflow_id',
+    'is_derived_run_id',
+    'ledger_run_id',
+    'own_workflow_run_id',
+    'run_id_kinds',
+]
 
 RunIdKind: TypeAlias = Literal['ledger run id', 'workflow id', 'Temporal run id']
 """What an id that names a run may be: one the ledger gave it, its workflow's, or one of its Temporal runs'."""
 
 _UUID = re.compile(r'[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}')
+_DERIVED_RUN_ID = re.compile(r'run-[0-9a-f]{20}')
 
 
 def ledger_run_id(workflow_id: str, first_execution_run_id: str) -> str:
@@ -55,13 +63,19 @@ def delegate_workflow_id(parent_workflow_id: str, tool_call_id: str) -> str:
 def run_id_kinds(text: str) -> tuple[RunIdKind, ...]:
     """The kinds of id `text` may be, in the order to try them: the `agentledger` CLI takes any id the UI shows.
 
-    An id that starts with `run-` (the form of `ledger_run_id`) is a ledger run id and nothing else: the
-    prefix settles an id that could also be a workflow id. Any other id is tried as a ledger run id
-    first (a ledger may hold runs whose ids were given another way), then as a Temporal run id when it
-    is a UUID, then as a workflow id.
+    Every id is tried as a ledger run id first (a ledger may hold runs whose ids were given another way),
+    then as a workflow id, then, when it is a UUID, as a Temporal run id: a workflow id is looked up by an
+    index on every backend, a Temporal run id by reading run records on S3. An id of the form of
+    `ledger_run_id` (`run-...`) is still tried as a workflow id (a user may name a workflow `run-42`).
     """
-    if text.startswith('run-'):
-        return ('ledger run id',)
     if _UUID.fullmatch(text):
-        return ('ledger run id', 'Temporal run id', 'workflow id')
+        return ('ledger run id', 'workflow id', 'Temporal run id')
     return ('ledger run id', 'workflow id')
+
+
+def is_derived_run_id(text: str) -> bool:
+    """Whether `text` has the form of the ids `ledger_run_id` and `own_workflow_run_id` derive: `run-`, 20 hex digits.
+
+    Such an id names a ledger run even when the ledger lacks its record: `reconcile` rebuilds a lost one.
+    """
+    return _DERIVED_RUN_ID.fullmatch(text) is not None

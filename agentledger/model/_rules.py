@@ -29,11 +29,12 @@ from agentledger.model._records import (
     ToolOutcome,
     Usage,
 )
-from agentledger.model._resets import reset_points, superseded_activities
+from agentledger.model._resets import ResetPoint, reset_points, superseded_activities
 
 __all__ = [
     'apply_approval_wait',
     'apply_park',
+    'apply_reset',
     'apply_resume',
     'apply_run_start',
     'apply_seal',
@@ -79,6 +80,28 @@ def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | 
         temporal_run_ids=(*existing.temporal_run_ids, start.temporal_run_id),
         status='running',
         updated_at=max(existing.updated_at, start.started_at),
+        ended_at=None,
+        error=None,
+    )
+
+
+def apply_reset(existing: RunRecord, reset: ResetPoint) -> RunRecord | None:
+    """Fold a reset into the run record: its new Temporal run is appended and the run is `running` again.
+
+    Recorded when a worker first sees the new run (before it parks, awaits approval or seals), so every
+    id the Temporal UI shows for it names the ledger run at once. `None` (nothing changes) for a run
+    already listed (its start or seal came first), or a reset older than the run's recorded end (a late
+    record of a run that was reset again since).
+    """
+    if reset.temporal_run_id in existing.temporal_run_ids:
+        return None
+    if existing.ended_at is not None and reset.at < existing.ended_at:
+        return None
+    return replace(
+        existing,
+        temporal_run_ids=(*existing.temporal_run_ids, reset.temporal_run_id),
+        status='running',
+        updated_at=max(existing.updated_at, reset.at),
         ended_at=None,
         error=None,
     )

@@ -11,6 +11,7 @@ import pytest
 from agentledger.errors import RunNotFoundError, UnknownRunIdError
 from agentledger.ledger import Ledger, resolve_run_id
 from agentledger.model import ErrorInfo, RunStart, Usage
+from agentledger.model._resets import ResetPoint
 
 from ..helpers.records import T0, at, event, ids, run_seal, run_start
 
@@ -232,10 +233,15 @@ async def test_resolve_run_id_takes_a_ledger_run_id_a_workflow_id_or_a_temporal_
     assert await resolve_run_id(ledger, 'r1') == 'r1'
     assert await resolve_run_id(ledger, 'orders-1') == 'r2'  # the workflow's latest run
     assert await resolve_run_id(ledger, temporal_run_id) == 'r1'
+    # A ledger run id of the derived form names its run even when the record is lost (`reconcile` rebuilds it).
     assert await resolve_run_id(ledger, 'run-0123456789abcdef0123') == 'run-0123456789abcdef0123'
+    # Any other `run-` id may be a user's workflow id.
+    await ledger.start_run(run_start('r3', str(uuid.UUID(int=10)), started=3, workflow_id='run-42'))
+    assert await resolve_run_id(ledger, 'run-42') == 'r3'
     for unknown, tried in (
         ('orders-2', ('ledger run id', 'workflow id')),
-        (str(uuid.UUID(int=9)), ('ledger run id', 'Temporal run id', 'workflow id')),
+        ('run-43', ('ledger run id', 'workflow id')),
+        (str(uuid.UUID(int=9)), ('ledger run id', 'workflow id', 'Temporal run id')),
     ):
         with pytest.raises(UnknownRunIdError) as raised:
             await resolve_run_id(ledger, unknown)
@@ -244,3 +250,23 @@ async def test_resolve_run_id_takes_a_ledger_run_id_a_workflow_id_or_a_temporal_
             str(raised.value)
             == f'no ledger run goes by {unknown!r} (tried it as a {", ".join(tried[:-1])} or {tried[-1]})'
         )
+
+
+async def test_a_reset_names_the_run_by_its_new_temporal_run_before_that_run_seals(ledger: Ledger) -> None:
+    """Recording a reset lists its new Temporal run in the run record (once) and opens the run again, so the id
+    the Temporal UI shows for the reset run names the ledger run while it parks; its seal then lands."""
+    first, reset_run = str(uuid.UUID(int=11)), str(uuid.UUID(int=12))
+    await ledger.start_run(run_start('r1', first, started=1))
+    await ledger.seal_run(run_seal('r1', first, ended=2))
+    point = ResetPoint(temporal_run_id=reset_run, base_run_id=first, event_id=4, reason='why', identity='who', at=at(3))
+    for _ in range(2):
+        await ledger.record_reset('r1', 'wf-r1', point)
+    record = await ledger.run('r1')
+    assert (record.temporal_run_ids, record.status, record.ended_at) == ((first, reset_run), 'running', None)
+    assert await resolve_run_id(ledger, reset_run) == 'r1'
+    assert [r.run_id for r in await ledger.runs(status='running')] == ['r1']
+    assert [ResetPoint.from_event(e) for e in await ledger.events('r1') if e.kind == 'run_reset'] == [point]
+    await ledger.park_run('r1', ErrorInfo(type='ModelHTTPError', message='down', retryable=True), at(4))
+    assert (await ledger.run('r1')).status == 'parked'
+    await ledger.seal_run(run_seal('r1', reset_run, ended=5))
+    assert (await ledger.run('r1')).status == 'completed'

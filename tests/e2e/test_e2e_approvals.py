@@ -28,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 import agentledger
 from agentledger import Ledger, SqliteLedger
+from agentledger.cli import main as cli
 from agentledger.client import AgentRunHandle, decide_approval, pending_approvals
 from agentledger.model import RunRecord, StepEvent
 from agentledger.model._approvals import ApprovalDecision, PendingApproval
@@ -378,6 +379,40 @@ async def test_a_run_reset_while_waiting_waits_again(
             assert requests == [(1, first_run, False), (2, new_run, False)]
         [effect] = await ledger.tool_effects(handle.run_id)
         assert (effect.tool_call_id, effect.status, effect.outcome) == (call.tool_call_id, 'completed', 'returned')
+
+
+async def test_a_reset_run_waiting_for_approval_goes_by_its_new_temporal_run_id(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reset past the run's start to the task that asked the model: the new Temporal run never records a start,
+    yet while it waits for approval again the ledger lists it, so `show` takes the id the Temporal UI shows."""
+    prompt = 'refund 213:5'
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [approval_agent]) as served:
+        handle = await agentledger.start(served.client, approval_agent, prompt, task_queue=served.task_queue)
+        [call] = await waiting(handle)
+        events = (await handle.workflow_handle.fetch_history()).events
+        started = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+        after_start = next(
+            e.event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id > started
+        )
+        new_run = await reset_to(served.client, handle.workflow_id, after_start)
+        reset = served.client.get_workflow_handle_for(AgentRunWorkflow.run, handle.workflow_id, run_id=new_run)
+
+        async def waiting_again() -> list[PendingApproval]:
+            return await pending_approvals(reset)
+
+        [again] = await eventually(waiting_again)
+        await status(ledger, handle.run_id, 'awaiting_approval')
+        first_run = handle.workflow_handle.first_execution_run_id
+        assert (await ledger.run(handle.run_id)).temporal_run_ids == (first_run, new_run)
+        url = f'sqlite:///{tmp_path / "runs.db"}'
+        assert await asyncio.to_thread(cli, ['show', new_run, '--ledger', url]) == 0
+        assert capsys.readouterr().out.splitlines()[0].split() == ['run', handle.run_id]
+        await decide_approval(reset, again, 'approve', by='alice')
+        assert (await reset.result()).run_id == handle.run_id
+        assert again.tool_call_id == call.tool_call_id
 
 
 def orchestrator_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:

@@ -113,6 +113,48 @@ async def test_a_reset_is_recorded_once_and_show_groups_by_temporal_run(
     assert len(keys) == len(set(keys))
 
 
+async def test_a_chain_of_two_resets_records_each_against_its_own_base_run(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run reset to its first workflow task (A to B), then reset again at a later task (B to C): C's history
+    carries a copy of B's reset event first, yet each `run_reset` event names its own base run, event and
+    reason; each step has one accepted attempt, and `show` lists each Temporal run under the one it was reset from."""
+    url = f'sqlite:///{tmp_path / "runs.db"}'
+    async with SqliteLedger(tmp_path / 'runs.db') as ledger:
+        task_queue = f'chain-{uuid.uuid4().hex[:8]}'
+        async with worker(temporal_env, ledger, task_queue) as client:
+            workflow_id = await start_payment(temporal_env, ledger, task_queue)
+            run_id = await finished_run_id(client, ledger, workflow_id)
+            first = (await ledger.run(run_id)).temporal_run_id
+            handle = client.get_workflow_handle(workflow_id)
+            await temporal_reset(temporal_env, workflow_id, ['--type', 'FirstWorkflowTask'], 'first reset')
+            second = (await handle.describe()).run_id
+            await asyncio.wait_for(handle.result(), 60)
+            later_task = await task_after_the_start(client, workflow_id)
+            await temporal_reset(temporal_env, workflow_id, ['--event-id', str(later_task)], 'second reset')
+            third = (await handle.describe()).run_id
+            await asyncio.wait_for(handle.result(), 60)
+
+        assert (await ledger.run(run_id)).temporal_run_ids == (first, second, third)
+        resets = [ResetPoint.from_event(e) for e in await ledger.events(run_id) if e.kind == 'run_reset']
+        recorded = [(r.temporal_run_id, r.base_run_id, r.event_id, r.reason.split(': ', 1)[1]) for r in resets if r]
+        assert recorded == [(second, first, 4, 'first reset'), (third, second, later_task, 'second reset')]
+        accepted: dict[tuple[str, int | None, str | None], int] = {}
+        for step in await ledger.steps(run_id):
+            if step.accepted_attempt is not None:
+                key = (step.kind, step.step, step.tool_call_id)
+                accepted[key] = accepted.get(key, 0) + 1
+        assert accepted and set(accepted.values()) == {1}
+
+    assert await asyncio.to_thread(cli, ['show', run_id, '--ledger', url]) == 0
+    step_lines = capsys.readouterr().out.split('\nSteps\n', 1)[1].split('\n\n', 1)[0].splitlines()
+    assert any(line.startswith(f'  Temporal run {second[:8]} (reset from {first[:8]}') for line in step_lines)
+    assert any(line.startswith(f'  Temporal run {third[:8]} (reset from {second[:8]}') for line in step_lines)
+    rows = [line for line in step_lines[1:] if not line.startswith('  Temporal run')]
+    keys = [tuple(line.split()[:2]) for line in rows if '#' in line]
+    assert keys and len(keys) == len(set(keys))
+
+
 async def test_every_command_takes_each_id_the_ui_shows(
     temporal_env: WorkflowEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -159,10 +201,10 @@ async def test_every_command_takes_each_id_the_ui_shows(
         unknown = str(uuid.uuid4())
         with pytest.raises(UnknownRunIdError) as raised:
             await resolve_run_id(ledger, unknown)
-        assert raised.value.tried == ('ledger run id', 'Temporal run id', 'workflow id')
+        assert raised.value.tried == ('ledger run id', 'workflow id', 'Temporal run id')
     for command in (['show', unknown, '--ledger', url], ['resume', 'no-such-workflow', *temporal]):
         assert await asyncio.to_thread(cli, command) == 1
         err = capsys.readouterr().err
         assert 'no ledger run goes by' in err and 'workflow id' in err
     assert await asyncio.to_thread(cli, ['show', unknown, '--ledger', url]) == 1
-    assert 'tried it as a ledger run id, Temporal run id or workflow id' in capsys.readouterr().err
+    assert 'tried it as a ledger run id, workflow id or Temporal run id' in capsys.readouterr().err
