@@ -697,7 +697,7 @@ async def test_show_marks_tool_calls_in_doubt_delegates_and_continuations(
 
 async def test_read_errors_are_one_line(recorded: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
-        (['show', 'run-nope', '--ledger', recorded.ledger_url], "no ledger run with id 'run-nope'"),
+        (['show', 'run-nope', '--ledger', recorded.ledger_url], "no ledger run goes by 'run-nope' (tried it as a ledger run id or workflow id)"),
         (['runs', '--before', 'run-nope', '--ledger', recorded.ledger_url], "no ledger run with id 'run-nope'"),
         (['show', 'run-x', '--ledger', 'postgres://user:secret@host/db'], "unsupported ledger scheme 'postgres'"),
         (['runs', '--ledger', f'sqlite:///{tmp_path}/missing.db'], 'missing.db does not exist'),
@@ -853,7 +853,7 @@ async def test_fork_from_the_command_line_and_bad_seeds_start_nothing(
         runs_before = await ledger.runs(limit=100)
         cases = [
             (['fork', source.run_id, '--at-step', '99', *common], f'run {source.run_id} has no step 99'),
-            (['continue', 'run-missing', 'hi', *common], "no ledger run with id 'run-missing'"),
+            (['continue', 'run-missing', 'hi', *common], "no ledger run goes by 'run-missing'"),
             (['fork', source.run_id, '--snapshot', 'garbage', *common], 'malformed snapshot id'),
             (
                 ['fork', output.run_id, '--snapshot', at_two.snapshot_id, *common],
@@ -922,7 +922,7 @@ async def test_reconcile_from_the_command_line(
     assert await invoke('reconcile', *common) == 1
     assert 'give a RUN_ID or --all' in capsys.readouterr().err
     assert await invoke('reconcile', 'run-nope', *common) == 1
-    assert "no ledger run with id 'run-nope'" in capsys.readouterr().err
+    assert "no ledger run goes by 'run-nope'" in capsys.readouterr().err
 
 
 async def test_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
