@@ -39,7 +39,9 @@ async def reset_point(client: Client, workflow_id: str, temporal_run_id: str) ->
     Temporal writes a `WorkflowTaskFailed` event with cause `RESET_WORKFLOW` at the reset point of the
     new run, carrying the base run, the reason and the identity of whoever reset it. The history is
     read until that event: it follows the events copied from the base run, so only a run that was not
-    reset (a continue-as-new) is read to its end, and such a run is new and short.
+    reset (a continue-as-new) is read to its end, and such a run is new and short. The copied events
+    may hold the marker of an earlier reset (a reset of a run a reset started): only the marker naming
+    this run as the new one is this run's.
     """
     handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
     async for event in handle.fetch_history_events():
@@ -47,6 +49,8 @@ async def reset_point(client: Client, workflow_id: str, temporal_run_id: str) ->
             continue
         failed = event.workflow_task_failed_event_attributes
         if failed.cause != WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW:
+            continue
+        if failed.new_run_id != temporal_run_id:
             continue
         return ResetPoint(
             temporal_run_id=temporal_run_id,
