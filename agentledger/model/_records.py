@@ -187,18 +187,22 @@ class Usage:
       pydantic-ai counts it: each model request whose response the run went on with, once, whoever
       answered it, and each tool call. An orchestrator's usage includes its delegates' runs.
     - `replayed_*`: of those requests, the ones the model-call journal answered instead of the provider
-      (paid for earlier, not again).
+      (paid for earlier, not again); an orchestrator's include its delegates' replayed ones.
     - `extra_billed_*`: provider answers billed to this run that its conversation did not use as they
       came: an attempt lost after the provider answered (its retry asked again, or replayed the answer
-      from the journal), or requests a reset made again.
-    - `billed_requests` and `billed_tokens` (derived): every answer the provider billed to this run.
+      from the journal), or requests a reset made again; an orchestrator's include its delegates' and
+      all a delegate billed whose result a reset then left behind.
+    - `billed_requests` and `billed_tokens` (derived): every answer the provider billed to this run and,
+      for an orchestrator, to its delegates (summed over the run and its delegates, as `requests` is).
 
     One ledger run has one usage, however many Temporal runs it took: parking and resuming, a reset and
     continue-as-new go on adding to it. A restart (a new run of a failed workflow id, `forked_from`
     reason `restart`) is a new ledger run with its own usage; the failed run keeps what it spent, and
     the answers the restart replays from the failed run's journal count as replayed, not billed again.
-    The ledger settles `replayed_*` and `extra_billed_*` from the run's own model-request events
-    (`settle_usage`) when the run parks and when it is sealed; a delegate's are in its own run record.
+    The ledger settles `replayed_*` and `extra_billed_*` from the run's own model-request events and its
+    delegates' settled usage (`settle_usage`) when the run parks and when it is sealed. So a delegate's
+    billed answers are in its own run record and in its orchestrator's: add up the billed figures of
+    runs without a parent (`parent_run_id`) to get what a whole tree of runs was billed.
     """
 
     requests: int = 0

@@ -328,33 +328,49 @@ def total_usage(steps: Iterable[StepRecord]) -> Usage:
 def settle_usage(used: Usage, events: Iterable[StepEvent]) -> Usage:
     """A run's usage: what its conversation `used` (pydantic-ai's count), with what the provider billed for it.
 
-    `events` are the run's own events with their derived states, across all its Temporal runs. Replayed
-    counts are those of the completed model requests the run did not abandon that the journal answered;
-    every answer the provider gave (a completed, not replayed request, in any attempt) is billed, and
-    what the billed answers exceed the requests not replayed by is `extra_billed_*`. With no completed
-    model request among `events` (none recorded, or lost) `used` is kept as it is: nothing to settle.
-    The one rule for the ledger's run records and the workflow result; see `Usage`.
+    `events` are the run's own events with their derived states, across all its Temporal runs.
+
+    - Its own model requests: an answer the journal gave is replayed when it is the answer the run went
+      on with (`accepted` or `provisional`); one a reset superseded, or an abandoned attempt's, is not
+      counted (the new run's answer is). Every answer the provider gave (a completed request not
+      replayed, in any attempt and any Temporal run) is billed, and what the billed answers exceed the
+      requests not replayed by is `extra_billed_*`.
+    - Its delegates (tool events naming a `child_run_id`): each child run's settled usage is counted once.
+      A child whose result the conversation went on with is in `used` already (the delegate tool adds it),
+      so its replayed and extra-billed figures are added to the run's; a child only a superseded call
+      reached is outside `used`, so all it billed is extra billed. The run's `billed_*` is then its own
+      billed answers plus its delegates' billed ones.
+
+    With no completed model request and no delegate result among `events` (none recorded, or lost) `used`
+    is kept as it is: nothing to settle. The one rule for the ledger's run records and the workflow
+    result; see `Usage`.
     """
     replayed = answered = None
+    delegates: dict[str, tuple[Usage, bool]] = {}
     for event in events:
-        if event.kind != 'model_request_completed' or event.usage is None:
+        if event.usage is None or not event.is_terminal:
             continue
-        if not event.replayed:
-            answered = event.usage if answered is None else answered + event.usage
-        elif event.state != 'abandoned':
-            replayed = event.usage if replayed is None else replayed + event.usage
-    if replayed is None and answered is None:
+        if event.kind == 'model_request_completed':
+            if not event.replayed:
+                answered = event.usage if answered is None else answered + event.usage
+            elif event.state in ('accepted', 'provisional'):
+                replayed = event.usage if replayed is None else replayed + event.usage
+        elif event.step_kind == 'tool_call' and event.child_run_id is not None:
+            _, used_before = delegates.get(event.child_run_id, (event.usage, False))
+            delegates[event.child_run_id] = (event.usage, used_before or event.state != 'superseded')
+    if replayed is None and answered is None and not delegates:
         return used
     replayed, answered = replayed or Usage(), answered or Usage()
-    return replace(
-        used,
-        replayed_requests=replayed.requests,
-        replayed_input_tokens=replayed.input_tokens,
-        replayed_output_tokens=replayed.output_tokens,
-        extra_billed_requests=max(answered.requests - (used.requests - replayed.requests), 0),
-        extra_billed_input_tokens=max(answered.input_tokens - (used.input_tokens - replayed.input_tokens), 0),
-        extra_billed_output_tokens=max(answered.output_tokens - (used.output_tokens - replayed.output_tokens), 0),
-    )
+    in_used = sum((usage for usage, went_on in delegates.values() if went_on), Usage())
+    outside = [usage for usage, went_on in delegates.values() if not went_on]
+    settled: dict[str, int] = {}
+    for name in ('requests', 'input_tokens', 'output_tokens'):
+        own_used = getattr(used, name) - getattr(in_used, name)
+        own_extra = max(getattr(answered, name) - (own_used - getattr(replayed, name)), 0)
+        outside_billed = sum(getattr(usage, f'billed_{name}') for usage in outside)
+        settled[f'replayed_{name}'] = getattr(replayed, name) + getattr(in_used, f'replayed_{name}')
+        settled[f'extra_billed_{name}'] = own_extra + getattr(in_used, f'extra_billed_{name}') + outside_billed
+    return replace(used, **settled)
 
 
 def idempotency_key_for(workflow_id: str, tool_call_id: str) -> str:

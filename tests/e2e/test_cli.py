@@ -697,7 +697,10 @@ async def test_show_marks_tool_calls_in_doubt_delegates_and_continuations(
 
 async def test_read_errors_are_one_line(recorded: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
-        (['show', 'run-nope', '--ledger', recorded.ledger_url], "no ledger run goes by 'run-nope' (tried it as a ledger run id or workflow id)"),
+        (
+            ['show', 'run-nope', '--ledger', recorded.ledger_url],
+            "no ledger run goes by 'run-nope' (tried it as a ledger run id or workflow id)",
+        ),
         (['runs', '--before', 'run-nope', '--ledger', recorded.ledger_url], "no ledger run with id 'run-nope'"),
         (['show', 'run-x', '--ledger', 'postgres://user:secret@host/db'], "unsupported ledger scheme 'postgres'"),
         (['runs', '--ledger', f'sqlite:///{tmp_path}/missing.db'], 'missing.db does not exist'),

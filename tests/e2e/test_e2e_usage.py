@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -25,11 +25,12 @@ from agentledger import Ledger, SqliteLedger
 from agentledger.cli import main as cli
 from agentledger.model import Usage
 from agentledger.workflows import AbandonRequest, ResumeRequest
-from agentledger.workflows._types import RunFailureDetails
+from agentledger.workflows._types import AgentRunOutput, RunFailureDetails
 
 from ..conftest import Served, serve
 from ..helpers import journal_agents
-from ..helpers.journal_agents import MeteredDeps, metered_agent, metered_calls
+from ..helpers.checks import temporal_reset
+from ..helpers.journal_agents import MeteredDeps, metered_agent, metered_boss, metered_calls
 from .test_cli import fact, line_with
 from .test_e2e_journal import doomed_worker
 
@@ -47,7 +48,9 @@ class Reported:
     usage: Usage | None
     """The workflow result's usage or its failure details' (`None` while the run is parked)."""
     calls: list[tuple[int, int]]
-    """The provider calls billed to the run: input and output tokens of each."""
+    """The provider calls billed to the run (and to its delegates): input and output tokens of each."""
+    delegates: tuple[str, ...] = ()
+    """The ledger run ids of the run's delegates, whose usage its own includes."""
 
 
 Checked = Callable[[Reported], Awaitable[None]]
@@ -159,12 +162,51 @@ async def continued_as_new(
     return [Reported(result.run_id, result.usage, metered_calls())]
 
 
+async def reset_twice(client: Client, env: WorkflowEnvironment, workflow_id: str) -> AgentRunOutput:
+    """Reset a completed run to its first workflow task, twice: each new run replays the answers it had."""
+    for reason in ('usage once', 'usage twice'):
+        await temporal_reset(env, workflow_id, ['--type', 'FirstWorkflowTask'], reason)
+        output = await asyncio.wait_for(
+            client.get_workflow_handle(workflow_id, result_type=AgentRunOutput).result(), 60
+        )
+    return output
+
+
+async def reset(env: WorkflowEnvironment, ledger: Ledger, tmp_path: Path, checked: Checked) -> list[Reported]:
+    """A completed run reset twice: one ledger run, its answers replayed, nothing billed again."""
+    async with serve(env, ledger, [metered_agent]) as served:
+        handle = await agentledger.start(
+            served.client, metered_agent, '2', task_queue=served.task_queue, deps=MeteredDeps()
+        )
+        first = await asyncio.wait_for(handle.result(), 60)
+        await checked(Reported(first.run_id, first.usage, metered_calls()))
+        result = await reset_twice(served.client, env, handle.workflow_id)
+    assert result.run_id == first.run_id and len((await ledger.run(result.run_id)).temporal_run_ids) == 3
+    assert (result.usage.requests, result.usage.replayed_requests, len(metered_calls())) == (3, 3, 3)
+    return [Reported(result.run_id, result.usage, metered_calls())]
+
+
+async def delegated(env: WorkflowEnvironment, ledger: Ledger, tmp_path: Path, checked: Checked) -> list[Reported]:
+    """An orchestrator whose delegate runs as its child: its usage includes the child's, billed once in all."""
+    async with serve(env, ledger, [metered_boss]) as served:
+        handle = await agentledger.start(served.client, metered_boss, 'delegate', task_queue=served.task_queue)
+        result = await asyncio.wait_for(handle.result(), 60)
+    [child] = [run for run in await ledger.runs() if run.parent_run_id == result.run_id]
+    assert (result.usage.requests, child.usage.requests, len(metered_calls())) == (5, 3, 5)
+    return [
+        Reported(result.run_id, result.usage, metered_calls(), (child.run_id,)),
+        Reported(child.run_id, None, metered_calls('metered')),
+    ]
+
+
 PATHS: dict[str, Callable[[WorkflowEnvironment, Ledger, Path, Checked], Awaitable[list[Reported]]]] = {
     'parked-still': parked_still,
     'parked-resumed': parked_resumed,
     'replayed': replayed,
     'restart': restart,
     'continue-as-new': continued_as_new,
+    'reset': reset,
+    'delegated': delegated,
 }
 
 
@@ -175,8 +217,12 @@ async def cli_out(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 
 async def check(ledger: Ledger, tmp_path: Path, run: Reported, capsys: pytest.CaptureFixture[str]) -> None:
-    """One usage in the run's record, its events, the workflow's report and the CLI; and it is what was billed."""
+    """One usage in the run's record, its events, the workflow's report and the CLI; and it is what was billed.
+
+    An orchestrator's usage is its own events' plus its delegates' usage (their records are checked too).
+    """
     usage = (await ledger.run(run.run_id)).usage
+    delegated = sum([(await ledger.run(child)).usage for child in run.delegates], Usage())
     if run.usage is not None:
         assert run.usage == usage
     # What the provider billed the run: every call, the answers the run then lost or replayed too.
@@ -188,10 +234,15 @@ async def check(ledger: Ledger, tmp_path: Path, run: Reported, capsys: pytest.Ca
     answered = [e.usage for e in ends if not e.replayed and e.usage]
     replays = [e.usage for e in ends if e.state == 'accepted' and e.replayed and e.usage]
     assert (usage.requests, usage.input_tokens, usage.output_tokens) == (
-        len(used), sum(u.input_tokens for u in used), sum(u.output_tokens for u in used)
+        len(used) + delegated.requests,
+        sum(u.input_tokens for u in used) + delegated.input_tokens,
+        sum(u.output_tokens for u in used) + delegated.output_tokens,
     )  # fmt: skip
-    assert (usage.replayed_requests, usage.replayed_tokens) == (len(replays), sum(u.total_tokens for u in replays))
-    assert (len(answered), sum(u.total_tokens for u in answered)) == (billed[0], billed[1] + billed[2])
+    assert (usage.replayed_requests, usage.replayed_tokens) == (
+        len(replays) + delegated.replayed_requests, sum(u.total_tokens for u in replays) + delegated.replayed_tokens
+    )  # fmt: skip
+    answered_tokens = sum(u.total_tokens for u in answered) + delegated.billed_tokens
+    assert (len(answered) + delegated.billed_requests, answered_tokens) == (billed[0], billed[1] + billed[2])
     url = f'sqlite:///{tmp_path / "runs.db"}'
     show = json.loads(await cli_out(capsys, 'show', run.run_id, '--json', '--ledger', url))
     listed = json.loads(await cli_out(capsys, 'runs', '--json', '--ledger', url))
@@ -214,6 +265,7 @@ async def test_every_reader_reports_the_same_usage_and_it_is_what_was_billed(
         runs = await PATHS[path](temporal_env, ledger, tmp_path, lambda run: check(ledger, tmp_path, run, capsys))
         for run in runs:
             await check(ledger, tmp_path, run, capsys)
-        # Each billed call is billed to exactly one run.
+        # Each billed call is billed to exactly one run without a parent (an orchestrator's include its delegates').
         records = [await ledger.run(run.run_id) for run in runs]
+        records = [record for record in records if record.parent_run_id is None]
         assert sum(record.usage.billed_requests for record in records) == len(metered_calls())

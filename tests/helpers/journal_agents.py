@@ -269,11 +269,20 @@ async def echo(n: int) -> str:
     return f'echo {n}'
 
 
-def metered_calls() -> list[tuple[int, int]]:
-    """The input and output tokens of each call of the metered provider (in every process), in order."""
+def metered_calls(agent: str | None = None) -> list[tuple[int, int]]:
+    """The input and output tokens of each call of the metered provider (in every process), in order.
+
+    `agent`: only the calls of that agent (each line ends with the name of the agent that called).
+    """
     path = Path(os.environ[CALLS_ENV])
     lines = path.read_text().splitlines() if path.exists() else []
-    return [(int(tokens[0]), int(tokens[1])) for tokens in (line.split() for line in lines)]
+    calls = (line.split() for line in lines)
+    return [(int(tokens[0]), int(tokens[1])) for tokens in calls if agent is None or tokens[2] == agent]
+
+
+def _bill(usage: RequestUsage, agent: str) -> None:
+    with Path(os.environ[CALLS_ENV]).open('a') as calls:
+        calls.write(f'{usage.input_tokens} {usage.output_tokens} {agent}\n')
 
 
 @dataclass
@@ -294,8 +303,7 @@ def metered_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
     done = sum(isinstance(m, ModelResponse) for m in messages)
     steps = next(int(str(p.content)) for m in messages for p in m.parts if isinstance(p, UserPromptPart))
     usage = RequestUsage(input_tokens=10 + len(messages), output_tokens=3 + done)
-    with Path(os.environ[CALLS_ENV]).open('a') as calls:
-        calls.write(f'{usage.input_tokens} {usage.output_tokens}\n')
+    _bill(usage, 'metered')
     if done < steps:
         return ModelResponse(parts=[ToolCallPart('work', {'step': done + 1})], usage=usage)
     return ModelResponse(parts=[TextPart('worked')], usage=usage)
@@ -317,3 +325,21 @@ def metered_work(ctx: RunContext[MeteredDeps], step: int) -> str:
         marker.touch()
         raise ApplicationError(f'step {step} broke', type='StepBroke', non_retryable=True)
     return f'step {step} done'
+
+
+def metered_boss_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Hand `2` steps of work to the metered agent, then answer; every call bills tokens as the metered agent's do."""
+    done = sum(isinstance(m, ModelResponse) for m in messages)
+    usage = RequestUsage(input_tokens=20 + len(messages), output_tokens=5 + done)
+    _bill(usage, 'metered_boss')
+    if done == 0:
+        return ModelResponse(parts=[ToolCallPart('metered', {'task': '2'})], usage=usage)
+    return ModelResponse(parts=[TextPart('delegated')], usage=usage)
+
+
+metered_boss = Agent(
+    FunctionModel(metered_boss_script),
+    name='metered_boss',
+    tools=[agentledger.delegate(metered_agent, deps=lambda ctx: MeteredDeps())],
+    capabilities=[TemporalDurability(activity_config=_quick)],
+)
