@@ -115,3 +115,21 @@ def test_steps_keep_one_accepted_attempt_per_step_and_superseded_usage_still_cou
     ]
     assert steps[0].usage == usage
     assert total_usage(steps).input_tokens == 6
+
+
+def test_a_step_whose_activity_id_shifted_after_a_reset_is_superseded_by_its_step() -> None:
+    """After a reset an orchestrator schedules one more activity (its delegate finds the child it started),
+    so the same model request step and tool call carry the next activity ids: they still supersede theirs."""
+    events = [
+        event('2', 1, 'tool_call_started', temporal_run_id='t1', step=1, tool_call_id='call-a', tool_name='ask'),
+        event('3', 1, 'model_request_started', temporal_run_id='t1', step=2),
+        event('3', 1, 'tool_call_started', temporal_run_id='t2', step=1, tool_call_id='call-a', tool_name='ask'),
+        event('4', 1, 'model_request_started', temporal_run_id='t2', step=2),
+    ]
+    accepted = [
+        acceptance('2', temporal_run_id='t1'),
+        acceptance('3', temporal_run_id='t1'),
+        acceptance('3', temporal_run_id='t2'),
+        acceptance('4', temporal_run_id='t2'),
+    ]
+    assert superseded_activities(events, accepted, {'t2': reset('t2', 't1')}) == {('t1', '2'), ('t1', '3')}

@@ -104,21 +104,39 @@ def superseded_activities(
     """The `(temporal_run_id, activity_id)` acceptances a reset superseded.
 
     An activity accepted in a Temporal run that was reset (directly or through a chain of resets) is
-    superseded when a run reset from it ran that activity again (has attempts of it) and accepted it:
-    the new run's acceptance is the one that counts. Activity ids are the workflow's deterministic
-    ids, so the same step has the same id in both runs. Continue-as-new is not a reset and supersedes
-    nothing.
+    superseded when a run reset from it ran the same step again (has attempts of it) and accepted it:
+    the new run's acceptance is the one that counts. The same step is the same activity id (the
+    workflow's ids are deterministic), or the same model request step or tool_call_id: a workflow that
+    schedules one more activity after a reset (a delegate finding the child it started before) shifts
+    the ids after it. Continue-as-new is not a reset and supersedes nothing.
     """
     accepted = {(a.temporal_run_id, a.activity_id) for a in acceptances}
     attempted = {(e.temporal_run_id, e.activity_id) for e in events if e.step_kind is not None}
+    steps = {(e.temporal_run_id, e.activity_id): step for e in events if (step := _same_step(e)) is not None}
+    accepted_steps: dict[tuple[str, tuple[str, str]], set[str]] = {}
+    for (run, activity), step in steps.items():
+        if (run, activity) in accepted:
+            accepted_steps.setdefault((run, step), set()).add(activity)
     superseded: set[tuple[str, str]] = set()
     for new_run, activity_id in attempted & accepted:
+        step = steps.get((new_run, activity_id))
         seen = {new_run}
         reset = resets.get(new_run)
         while reset is not None and reset.base_run_id not in seen:
             base = reset.base_run_id
             if (base, activity_id) in accepted:
                 superseded.add((base, activity_id))
+            if step is not None:
+                superseded.update((base, same) for same in accepted_steps.get((base, step), ()))
             seen.add(base)
             reset = resets.get(base)
     return superseded
+
+
+def _same_step(event: StepEvent) -> tuple[str, str] | None:
+    """What names an activity's step across a reset besides its id: a tool call's id, a model request's step."""
+    if event.step_kind == 'tool_call' and event.tool_call_id:
+        return ('tool_call', event.tool_call_id)
+    if event.step_kind == 'model_request' and event.step is not None:
+        return ('model_request', str(event.step))
+    return None

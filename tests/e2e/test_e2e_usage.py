@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,24 @@ async def delegated(env: WorkflowEnvironment, ledger: Ledger, tmp_path: Path, ch
     ]
 
 
+async def delegated_reset(env: WorkflowEnvironment, ledger: Ledger, tmp_path: Path, checked: Checked) -> list[Reported]:
+    """An orchestrator reset twice after its delegate ran: the child is found again, not run again; each step of
+    the orchestrator keeps one accepted attempt though the reset run schedules one more activity."""
+    async with serve(env, ledger, [metered_boss]) as served:
+        handle = await agentledger.start(served.client, metered_boss, 'delegate', task_queue=served.task_queue)
+        await asyncio.wait_for(handle.result(), 60)
+        result = await reset_twice(served.client, env, handle.workflow_id)
+    [child] = [run for run in await ledger.runs() if run.parent_run_id == result.run_id]
+    assert len(metered_calls()) == 5
+    steps = await ledger.steps(result.run_id)
+    accepted = Counter((s.kind, s.step, s.tool_call_id) for s in steps if s.accepted_attempt is not None)
+    assert accepted and set(accepted.values()) == {1}
+    return [
+        Reported(result.run_id, result.usage, metered_calls(), (child.run_id,)),
+        Reported(child.run_id, None, metered_calls('metered')),
+    ]
+
+
 PATHS: dict[str, Callable[[WorkflowEnvironment, Ledger, Path, Checked], Awaitable[list[Reported]]]] = {
     'parked-still': parked_still,
     'parked-resumed': parked_resumed,
@@ -207,6 +226,7 @@ PATHS: dict[str, Callable[[WorkflowEnvironment, Ledger, Path, Checked], Awaitabl
     'continue-as-new': continued_as_new,
     'reset': reset,
     'delegated': delegated,
+    'delegated-reset': delegated_reset,
 }
 
 
