@@ -75,14 +75,7 @@ def apply_run_start(existing: RunRecord | None, start: RunStart) -> RunRecord | 
         )
     if start.temporal_run_id in existing.temporal_run_ids:
         return None
-    return replace(
-        existing,
-        temporal_run_ids=(*existing.temporal_run_ids, start.temporal_run_id),
-        status='running',
-        updated_at=max(existing.updated_at, start.started_at),
-        ended_at=None,
-        error=None,
-    )
+    return _running_again(existing, start.temporal_run_id, start.started_at)
 
 
 def apply_reset(existing: RunRecord, reset: ResetPoint) -> RunRecord | None:
@@ -97,11 +90,16 @@ def apply_reset(existing: RunRecord, reset: ResetPoint) -> RunRecord | None:
         return None
     if existing.ended_at is not None and reset.at < existing.ended_at:
         return None
+    return _running_again(existing, reset.temporal_run_id, reset.at)
+
+
+def _running_again(existing: RunRecord, temporal_run_id: str, at: datetime) -> RunRecord:
+    """The run with one more Temporal run, running (again): whatever ended it before, the new run goes on."""
     return replace(
         existing,
-        temporal_run_ids=(*existing.temporal_run_ids, reset.temporal_run_id),
+        temporal_run_ids=(*existing.temporal_run_ids, temporal_run_id),
         status='running',
-        updated_at=max(existing.updated_at, reset.at),
+        updated_at=max(existing.updated_at, at),
         ended_at=None,
         error=None,
     )
