@@ -390,6 +390,8 @@ async def test_a_reset_run_waiting_for_approval_goes_by_its_new_temporal_run_id(
     async with SqliteLedger(tmp_path / 'runs.db') as ledger, serve(temporal_env, ledger, [approval_agent]) as served:
         handle = await agentledger.start(served.client, approval_agent, prompt, task_queue=served.task_queue)
         [call] = await waiting(handle)
+        # The ledger heard of the wait (its activity ran) before the reset discards what the old run had scheduled.
+        await status(ledger, handle.run_id, 'awaiting_approval')
         events = (await handle.workflow_handle.fetch_history()).events
         started = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
         after_start = next(
