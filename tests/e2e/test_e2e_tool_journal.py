@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -57,6 +58,16 @@ async def worker(env: WorkflowEnvironment, ledger: SqliteLedger, task_queue: str
 
 async def completed(client: Client, workflow_id: str) -> None:
     await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 120)
+
+
+async def failed_fragile_run(
+    client: Client, task_queue: str, deps: StepDeps, **options: Any
+) -> agentledger.AgentRunHandle[str]:
+    """Start a `steps` run whose `fragile` tool fails for good at step 2 (after `work` of step 2), and see it fail."""
+    handle = await agentledger.start(client, steps_agent, 'fragile', task_queue=task_queue, deps=deps, **options)
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.workflow_handle.result(), 60)
+    return handle
 
 
 def replayed_tools(events: list[StepEvent], temporal_run_id: str) -> list[StepEvent]:
@@ -115,9 +126,7 @@ async def test_restart_after_a_failure_replays_the_completed_tool_calls(
         task_queue = f'tools-{uuid.uuid4().hex[:8]}'
         deps = StepDeps(failed_marker=str(tmp_path / 'fragile-failed'))
         async with worker(temporal_env, ledger, task_queue) as client:
-            handle = await agentledger.start(client, steps_agent, 'fragile', task_queue=task_queue, deps=deps)
-            with pytest.raises(WorkflowFailureError):
-                await asyncio.wait_for(handle.workflow_handle.result(), 60)
+            handle = await failed_fragile_run(client, task_queue, deps)
             assert tool_runs() == ['work 1', 'work 2', 'fragile 2']
 
             again = await agentledger.start(
@@ -179,9 +188,7 @@ async def test_reexecute_tools_on_a_restart_runs_the_completed_tools_again(
         task_queue = f'tools-{uuid.uuid4().hex[:8]}'
         deps = StepDeps(failed_marker=str(tmp_path / 'fragile-failed'))
         async with worker(temporal_env, ledger, task_queue) as client:
-            handle = await agentledger.start(client, steps_agent, 'fragile', task_queue=task_queue, deps=deps)
-            with pytest.raises(WorkflowFailureError):
-                await asyncio.wait_for(handle.workflow_handle.result(), 60)
+            handle = await failed_fragile_run(client, task_queue, deps)
             again = await agentledger.start(
                 client,
                 steps_agent,
@@ -254,11 +261,7 @@ async def test_a_restart_from_a_copied_continued_input_is_a_new_run(
         task_queue = f'tools-{uuid.uuid4().hex[:8]}'
         deps = StepDeps(failed_marker=str(tmp_path / 'fragile-failed'))
         async with worker(temporal_env, ledger, task_queue) as client:
-            handle = await agentledger.start(
-                client, steps_agent, 'fragile', task_queue=task_queue, deps=deps, history_event_limit=10
-            )
-            with pytest.raises(WorkflowFailureError):
-                await asyncio.wait_for(handle.workflow_handle.result(), 60)
+            handle = await failed_fragile_run(client, task_queue, deps, history_event_limit=10)
             failed = await ledger.run(handle.run_id)
             assert failed.status == 'failed' and len(failed.temporal_run_ids) == 2
 
